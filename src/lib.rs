@@ -1,0 +1,1 @@
+//! flatbake: bake systemd-sysext images into Flatcar Container Linux OS images.
