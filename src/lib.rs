@@ -1,1 +1,14 @@
-//! flatbake: bake systemd-sysext images into Flatcar Container Linux OS images.
+//! flatbake: bake systemd-sysext images into Flatcar Container Linux OS images and
+//! re-emit them as vendor images, rootless.
+//!
+//! Where things live: [`disk`] (GPT, Flatcar's partitions, sparse copies), [`fs`] (the
+//! filesystems inside: ext4 ROOT, btrfs OEM, FAT ESP), [`sysext`] (sysext images and
+//! their metadata), [`bake`] (the pipeline), [`cli`] (the command line).
+
+pub mod arch;
+pub mod bake;
+pub mod cli;
+pub mod disk;
+pub mod fs;
+pub mod sysext;
+pub mod tools;

@@ -1,0 +1,265 @@
+//! The bake pipeline: check everything, copy the input image (sparse), edit ROOT and
+//! OEM, and rename the result into place only when every step and check succeeded.
+//! The input image is opened read-only and never modified.
+
+pub mod plan;
+
+use crate::arch::Arch;
+use crate::disk::gpt::Gpt;
+use crate::disk::layout::FlatcarLayout;
+use crate::disk::sparse;
+use crate::fs::{btrfs, ext4, Op};
+use plan::{Extension, InstallTo, PlanInput, Target};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Everything a bake run needs, as parsed from the command line.
+#[derive(Clone, Debug)]
+pub struct BakeRequest {
+    pub image: PathBuf,
+    pub output: PathBuf,
+    pub extensions: Vec<String>,
+    pub install_to: InstallTo,
+    pub sysupdate_confs: Vec<String>,
+    pub arch: Option<Arch>,
+    /// Scratch space; defaults to a fresh directory beside the output.
+    pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BakeError {
+    #[error("{}", list(.0))]
+    Preflight(Vec<String>),
+    #[error("{0}")]
+    Gpt(#[from] crate::disk::gpt::GptError),
+    #[error("{0}")]
+    Layout(#[from] crate::disk::layout::LayoutError),
+    #[error("{0}")]
+    Fs(#[from] crate::fs::FsError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn list(ps: &[String]) -> String {
+    if ps.len() == 1 {
+        return ps[0].clone();
+    }
+    let mut s = format!("{} problems, nothing was written:", ps.len());
+    for p in ps {
+        s.push_str("\n  - ");
+        s.push_str(p);
+    }
+    s
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BakeError + '_ {
+    move |source| BakeError::Io { path: path.to_owned(), source }
+}
+
+/// One installed extension, as reported to the user.
+#[derive(Clone, Debug)]
+pub struct Baked {
+    pub name: String,
+    pub target: Target,
+    pub path: String,
+    pub symlink: String,
+    pub link_target: String,
+    pub conf: Option<String>,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// What a bake run produced.
+#[derive(Clone, Debug)]
+pub struct BakeReport {
+    pub output: PathBuf,
+    pub arch: Option<Arch>,
+    pub extensions: Vec<Baked>,
+}
+
+/// Check, then bake. On error nothing exists at `req.output` that was not there before.
+pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
+    let input = File::open(&req.image).map_err(io(&req.image))?;
+    let meta = input.metadata().map_err(io(&req.image))?;
+    if !meta.is_file() {
+        return Err(BakeError::Preflight(vec![format!("{}: not a regular file", req.image.display())]));
+    }
+    let gpt = Gpt::read_from(&input, meta.len(), &req.image)?;
+    let layout = FlatcarLayout::find(gpt, &req.image)?;
+    let arch = req.arch.or_else(|| crate::fs::fat::detect_arch(&input, &layout.esp));
+
+    let mut problems = Vec::new();
+    let out_dir = output_dir(&req.output);
+    if let Err(p) = check_output(&req.image, &req.output, &out_dir) {
+        problems.push(p);
+    }
+    let exts = match plan::check_extensions(&PlanInput {
+        extensions: &req.extensions,
+        install_to: &req.install_to,
+        sysupdate_confs: &req.sysupdate_confs,
+        arch,
+    }) {
+        Ok(e) => e,
+        Err(ps) => {
+            problems.extend(ps);
+            Vec::new()
+        }
+    };
+    // ROOT must be readable ext4 (and OEM btrfs if used), with room for the files.
+    let rootfs = ext4::open(&req.image, &layout.root)?;
+    let existing = |p: &str| -> Option<String> {
+        let m = rootfs.symlink_metadata(p).ok()?;
+        if !m.is_symlink() {
+            return None;
+        }
+        rootfs.read_link(p).ok().and_then(|t| t.to_str().ok().map(str::to_owned))
+    };
+    let (root_edits, oem_edits) = plan::edits(&exts, &existing);
+    let need = |edits: &crate::fs::Edits, per_file: &dyn Fn(u64) -> u64| -> u64 {
+        edits
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Write { src, .. } => std::fs::metadata(src).map(|m| per_file(m.len())).unwrap_or(0),
+                _ => 0,
+            })
+            .sum()
+    };
+    let space = ext4::space(&req.image, &layout.root)?;
+    let root_need = need(&root_edits, &|n| ext4::footprint(n, space.block_size));
+    if root_need > space.available() {
+        problems.push(format!(
+            "{}: ROOT has {} free but the extensions need {}",
+            req.image.display(),
+            human(space.available()),
+            human(root_need)
+        ));
+    }
+    if !oem_edits.is_empty() {
+        let sup = btrfs::read_super(&input, &req.image, &layout.oem)?;
+        let oem_need = need(&oem_edits, &btrfs::footprint) + sup.bytes_used + btrfs::OVERHEAD;
+        if oem_need > layout.oem.size() {
+            problems.push(format!(
+                "{}: OEM is {} with {} used, too small for {} more",
+                req.image.display(),
+                human(layout.oem.size()),
+                human(sup.bytes_used),
+                human(need(&oem_edits, &btrfs::footprint))
+            ));
+        }
+    }
+    drop(rootfs);
+    if !problems.is_empty() {
+        return Err(BakeError::Preflight(problems));
+    }
+
+    // Everything checked: write.
+    let tmp = tempfile::Builder::new()
+        .prefix(".flatbake-")
+        .suffix(".partial")
+        .tempfile_in(&out_dir)
+        .map_err(io(&out_dir))?;
+    let work = match &req.work_dir {
+        Some(d) => tempfile::Builder::new().prefix("flatbake-").tempdir_in(d).map_err(io(d))?,
+        None => tempfile::Builder::new().prefix(".flatbake-work-").tempdir_in(&out_dir).map_err(io(&out_dir))?,
+    };
+    log(&format!("copying {} (sparse)", req.image.display()));
+    sparse::clone_file(&input, tmp.as_file()).map_err(io(tmp.path()))?;
+    if !oem_edits.is_empty() {
+        log("rebuilding OEM (btrfs)");
+        let oem_work = work.path().join("oem");
+        std::fs::create_dir(&oem_work).map_err(io(&oem_work))?;
+        btrfs::apply(tmp.path(), tmp.as_file(), &layout.oem, &oem_edits, &oem_work)?;
+    }
+    log("editing ROOT (ext4)");
+    let root_work = work.path().join("root");
+    std::fs::create_dir(&root_work).map_err(io(&root_work))?;
+    ext4::apply(tmp.path(), &layout.root, &root_edits, &root_work)?;
+    tmp.as_file().sync_all().map_err(io(tmp.path()))?;
+    let report = BakeReport { output: req.output.clone(), arch, extensions: report(&exts)? };
+    tmp.persist(&req.output).map_err(|e| BakeError::Io { path: req.output.clone(), source: e.error })?;
+    if let Ok(d) = File::open(&out_dir) {
+        let _ = d.sync_all();
+    }
+    Ok(report)
+}
+
+fn report(exts: &[Extension]) -> Result<Vec<Baked>, BakeError> {
+    exts.iter()
+        .map(|e| {
+            let (sha256, size) = sha256_file(&e.src)?;
+            Ok(Baked {
+                name: e.name.clone(),
+                target: e.target,
+                path: e.path.clone(),
+                symlink: e.symlink(),
+                link_target: e.link_target.clone(),
+                conf: e.conf.as_ref().map(|_| e.conf_path()),
+                sha256,
+                size,
+            })
+        })
+        .collect()
+}
+
+/// Hex sha256 and length of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<(String, u64), BakeError> {
+    let mut f = File::open(path).map_err(io(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(io(path))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((format!("{:x}", h.finalize()), n))
+}
+
+fn output_dir(output: &Path) -> PathBuf {
+    match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn check_output(image: &Path, output: &Path, dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !dir.is_dir() {
+        return Err(format!("{}: output directory does not exist", dir.display()));
+    }
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(image), std::fs::metadata(output)) {
+        if a.dev() == b.dev() && a.ino() == b.ino() {
+            return Err(format!("{}: the output is the input image; choose another --output", output.display()));
+        }
+    }
+    if output.is_dir() {
+        return Err(format!("{}: is a directory; --output names a file", output.display()));
+    }
+    Ok(())
+}
+
+fn log(msg: &str) {
+    eprintln!("flatbake: {msg}");
+}
+
+/// Sizes for people: `1.5 MiB`.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

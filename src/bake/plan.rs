@@ -1,0 +1,303 @@
+//! What goes where: turning `NAME:FILE` arguments, `--install-to` and sysupdate configs
+//! into a checked plan, and every pre-flight check made before the first byte of output
+//! is written. All problems of a run are collected and reported together.
+
+use crate::arch::Arch;
+use crate::fs::{check_path, Edits, Op};
+use crate::sysext::image::{self, SysextImage, RELEASE_DIR};
+use crate::sysext::release::{self, HostOs};
+use crate::sysext::{name_problem, sysupdate};
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Which filesystem of the image a sysext is installed into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Root,
+    Oem,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Target::Root => "ROOT",
+            Target::Oem => "OEM",
+        })
+    }
+}
+
+/// `--install-to PART:DIR`; `{name}` in DIR stands for the extension name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallTo {
+    pub target: Target,
+    pub dir: String,
+}
+
+/// Where systemd-sysupdate's bakery config expects the images.
+pub const DEFAULT_INSTALL_TO: &str = "root:/opt/extensions/{name}";
+
+impl std::str::FromStr for InstallTo {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (part, dir) = s.split_once(':').ok_or_else(|| format!("'{s}': expected root:DIR or oem:DIR"))?;
+        let target = match part {
+            "root" | "ROOT" => Target::Root,
+            "oem" | "OEM" => Target::Oem,
+            _ => return Err(format!("'{s}': unknown partition '{part}' (use root or oem)")),
+        };
+        let dir = dir.trim_end_matches('/');
+        let dir = if dir.is_empty() { "/".to_owned() } else { dir.to_owned() };
+        if !dir.starts_with('/') {
+            return Err(format!("'{s}': the directory must be absolute"));
+        }
+        check_path("install", &dir.replace("{name}", "x")).map_err(|e| format!("'{s}': {e}"))?;
+        Ok(InstallTo { target, dir })
+    }
+}
+
+impl InstallTo {
+    /// Path of `file` for extension `name`, inside the target filesystem.
+    pub fn path_for(&self, name: &str, file: &str) -> String {
+        let dir = self.dir.replace("{name}", name);
+        if dir == "/" {
+            format!("/{file}")
+        } else {
+            format!("{dir}/{file}")
+        }
+    }
+}
+
+/// One sysext, checked and placed.
+#[derive(Clone, Debug)]
+pub struct Extension {
+    pub name: String,
+    pub src: PathBuf,
+    pub image: SysextImage,
+    pub target: Target,
+    /// Path inside the target filesystem.
+    pub path: String,
+    /// Where `/etc/extensions/NAME.raw` points, in the booted system.
+    pub link_target: String,
+    /// The sysupdate transfer file to install, if any.
+    pub conf: Option<PathBuf>,
+}
+
+impl Extension {
+    pub fn symlink(&self) -> String {
+        format!("/etc/extensions/{}.raw", self.name)
+    }
+    pub fn conf_path(&self) -> String {
+        format!("/etc/sysupdate.{0}.d/{0}.conf", self.name)
+    }
+}
+
+/// Where the OEM partition is mounted in a booted Flatcar.
+pub const OEM_MOUNT: &str = "/oem";
+
+/// Inputs to planning, besides the image itself.
+pub struct PlanInput<'a> {
+    pub extensions: &'a [String],
+    pub install_to: &'a InstallTo,
+    pub sysupdate_confs: &'a [String],
+    pub arch: Option<Arch>,
+}
+
+/// Parse and check every extension argument. Returns the extensions or every problem.
+pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut confs: Vec<(String, PathBuf)> = Vec::new();
+    for c in input.sysupdate_confs {
+        match c.split_once('=') {
+            Some((n, p)) if !n.is_empty() && !p.is_empty() => confs.push((n.to_owned(), PathBuf::from(p))),
+            _ => problems.push(format!("--sysupdate-conf '{c}': expected NAME=PATH")),
+        }
+    }
+    if input.extensions.is_empty() {
+        problems.push("no extensions given: name at least one NAME:FILE".to_owned());
+    }
+    for arg in input.extensions {
+        let Some((name, file)) = arg.split_once(':') else {
+            problems.push(format!("'{arg}': expected NAME:FILE (e.g. wasmtime:wasmtime-24.0.0-x86-64.raw)"));
+            continue;
+        };
+        if let Some(p) = name_problem(name) {
+            problems.push(format!("'{arg}': {p}"));
+            continue;
+        }
+        if !seen.insert(name.to_owned()) {
+            problems.push(format!("'{arg}': extension {name} is given more than once"));
+            continue;
+        }
+        let src = PathBuf::from(file);
+        match check_one(name, &src, input) {
+            Ok((image, mut ps)) => {
+                let file_name = src.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                let path = input.install_to.path_for(name, &file_name);
+                if let Err(e) = check_path("install", &path) {
+                    ps.push(format!("{}: cannot be installed under that name: {e}", src.display()));
+                }
+                let link_target = match input.install_to.target {
+                    Target::Root => path.clone(),
+                    Target::Oem => format!("{OEM_MOUNT}{path}"),
+                };
+                let conf = match confs.iter().find(|(n, _)| n == name) {
+                    Some((_, p)) => Some(p.clone()),
+                    None => {
+                        let beside = src.with_file_name(format!("{name}.conf"));
+                        beside.is_file().then_some(beside)
+                    }
+                };
+                if let Some(c) = &conf {
+                    ps.extend(check_conf(c));
+                }
+                problems.extend(ps);
+                out.push(Extension {
+                    name: name.to_owned(),
+                    src,
+                    image,
+                    target: input.install_to.target,
+                    path,
+                    link_target,
+                    conf,
+                });
+            }
+            Err(p) => problems.push(p),
+        }
+    }
+    for (n, p) in &confs {
+        if !seen.contains(n) {
+            problems.push(format!("--sysupdate-conf {n}={}: no extension named {n} is being baked", p.display()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Check one sysext file; Err is a problem that stops further checks of it.
+fn check_one(name: &str, src: &Path, input: &PlanInput<'_>) -> Result<(SysextImage, Vec<String>), String> {
+    let meta = std::fs::metadata(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", src.display()));
+    }
+    let img = image::open(src, name).map_err(|e| e.to_string())?;
+    let mut ps = Vec::new();
+    match &img.release {
+        None => {
+            let found = if img.release_names.is_empty() {
+                "it has none".to_owned()
+            } else {
+                format!(
+                    "it has {}; systemd will refuse it under the name {name}",
+                    img.release_names.iter().map(|n| format!("extension-release.{n}")).collect::<Vec<_>>().join(", ")
+                )
+            };
+            ps.push(format!("{}: no {RELEASE_DIR}/extension-release.{name} ({found})", src.display()));
+        }
+        Some(rel) => {
+            let arch = input.arch.map(Arch::systemd_name);
+            let host = HostOs { id: "flatcar", arch };
+            for p in release::problems(rel, &host) {
+                ps.push(format!("{}: {p}", src.display()));
+            }
+            if input.arch.is_none() && rel.get("ARCHITECTURE").is_some() {
+                ps.push(format!(
+                    "{}: declares ARCHITECTURE but the image's architecture is unknown; pass --arch",
+                    src.display()
+                ));
+            }
+        }
+    }
+    Ok((img, ps))
+}
+
+fn check_conf(path: &Path) -> Vec<String> {
+    match std::fs::read(path) {
+        Err(e) => vec![format!("{}: {e}", path.display())],
+        Ok(bytes) if bytes.len() > 1 << 20 => vec![format!("{}: too large for a sysupdate config", path.display())],
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Err(_) => vec![format!("{}: not a text file", path.display())],
+            Ok(text) => sysupdate::problems(&text)
+                .into_iter()
+                .map(|p| format!("{}: not a sysupdate transfer file: {p}", path.display()))
+                .collect(),
+        },
+    }
+}
+
+/// The edits to ROOT and OEM that install `exts`. `existing_link` reports the current
+/// target of a symlink in ROOT, so a replaced extension's old image is removed.
+pub fn edits(exts: &[Extension], existing_link: &dyn Fn(&str) -> Option<String>) -> (Edits, Edits) {
+    let mut root = Edits::default();
+    let mut oem = Edits::default();
+    for e in exts {
+        if let Some(old) = existing_link(&e.symlink()) {
+            if old != e.link_target {
+                if let Some(p) = old.strip_prefix(OEM_MOUNT).filter(|p| p.starts_with('/')) {
+                    oem.push(Op::Remove(p.to_owned()));
+                } else if old.starts_with("/opt/extensions/") {
+                    root.push(Op::Remove(old));
+                }
+            }
+        }
+        let write = Op::Write { path: e.path.clone(), src: e.src.clone(), mode: 0o644 };
+        match e.target {
+            Target::Root => root.push(write),
+            Target::Oem => oem.push(write),
+        }
+        root.push(Op::Symlink { path: e.symlink(), target: e.link_target.clone() });
+        if let Some(c) = &e.conf {
+            root.push(Op::Write { path: e.conf_path(), src: c.clone(), mode: 0o644 });
+        }
+    }
+    (root, oem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_to_parses() {
+        let d: InstallTo = DEFAULT_INSTALL_TO.parse().unwrap();
+        assert_eq!(d.target, Target::Root);
+        assert_eq!(d.path_for("w", "w-1.raw"), "/opt/extensions/w/w-1.raw");
+        let o: InstallTo = "oem:/sysext/".parse().unwrap();
+        assert_eq!(o.target, Target::Oem);
+        assert_eq!(o.path_for("w", "w-1.raw"), "/sysext/w-1.raw");
+        let r: InstallTo = "oem:/".parse().unwrap();
+        assert_eq!(r.path_for("w", "w.raw"), "/w.raw");
+        assert!("usr:/x".parse::<InstallTo>().is_err());
+        assert!("root:relative".parse::<InstallTo>().is_err());
+        assert!("root:/a/../b".parse::<InstallTo>().is_err());
+        assert!("nocolon".parse::<InstallTo>().is_err());
+    }
+
+    #[test]
+    fn argument_problems_are_all_reported() {
+        let install: InstallTo = DEFAULT_INSTALL_TO.parse().unwrap();
+        let exts = vec![
+            "nocolon".to_owned(),
+            "../x:/dev/null".to_owned(),
+            ".hid:/dev/null".to_owned(),
+            "a:/nonexistent/a.raw".to_owned(),
+            "b:/dev/null".to_owned(),
+        ];
+        let confs = vec!["zzz=/tmp/x.conf".to_owned(), "bad".to_owned()];
+        let input = PlanInput { extensions: &exts, install_to: &install, sysupdate_confs: &confs, arch: None };
+        let ps = check_extensions(&input).unwrap_err();
+        let all = ps.join("\n");
+        assert!(all.contains("'nocolon': expected NAME:FILE"), "{all}");
+        assert!(all.contains("'../x:/dev/null'"), "{all}");
+        assert!(all.contains("starts with '.'"), "{all}");
+        assert!(all.contains("/nonexistent/a.raw: No such file"), "{all}");
+        assert!(all.contains("/dev/null: not a regular file"), "{all}");
+        assert!(all.contains("--sysupdate-conf 'bad'"), "{all}");
+        assert!(all.contains("no extension named zzz"), "{all}");
+    }
+}

@@ -1,0 +1,239 @@
+//! OEM's btrfs filesystem, edited rootless by rebuilding it with btrfs-progs: the
+//! partition is copied out (sparse), checked (`btrfs check`), unpacked with
+//! `btrfs restore -m -S` (owners, modes, times, symlinks), edited as a directory, and
+//! packed again with `mkfs.btrfs --rootdir` using the original label, UUID, node and
+//! sector size and mixed mode, checked again, and written back over the partition.
+//!
+//! When not running as root the restore and mkfs run under one `fakeroot` session, so
+//! ownership survives the round trip. Known loss: btrfs-progs 6.2 cannot set properties
+//! offline, so the root's `compression=zlib` property is not carried over (the
+//! `mount` backend keeps it).
+
+use super::{check_path, parents, Edits, FsError, Op};
+use crate::disk::gpt::Partition;
+use crate::disk::sparse;
+use crate::tools;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const PART: &str = "OEM";
+const SB_OFFSET: u64 = 64 * 1024;
+
+const INCOMPAT_MIXED_GROUPS: u64 = 1 << 2;
+const INCOMPAT_EXTENDED_IREF: u64 = 1 << 6;
+const INCOMPAT_SKINNY_METADATA: u64 = 1 << 8;
+const INCOMPAT_NO_HOLES: u64 = 1 << 9;
+const COMPAT_RO_FREE_SPACE_TREE: u64 = 1 << 0;
+
+/// What the btrfs superblock says about the filesystem.
+#[derive(Clone, Debug)]
+pub struct Super {
+    pub fsid: [u8; 16],
+    pub label: String,
+    pub total_bytes: u64,
+    pub bytes_used: u64,
+    pub sectorsize: u32,
+    pub nodesize: u32,
+    pub incompat: u64,
+    pub compat_ro: u64,
+}
+
+impl Super {
+    pub fn mixed(&self) -> bool {
+        self.incompat & INCOMPAT_MIXED_GROUPS != 0
+    }
+    pub fn uuid(&self) -> String {
+        let h: String = self.fsid.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    }
+    /// `mkfs.btrfs -O` list reproducing the feature flags that matter.
+    fn features(&self) -> String {
+        let f = |bit: u64, name: &str| if self.incompat & bit != 0 { name.to_owned() } else { format!("^{name}") };
+        [
+            f(INCOMPAT_EXTENDED_IREF, "extref"),
+            f(INCOMPAT_SKINNY_METADATA, "skinny-metadata"),
+            f(INCOMPAT_NO_HOLES, "no-holes"),
+        ]
+        .join(",")
+    }
+}
+
+/// Read the btrfs superblock of `part` inside the open image.
+pub fn read_super(file: &File, image: &Path, part: &Partition) -> Result<Super, FsError> {
+    let mut sb = [0u8; 4096];
+    file.read_exact_at(&mut sb, part.offset() + SB_OFFSET).map_err(FsError::io(image))?;
+    if &sb[0x40..0x48] != b"_BHRfS_M" {
+        return Err(FsError::Invalid {
+            part: PART,
+            what: format!("{}: partition {} holds no btrfs filesystem", image.display(), part.number),
+        });
+    }
+    let u64at = |o: usize| u64::from_le_bytes(sb[o..o + 8].try_into().unwrap_or([0; 8]));
+    let u32at = |o: usize| u32::from_le_bytes(sb[o..o + 4].try_into().unwrap_or([0; 4]));
+    let label_raw = &sb[0x12B..0x12B + 256];
+    let label_len = label_raw.iter().position(|&b| b == 0).unwrap_or(256);
+    let mut fsid = [0u8; 16];
+    fsid.copy_from_slice(&sb[0x20..0x30]);
+    Ok(Super {
+        fsid,
+        label: String::from_utf8_lossy(&label_raw[..label_len]).into_owned(),
+        total_bytes: u64at(0x70),
+        bytes_used: u64at(0x78),
+        sectorsize: u32at(0x90),
+        nodesize: u32at(0x94),
+        compat_ro: u64at(0xB4),
+        incompat: u64at(0xBC),
+    })
+}
+
+/// Bytes a file of `len` bytes needs in the rebuilt filesystem, with metadata room.
+pub fn footprint(len: u64) -> u64 {
+    len.div_ceil(4096) * 4096 + 16 * 1024
+}
+
+/// Fixed room the rebuilt filesystem needs beyond its files (trees, system chunks).
+pub const OVERHEAD: u64 = 6 << 20;
+
+fn check(img: &Path, doing: &str) -> Result<(), FsError> {
+    tools::run(Command::new("btrfs").arg("check").arg("--readonly").arg(img), doing)?;
+    Ok(())
+}
+
+/// Apply `edits` to the btrfs in `part` of `image` (opened read-write as `out`).
+pub fn apply(image: &Path, out: &File, part: &Partition, edits: &Edits, work: &Path) -> Result<(), FsError> {
+    if edits.is_empty() {
+        return Ok(());
+    }
+    let sup = read_super(out, image, part)?;
+    let old = work.join("oem.img");
+    {
+        let f = File::create(&old).map_err(FsError::io(&old))?;
+        f.set_len(part.size()).map_err(FsError::io(&old))?;
+        sparse::copy_range(out, part.offset(), &f, 0, part.size()).map_err(FsError::io(&old))?;
+    }
+    check(&old, "checking the input's OEM filesystem (btrfs check)")?;
+    let root = work.join("oem-root");
+    std::fs::create_dir(&root).map_err(FsError::io(&root))?;
+    let state = work.join("fakeroot.state");
+    tools::run(
+        tools::as_root("btrfs", &state).arg("restore").arg("-m").arg("-S").arg(&old).arg(&root),
+        "unpacking OEM (btrfs restore)",
+    )?;
+    std::fs::remove_file(&old).map_err(FsError::io(&old))?;
+    let created = apply_to_dir(&root, edits)?;
+    own_by_root(&created, &state)?;
+    let new = work.join("oem-new.img");
+    {
+        let f = File::create(&new).map_err(FsError::io(&new))?;
+        f.set_len(part.size()).map_err(FsError::io(&new))?;
+    }
+    let mut mkfs = tools::as_root("mkfs.btrfs", &state);
+    mkfs.arg("-q").arg("-f");
+    if sup.mixed() {
+        mkfs.arg("--mixed");
+    }
+    mkfs.args(["-m", "single", "-d", "single"])
+        .arg("-L")
+        .arg(&sup.label)
+        .arg("-U")
+        .arg(sup.uuid())
+        .arg("-s")
+        .arg(sup.sectorsize.to_string())
+        .arg("-n")
+        .arg(sup.nodesize.to_string())
+        .arg("-O")
+        .arg(sup.features())
+        .arg("-R")
+        .arg(if sup.compat_ro & COMPAT_RO_FREE_SPACE_TREE != 0 { "free-space-tree" } else { "^free-space-tree" })
+        .arg("-r")
+        .arg(&root)
+        .arg(&new);
+    tools::run(&mut mkfs, "packing OEM (mkfs.btrfs --rootdir)")?;
+    check(&new, "checking the rebuilt OEM filesystem (btrfs check)")?;
+    let nf = File::open(&new).map_err(FsError::io(&new))?;
+    sparse::zero_range(out, part.offset(), part.size()).map_err(FsError::io(image))?;
+    sparse::copy_range(&nf, 0, out, part.offset(), part.size()).map_err(FsError::io(image))?;
+    Ok(())
+}
+
+/// Carry out `edits` on an unpacked tree; returns the paths it created.
+fn apply_to_dir(root: &Path, edits: &Edits) -> Result<Vec<PathBuf>, FsError> {
+    let mut created = Vec::new();
+    let host = |p: &str| root.join(p.trim_start_matches('/'));
+    let mkdirs = |dirs: Vec<String>, created: &mut Vec<PathBuf>| -> Result<(), FsError> {
+        for d in dirs {
+            let h = host(&d);
+            match std::fs::symlink_metadata(&h) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(FsError::Invalid { part: PART, what: format!("{d} is a symlink; refusing to write through it") })
+                }
+                Ok(_) => return Err(FsError::Invalid { part: PART, what: format!("{d} exists and is not a directory") }),
+                Err(_) => {
+                    std::fs::create_dir(&h).map_err(FsError::io(&h))?;
+                    std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o755)).map_err(FsError::io(&h))?;
+                    created.push(h);
+                }
+            }
+        }
+        Ok(())
+    };
+    let remove = |p: &str| -> Result<(), FsError> {
+        let h = host(p);
+        match std::fs::symlink_metadata(&h) {
+            Ok(m) if m.is_dir() => Err(FsError::Invalid { part: PART, what: format!("{p} exists and is a directory") }),
+            Ok(_) => std::fs::remove_file(&h).map_err(FsError::io(&h)),
+            Err(_) => Ok(()),
+        }
+    };
+    for op in &edits.ops {
+        match op {
+            Op::MkdirP(p) => {
+                check_path(PART, p)?;
+                let mut all = parents(p);
+                all.push(p.clone());
+                mkdirs(all, &mut created)?;
+            }
+            Op::Write { path, src, mode } => {
+                check_path(PART, path)?;
+                mkdirs(parents(path), &mut created)?;
+                remove(path)?;
+                let h = host(path);
+                let mut from = File::open(src).map_err(FsError::io(src))?;
+                let mut to = OpenOptions::new().write(true).create_new(true).open(&h).map_err(FsError::io(&h))?;
+                std::io::copy(&mut from, &mut to).map_err(FsError::io(&h))?;
+                std::fs::set_permissions(&h, std::fs::Permissions::from_mode(mode & 0o7777)).map_err(FsError::io(&h))?;
+                created.push(h);
+            }
+            Op::Symlink { path, target } => {
+                check_path(PART, path)?;
+                mkdirs(parents(path), &mut created)?;
+                remove(path)?;
+                let h = host(path);
+                std::os::unix::fs::symlink(target, &h).map_err(FsError::io(&h))?;
+                created.push(h);
+            }
+            Op::Remove(p) => {
+                check_path(PART, p)?;
+                remove(p)?;
+            }
+        }
+    }
+    Ok(created)
+}
+
+fn own_by_root(paths: &[PathBuf], state: &Path) -> Result<(), FsError> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    if rustix::process::geteuid().is_root() {
+        for p in paths {
+            std::os::unix::fs::lchown(p, Some(0), Some(0)).map_err(FsError::io(p))?;
+        }
+        return Ok(());
+    }
+    tools::run(tools::as_root("chown", state).arg("-h").arg("0:0").args(paths), "recording root ownership (fakeroot chown)")?;
+    Ok(())
+}

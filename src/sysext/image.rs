@@ -1,0 +1,169 @@
+//! Opening an existing sysext image (squashfs via backhand, EROFS via our reader) and
+//! pulling out what systemd-sysext looks at: the `extension-release.NAME` file.
+
+use super::erofs::{Erofs, ErofsError};
+use super::release::{ReleaseFile, MAX_RELEASE_BYTES};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+pub const RELEASE_DIR: &str = "/usr/lib/extension-release.d";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Squashfs,
+    Erofs,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Squashfs => "squashfs",
+            Format::Erofs => "erofs",
+        })
+    }
+}
+
+/// What a sysext image holds, as far as systemd-sysext cares.
+#[derive(Clone, Debug)]
+pub struct SysextImage {
+    pub path: PathBuf,
+    pub format: Format,
+    pub size: u64,
+    /// Names `X` of every `extension-release.X` file found.
+    pub release_names: Vec<String>,
+    /// The parsed `extension-release.NAME` for the name asked for, if present.
+    pub release: Option<ReleaseFile>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a squashfs or erofs image")]
+    UnknownFormat { path: PathBuf },
+    #[error("{path}: unreadable squashfs: {what}")]
+    Squashfs { path: PathBuf, what: String },
+    #[error("{path}: {source}")]
+    Erofs { path: PathBuf, source: ErofsError },
+    #[error("{path}: {RELEASE_DIR}/extension-release.{name}: {what}")]
+    BadRelease { path: PathBuf, name: String, what: String },
+}
+
+/// Sniff the format from the magic numbers.
+pub fn detect(path: &Path) -> Result<Format, ImageError> {
+    let io = |source| ImageError::Io { path: path.to_owned(), source };
+    let mut f = File::open(path).map_err(io)?;
+    let mut head = vec![0u8; 1028];
+    let n = read_up_to(&mut f, &mut head).map_err(io)?;
+    if n >= 4 && &head[..4] == b"hsqs" {
+        return Ok(Format::Squashfs);
+    }
+    if n >= 1028 && u32::from_le_bytes([head[1024], head[1025], head[1026], head[1027]]) == super::erofs::MAGIC {
+        return Ok(Format::Erofs);
+    }
+    Err(ImageError::UnknownFormat { path: path.to_owned() })
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Open `path` and read its extension-release for `name`.
+pub fn open(path: &Path, name: &str) -> Result<SysextImage, ImageError> {
+    let io = |source| ImageError::Io { path: path.to_owned(), source };
+    let format = detect(path)?;
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    let (release_names, raw) = match format {
+        Format::Squashfs => read_squashfs(path, name)?,
+        Format::Erofs => read_erofs(path, name)?,
+    };
+    let release = match raw {
+        None => None,
+        Some(bytes) => Some(ReleaseFile::parse_bytes(&bytes).map_err(|e| ImageError::BadRelease {
+            path: path.to_owned(),
+            name: name.to_owned(),
+            what: e.to_string(),
+        })?),
+    };
+    Ok(SysextImage { path: path.to_owned(), format, size, release_names, release })
+}
+
+fn read_squashfs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>>), ImageError> {
+    let io = |source| ImageError::Io { path: path.to_owned(), source };
+    let sq = |e: backhand::BackhandError| ImageError::Squashfs { path: path.to_owned(), what: e.to_string() };
+    let file = BufReader::new(File::open(path).map_err(io)?);
+    let fs = backhand::FilesystemReader::from_reader(file).map_err(sq)?;
+    let want = format!("{RELEASE_DIR}/extension-release.{name}");
+    let mut names = Vec::new();
+    let mut content = None;
+    for node in fs.files() {
+        let full = node.fullpath.to_string_lossy();
+        let Some(rest) = full.strip_prefix(RELEASE_DIR).and_then(|r| r.strip_prefix("/extension-release.")) else {
+            continue;
+        };
+        if rest.contains('/') {
+            continue;
+        }
+        names.push(rest.to_owned());
+        if full == want {
+            match &node.inner {
+                backhand::InnerNode::File(f) => {
+                    if f.file_len() > MAX_RELEASE_BYTES {
+                        return Err(ImageError::BadRelease {
+                            path: path.to_owned(),
+                            name: name.to_owned(),
+                            what: format!("{} bytes, too large for a release file", f.file_len()),
+                        });
+                    }
+                    let mut buf = Vec::new();
+                    fs.file(f).reader().read_to_end(&mut buf).map_err(io)?;
+                    content = Some(buf);
+                }
+                _ => {
+                    return Err(ImageError::BadRelease {
+                        path: path.to_owned(),
+                        name: name.to_owned(),
+                        what: "not a regular file".into(),
+                    })
+                }
+            }
+        }
+    }
+    Ok((names, content))
+}
+
+fn read_erofs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>>), ImageError> {
+    let er = |source| ImageError::Erofs { path: path.to_owned(), source };
+    let file = BufReader::new(File::open(path).map_err(|source| ImageError::Io { path: path.to_owned(), source })?);
+    let mut fs = Erofs::open(file).map_err(er)?;
+    let Some(dir) = fs.lookup(RELEASE_DIR).map_err(er)? else {
+        return Ok((Vec::new(), None));
+    };
+    let names: Vec<String> = fs
+        .read_dir(&dir, RELEASE_DIR)
+        .map_err(er)?
+        .into_iter()
+        .filter_map(|d| d.name.strip_prefix("extension-release.").map(str::to_owned))
+        .collect();
+    let want = format!("{RELEASE_DIR}/extension-release.{name}");
+    let content = match fs.lookup(&want).map_err(er)? {
+        Some(ino) if ino.is_file() => Some(fs.read(&ino, &want, MAX_RELEASE_BYTES as u64).map_err(er)?),
+        Some(_) => {
+            return Err(ImageError::BadRelease {
+                path: path.to_owned(),
+                name: name.to_owned(),
+                what: "not a regular file".into(),
+            })
+        }
+        None => None,
+    };
+    Ok((names, content))
+}

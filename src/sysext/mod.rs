@@ -1,0 +1,43 @@
+//! systemd-sysext images: their metadata (`extension-release`), reading existing
+//! images, and the checks systemd applies before it merges one.
+
+pub mod erofs;
+pub mod image;
+pub mod release;
+pub mod sysupdate;
+
+/// Whether `name` is usable as an extension name: the file name of
+/// `/etc/extensions/NAME.raw` and the suffix of `extension-release.NAME`.
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("the extension name is empty".into());
+    }
+    if name.starts_with('.') {
+        return Some(format!("extension name '{name}' starts with '.'"));
+    }
+    if name.contains('/') || name.contains("..") {
+        return Some(format!("extension name '{name}' contains '/' or '..'"));
+    }
+    if name.len() > 200 {
+        return Some(format!("extension name '{}...' is too long", &name[..20]));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.+@".contains(*c))) {
+        return Some(format!("extension name '{name}' contains {c:?}; use letters, digits and - _ . + @"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        use super::name_problem as p;
+        assert!(p("wasmtime").is_none());
+        assert!(p("docker-flatcar").is_none());
+        assert!(p("").is_some());
+        assert!(p(".hidden").is_some());
+        assert!(p("a/b").is_some());
+        assert!(p("a..b").is_some());
+        assert!(p("a b").is_some());
+    }
+}

@@ -1,0 +1,81 @@
+//! Running the outside programs flatbake trusts to write filesystems (e2fsprogs,
+//! btrfs-progs, fakeroot): one place that turns "not installed", a non-zero exit and
+//! stderr noise into one-line errors naming the tool, and the package to install.
+
+use std::ffi::OsStr;
+use std::process::{Command, Output, Stdio};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{tool} is not installed (Debian package {package})")]
+    Missing { tool: String, package: &'static str },
+    #[error("{tool} could not start: {source}")]
+    Spawn { tool: String, source: std::io::Error },
+    #[error("{tool} failed ({status}) while {doing}: {message}")]
+    Failed { tool: String, status: String, doing: String, message: String },
+}
+
+/// Which Debian package provides a tool, for the "not installed" message.
+pub fn package_of(tool: &str) -> &'static str {
+    match tool {
+        "debugfs" | "e2fsck" | "mkfs.ext4" | "resize2fs" => "e2fsprogs",
+        "btrfs" | "mkfs.btrfs" => "btrfs-progs",
+        "fakeroot" => "fakeroot",
+        "mkfs.erofs" | "fsck.erofs" => "erofs-utils",
+        _ => "unknown",
+    }
+}
+
+/// Run `cmd` to completion, capturing its output. `doing` says what for, in errors.
+pub fn run(cmd: &mut Command, doing: &str) -> Result<Output, ToolError> {
+    let tool = cmd.get_program().to_string_lossy().into_owned();
+    let tool_name = if tool == "fakeroot" {
+        // name the real tool, not the wrapper
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .find(|a| !a.starts_with('-') && !a.contains('/'))
+            .unwrap_or(tool.clone())
+    } else {
+        tool.clone()
+    };
+    let out = cmd.stdin(Stdio::null()).output().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ToolError::Missing { tool: tool.clone(), package: package_of(&tool) }
+        } else {
+            ToolError::Spawn { tool: tool.clone(), source }
+        }
+    })?;
+    if !out.status.success() {
+        return Err(ToolError::Failed {
+            tool: tool_name,
+            status: out.status.to_string(),
+            doing: doing.to_owned(),
+            message: summary(&out),
+        });
+    }
+    Ok(out)
+}
+
+/// The most telling lines of a failed tool's output, joined on one line.
+pub fn summary(out: &Output) -> String {
+    let text = if out.stderr.iter().any(|b| !b.is_ascii_whitespace()) { &out.stderr } else { &out.stdout };
+    let text = String::from_utf8_lossy(text);
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(3)..];
+    tail.join(" | ")
+}
+
+/// A command, wrapped in `fakeroot` (sharing `state`) when we are not root, so that
+/// ownership written by one tool is seen by the next as it would be by root.
+pub fn as_root<S: AsRef<OsStr>>(program: S, state: &std::path::Path) -> Command {
+    if rustix::process::geteuid().is_root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("fakeroot");
+        if state.exists() {
+            c.arg("-i").arg(state);
+        }
+        c.arg("-s").arg(state).arg("--").arg(program);
+        c
+    }
+}
