@@ -2,7 +2,7 @@
 //! [OPTIONS] NAME:FILE...`.
 
 use crate::arch::Arch;
-use crate::bake::plan::{InstallTo, DEFAULT_INSTALL_TO};
+use crate::bake::plan::InstallRule;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -42,11 +42,12 @@ pub struct BakeArgs {
     #[arg(short, long, value_name = "FILE", default_value = "flatcar_production_image_baked.bin")]
     pub output: PathBuf,
 
-    /// Partition and directory the sysext files go to: root:DIR or oem:DIR. `{name}` in
-    /// DIR stands for the extension name. On OEM, /etc/extensions/NAME.raw points at
-    /// /oem/DIR/FILE.
-    #[arg(long, value_name = "PART:DIR", default_value = DEFAULT_INSTALL_TO)]
-    pub install_to: InstallTo,
+    /// Partition and directory the sysext files go to: root:DIR or oem:DIR, for every
+    /// extension, or NAME=root:DIR / NAME=oem:DIR for one. `{name}` in DIR stands for the
+    /// extension name. On OEM, /etc/extensions/NAME.raw points at /oem/DIR/FILE.
+    /// Repeatable. [default: root:/opt/extensions/{name}]
+    #[arg(long, value_name = "[NAME=]PART:DIR")]
+    pub install_to: Vec<InstallRule>,
 
     /// systemd-sysupdate transfer file for extension NAME, installed as
     /// /etc/sysupdate.NAME.d/NAME.conf (default: NAME.conf beside FILE, if present).

@@ -9,7 +9,7 @@ use crate::disk::gpt::Gpt;
 use crate::disk::layout::FlatcarLayout;
 use crate::disk::sparse;
 use crate::fs::{btrfs, ext4, Op};
-use plan::{Extension, InstallTo, PlanInput, Target};
+use plan::{Extension, InstallRule, PlanInput, Target};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Read;
@@ -21,7 +21,7 @@ pub struct BakeRequest {
     pub image: PathBuf,
     pub output: PathBuf,
     pub extensions: Vec<String>,
-    pub install_to: InstallTo,
+    pub install_to: Vec<InstallRule>,
     pub sysupdate_confs: Vec<String>,
     pub arch: Option<Arch>,
     /// Scratch space; defaults to a fresh directory beside the output.
@@ -32,11 +32,11 @@ pub struct BakeRequest {
 pub enum BakeError {
     #[error("{}", list(.0))]
     Preflight(Vec<String>),
-    #[error("{0}")]
+    #[error(transparent)]
     Gpt(#[from] crate::disk::gpt::GptError),
-    #[error("{0}")]
+    #[error(transparent)]
     Layout(#[from] crate::disk::layout::LayoutError),
-    #[error("{0}")]
+    #[error(transparent)]
     Fs(#[from] crate::fs::FsError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -165,6 +165,11 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         Some(d) => tempfile::Builder::new().prefix("flatbake-").tempdir_in(d).map_err(io(d))?,
         None => tempfile::Builder::new().prefix(".flatbake-work-").tempdir_in(&out_dir).map_err(io(&out_dir))?,
     };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io(tmp.path()))?;
+    }
     log(&format!("copying {} (sparse)", req.image.display()));
     sparse::clone_file(&input, tmp.as_file()).map_err(io(tmp.path()))?;
     if !oem_edits.is_empty() {

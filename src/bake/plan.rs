@@ -34,7 +34,7 @@ pub struct InstallTo {
     pub dir: String,
 }
 
-/// Where systemd-sysupdate's bakery config expects the images.
+/// Where systemd-sysupdate's bakery config expects the images (the default).
 pub const DEFAULT_INSTALL_TO: &str = "root:/opt/extensions/{name}";
 
 impl std::str::FromStr for InstallTo {
@@ -95,10 +95,41 @@ impl Extension {
 /// Where the OEM partition is mounted in a booted Flatcar.
 pub const OEM_MOUNT: &str = "/oem";
 
+/// `--install-to [NAME=]PART:DIR`: for one extension, or (without NAME) for all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallRule {
+    pub name: Option<String>,
+    pub to: InstallTo,
+}
+
+impl std::str::FromStr for InstallRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((name, spec)) if !name.contains(':') => {
+                Ok(InstallRule { name: Some(name.to_owned()), to: spec.parse()? })
+            }
+            _ => Ok(InstallRule { name: None, to: s.parse()? }),
+        }
+    }
+}
+
+/// The install location for `name`: its own rule, else the last general one, else the
+/// default.
+pub fn install_for(rules: &[InstallRule], name: &str) -> InstallTo {
+    rules
+        .iter()
+        .rev()
+        .find(|r| r.name.as_deref() == Some(name))
+        .or_else(|| rules.iter().rev().find(|r| r.name.is_none()))
+        .map(|r| r.to.clone())
+        .unwrap_or_else(|| InstallTo { target: Target::Root, dir: "/opt/extensions/{name}".into() })
+}
+
 /// Inputs to planning, besides the image itself.
 pub struct PlanInput<'a> {
     pub extensions: &'a [String],
-    pub install_to: &'a InstallTo,
+    pub install_to: &'a [InstallRule],
     pub sysupdate_confs: &'a [String],
     pub arch: Option<Arch>,
 }
@@ -135,11 +166,12 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
         match check_one(name, &src, input) {
             Ok((image, mut ps)) => {
                 let file_name = src.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-                let path = input.install_to.path_for(name, &file_name);
+                let install = install_for(input.install_to, name);
+                let path = install.path_for(name, &file_name);
                 if let Err(e) = check_path("install", &path) {
                     ps.push(format!("{}: cannot be installed under that name: {e}", src.display()));
                 }
-                let link_target = match input.install_to.target {
+                let link_target = match install.target {
                     Target::Root => path.clone(),
                     Target::Oem => format!("{OEM_MOUNT}{path}"),
                 };
@@ -158,13 +190,20 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
                     name: name.to_owned(),
                     src,
                     image,
-                    target: input.install_to.target,
+                    target: install.target,
                     path,
                     link_target,
                     conf,
                 });
             }
             Err(p) => problems.push(p),
+        }
+    }
+    for r in input.install_to {
+        if let Some(n) = &r.name {
+            if !seen.contains(n) {
+                problems.push(format!("--install-to {n}=...: no extension named {n} is being baked"));
+            }
         }
     }
     for (n, p) in &confs {
@@ -276,11 +315,17 @@ mod tests {
         assert!("root:relative".parse::<InstallTo>().is_err());
         assert!("root:/a/../b".parse::<InstallTo>().is_err());
         assert!("nocolon".parse::<InstallTo>().is_err());
+        let rules: Vec<InstallRule> =
+            vec!["oem:/sysext".parse().unwrap(), "w=root:/opt/w".parse().unwrap()];
+        assert_eq!(rules[1].name.as_deref(), Some("w"));
+        assert_eq!(install_for(&rules, "w").path_for("w", "f"), "/opt/w/f");
+        assert_eq!(install_for(&rules, "x").target, Target::Oem);
+        assert_eq!(install_for(&[], "x").path_for("x", "f"), "/opt/extensions/x/f");
     }
 
     #[test]
     fn argument_problems_are_all_reported() {
-        let install: InstallTo = DEFAULT_INSTALL_TO.parse().unwrap();
+        let install: Vec<InstallRule> = vec![];
         let exts = vec![
             "nocolon".to_owned(),
             "../x:/dev/null".to_owned(),

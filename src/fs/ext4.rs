@@ -161,7 +161,7 @@ pub fn apply(image: &Path, part: &Partition, edits: &Edits, work: &Path) -> Resu
                 let abs = std::fs::canonicalize(src).map_err(FsError::io(src))?;
                 std::os::unix::fs::symlink(&abs, &link).map_err(FsError::io(&link))?;
                 pl.script.push_str(&format!(
-                    "write {} {path}\nsif {path} mode {:#o}\nsif {path} uid 0\nsif {path} gid 0\n",
+                    "write {} {path}\nsif {path} mode 0{:o}\nsif {path} uid 0\nsif {path} gid 0\n",
                     link.display(),
                     0o100000 | (mode & 0o7777)
                 ));

@@ -39,7 +39,7 @@ impl Edits {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
-    #[error("{0}")]
+    #[error(transparent)]
     Tool(#[from] crate::tools::ToolError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },

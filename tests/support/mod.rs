@@ -1,0 +1,170 @@
+//! Shared end-to-end test helpers: fixture images built once per test binary by the
+//! scripts under `scripts/`, running the `flatbake` binary, and reading results back
+//! with outside tools (sgdisk, debugfs, e2fsck, btrfs).
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_flatbake");
+
+/// Built once per test binary: `current.bin`, `lts.bin` and `sysexts/`.
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe");
+        let stem = exe.file_stem().expect("stem").to_string_lossy().into_owned();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fixtures-{stem}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("fixture dir");
+        let root = env!("CARGO_MANIFEST_DIR");
+        sh(Command::new("bash").arg(format!("{root}/scripts/make-fixture-image.sh")).arg(dir.join("current.bin")));
+        sh(Command::new("bash")
+            .arg(format!("{root}/scripts/make-fixture-image.sh"))
+            .arg(dir.join("lts.bin"))
+            .args(["--layout", "lts"]));
+        sh(Command::new("bash").arg(format!("{root}/scripts/make-fixture-sysexts.sh")).arg(dir.join("sysexts")));
+        // make everything readable for the unprivileged-user tests
+        sh(Command::new("chmod").arg("-R").arg("a+rX").arg(&dir));
+        dir
+    })
+}
+
+pub fn sysext(name: &str) -> PathBuf {
+    fixtures().join("sysexts").join(name)
+}
+
+/// Run a command, panic with its output unless it succeeds.
+pub fn sh(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn flatbake(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run flatbake")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A partition's (offset, size) in bytes, as sgdisk reports it.
+pub fn part(img: &Path, number: u32) -> (u64, u64) {
+    let out = sh(Command::new("sgdisk").arg("-i").arg(number.to_string()).arg(img));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |key: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} in {text}"));
+        line[key.len()..].split_whitespace().next().expect("value").parse().expect("number")
+    };
+    let first = field("First sector:");
+    let size = field("Partition size:");
+    (first * 512, size * 512)
+}
+
+pub const ESP: u32 = 1;
+pub const BIOS: u32 = 2;
+pub const USR_A: u32 = 3;
+pub const USR_B: u32 = 4;
+pub const OEM: u32 = 6;
+pub const OEM_CONFIG: u32 = 7;
+pub const ROOT: u32 = 9;
+
+pub fn sha256_range(img: &Path, off: u64, len: u64) -> String {
+    let f = File::open(img).expect("open");
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    while pos < len {
+        let n = (len - pos).min(buf.len() as u64) as usize;
+        f.read_exact_at(&mut buf[..n], off + pos).expect("read");
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    format!("{:x}", h.finalize())
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    let len = std::fs::metadata(p).expect("meta").len();
+    sha256_range(p, 0, len)
+}
+
+/// `debugfs -R CMD` on ROOT of `img`; returns stdout.
+pub fn debugfs(img: &Path, cmd: &str) -> String {
+    let (off, _) = part(img, ROOT);
+    let out = sh(Command::new("debugfs").arg("-R").arg(cmd).arg(format!("{}?offset={off}", img.display())));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Content of a file in ROOT, read by debugfs.
+pub fn root_file(img: &Path, path: &str) -> Vec<u8> {
+    let tmp = tempfile::NamedTempFile::new().expect("tmp");
+    debugfs(img, &format!("dump {path} {}", tmp.path().display()));
+    std::fs::read(tmp.path()).expect("dumped")
+}
+
+/// `Fast link dest` of a symlink in ROOT.
+pub fn root_link(img: &Path, path: &str) -> Option<String> {
+    let s = debugfs(img, &format!("stat {path}"));
+    let l = s.lines().find(|l| l.contains("link dest:"))?;
+    Some(l.split('"').nth(1)?.to_owned())
+}
+
+/// `(mode, uid, gid)` of a path in ROOT, from debugfs stat.
+pub fn root_owner_mode(img: &Path, path: &str) -> (String, u32, u32) {
+    let s = debugfs(img, &format!("stat {path}"));
+    let mode = s.split("Mode:").nth(1).and_then(|r| r.split_whitespace().next()).expect("mode").to_owned();
+    let num = |key: &str| -> u32 {
+        s.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()).expect("id")
+    };
+    (mode, num("User:"), num("Group:"))
+}
+
+pub fn e2fsck_root(img: &Path) {
+    let (off, _) = part(img, ROOT);
+    sh(Command::new("e2fsck").arg("-fn").arg(format!("{}?offset={off}", img.display())));
+}
+
+pub fn sgdisk_verify(img: &Path) {
+    let out = sh(Command::new("sgdisk").arg("-v").arg(img));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("No problems found"), "sgdisk -v: {text}");
+}
+
+/// Extract OEM, `btrfs check` it, and unpack it (as root) into a temp dir.
+pub fn oem_tree(img: &Path) -> tempfile::TempDir {
+    let (off, size) = part(img, OEM);
+    let dir = tempfile::tempdir().expect("tmp");
+    let raw = dir.path().join("oem.img");
+    sh(Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", raw.display()))
+        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse", "status=none"])
+        .arg(format!("skip={off}"))
+        .arg(format!("count={size}")));
+    sh(Command::new("btrfs").arg("check").arg("--readonly").arg(&raw));
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).expect("mkdir");
+    sh(Command::new("btrfs").arg("restore").arg("-m").arg("-S").arg(&raw).arg(&tree));
+    std::fs::remove_file(&raw).expect("rm");
+    dir
+}
+
+/// Entries of `dir` whose names look like flatbake's temporary files.
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read_dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".flatbake"))
+        .collect()
+}
