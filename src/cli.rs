@@ -29,6 +29,12 @@ pub struct Cli {
 pub enum Command {
     /// Bake sysexts into a Flatcar image (the default command).
     Bake(BakeArgs),
+    /// List the vendor image types --vendor accepts, with layout and disk format.
+    Vendors {
+        /// Also load vendor definitions (*.toml) from DIR.
+        #[arg(long, value_name = "DIR")]
+        vendors_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -63,6 +69,36 @@ pub struct BakeArgs {
     /// Scratch directory for temporary files (default: beside the output).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+
+    /// Emit vendor images (comma-separated or repeated; see `flatbake vendors`), e.g.
+    /// qemu_uefi,azure,vmware_ova, into --output-dir with Flatcar's file names. The base
+    /// image is baked once, then each vendor gets its layout, OEM partition (grub.cfg,
+    /// OEM sysext, oem-release), disk format and configuration files.
+    #[arg(long, value_name = "VENDOR", value_delimiter = ',')]
+    pub vendor: Vec<String>,
+
+    /// Directory for vendor outputs.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub output_dir: PathBuf,
+
+    /// Directory with the release's other files for vendor images: version.txt,
+    /// oem-<id>.raw OEM sysexts, qemu UEFI firmware qcow2s (default: the --image's
+    /// directory).
+    #[arg(long, value_name = "DIR", alias = "oem-sysext-dir")]
+    pub release_dir: Option<PathBuf>,
+
+    /// Flatcar version of the image (default: FLATCAR_VERSION from version.txt in the
+    /// release directory); names the installed OEM sysext.
+    #[arg(long, value_name = "X.Y.Z")]
+    pub flatcar_version: Option<String>,
+
+    /// Also load vendor definitions (*.toml) from DIR; they override built-in ones.
+    #[arg(long, value_name = "DIR")]
+    pub vendors_dir: Option<PathBuf>,
+
+    /// Threads for compression (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 
     /// Sysexts to bake, each as NAME:FILE. NAME must match the image's
     /// usr/lib/extension-release.d/extension-release.NAME.

@@ -5,25 +5,68 @@ use anyhow::Context;
 use clap::Parser;
 use flatbake::bake::{self, BakeRequest};
 use flatbake::cli::{BakeArgs, Cli, Command};
+use flatbake::vendor::{self, registry::Registry, VendorInput};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Bake(args)) => run_bake(args),
+        Some(Command::Vendors { vendors_dir }) => list_vendors(vendors_dir.as_deref()),
         None => run_bake(cli.bake),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error chain on one line, without repeating causes a message already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg
+}
+
+fn list_vendors(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let reg = Registry::load(dir)?;
+    println!("{:<16} {:<8} {:<12} {:<8} description", "vendor", "layout", "format", "oem");
+    for v in reg.vendors.values() {
+        match &v.unsupported {
+            Some(why) => println!("{:<16} {:<8} {:<12} {:<8} {} (not supported: {why})", v.name, "-", "-", "-", v.description),
+            None => println!(
+                "{:<16} {:<8} {:<12} {:<8} {}",
+                v.name,
+                v.layout.as_deref().unwrap_or("-"),
+                v.disk_format.as_deref().unwrap_or("-"),
+                v.oem_id.as_deref().unwrap_or("-"),
+                v.description
+            ),
+        }
+    }
+    Ok(())
+}
+
 fn run_bake(args: BakeArgs) -> anyhow::Result<()> {
-    let image = args.image.context("no input image: pass --image FILE")?;
+    let image = args.image.clone().context("no input image: pass --image FILE")?;
+    if args.vendor.is_empty() && args.extensions.is_empty() {
+        anyhow::bail!("nothing to do: name sysexts as NAME:FILE and/or vendor images with --vendor");
+    }
+    if !args.vendor.is_empty() {
+        return run_vendors(args, image);
+    }
     let req = BakeRequest {
         image,
         output: args.output,
@@ -34,6 +77,12 @@ fn run_bake(args: BakeArgs) -> anyhow::Result<()> {
         work_dir: args.work_dir,
     };
     let report = bake::bake(&req)?;
+    print_report(&report);
+    println!("wrote {}", report.output.display());
+    Ok(())
+}
+
+fn print_report(report: &bake::BakeReport) {
     for e in &report.extensions {
         println!("{}: {}:{} ({}, sha256 {})", e.name, e.target, e.path, bake::human(e.size), e.sha256);
         println!("  {} -> {}", e.symlink, e.link_target);
@@ -41,6 +90,49 @@ fn run_bake(args: BakeArgs) -> anyhow::Result<()> {
             println!("  {c}");
         }
     }
-    println!("wrote {}", report.output.display());
+}
+
+/// Bake once into a scratch base image, then emit every vendor from it.
+fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
+    let reg = Registry::load(args.vendors_dir.as_deref())?;
+    let release_dir = match &args.release_dir {
+        Some(d) => d.clone(),
+        None => image.parent().filter(|p| !p.as_os_str().is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let arch = match args.arch {
+        Some(a) => Some(a),
+        None => flatbake::disk::detect_arch(&image).map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let plan = vendor::plan(&VendorInput {
+        names: &args.vendor,
+        registry: &reg,
+        release_dir: &release_dir,
+        version: args.flatcar_version.clone(),
+        arch,
+    })?;
+    let out_dir = args.output_dir.clone();
+    if !out_dir.is_dir() {
+        anyhow::bail!("{}: output directory does not exist", out_dir.display());
+    }
+    let work = tempfile::Builder::new()
+        .prefix(".flatbake-work-")
+        .tempdir_in(args.work_dir.as_deref().unwrap_or(&out_dir))
+        .with_context(|| format!("{}: cannot create a work directory", out_dir.display()))?;
+    let base = work.path().join("base.bin");
+    let req = BakeRequest {
+        image,
+        output: base.clone(),
+        extensions: args.extensions,
+        install_to: args.install_to,
+        sysupdate_confs: args.sysupdate_conf,
+        arch: Some(plan.arch),
+        work_dir: Some(work.path().to_owned()),
+    };
+    let report = bake::bake(&req)?;
+    print_report(&report);
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    for path in vendor::emit(&plan, &base, &out_dir, work.path(), threads)? {
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }

@@ -30,7 +30,7 @@ pub struct BakeRequest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BakeError {
-    #[error("{}", list(.0))]
+    #[error("{}", problem_list(.0))]
     Preflight(Vec<String>),
     #[error(transparent)]
     Gpt(#[from] crate::disk::gpt::GptError),
@@ -42,7 +42,8 @@ pub enum BakeError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-fn list(ps: &[String]) -> String {
+/// Problems as one message: a single line, or a count and one line each.
+pub fn problem_list(ps: &[String]) -> String {
     if ps.len() == 1 {
         return ps[0].clone();
     }

@@ -146,9 +146,6 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
             _ => problems.push(format!("--sysupdate-conf '{c}': expected NAME=PATH")),
         }
     }
-    if input.extensions.is_empty() {
-        problems.push("no extensions given: name at least one NAME:FILE".to_owned());
-    }
     for arg in input.extensions {
         let Some((name, file)) = arg.split_once(':') else {
             problems.push(format!("'{arg}': expected NAME:FILE (e.g. wasmtime:wasmtime-24.0.0-x86-64.raw)"));
