@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flatbake");
 
-/// Built once per test binary: `current.bin`, `lts.bin` and `sysexts/`.
+/// Built once per test binary: `current.bin`, `lts.bin`, `sysexts/` and `release/`
+/// (version.txt, OEM sysexts, firmware stand-ins).
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -28,6 +29,7 @@ pub fn fixtures() -> &'static Path {
             .arg(dir.join("lts.bin"))
             .args(["--layout", "lts"]));
         sh(Command::new("bash").arg(format!("{root}/scripts/make-fixture-sysexts.sh")).arg(dir.join("sysexts")));
+        sh(Command::new("bash").arg(format!("{root}/scripts/make-fixture-release.sh")).arg(dir.join("release")));
         // make everything readable for the unprivileged-user tests
         sh(Command::new("chmod").arg("-R").arg("a+rX").arg(&dir));
         dir
@@ -143,6 +145,11 @@ pub fn sgdisk_verify(img: &Path) {
 /// Extract OEM, `btrfs check` it, and unpack it (as root) into a temp dir.
 pub fn oem_tree(img: &Path) -> tempfile::TempDir {
     let (off, size) = part(img, OEM);
+    partition_tree(img, off, size)
+}
+
+/// Extract the btrfs at `off`, `btrfs check` it, unpack it into `TEMPDIR/tree`.
+pub fn partition_tree(img: &Path, off: u64, size: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tmp");
     let raw = dir.path().join("oem.img");
     sh(Command::new("dd")

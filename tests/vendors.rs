@@ -1,0 +1,196 @@
+//! End-to-end: vendor images from a fixture image and a fixture release directory,
+//! judged by sgdisk, e2fsck/dumpe2fs, btrfs check/restore, tar, and the files' bytes.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::*;
+
+const VM_ROOT_SECTORS: u64 = 12943360;
+
+struct Run {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+}
+
+fn vendors(vendor: &str, extra: &[&str]) -> (Run, std::process::Output) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let img = fixtures().join("current.bin");
+    let rel = fixtures().join("release");
+    let rel_arg = extra.iter().position(|a| *a == "--release-dir").map(|i| extra[i + 1].to_owned());
+    let rel = rel_arg.map(PathBuf::from).unwrap_or(rel);
+    let extra: Vec<&str> = match extra.iter().position(|a| *a == "--release-dir") {
+        Some(i) => extra.iter().enumerate().filter(|(j, _)| *j != i && *j != i + 1).map(|(_, a)| *a).collect(),
+        None => extra.to_vec(),
+    };
+    let wasm = format!("wasmtime:{}", sysext("wasmtime-24.0.0-x86-64.raw").display());
+    let mut args = vec![
+        "--image", img.to_str().expect("p"),
+        "--release-dir", rel.to_str().expect("p"),
+        "--output-dir", out.to_str().expect("p"),
+        "--vendor", vendor,
+    ];
+    args.extend_from_slice(&extra);
+    args.push(&wasm);
+    let o = flatbake(&args);
+    (Run { _dir: dir, out }, o)
+}
+
+fn ok(vendor: &str) -> Run {
+    let (r, o) = vendors(vendor, &[]);
+    assert!(o.status.success(), "--vendor {vendor}: {}", stderr(&o));
+    assert!(leftovers(&r.out).is_empty(), "left behind: {:?}", leftovers(&r.out));
+    r
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).expect("ls").filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+fn guid(img: &Path, n: u32) -> String {
+    let out = sh(Command::new("sgdisk").arg("-i").arg(n.to_string()).arg(img));
+    String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with("Partition unique GUID")).expect("guid").to_owned()
+}
+
+/// The OEM tree a vendor image should have.
+fn assert_oem(img: &Path, id: &str, grub_id: &str) {
+    let oem = oem_tree(img);
+    let t = oem.path().join("tree");
+    let grub = std::fs::read_to_string(t.join("grub.cfg")).expect("grub.cfg");
+    assert!(grub.starts_with("# Flatcar GRUB settings\n\n"), "{grub}");
+    assert!(grub.contains(&format!("set oem_id=\"{grub_id}\"")), "{grub}");
+    let rel = std::fs::read_to_string(t.join("oem-release")).expect("oem-release");
+    assert!(rel.starts_with(&format!("ID={id}\n")), "{rel}");
+    assert!(rel.contains("VERSION_ID=4593.2.5\n"), "{rel}");
+    let raw = t.join(format!("sysext/oem-{id}-4593.2.5.raw"));
+    assert_eq!(sha256_file(&raw), sha256_file(&fixtures().join(format!("release/oem-{id}.raw"))));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&raw).expect("raw").mode() & 0o777, 0o644);
+    assert!(t.join(format!("sysext/active-oem-{id}")).is_file());
+}
+
+#[test]
+fn vm_layout_raw_vendor() {
+    let r = ok("hetzner");
+    assert_eq!(files(&r.out), vec!["flatcar_production_hetzner_image.bin"]);
+    let img = r.out.join("flatcar_production_hetzner_image.bin");
+    let input = fixtures().join("current.bin");
+    sgdisk_verify(&img);
+    // ROOT grown to the vm layout, disk sized to a multiple of 258048 sectors
+    let (root_off, root_size) = part(&img, ROOT);
+    assert_eq!(root_off, part(&input, ROOT).0);
+    assert_eq!(root_size, VM_ROOT_SECTORS * 512);
+    let len = std::fs::metadata(&img).expect("meta").len();
+    assert_eq!(len % (258048 * 512), 0);
+    assert!(len >= root_off + root_size + 33 * 512);
+    // the ext4 fills the partition and is clean
+    e2fsck_root(&img);
+    let d = sh(Command::new("dumpe2fs").arg("-h").arg(format!("{}?offset={root_off}", img.display())));
+    let text = String::from_utf8_lossy(&d.stdout);
+    let blocks: u64 = text.lines().find(|l| l.starts_with("Block count:")).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).expect("block count");
+    assert_eq!(blocks * 4096, root_size);
+    // GUIDs, other partitions and boot code kept
+    for n in [ESP, BIOS, USR_A, USR_B, OEM_CONFIG, ROOT] {
+        assert_eq!(guid(&img, n), guid(&input, n));
+    }
+    for n in [ESP, BIOS, USR_A, USR_B, OEM_CONFIG] {
+        let (o, s) = part(&input, n);
+        assert_eq!(sha256_range(&input, o, s), sha256_range(&img, o, s), "partition {n} changed");
+    }
+    assert_eq!(sha256_range(&input, 0, 440), sha256_range(&img, 0, 440), "MBR boot code changed");
+    let disk_guid = |p: &Path| {
+        let o = sh(Command::new("sgdisk").arg("-p").arg(p));
+        String::from_utf8_lossy(&o.stdout).lines().find(|l| l.contains("Disk identifier")).expect("id").to_owned()
+    };
+    assert_eq!(disk_guid(&img), disk_guid(&input));
+    // the baked sysext is there, the OEM holds the vendor's content
+    assert_eq!(
+        root_file(&img, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
+        std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("read")
+    );
+    assert_oem(&img, "hetzner", "hetzner");
+    // sparse: a few MiB allocated for a 6 GiB disk
+    use std::os::unix::fs::MetadataExt;
+    assert!(std::fs::metadata(&img).expect("m").blocks() * 512 < 64 << 20);
+}
+
+#[test]
+fn gce_sparse_tar() {
+    let r = ok("gce");
+    assert_eq!(files(&r.out), vec!["flatcar_production_gce.tar.gz"]);
+    let list = sh(Command::new("tar").arg("-tvzf").arg(r.out.join("flatcar_production_gce.tar.gz")));
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains(" disk.raw"), "{text}");
+    let x = r.out.join("x");
+    std::fs::create_dir(&x).expect("mkdir");
+    sh(Command::new("tar").arg("-xSzf").arg(r.out.join("flatcar_production_gce.tar.gz")).arg("-C").arg(&x));
+    let disk = x.join("disk.raw");
+    sgdisk_verify(&disk);
+    e2fsck_root(&disk);
+    assert_eq!(part(&disk, ROOT).1, VM_ROOT_SECTORS * 512);
+    assert_oem(&disk, "gce", "gce");
+    let grub = std::fs::read_to_string(oem_tree(&disk).path().join("tree/grub.cfg")).expect("grub");
+    assert!(grub.contains("serial com0 --speed=115200"), "{grub}");
+}
+
+#[test]
+fn several_vendors_in_one_run_and_vendor_without_oem() {
+    let r = ok("xen,ami");
+    assert_eq!(
+        files(&r.out),
+        vec![
+            "flatcar_production_ami_image.bin",
+            "flatcar_production_xen.README",
+            "flatcar_production_xen_image.bin",
+            "flatcar_production_xen_pvgrub.cfg",
+            "flatcar_production_xen_pygrub.cfg",
+        ]
+    );
+    // ami: OEM id ec2 in grub.cfg, sysext oem-ami
+    assert_oem(&r.out.join("flatcar_production_ami_image.bin"), "ami", "ec2");
+    // xen: base layout, no OEM content: OEM byte-identical to the input
+    let img = r.out.join("flatcar_production_xen_image.bin");
+    let input = fixtures().join("current.bin");
+    assert_eq!(std::fs::metadata(&img).expect("m").len(), std::fs::metadata(&input).expect("m").len());
+    let (o, s) = part(&input, OEM);
+    assert_eq!(sha256_range(&input, o, s), sha256_range(&img, o, s));
+    let cfg = std::fs::read_to_string(r.out.join("flatcar_production_xen_pygrub.cfg")).expect("cfg");
+    assert!(cfg.contains("bootloader = \"pygrub\"") && cfg.contains("flatcar_production_xen_image.bin,raw,xvda"), "{cfg}");
+}
+
+fn refused(vendor: &str, extra: &[&str], want: &str) {
+    let (r, o) = vendors(vendor, extra);
+    assert!(!o.status.success(), "--vendor {vendor} succeeded");
+    let err = stderr(&o);
+    assert!(err.contains(want), "--vendor {vendor}: {err}");
+    assert!(files(&r.out).is_empty(), "outputs left: {:?}", files(&r.out));
+}
+
+#[test]
+fn vendor_errors() {
+    refused("nosuchcloud", &[], "unknown vendor 'nosuchcloud'");
+    refused("pxe", &[], "vendor 'pxe' cannot be made by flatbake");
+    // an OEM sysext of another release would be refused at boot
+    refused("hetzner", &["--flatcar-version", "4000.0.0"], "OEM sysext is for Flatcar 4593.2.5 but the image is 4000.0.0");
+    // a release directory without the OEM sysext
+    let empty = tempfile::tempdir().expect("tmp");
+    std::fs::copy(fixtures().join("release/version.txt"), empty.path().join("version.txt")).expect("cp");
+    refused("hetzner", &["--release-dir", empty.path().to_str().expect("p")], "oem-hetzner.raw: missing");
+}
+
+#[test]
+fn vendors_are_listed() {
+    let o = flatbake(&["vendors"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for v in ["qemu_uefi", "azure", "gce", "vmware_ova", "vagrant", "hyperv_vhdx", "exoscale"] {
+        assert!(text.lines().any(|l| l.starts_with(v)), "{v} missing: {text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("pxe") && l.contains("not supported")));
+}
