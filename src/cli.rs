@@ -70,6 +70,24 @@ pub struct BakeArgs {
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
 
+    /// Keep baked extensions up to date with systemd-sysupdate: for each one with a
+    /// sysupdate config, enable systemd-sysupdate.timer and add a
+    /// systemd-sysupdate.service drop-in running `systemd-sysupdate -C NAME update`,
+    /// plus /etc/sysupdate.d/noop.conf and a drop-in restarting systemd-sysext.
+    #[arg(long)]
+    pub sysupdate: bool,
+
+    /// Ignition config (JSON) installed as /oem/config.ign. Ignition reads it on first
+    /// boot and it OVERRIDES any user-data the cloud provides. Butane YAML must be
+    /// converted with `butane` first. The image must still have its first-boot flag.
+    #[arg(long, value_name = "FILE")]
+    pub ignition: Option<PathBuf>,
+
+    /// Kernel argument appended to linux_append in the OEM grub.cfg, after the vendor's
+    /// own (repeatable), e.g. --kernel-arg console=ttyS0,115200n8.
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    pub kernel_args: Vec<String>,
+
     /// Emit vendor images (comma-separated or repeated; see `flatbake vendors`), e.g.
     /// qemu_uefi,azure,vmware_ova, into --output-dir with Flatcar's file names. The base
     /// image is baked once, then each vendor gets its layout, OEM partition (grub.cfg,

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod disk;
 pub mod format;
 pub mod fs;
+pub mod ignition;
 pub mod sysext;
 pub mod tools;
 pub mod vendor;

@@ -61,7 +61,7 @@ fn list_vendors(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
 
 fn run_bake(args: BakeArgs) -> anyhow::Result<()> {
     let image = args.image.clone().context("no input image: pass --image FILE")?;
-    if args.vendor.is_empty() && args.extensions.is_empty() {
+    if args.vendor.is_empty() && args.extensions.is_empty() && args.ignition.is_none() && args.kernel_args.is_empty() {
         anyhow::bail!("nothing to do: name sysexts as NAME:FILE and/or vendor images with --vendor");
     }
     if !args.vendor.is_empty() {
@@ -75,6 +75,9 @@ fn run_bake(args: BakeArgs) -> anyhow::Result<()> {
         sysupdate_confs: args.sysupdate_conf,
         arch: args.arch,
         work_dir: args.work_dir,
+        sysupdate: args.sysupdate,
+        ignition: args.ignition,
+        kernel_args: args.kernel_args,
     };
     let report = bake::bake(&req)?;
     print_report(&report);
@@ -109,6 +112,7 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
         release_dir: &release_dir,
         version: args.flatcar_version.clone(),
         arch,
+        kernel_args: &args.kernel_args,
     })?;
     let out_dir = args.output_dir.clone();
     if !out_dir.is_dir() {
@@ -127,6 +131,10 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
         sysupdate_confs: args.sysupdate_conf,
         arch: Some(plan.arch),
         work_dir: Some(work.path().to_owned()),
+        sysupdate: args.sysupdate,
+        ignition: args.ignition,
+        // vendor grub.cfgs are written per vendor, with the kernel arguments in them
+        kernel_args: Vec::new(),
     };
     let report = bake::bake(&req)?;
     print_report(&report);

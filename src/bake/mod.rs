@@ -2,6 +2,7 @@
 //! OEM, and rename the result into place only when every step and check succeeded.
 //! The input image is opened read-only and never modified.
 
+pub mod autoupdate;
 pub mod plan;
 
 use crate::arch::Arch;
@@ -26,6 +27,12 @@ pub struct BakeRequest {
     pub arch: Option<Arch>,
     /// Scratch space; defaults to a fresh directory beside the output.
     pub work_dir: Option<PathBuf>,
+    /// Enable systemd-sysupdate for extensions that have a sysupdate config.
+    pub sysupdate: bool,
+    /// Ignition config to install as OEM `/config.ign`.
+    pub ignition: Option<PathBuf>,
+    /// Kernel arguments appended to linux_append in OEM `/grub.cfg`.
+    pub kernel_args: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +124,33 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         }
         rootfs.read_link(p).ok().and_then(|t| t.to_str().ok().map(str::to_owned))
     };
-    let (root_edits, oem_edits) = plan::edits(&exts, &existing);
+    let (mut root_edits, mut oem_edits) = plan::edits(&exts, &existing);
+    let updated: Vec<&str> = exts.iter().filter(|e| e.conf.is_some()).map(|e| e.name.as_str()).collect();
+    if req.sysupdate && updated.is_empty() {
+        problems.push("--sysupdate: no extension being baked has a sysupdate config (NAME.conf beside FILE or --sysupdate-conf)".into());
+    }
+    if let Some(ign) = &req.ignition {
+        if let Err(p) = crate::ignition::check(ign) {
+            problems.push(p);
+        }
+        match crate::fs::fat::has_first_boot(&input, &layout.esp) {
+            Some(true) => {}
+            Some(false) => problems.push(format!(
+                "{}: the ESP has no /flatcar/first_boot flag, so Ignition would not run on first boot (was this image booted already?)",
+                req.image.display()
+            )),
+            None => problems.push(format!("{}: cannot read the ESP to check for /flatcar/first_boot", req.image.display())),
+        }
+        oem_edits.push(Op::Write { path: "/config.ign".into(), src: ign.clone(), mode: 0o600 });
+    }
+    problems.extend(crate::vendor::oem::kernel_arg_problems(&req.kernel_args));
+    if !req.kernel_args.is_empty() {
+        oem_edits.push(Op::Append {
+            path: "/grub.cfg".into(),
+            header: crate::vendor::oem::GRUB_HEADER.into(),
+            text: crate::vendor::oem::kernel_args_line(&req.kernel_args),
+        });
+    }
     let need = |edits: &crate::fs::Edits, per_file: &dyn Fn(u64) -> u64| -> u64 {
         edits
             .ops
@@ -182,6 +215,9 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     log("editing ROOT (ext4)");
     let root_work = work.path().join("root");
     std::fs::create_dir(&root_work).map_err(io(&root_work))?;
+    if req.sysupdate {
+        root_edits.ops.extend(autoupdate::edits(&updated, &root_work).map_err(io(&root_work))?.ops);
+    }
     ext4::apply(tmp.path(), &layout.root, &root_edits, &root_work)?;
     tmp.as_file().sync_all().map_err(io(tmp.path()))?;
     let report = BakeReport { output: req.output.clone(), arch, extensions: report(&exts)? };

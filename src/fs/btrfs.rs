@@ -219,6 +219,26 @@ fn apply_to_dir(root: &Path, edits: &Edits) -> Result<Vec<PathBuf>, FsError> {
                 check_path(PART, p)?;
                 remove(p)?;
             }
+            Op::Append { path, header, text } => {
+                check_path(PART, path)?;
+                mkdirs(parents(path), &mut created)?;
+                let h = host(path);
+                let existing = match std::fs::symlink_metadata(&h) {
+                    Ok(m) if m.is_file() => Some(std::fs::read_to_string(&h).map_err(FsError::io(&h))?),
+                    Ok(_) => return Err(FsError::Invalid { part: PART, what: format!("{path} is not a regular file") }),
+                    Err(_) => None,
+                };
+                let mut body = existing.clone().unwrap_or_else(|| header.clone());
+                if !body.is_empty() && !body.ends_with('\n') {
+                    body.push('\n');
+                }
+                body.push_str(text);
+                std::fs::write(&h, body).map_err(FsError::io(&h))?;
+                if existing.is_none() {
+                    std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o644)).map_err(FsError::io(&h))?;
+                    created.push(h);
+                }
+            }
         }
     }
     Ok(created)

@@ -181,6 +181,9 @@ pub fn apply(image: &Path, part: &Partition, edits: &Edits, work: &Path) -> Resu
                 check_path(PART, path)?;
                 pl.remove_existing(path)?;
             }
+            Op::Append { path, .. } => {
+                return Err(FsError::Invalid { part: PART, what: format!("{path}: appending is only done on OEM") });
+            }
         }
     }
     let script = pl.script;

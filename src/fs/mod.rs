@@ -20,6 +20,8 @@ pub enum Op {
     Symlink { path: String, target: String },
     /// Remove a file or symlink if it is there.
     Remove(String),
+    /// Append `text` to the file at `path`, creating it with `header` first if missing.
+    Append { path: String, header: String, text: String },
 }
 
 /// An ordered list of changes to one filesystem.

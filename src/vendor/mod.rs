@@ -53,6 +53,8 @@ pub struct VendorInput<'a> {
     /// FLATCAR_VERSION; read from `version.txt` in `release_dir` when not given.
     pub version: Option<String>,
     pub arch: Option<Arch>,
+    /// Extra kernel arguments for every vendor's grub.cfg.
+    pub kernel_args: &'a [String],
 }
 
 /// A checked plan: everything needed to emit the vendors.
@@ -66,6 +68,7 @@ pub struct VendorPlan {
     pub release_dir: PathBuf,
     /// layout name -> ROOT size in sectors (None: as released)
     pub layouts: BTreeMap<String, Option<u64>>,
+    pub kernel_args: Vec<String>,
 }
 
 /// Read `FLATCAR_VERSION` from a `version.txt`.
@@ -77,7 +80,7 @@ pub fn version_from_file(path: &Path) -> Result<String, String> {
 
 /// Check the vendor request before anything is written.
 pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
-    let mut ps = Vec::new();
+    let mut ps = oem::kernel_arg_problems(input.kernel_args);
     let mut vendors = Vec::new();
     for n in input.names {
         match input.registry.get(n) {
@@ -137,7 +140,7 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
         return Err(VendorError::Preflight(ps));
     }
     let layouts = input.registry.layouts.iter().map(|(k, l)| (k.clone(), l.root_sectors)).collect();
-    Ok(VendorPlan { vendors, version: version.unwrap_or_default(), arch, oem, release_dir: input.release_dir.to_owned(), layouts })
+    Ok(VendorPlan { vendors, version: version.unwrap_or_default(), arch, oem, release_dir: input.release_dir.to_owned(), layouts, kernel_args: input.kernel_args.to_vec() })
 }
 
 /// The disk format a vendor's `disk_format` names, if flatbake writes it.
@@ -201,7 +204,7 @@ fn emit_one(plan: &VendorPlan, v: &Vendor, base: &Path, out_dir: &Path, work: &P
     };
     if let Some(id) = &v.oem_id {
         let (sysext, rel) = plan.oem.get(id).ok_or_else(|| VendorError::Preflight(vec![format!("no OEM sysext for {id}")]))?;
-        let edits = oem::edits(v, &plan.version, sysext, rel, &vwork).map_err(io(&vwork))?;
+        let edits = oem::edits(v, &plan.version, sysext, rel, &plan.kernel_args, &vwork).map_err(io(&vwork))?;
         let layout = FlatcarLayout::find(Gpt::read_from(&file, grown, &img)?, &img)?;
         let oem_work = vwork.join("oem");
         std::fs::create_dir_all(&oem_work).map_err(io(&oem_work))?;

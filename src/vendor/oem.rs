@@ -13,6 +13,19 @@ use std::path::{Path, PathBuf};
 /// The grub.cfg header every Flatcar OEM grub.cfg starts with.
 pub const GRUB_HEADER: &str = "# Flatcar GRUB settings\n\n";
 
+/// The grub.cfg line adding kernel arguments while keeping the vendor's own.
+pub fn kernel_args_line(args: &[String]) -> String {
+    format!("set linux_append=\"$linux_append {}\"\n", args.join(" "))
+}
+
+/// Problems with kernel arguments that cannot be put in a grub.cfg string safely.
+pub fn kernel_arg_problems(args: &[String]) -> Vec<String> {
+    args.iter()
+        .filter(|a| a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control() || "\"$\\;`'".contains(c)))
+        .map(|a| format!("--kernel-arg {a:?}: one argument without blanks, quotes, $, \\, ; or `"))
+        .collect()
+}
+
 /// Problems with an OEM sysext for `vendor` and Flatcar `version`; empty when usable.
 pub fn check_sysext(oem_id: &str, sysext: &Path, version: &str, arch: Option<&str>) -> Result<ReleaseFile, String> {
     let name = format!("oem-{oem_id}");
@@ -52,8 +65,9 @@ pub fn oem_release(oem_id: &str, rel: &ReleaseFile) -> String {
     format!("ID={}\n{rest}", id.unwrap_or_else(|| oem_id.to_owned()))
 }
 
-/// The OEM edits for `vendor`: files are staged in `work`.
-pub fn edits(vendor: &Vendor, version: &str, sysext: &Path, rel: &ReleaseFile, work: &Path) -> std::io::Result<Edits> {
+/// The OEM edits for `vendor`: files are staged in `work`. `kernel_args` are appended
+/// to linux_append in its grub.cfg.
+pub fn edits(vendor: &Vendor, version: &str, sysext: &Path, rel: &ReleaseFile, kernel_args: &[String], work: &Path) -> std::io::Result<Edits> {
     let mut e = Edits::default();
     let (Some(oem_id), Some(grub)) = (&vendor.oem_id, &vendor.grub_cfg) else {
         return Ok(e);
@@ -63,7 +77,11 @@ pub fn edits(vendor: &Vendor, version: &str, sysext: &Path, rel: &ReleaseFile, w
         std::fs::write(&p, text)?;
         Ok(p)
     };
-    e.push(Op::Write { path: "/grub.cfg".into(), src: stage("grub.cfg", &format!("{GRUB_HEADER}{grub}"))?, mode: 0o644 });
+    let mut cfg = format!("{GRUB_HEADER}{grub}");
+    if !kernel_args.is_empty() {
+        cfg.push_str(&kernel_args_line(kernel_args));
+    }
+    e.push(Op::Write { path: "/grub.cfg".into(), src: stage("grub.cfg", &cfg)?, mode: 0o644 });
     e.push(Op::Write { path: "/oem-release".into(), src: stage("oem-release", &oem_release(oem_id, rel))?, mode: 0o644 });
     e.push(Op::Write {
         path: format!("/sysext/oem-{oem_id}-{version}.raw"),
@@ -77,6 +95,14 @@ pub fn edits(vendor: &Vendor, version: &str, sysext: &Path, rel: &ReleaseFile, w
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_args() {
+        let a = vec!["console=ttyS0,115200n8".to_owned(), "quiet".to_owned()];
+        assert_eq!(kernel_args_line(&a), "set linux_append=\"$linux_append console=ttyS0,115200n8 quiet\"\n");
+        assert!(kernel_arg_problems(&a).is_empty());
+        assert_eq!(kernel_arg_problems(&["a\"b".to_owned(), "$x".to_owned(), "a b".to_owned()]).len(), 3);
+    }
 
     #[test]
     fn oem_release_like_flatcar() {

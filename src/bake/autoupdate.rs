@@ -1,0 +1,50 @@
+//! `--sysupdate`: the ROOT files that make systemd-sysupdate keep baked extensions up
+//! to date, as the Flatcar docs' Butane examples write them: `/etc/sysupdate.d/noop.conf`
+//! (silences sysupdate's complaint about an empty default config), the enabled
+//! `systemd-sysupdate.timer`, one `systemd-sysupdate.service` drop-in per extension
+//! running `systemd-sysupdate -C NAME update`, and one restarting systemd-sysext
+//! afterwards so a staged update is merged.
+
+use crate::fs::{Edits, Op};
+use std::path::Path;
+
+pub const NOOP_CONF: &str = "[Source]\nType=regular-file\nPath=/\nMatchPattern=invalid@v.raw\n[Target]\nType=regular-file\nPath=/\n";
+pub const TIMER_LINK: &str = "/etc/systemd/system/timers.target.wants/systemd-sysupdate.timer";
+pub const TIMER_UNIT: &str = "/usr/lib/systemd/system/systemd-sysupdate.timer";
+pub const DROPIN_DIR: &str = "/etc/systemd/system/systemd-sysupdate.service.d";
+
+/// The drop-in for extension `name`.
+pub fn dropin(name: &str) -> String {
+    format!("[Service]\nExecStartPre=/usr/lib/systemd/systemd-sysupdate -C {name} update\n")
+}
+
+/// The drop-in that merges staged updates.
+pub const SYSEXT_DROPIN: &str = "[Service]\nExecStartPost=/usr/bin/systemctl restart systemd-sysext\n";
+
+/// ROOT edits enabling auto-updates for `names`; generated files are staged in `work`.
+pub fn edits(names: &[&str], work: &Path) -> std::io::Result<Edits> {
+    let mut e = Edits::default();
+    let stage = |file: &str, text: &str| -> std::io::Result<std::path::PathBuf> {
+        let p = work.join(file);
+        std::fs::write(&p, text)?;
+        Ok(p)
+    };
+    e.push(Op::Write { path: "/etc/sysupdate.d/noop.conf".into(), src: stage("noop.conf", NOOP_CONF)?, mode: 0o644 });
+    e.push(Op::Symlink { path: TIMER_LINK.into(), target: TIMER_UNIT.into() });
+    for n in names {
+        e.push(Op::Write { path: format!("{DROPIN_DIR}/{n}.conf"), src: stage(&format!("dropin-{n}.conf"), &dropin(n))?, mode: 0o644 });
+    }
+    e.push(Op::Write { path: format!("{DROPIN_DIR}/sysext.conf"), src: stage("dropin-sysext.conf", SYSEXT_DROPIN)?, mode: 0o644 });
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noop_conf_is_a_sysupdate_file() {
+        assert!(crate::sysext::sysupdate::problems(NOOP_CONF).is_empty());
+        assert_eq!(dropin("wasmtime"), "[Service]\nExecStartPre=/usr/lib/systemd/systemd-sysupdate -C wasmtime update\n");
+    }
+}

@@ -1,0 +1,63 @@
+//! Ignition configs given with `--ignition`: checked before baking (valid JSON, an
+//! `ignition.version` of a spec Flatcar's Ignition reads), with a pointed error for
+//! Butane YAML, which must be converted with `butane` first.
+
+use std::path::Path;
+
+/// Ignition spec versions Flatcar's Ignition accepts (spec 3.x; 2.x is translated).
+pub const SUPPORTED: &[&str] = &["2.0.0", "2.1.0", "2.2.0", "2.3.0", "3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0"];
+
+/// Check the Ignition config at `path`; Err is a one-line problem naming the file.
+pub fn check(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() > 64 << 20 {
+        return Err(format!("{}: too large for an Ignition config", path.display()));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| format!("{}: not a text file", path.display()))?;
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            if text.lines().any(|l| l.trim_start().starts_with("variant:")) {
+                return Err(format!(
+                    "{}: this is a Butane config, not Ignition JSON; convert it first: butane --strict {} > config.ign",
+                    path.display(),
+                    path.display()
+                ));
+            }
+            return Err(format!("{}: not valid JSON: {e}", path.display()));
+        }
+    };
+    let version = value
+        .get("ignition")
+        .and_then(|i| i.get("version"))
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| format!("{}: no ignition.version; not an Ignition config", path.display()))?;
+    if !SUPPORTED.contains(&version) {
+        return Err(format!(
+            "{}: Ignition spec version {version} is not supported (supported: {})",
+            path.display(),
+            SUPPORTED.join(", ")
+        ));
+    }
+    Ok(version.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_text(t: &str) -> Result<String, String> {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), t).unwrap();
+        check(f.path())
+    }
+
+    #[test]
+    fn accepts_and_refuses() {
+        assert_eq!(check_text(r#"{"ignition":{"version":"3.3.0"}}"#).unwrap(), "3.3.0");
+        assert!(check_text("variant: flatcar\nversion: 1.0.0\n").unwrap_err().contains("Butane"));
+        assert!(check_text("{not json").unwrap_err().contains("not valid JSON"));
+        assert!(check_text(r#"{"storage":{}}"#).unwrap_err().contains("no ignition.version"));
+        assert!(check_text(r#"{"ignition":{"version":"9.9.9"}}"#).unwrap_err().contains("not supported"));
+    }
+}
