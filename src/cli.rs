@@ -29,6 +29,16 @@ pub struct Cli {
 pub enum Command {
     /// Bake sysexts into a Flatcar image (the default command).
     Bake(BakeArgs),
+    /// Show what a Flatcar image (raw or qcow2) holds: partitions, filesystems, version,
+    /// extensions, OEM content, Ignition config. Rootless.
+    Inspect {
+        /// The image to inspect.
+        #[arg(value_name = "IMAGE")]
+        image: PathBuf,
+        /// Print a stable machine-readable JSON report instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the vendor image types --vendor accepts, with layout and disk format.
     Vendors {
         /// Also load vendor definitions (*.toml) from DIR.
@@ -87,6 +97,11 @@ pub struct BakeArgs {
     /// own (repeatable), e.g. --kernel-arg console=ttyS0,115200n8.
     #[arg(long = "kernel-arg", value_name = "ARG")]
     pub kernel_args: Vec<String>,
+
+    /// Write a JSON summary of the run to FILE: every output with its sha256 and size,
+    /// and the inspect report of every output image flatbake can read (raw, qcow2).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 
     /// Emit vendor images (comma-separated or repeated; see `flatbake vendors`), e.g.
     /// qemu_uefi,azure,vmware_ova, into --output-dir with Flatcar's file names. The base

@@ -12,6 +12,7 @@ pub mod disk;
 pub mod format;
 pub mod fs;
 pub mod ignition;
+pub mod inspect;
 pub mod sysext;
 pub mod tools;
 pub mod vendor;

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Bake(args)) => run_bake(args),
         Some(Command::Vendors { vendors_dir }) => list_vendors(vendors_dir.as_deref()),
+        Some(Command::Inspect { image, json }) => run_inspect(&image, json),
         None => run_bake(cli.bake),
     };
     match result {
@@ -38,6 +39,48 @@ fn one_line(e: &anyhow::Error) -> String {
         }
     }
     msg
+}
+
+fn run_inspect(image: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let work = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let report = flatbake::inspect::inspect(image, work.path())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", flatbake::inspect::render(&report));
+    }
+    Ok(())
+}
+
+/// Summarise what a run produced: inspect each readable output image (printed), and
+/// with `json`, write every output's sha256 and size plus the reports to that file.
+fn summarize(outputs: &[PathBuf], json: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let work = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let mut files = Vec::new();
+    let mut reports = Vec::new();
+    for o in outputs {
+        let name = o.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let readable = name.ends_with(".bin") || name.ends_with(".img") || name.ends_with(".qcow2") && !name.contains("_efi_");
+        if readable {
+            if let Ok(r) = flatbake::inspect::inspect(o, work.path()) {
+                if r.flatcar {
+                    print!("{}", flatbake::inspect::render(&r));
+                    reports.push(r);
+                }
+            }
+        }
+        if json.is_some() {
+            let (sha256, size) = bake::sha256_file(o)?;
+            files.push(serde_json::json!({"path": o.display().to_string(), "sha256": sha256, "size": size}));
+        }
+    }
+    if let Some(path) = json {
+        let doc = serde_json::json!({"outputs": files, "images": reports});
+        let tmp = path.with_extension("json.partial");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&doc)? + "\n").with_context(|| format!("{}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn list_vendors(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -82,7 +125,7 @@ fn run_bake(args: BakeArgs) -> anyhow::Result<()> {
     let report = bake::bake(&req)?;
     print_report(&report);
     println!("wrote {}", report.output.display());
-    Ok(())
+    summarize(std::slice::from_ref(&report.output), args.json.as_deref())
 }
 
 fn print_report(report: &bake::BakeReport) {
@@ -139,8 +182,10 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     let report = bake::bake(&req)?;
     print_report(&report);
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    for path in vendor::emit(&plan, &base, &out_dir, work.path(), threads)? {
+    let outputs = vendor::emit(&plan, &base, &out_dir, work.path(), threads)?;
+    for path in &outputs {
         println!("wrote {}", path.display());
     }
-    Ok(())
+    drop(work);
+    summarize(&outputs, args.json.as_deref())
 }

@@ -144,14 +144,22 @@ impl Gpt {
     /// Read and validate the primary GPT from an open file of `len` bytes; `path` only
     /// names the file in errors.
     pub fn read_from(file: &File, len: u64, path: &Path) -> Result<Gpt, GptError> {
+        Gpt::parse(&mut |off, buf| file.read_exact_at(buf, off), len, path)
+    }
+
+    /// Read and validate the primary GPT of a disk of `len` bytes through `read`.
+    pub fn parse(
+        read: &mut dyn FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+        len: u64,
+        path: &Path,
+    ) -> Result<Gpt, GptError> {
         let not_gpt = |what: &str| GptError::NotGpt { path: path.to_owned(), what: what.to_owned() };
         let corrupt = |what: String| GptError::Corrupt { path: path.to_owned(), what };
         if len < 34 * SECTOR {
             return Err(not_gpt(&format!("only {len} bytes, too small for a GPT disk")));
         }
         let mut head = [0u8; 2 * SECTOR as usize];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|source| GptError::Io { path: path.to_owned(), source })?;
+        read(0, &mut head).map_err(|source| GptError::Io { path: path.to_owned(), source })?;
         let mbr = &head[..SECTOR as usize];
         if mbr[510] != 0x55 || mbr[511] != 0xAA {
             return Err(not_gpt("no MBR boot signature (0x55AA) in sector 0"));
@@ -225,8 +233,7 @@ impl Gpt {
             return Err(GptError::Truncated { path: path.to_owned(), needed, actual: len });
         }
         let mut entries = vec![0u8; entries_bytes as usize];
-        file.read_exact_at(&mut entries, entries_lba * SECTOR)
-            .map_err(|source| GptError::Io { path: path.to_owned(), source })?;
+        read(entries_lba * SECTOR, &mut entries).map_err(|source| GptError::Io { path: path.to_owned(), source })?;
         let ecrc = crc32fast::hash(&entries);
         if ecrc != entries_crc {
             return Err(corrupt(format!(

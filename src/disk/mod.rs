@@ -5,6 +5,7 @@ pub mod gpt;
 pub mod grow;
 pub mod layout;
 pub mod region;
+pub mod source;
 pub mod sparse;
 
 /// The architecture of the Flatcar image at `path`, from its ESP's UEFI boot loader;

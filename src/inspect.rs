@@ -1,0 +1,391 @@
+//! `flatbake inspect`: what a Flatcar image holds, read rootless from a raw or qcow2
+//! file — the GPT, each filesystem, the Flatcar version and architecture, installed
+//! extensions (file, symlink, extension-release, sysupdate config), the OEM partition
+//! (id, files, grub.cfg, Ignition config) — as text or as stable JSON for pipelines.
+//!
+//! Readers: GPT our own, ext4 with ext4-view, FAT with fatfs, squashfs with backhand
+//! (EROFS with ours), btrfs with `btrfs restore` on an extracted sparse copy (there is
+//! no rootless in-process btrfs reader).
+
+use crate::disk::gpt::{Gpt, Partition, SECTOR};
+use crate::disk::layout::FlatcarLayout;
+use crate::disk::source::{self, DiskSource, SourceRegion};
+use crate::sysext::{image, release::ReleaseFile};
+use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::rc::Rc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Gpt(#[from] crate::disk::gpt::GptError),
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+}
+
+/// The whole report; field names are a stable interface (`--json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub image: String,
+    pub format: String,
+    pub virtual_size: u64,
+    pub disk_guid: String,
+    pub partitions: Vec<PartitionInfo>,
+    pub flatcar: bool,
+    pub flatcar_version: Option<String>,
+    pub arch: Option<String>,
+    pub first_boot: Option<bool>,
+    pub extensions: Vec<ExtensionInfo>,
+    pub sysupdate_timer: bool,
+    pub oem: Option<OemInfo>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionInfo {
+    pub number: u32,
+    pub name: String,
+    pub type_guid: String,
+    pub uuid: String,
+    pub start_lba: u64,
+    pub sectors: u64,
+    pub size: u64,
+    pub filesystem: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExtensionInfo {
+    pub name: String,
+    /// `/etc/extensions/NAME.raw`: a symlink target, or the path itself for a file.
+    pub link: String,
+    pub target: Option<String>,
+    /// Which filesystem holds the image (ROOT or OEM), if found.
+    pub partition: Option<String>,
+    pub size: Option<u64>,
+    pub format: Option<String>,
+    pub extension_release: BTreeMap<String, String>,
+    pub sysupdate_conf: Option<String>,
+    pub problems: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OemInfo {
+    pub id: Option<String>,
+    pub files: Vec<String>,
+    pub grub_cfg: Option<String>,
+    pub ignition: bool,
+}
+
+fn fs_kind(src: &mut dyn DiskSource, p: &Partition) -> Option<String> {
+    let mut b = [0u8; 4096];
+    let n = p.size().min(4096) as usize;
+    src.read_at(p.offset(), &mut b[..n]).ok()?;
+    if n >= 1082 && u16::from_le_bytes([b[1080], b[1081]]) == 0xEF53 {
+        return Some("ext4".into());
+    }
+    if n >= 512 && b[510] == 0x55 && b[511] == 0xAA && (&b[54..57] == b"FAT" || &b[82..85] == b"FAT") {
+        return Some("vfat".into());
+    }
+    let mut m = [0u8; 8];
+    if p.size() > 0x10048 && src.read_at(p.offset() + 0x10040, &mut m).is_ok() && &m == b"_BHRfS_M" {
+        return Some("btrfs".into());
+    }
+    None
+}
+
+/// `Ext4Read` over a shared disk source.
+struct SharedRegion {
+    src: Rc<RefCell<Box<dyn DiskSource>>>,
+    offset: u64,
+    len: u64,
+}
+
+impl ext4_view::Ext4Read for SharedRegion {
+    fn read(&mut self, start: u64, dst: &mut [u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        if start + dst.len() as u64 > self.len {
+            return Err("read past the end of the partition".into());
+        }
+        self.src.borrow_mut().read_at(self.offset + start, dst)?;
+        Ok(())
+    }
+}
+
+/// Unpack the btrfs in `p` into `dir/tree` (files only as far as `regex` selects).
+fn btrfs_tree(src: &mut dyn DiskSource, p: &Partition, dir: &Path, regex: Option<&str>) -> Result<PathBuf, String> {
+    let img = dir.join(format!("part{}.img", p.number));
+    source::extract(src, p.offset(), p.size(), &img).map_err(|e| e.to_string())?;
+    let tree = dir.join(format!("part{}", p.number));
+    std::fs::create_dir_all(&tree).map_err(|e| e.to_string())?;
+    let mut c = Command::new("btrfs");
+    c.arg("restore").arg("-S");
+    if let Some(r) = regex {
+        c.arg(format!("--path-regex={r}"));
+    }
+    crate::tools::run(c.arg(&img).arg(&tree), "reading a btrfs filesystem (btrfs restore)").map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&img);
+    Ok(tree)
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = rd.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let rel = format!("/{}", p.strip_prefix(root).map(|r| r.display().to_string()).unwrap_or_default());
+        match e.file_type() {
+            Ok(t) if t.is_dir() => {
+                out.push(format!("{rel}/"));
+                walk(root, &p, out);
+            }
+            _ => out.push(rel),
+        }
+    }
+}
+
+/// Inspect the image at `path`. `work` is scratch space for extracted filesystems.
+pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
+    let io = |source| InspectError::Io { path: path.to_owned(), source };
+    let mut src = source::open(path).map_err(io)?;
+    let len = src.len();
+    let gpt = Gpt::parse(&mut |off, buf| src.read_at(off, buf), len, path)?;
+    let partitions: Vec<PartitionInfo> = gpt
+        .partitions
+        .iter()
+        .map(|p| PartitionInfo {
+            number: p.number,
+            name: p.name.clone(),
+            type_guid: p.type_guid.to_string(),
+            uuid: p.unique_guid.to_string(),
+            start_lba: p.first_lba,
+            sectors: p.size() / SECTOR,
+            size: p.size(),
+            filesystem: fs_kind(src.as_mut(), p),
+        })
+        .collect();
+    let mut report = Report {
+        image: path.display().to_string(),
+        format: src.format().to_owned(),
+        virtual_size: len,
+        disk_guid: gpt.disk_guid.to_string(),
+        partitions,
+        flatcar: false,
+        flatcar_version: None,
+        arch: None,
+        first_boot: None,
+        extensions: Vec::new(),
+        sysupdate_timer: false,
+        oem: None,
+    };
+    let Ok(layout) = FlatcarLayout::find(gpt, path) else {
+        return Ok(report);
+    };
+    report.flatcar = true;
+
+    // ESP: architecture and first-boot flag
+    {
+        let region = SourceRegion { src: src.as_mut(), offset: layout.esp.offset(), len: layout.esp.size(), pos: 0 };
+        if let Ok(fs) = fatfs::FileSystem::new(region, fatfs::FsOptions::new()) {
+            let root = fs.root_dir();
+            if let Ok(dir) = root.open_dir("EFI/boot") {
+                for e in dir.iter().flatten() {
+                    match e.file_name().to_ascii_lowercase().as_str() {
+                        "bootx64.efi" => report.arch = Some("x86-64".into()),
+                        "bootaa64.efi" => report.arch = Some("arm64".into()),
+                        _ => {}
+                    }
+                }
+            }
+            report.first_boot = Some(
+                root.open_dir("flatcar")
+                    .map(|d| d.iter().flatten().any(|e| e.file_name().eq_ignore_ascii_case("first_boot")))
+                    .unwrap_or(false),
+            );
+        }
+    }
+
+    // Flatcar version: USR-A's os-release, else version.txt beside the image
+    if fs_kind(src.as_mut(), &layout.usr_a).as_deref() == Some("btrfs") {
+        if let Ok(tree) = btrfs_tree(src.as_mut(), &layout.usr_a, work, Some("^/(|lib(|/os-release))$")) {
+            if let Ok(text) = std::fs::read_to_string(tree.join("lib/os-release")) {
+                report.flatcar_version = ReleaseFile::parse(&text).ok().and_then(|r| r.get("VERSION_ID").map(str::to_owned));
+            }
+        }
+    }
+    if report.flatcar_version.is_none() {
+        if let Some(dir) = path.parent() {
+            report.flatcar_version = crate::vendor::version_from_file(&dir.join("version.txt")).ok();
+        }
+    }
+
+    // OEM
+    let oem_tree = if fs_kind(src.as_mut(), &layout.oem).as_deref() == Some("btrfs") {
+        btrfs_tree(src.as_mut(), &layout.oem, work, None).ok()
+    } else {
+        None
+    };
+    if let Some(tree) = &oem_tree {
+        let mut files = Vec::new();
+        walk(tree, tree, &mut files);
+        let id = std::fs::read_to_string(tree.join("oem-release"))
+            .ok()
+            .and_then(|t| ReleaseFile::parse(&t).ok())
+            .and_then(|r| r.get("ID").map(str::to_owned));
+        report.oem = Some(OemInfo {
+            id,
+            ignition: tree.join("config.ign").is_file(),
+            grub_cfg: std::fs::read_to_string(tree.join("grub.cfg")).ok(),
+            files,
+        });
+    }
+
+    // ROOT: extensions
+    let shared = Rc::new(RefCell::new(src));
+    let root = ext4_view::Ext4::load(Box::new(SharedRegion { src: shared.clone(), offset: layout.root.offset(), len: layout.root.size() }))
+        .map_err(|e| InspectError::Invalid { path: path.to_owned(), what: format!("ROOT: {e}") })?;
+    report.sysupdate_timer = root.symlink_metadata("/etc/systemd/system/timers.target.wants/systemd-sysupdate.timer").is_ok();
+    let mut names: Vec<String> = match root.read_dir("/etc/extensions") {
+        Ok(rd) => rd
+            .flatten()
+            .filter_map(|e| e.file_name().as_str().ok().map(str::to_owned))
+            .filter(|n| n.ends_with(".raw"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    for file in names {
+        let name = file.trim_end_matches(".raw").to_owned();
+        let link = format!("/etc/extensions/{file}");
+        let target = root
+            .symlink_metadata(link.as_str())
+            .ok()
+            .filter(|m| m.is_symlink())
+            .and_then(|_| root.read_link(link.as_str()).ok())
+            .and_then(|t| t.to_str().ok().map(str::to_owned));
+        let conf = format!("/etc/sysupdate.{name}.d/{name}.conf");
+        let mut info = ExtensionInfo {
+            name: name.clone(),
+            link: link.clone(),
+            target: target.clone(),
+            partition: None,
+            size: None,
+            format: None,
+            extension_release: BTreeMap::new(),
+            sysupdate_conf: root.exists(conf.as_str()).unwrap_or(false).then_some(conf),
+            problems: Vec::new(),
+        };
+        // Stage the image as a file for the sysext readers.
+        let staged = work.join(format!("ext-{name}.raw"));
+        let located: Result<(), String> = match target.as_deref() {
+            Some("/dev/null") => Err("masked (symlink to /dev/null)".into()),
+            Some(t) if t.starts_with("/oem/") => match &oem_tree {
+                Some(tree) => {
+                    let p = tree.join(t.trim_start_matches("/oem/"));
+                    info.partition = Some("OEM".into());
+                    std::fs::copy(&p, &staged).map(|_| ()).map_err(|e| format!("{t}: {e}"))
+                }
+                None => Err(format!("{t}: OEM is not readable")),
+            },
+            Some(t) => copy_out(&root, t, &staged).map(|_| info.partition = Some("ROOT".into())),
+            None => copy_out(&root, &link, &staged).map(|_| info.partition = Some("ROOT".into())),
+        };
+        match located {
+            Err(p) => info.problems.push(p),
+            Ok(()) => match image::open(&staged, &name) {
+                Err(e) => info.problems.push(e.to_string().replace(&staged.display().to_string(), &file)),
+                Ok(img) => {
+                    info.size = Some(img.size);
+                    info.format = Some(img.format.to_string());
+                    match img.release {
+                        Some(r) => info.extension_release = r.fields.into_iter().collect(),
+                        None => info.problems.push(format!("no extension-release.{name} inside")),
+                    }
+                }
+            },
+        }
+        let _ = std::fs::remove_file(&staged);
+        report.extensions.push(info);
+    }
+    Ok(report)
+}
+
+fn copy_out(fs: &ext4_view::Ext4, path: &str, dst: &Path) -> Result<(), String> {
+    let data = fs.read(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut f = std::fs::File::create(dst).map_err(|e| e.to_string())?;
+    f.write_all(&data).map_err(|e| e.to_string())
+}
+
+/// The report as text for people.
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{} ({}, {})\n", r.image, r.format, crate::bake::human(r.virtual_size)));
+    s.push_str(&format!("disk GUID {}\n", r.disk_guid));
+    s.push_str("  #  name             start LBA     sectors       size  fs      UUID\n");
+    for p in &r.partitions {
+        s.push_str(&format!(
+            "{:>3}  {:<15} {:>10} {:>11} {:>10}  {:<6}  {}\n",
+            p.number,
+            p.name,
+            p.start_lba,
+            p.sectors,
+            crate::bake::human(p.size),
+            p.filesystem.as_deref().unwrap_or("-"),
+            p.uuid
+        ));
+    }
+    if !r.flatcar {
+        s.push_str("not a Flatcar disk layout\n");
+        return s;
+    }
+    s.push_str(&format!(
+        "Flatcar {} ({}), first-boot flag: {}\n",
+        r.flatcar_version.as_deref().unwrap_or("version unknown"),
+        r.arch.as_deref().unwrap_or("arch unknown"),
+        match r.first_boot {
+            Some(true) => "set",
+            Some(false) => "absent",
+            None => "unknown",
+        }
+    ));
+    s.push_str(&format!("extensions ({}), sysupdate timer {}:\n", r.extensions.len(), if r.sysupdate_timer { "enabled" } else { "not enabled" }));
+    for e in &r.extensions {
+        s.push_str(&format!(
+            "  {}: {} -> {} [{} {}{}]\n",
+            e.name,
+            e.link,
+            e.target.as_deref().unwrap_or("(file)"),
+            e.partition.as_deref().unwrap_or("?"),
+            e.format.as_deref().unwrap_or("?"),
+            e.size.map(|n| format!(", {}", crate::bake::human(n))).unwrap_or_default()
+        ));
+        if !e.extension_release.is_empty() {
+            let kv: Vec<String> = e.extension_release.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            s.push_str(&format!("    {}\n", kv.join(" ")));
+        }
+        if let Some(c) = &e.sysupdate_conf {
+            s.push_str(&format!("    sysupdate: {c}\n"));
+        }
+        for p in &e.problems {
+            s.push_str(&format!("    problem: {p}\n"));
+        }
+    }
+    match &r.oem {
+        None => s.push_str("OEM: not readable\n"),
+        Some(o) => {
+            s.push_str(&format!(
+                "OEM: id {}, Ignition config {}\n",
+                o.id.as_deref().unwrap_or("(none)"),
+                if o.ignition { "present (/oem/config.ign)" } else { "absent" }
+            ));
+            for f in &o.files {
+                s.push_str(&format!("  {f}\n"));
+            }
+        }
+    }
+    s
+}
