@@ -1,0 +1,3 @@
+//! Fetching and verifying Flatcar releases (WIP).
+pub mod channel;
+pub mod verify;
