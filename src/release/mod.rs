@@ -1,3 +1,6 @@
 //! Fetching and verifying Flatcar releases (WIP).
+pub mod bz2blocks;
 pub mod channel;
+pub mod decompress;
+pub mod progress;
 pub mod verify;
