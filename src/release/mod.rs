@@ -389,7 +389,7 @@ pub fn fetch_extension(
     let dir = opts.cache_dir.join("extensions");
     let sums_url = opts.urls.bakery_file("SHA256SUMS");
     let sums = verify::Checksums::parse_sha256sums(&dl.get_text(&sums_url)?, &sums_url)?;
-    let expected = match sums.expect(file) {
+    let expected = match sums.require(file) {
         Ok(h) => Some(h.to_string()),
         Err(e) if opts.insecure_skip_verify => {
             warn_insecure(&e.to_string());

@@ -544,7 +544,7 @@ impl Checksums {
     }
 
     /// The expected digest for `name`, or an error naming the list and the file.
-    pub fn expect(&self, name: &str) -> Result<&str, VerifyError> {
+    pub fn require(&self, name: &str) -> Result<&str, VerifyError> {
         self.get(name).ok_or_else(|| VerifyError::NoChecksum {
             source_name: self.source_name.clone(),
             algo: self.algo,
@@ -554,7 +554,7 @@ impl Checksums {
 
     /// Hashes `path` and compares it with the entry for `name`.
     pub fn check_file(&self, path: &Path, name: &str) -> Result<String, VerifyError> {
-        let expected = self.expect(name)?;
+        let expected = self.require(name)?;
         let actual = match self.algo {
             "SHA512" => sha512_file(path)?,
             _ => sha256_file(path)?,
@@ -641,7 +641,7 @@ mod tests {
         let s = Checksums::parse_sha256sums(&t, "SUMS").unwrap();
         assert_eq!(s.get("docker-27.0-x86-64.raw"), Some(a.as_str()));
         assert_eq!(s.get("wasmtime.conf"), Some("b".repeat(64).as_str()));
-        let e = s.expect("nope.raw").unwrap_err();
+        let e = s.require("nope.raw").unwrap_err();
         assert_eq!(e.to_string(), "SUMS: no SHA256 checksum for nope.raw");
         assert!(Checksums::parse_sha256sums("xyz  f\n", "SUMS").is_err());
     }
