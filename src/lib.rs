@@ -3,7 +3,7 @@
 //!
 //! Where things live: [`disk`] (GPT, Flatcar's partitions, sparse copies), [`fs`] (the
 //! filesystems inside: ext4 ROOT, btrfs OEM, FAT ESP), [`sysext`] (sysext images and
-//! their metadata), [`bake`] (the pipeline), [`cli`] (the command line).
+//! their metadata), [`release`] (fetching and verifying Flatcar releases), [`bake`] (the pipeline), [`cli`] (the command line).
 
 pub mod arch;
 pub mod bake;
@@ -13,6 +13,7 @@ pub mod format;
 pub mod fs;
 pub mod ignition;
 pub mod inspect;
+pub mod release;
 pub mod sysext;
 pub mod tools;
 pub mod vendor;

@@ -3,6 +3,9 @@
 //! with outside tools (sgdisk, debugfs, e2fsck, btrfs).
 #![allow(dead_code)]
 
+mod release;
+pub use release::*;
+
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
