@@ -1,31 +1,31 @@
 #!/usr/bin/env bash
-# The main job end to end on built-in sample data, no internet: build a small
-# Flatcar-faithful image and sample sysexts, bake two sysexts into it (one into ROOT
-# with its sysupdate config, one into OEM), then show what was baked, read back with
-# e2fsprogs and btrfs-progs.
+# The main job end to end on built-in sample data, no internet:
+#   flatbake --fetch --vendor qemu_uefi wasmtime:wasmtime-24.0.0-x86-64.raw
+# against a sample Flatcar release and bakery served on 127.0.0.1 (signed with a
+# throwaway key, see scripts/serve-sample-release.sh), then `flatbake inspect` of the
+# result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --locked --quiet
 FB="$PWD/target/debug/flatbake"
 W="$PWD/work/demo"
-rm -rf "$W" && mkdir -p "$W"
+rm -rf "$W" && mkdir -p "$W/out"
+port=${DEMO_PORT:-18321}
 
-echo "== building sample data in $W"
-bash scripts/make-fixture-image.sh "$W/flatcar_production_image.bin" >/dev/null
-bash scripts/make-fixture-sysexts.sh "$W/sysexts" >/dev/null
+echo "== serving a sample Flatcar release and bakery on 127.0.0.1:$port"
+pid=$(bash scripts/serve-sample-release.sh "$W/server" "$port")
+trap 'kill "$pid" 2>/dev/null || true' EXIT
 
-echo "== baking"
-"$FB" --image "$W/flatcar_production_image.bin" --output "$W/baked.bin" \
-    --install-to myext=oem:/sysext \
-    wasmtime:"$W/sysexts/wasmtime-24.0.0-x86-64.raw" myext:"$W/sysexts/myext-1.0-x86-64.raw"
+export FLATBAKE_RELEASE_URL="http://127.0.0.1:$port"
+export FLATBAKE_BAKERY_URL="http://127.0.0.1:$port"
+echo "== flatbake --fetch --vendor qemu_uefi wasmtime:wasmtime-24.0.0-x86-64.raw"
+"$FB" --fetch --vendor qemu_uefi --sysupdate \
+    --signing-key "$W/server/signing-key.asc" --image-cache "$W/cache" --output-dir "$W/out" \
+    wasmtime:wasmtime-24.0.0-x86-64.raw
 
-echo "== what ROOT holds now (debugfs)"
-root=$(sgdisk -i 9 "$W/baked.bin" | awk '/First sector/ {print $3 * 512}')
-for d in /etc/extensions /opt/extensions/wasmtime /etc/sysupdate.wasmtime.d; do
-    echo "-- $d"
-    debugfs -R "ls -l $d" "$W/baked.bin?offset=$root" 2>/dev/null
-done
-e2fsck -fn "$W/baked.bin?offset=$root" >/dev/null && echo "ROOT: e2fsck -fn clean"
-sgdisk -v "$W/baked.bin" | grep -q "No problems found" && echo "GPT: sgdisk -v clean"
-echo "== done: $W/baked.bin"
+echo "== outputs"
+ls -la "$W/out"
+echo "== again: everything comes from the cache"
+"$FB" fetch --signing-key "$W/server/signing-key.asc" --image-cache "$W/cache" >/dev/null
+echo "== done: $W/out"

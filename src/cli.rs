@@ -39,12 +39,69 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Only download and verify a Flatcar release into the cache (for CI caching), and
+    /// with NAME:FILE arguments, bakery extensions too.
+    Fetch {
+        #[command(flatten)]
+        release: ReleaseArgs,
+        /// Bakery extensions to fetch as well, each NAME:FILE.
+        #[arg(value_name = "NAME:FILE")]
+        extensions: Vec<String>,
+    },
     /// List the vendor image types --vendor accepts, with layout and disk format.
     Vendors {
         /// Also load vendor definitions (*.toml) from DIR.
         #[arg(long, value_name = "DIR")]
         vendors_dir: Option<PathBuf>,
     },
+}
+
+/// Where a Flatcar release comes from and how it is trusted.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReleaseArgs {
+    /// Flatcar release to fetch: alpha, beta, stable, lts, current (= stable), or a
+    /// version X.Y.Z (its channel follows from Y: 0 alpha, 1 beta, 2 stable, 3 lts).
+    /// Without --image, a bake fetches this release (default stable).
+    #[arg(long, value_name = "RELEASE")]
+    pub release: Option<String>,
+
+    /// Architecture: x86-64 or arm64. For a local --image it is detected from the
+    /// image's UEFI boot loader and checked against each sysext's ARCHITECTURE=; for a
+    /// fetched release it picks the board (default x86-64).
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<Arch>,
+
+    /// Cache for verified downloads; a re-run with a good cache downloads nothing.
+    /// Default: $XDG_CACHE_HOME/flatbake or ~/.cache/flatbake.
+    #[arg(long, value_name = "DIR", env = "FLATBAKE_CACHE")]
+    pub image_cache: Option<PathBuf>,
+
+    /// Release server; `{channel}` is replaced by the channel name.
+    #[arg(long, value_name = "URL", env = "FLATBAKE_RELEASE_URL", default_value = "https://{channel}.release.flatcar-linux.net")]
+    pub release_url: String,
+
+    /// releases.json location (used with --head-from-releases-json).
+    #[arg(long, value_name = "URL", env = "FLATBAKE_RELEASES_JSON_URL", default_value = "https://www.flatcar.org/releases-json/releases.json")]
+    pub releases_json_url: String,
+
+    /// Resolve a channel's newest release from releases.json instead of the channel's
+    /// current/version.txt.
+    #[arg(long)]
+    pub head_from_releases_json: bool,
+
+    /// Sysext bakery base URL.
+    #[arg(long, value_name = "URL", env = "FLATBAKE_BAKERY_URL", default_value = "https://extensions.flatcar.org")]
+    pub bakery_url: String,
+
+    /// Trust this OpenPGP public key (armored) instead of the embedded Flatcar image
+    /// signing key.
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+
+    /// DANGEROUS: accept release files whose signature (and extensions whose checksum)
+    /// is missing or bad. Never use it for images you will run.
+    #[arg(long)]
+    pub insecure_skip_signature_verification: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -71,10 +128,14 @@ pub struct BakeArgs {
     #[arg(long = "sysupdate-conf", value_name = "NAME=PATH")]
     pub sysupdate_conf: Vec<String>,
 
-    /// Architecture of the image (x86-64 or arm64), checked against each sysext's
-    /// ARCHITECTURE=. Default: detected from the image's UEFI boot loader.
-    #[arg(long, value_name = "ARCH")]
-    pub arch: Option<Arch>,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+
+    /// Download each NAME:FILE from the sysext bakery (<bakery>/extensions/FILE, with
+    /// NAME.conf when the bakery has one), checked against the bakery's SHA256SUMS. Without
+    /// --image, the Flatcar release (--release, default stable) is fetched too.
+    #[arg(long)]
+    pub fetch: bool,
 
     /// Scratch directory for temporary files (default: beside the output).
     #[arg(long, value_name = "DIR")]

@@ -1,0 +1,132 @@
+//! `bake` (the default command): local or fetched input, sysexts local or from the
+//! bakery, one output image or vendor images.
+
+use super::{fetch, report};
+use crate::bake::{self, BakeRequest};
+use crate::cli::BakeArgs;
+use crate::vendor::{self, registry::Registry, VendorInput};
+use anyhow::Context;
+use std::path::PathBuf;
+
+pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
+    if args.vendor.is_empty() && args.extensions.is_empty() && args.ignition.is_none() && args.kernel_args.is_empty() {
+        anyhow::bail!("nothing to do: name sysexts as NAME:FILE and/or vendor images with --vendor");
+    }
+    if args.image.is_some() && args.release.release.is_some() {
+        anyhow::bail!("--image and --release exclude each other: bake a local image, or fetch a release");
+    }
+    if args.image.is_none() && !args.fetch && args.release.release.is_none() {
+        anyhow::bail!("no input image: pass --image FILE, or --release/--fetch to download one");
+    }
+    let opts = if args.image.is_none() || args.fetch { Some(fetch::options(&args.release)?) } else { None };
+    let image = match (&args.image, &opts) {
+        (Some(i), _) => i.clone(),
+        (None, Some(o)) => {
+            let r = fetch::release(o)?;
+            if !args.vendor.is_empty() {
+                let reg = Registry::load(args.vendors_dir.as_deref())?;
+                fetch::release_files(o, &r, &vendor_release_files(&reg, &args.vendor))?;
+            }
+            args.flatcar_version.get_or_insert(r.version_txt.version.to_string());
+            args.release_dir.get_or_insert(r.dir.clone());
+            args.release.arch.get_or_insert(r.release.arch);
+            r.image
+        }
+        (None, None) => anyhow::bail!("no input image"),
+    };
+    if let (true, Some(o)) = (args.fetch, &opts) {
+        let (exts, confs) = fetch::extensions(o, &args.extensions)?;
+        args.extensions = exts;
+        for c in confs {
+            let name = c.split('=').next().unwrap_or_default().to_owned();
+            if !args.sysupdate_conf.iter().any(|x| x.starts_with(&format!("{name}="))) {
+                args.sysupdate_conf.push(c);
+            }
+        }
+    }
+    if !args.vendor.is_empty() {
+        return run_vendors(args, image);
+    }
+    let req = BakeRequest {
+        image,
+        output: args.output,
+        extensions: args.extensions,
+        install_to: args.install_to,
+        sysupdate_confs: args.sysupdate_conf,
+        arch: args.release.arch,
+        work_dir: args.work_dir,
+        sysupdate: args.sysupdate,
+        ignition: args.ignition,
+        kernel_args: args.kernel_args,
+    };
+    let report = bake::bake(&req)?;
+    report::print_report(&report);
+    println!("wrote {}", report.output.display());
+    report::summarize(std::slice::from_ref(&report.output), args.json.as_deref())
+}
+
+/// Release files the named vendors need: OEM sysexts and shipped firmware.
+fn vendor_release_files(reg: &Registry, names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in names.iter().filter_map(|n| reg.get(n)) {
+        let files = v.oem_id.iter().map(|id| format!("oem-{id}.raw")).chain(v.release_files.iter().cloned());
+        for f in files {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+/// Bake once into a scratch base image, then emit every vendor from it.
+fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
+    let reg = Registry::load(args.vendors_dir.as_deref())?;
+    let release_dir = match &args.release_dir {
+        Some(d) => d.clone(),
+        None => image.parent().filter(|p| !p.as_os_str().is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let arch = match args.release.arch {
+        Some(a) => Some(a),
+        None => crate::disk::detect_arch(&image).map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let plan = vendor::plan(&VendorInput {
+        names: &args.vendor,
+        registry: &reg,
+        release_dir: &release_dir,
+        version: args.flatcar_version.clone(),
+        arch,
+        kernel_args: &args.kernel_args,
+    })?;
+    let out_dir = args.output_dir.clone();
+    if !out_dir.is_dir() {
+        anyhow::bail!("{}: output directory does not exist", out_dir.display());
+    }
+    let work = tempfile::Builder::new()
+        .prefix(".flatbake-work-")
+        .tempdir_in(args.work_dir.as_deref().unwrap_or(&out_dir))
+        .with_context(|| format!("{}: cannot create a work directory", out_dir.display()))?;
+    let base = work.path().join("base.bin");
+    let req = BakeRequest {
+        image,
+        output: base.clone(),
+        extensions: args.extensions,
+        install_to: args.install_to,
+        sysupdate_confs: args.sysupdate_conf,
+        arch: Some(plan.arch),
+        work_dir: Some(work.path().to_owned()),
+        sysupdate: args.sysupdate,
+        ignition: args.ignition,
+        // vendor grub.cfgs are written per vendor, with the kernel arguments in them
+        kernel_args: Vec::new(),
+    };
+    let report = bake::bake(&req)?;
+    report::print_report(&report);
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let outputs = vendor::emit(&plan, &base, &out_dir, work.path(), threads)?;
+    for path in &outputs {
+        println!("wrote {}", path.display());
+    }
+    drop(work);
+    report::summarize(&outputs, args.json.as_deref())
+}

@@ -1,0 +1,35 @@
+//! The commands behind the CLI: each takes parsed arguments, runs the library, and
+//! prints what a user or pipeline needs. Errors are `anyhow` with context here, at the
+//! edge; the library below uses `thiserror`.
+
+mod bake;
+mod fetch;
+mod report;
+
+use crate::cli::{Cli, Command};
+
+/// Run the command `cli` names (`bake` when none).
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Bake(args)) => bake::run(args),
+        Some(Command::Fetch { release, extensions }) => fetch::run(&release, &extensions),
+        Some(Command::Vendors { vendors_dir }) => report::list_vendors(vendors_dir.as_deref()),
+        Some(Command::Inspect { image, json }) => report::inspect(&image, json),
+        None => bake::run(cli.bake),
+    }
+}
+
+/// The error chain on one line, without repeating causes a message already quotes.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg
+}
