@@ -8,6 +8,7 @@
 pub mod app;
 pub mod arch;
 pub mod bake;
+pub mod cleanup;
 pub mod cli;
 pub mod disk;
 pub mod format;

@@ -102,10 +102,12 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     if !out_dir.is_dir() {
         anyhow::bail!("{}: output directory does not exist", out_dir.display());
     }
+    crate::cleanup::sweep_stale(&out_dir);
     let work = tempfile::Builder::new()
-        .prefix(".flatbake-work-")
+        .prefix(&format!("{}work-", crate::cleanup::prefix()))
         .tempdir_in(args.work_dir.as_deref().unwrap_or(&out_dir))
         .with_context(|| format!("{}: cannot create a work directory", out_dir.display()))?;
+    let _work_guard = crate::cleanup::register(work.path());
     let base = work.path().join("base.bin");
     let req = BakeRequest {
         image,

@@ -190,15 +190,13 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     }
 
     // Everything checked: write.
-    let tmp = tempfile::Builder::new()
-        .prefix(".flatbake-")
-        .suffix(".partial")
-        .tempfile_in(&out_dir)
-        .map_err(io(&out_dir))?;
-    let work = match &req.work_dir {
-        Some(d) => tempfile::Builder::new().prefix("flatbake-").tempdir_in(d).map_err(io(d))?,
-        None => tempfile::Builder::new().prefix(".flatbake-work-").tempdir_in(&out_dir).map_err(io(&out_dir))?,
-    };
+    crate::cleanup::sweep_stale(&out_dir);
+    let prefix = crate::cleanup::prefix();
+    let tmp = tempfile::Builder::new().prefix(&prefix).suffix(".partial").tempfile_in(&out_dir).map_err(io(&out_dir))?;
+    let _tmp_guard = crate::cleanup::register(tmp.path());
+    let work_parent = req.work_dir.clone().unwrap_or_else(|| out_dir.clone());
+    let work = tempfile::Builder::new().prefix(&format!("{prefix}work-")).tempdir_in(&work_parent).map_err(io(&work_parent))?;
+    let _work_guard = crate::cleanup::register(work.path());
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
@@ -206,11 +204,13 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     }
     log(&format!("copying {} (sparse)", req.image.display()));
     sparse::clone_file(&input, tmp.as_file()).map_err(io(tmp.path()))?;
+    crate::cleanup::pause_point("copied");
     if !oem_edits.is_empty() {
         log("rebuilding OEM (btrfs)");
         let oem_work = work.path().join("oem");
         std::fs::create_dir(&oem_work).map_err(io(&oem_work))?;
         btrfs::apply(tmp.path(), tmp.as_file(), &layout.oem, &oem_edits, &oem_work)?;
+        crate::cleanup::pause_point("oem");
     }
     log("editing ROOT (ext4)");
     let root_work = work.path().join("root");
@@ -220,6 +220,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     }
     ext4::apply(tmp.path(), &layout.root, &root_edits, &root_work)?;
     tmp.as_file().sync_all().map_err(io(tmp.path()))?;
+    crate::cleanup::pause_point("before-rename");
     let report = BakeReport { output: req.output.clone(), arch, extensions: report(&exts)? };
     tmp.persist(&req.output).map_err(|e| BakeError::Io { path: req.output.clone(), source: e.error })?;
     if let Ok(d) = File::open(&out_dir) {

@@ -160,10 +160,15 @@ pub struct Output {
 /// staged as hidden temporary files in `out_dir` and renamed into place at the end.
 pub fn emit(plan: &VendorPlan, base: &Path, out_dir: &Path, work: &Path, threads: usize) -> Result<Vec<PathBuf>, VendorError> {
     let mut outputs: Vec<Output> = Vec::new();
+    let mut guards = Vec::new();
     let result = (|| -> Result<(), VendorError> {
         for v in &plan.vendors {
             eprintln!("flatbake: vendor {}", v.name);
+            for name in staged_names(v) {
+                guards.push(crate::cleanup::register(&stage(out_dir, v, &name).staged));
+            }
             outputs.extend(emit_one(plan, v, base, out_dir, work, threads)?);
+            crate::cleanup::pause_point(&format!("vendor-{}", v.name));
         }
         Ok(())
     })();
@@ -182,7 +187,8 @@ pub fn emit(plan: &VendorPlan, base: &Path, out_dir: &Path, work: &Path, threads
 }
 
 fn stage(out_dir: &Path, v: &Vendor, name: &str) -> Output {
-    Output { vendor: v.name.clone(), staged: out_dir.join(format!(".flatbake-{name}.partial")), path: out_dir.join(name) }
+    let staged = out_dir.join(format!("{}{name}.partial", crate::cleanup::prefix()));
+    Output { vendor: v.name.clone(), staged, path: out_dir.join(name) }
 }
 
 fn emit_one(plan: &VendorPlan, v: &Vendor, base: &Path, out_dir: &Path, work: &Path, threads: usize) -> Result<Vec<Output>, VendorError> {
@@ -266,6 +272,16 @@ fn emit_one(plan: &VendorPlan, v: &Vendor, base: &Path, out_dir: &Path, work: &P
     }
     let _ = std::fs::remove_dir_all(&vwork);
     Ok(outs)
+}
+
+/// Every output name `v` may stage, so an interrupted run can remove them.
+fn staged_names(v: &Vendor) -> Vec<String> {
+    let mut n = vec![v.disk_name(), v.file_name(".tar.gz"), v.file_name(".ova"), v.file_name(".box"), v.file_name(".ovf")];
+    for s in [".sh", ".README", ".vmx", "_pygrub.cfg", "_pvgrub.cfg"] {
+        n.push(v.file_name(s));
+    }
+    n.extend(v.release_files.iter().cloned());
+    n
 }
 
 fn write_gen(path: &Path, f: &conf::GenFile) -> Result<(), VendorError> {
