@@ -106,3 +106,22 @@ fn after_sigkill_the_next_run_cleans_up_and_succeeds() {
     assert!(leftovers(dir.path()).is_empty(), "left {:?}", leftovers(dir.path()));
     e2fsck_root(&out);
 }
+
+#[test]
+fn full_disk_gives_a_clear_error_and_no_partial_output() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).expect("mkdir");
+    let out = small.join("out.bin");
+    let mut cmd = format!("mount -t tmpfs -o size=640k tmpfs {0} && {BIN}", small.display());
+    for a in bake_args(&out) {
+        cmd.push_str(&format!(" '{a}'"));
+    }
+    cmd.push_str(&format!("; rc=$?; ls -A {}; exit $rc", small.display()));
+    let o = Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &cmd]).output().expect("unshare");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("out.bin") && err.contains("No space left on device"), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty(), "left in the full filesystem: {}", String::from_utf8_lossy(&o.stdout));
+}

@@ -200,10 +200,10 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io(tmp.path()))?;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io(&req.output))?;
     }
     log(&format!("copying {} (sparse)", req.image.display()));
-    sparse::clone_file(&input, tmp.as_file()).map_err(io(tmp.path()))?;
+    sparse::clone_file(&input, tmp.as_file()).map_err(io(&req.output))?;
     crate::cleanup::pause_point("copied");
     if !oem_edits.is_empty() {
         log("rebuilding OEM (btrfs)");
@@ -219,7 +219,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         root_edits.ops.extend(autoupdate::edits(&updated, &root_work).map_err(io(&root_work))?.ops);
     }
     ext4::apply(tmp.path(), &layout.root, &root_edits, &root_work)?;
-    tmp.as_file().sync_all().map_err(io(tmp.path()))?;
+    tmp.as_file().sync_all().map_err(io(&req.output))?;
     crate::cleanup::pause_point("before-rename");
     let report = BakeReport { output: req.output.clone(), arch, extensions: report(&exts)? };
     tmp.persist(&req.output).map_err(|e| BakeError::Io { path: req.output.clone(), source: e.error })?;
