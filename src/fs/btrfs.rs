@@ -9,12 +9,12 @@
 //! offline, so the root's `compression=zlib` property is not carried over (the
 //! `mount` backend keeps it).
 
-use super::{check_path, parents, Edits, FsError, Op};
+use super::{Edits, FsError};
 use crate::disk::gpt::Partition;
 use crate::disk::sparse;
 use crate::tools;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -122,8 +122,12 @@ pub fn apply(image: &Path, out: &File, part: &Partition, edits: &Edits, work: &P
         "unpacking OEM (btrfs restore)",
     )?;
     std::fs::remove_file(&old).map_err(FsError::io(&old))?;
-    let created = apply_to_dir(&root, edits)?;
-    own_by_root(&created, &state)?;
+    let is_root = rustix::process::geteuid().is_root();
+    let applied = super::tree::apply(PART, &root, edits, is_root)?;
+    if !is_root {
+        let created: Vec<PathBuf> = applied.created.iter().map(|p| root.join(p)).collect();
+        own_by_root(&created, &state)?;
+    }
     let new = work.join("oem-new.img");
     {
         let f = File::create(&new).map_err(FsError::io(&new))?;
@@ -158,100 +162,8 @@ pub fn apply(image: &Path, out: &File, part: &Partition, edits: &Edits, work: &P
     Ok(())
 }
 
-/// Carry out `edits` on an unpacked tree; returns the paths it created.
-fn apply_to_dir(root: &Path, edits: &Edits) -> Result<Vec<PathBuf>, FsError> {
-    let mut created = Vec::new();
-    let host = |p: &str| root.join(p.trim_start_matches('/'));
-    let mkdirs = |dirs: Vec<String>, created: &mut Vec<PathBuf>| -> Result<(), FsError> {
-        for d in dirs {
-            let h = host(&d);
-            match std::fs::symlink_metadata(&h) {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(FsError::Invalid { part: PART, what: format!("{d} is a symlink; refusing to write through it") })
-                }
-                Ok(_) => return Err(FsError::Invalid { part: PART, what: format!("{d} exists and is not a directory") }),
-                Err(_) => {
-                    std::fs::create_dir(&h).map_err(FsError::io(&h))?;
-                    std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o755)).map_err(FsError::io(&h))?;
-                    created.push(h);
-                }
-            }
-        }
-        Ok(())
-    };
-    let remove = |p: &str| -> Result<(), FsError> {
-        let h = host(p);
-        match std::fs::symlink_metadata(&h) {
-            Ok(m) if m.is_dir() => Err(FsError::Invalid { part: PART, what: format!("{p} exists and is a directory") }),
-            Ok(_) => std::fs::remove_file(&h).map_err(FsError::io(&h)),
-            Err(_) => Ok(()),
-        }
-    };
-    for op in &edits.ops {
-        match op {
-            Op::MkdirP(p) => {
-                check_path(PART, p)?;
-                let mut all = parents(p);
-                all.push(p.clone());
-                mkdirs(all, &mut created)?;
-            }
-            Op::Write { path, src, mode } => {
-                check_path(PART, path)?;
-                mkdirs(parents(path), &mut created)?;
-                remove(path)?;
-                let h = host(path);
-                let mut from = File::open(src).map_err(FsError::io(src))?;
-                let mut to = OpenOptions::new().write(true).create_new(true).open(&h).map_err(FsError::io(&h))?;
-                std::io::copy(&mut from, &mut to).map_err(FsError::io(&h))?;
-                std::fs::set_permissions(&h, std::fs::Permissions::from_mode(mode & 0o7777)).map_err(FsError::io(&h))?;
-                created.push(h);
-            }
-            Op::Symlink { path, target } => {
-                check_path(PART, path)?;
-                mkdirs(parents(path), &mut created)?;
-                remove(path)?;
-                let h = host(path);
-                std::os::unix::fs::symlink(target, &h).map_err(FsError::io(&h))?;
-                created.push(h);
-            }
-            Op::Remove(p) => {
-                check_path(PART, p)?;
-                remove(p)?;
-            }
-            Op::Append { path, header, text } => {
-                check_path(PART, path)?;
-                mkdirs(parents(path), &mut created)?;
-                let h = host(path);
-                let existing = match std::fs::symlink_metadata(&h) {
-                    Ok(m) if m.is_file() => Some(std::fs::read_to_string(&h).map_err(FsError::io(&h))?),
-                    Ok(_) => return Err(FsError::Invalid { part: PART, what: format!("{path} is not a regular file") }),
-                    Err(_) => None,
-                };
-                let mut body = existing.clone().unwrap_or_else(|| header.clone());
-                if !body.is_empty() && !body.ends_with('\n') {
-                    body.push('\n');
-                }
-                body.push_str(text);
-                std::fs::write(&h, body).map_err(FsError::io(&h))?;
-                if existing.is_none() {
-                    std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o644)).map_err(FsError::io(&h))?;
-                    created.push(h);
-                }
-            }
-        }
-    }
-    Ok(created)
-}
-
 fn own_by_root(paths: &[PathBuf], state: &Path) -> Result<(), FsError> {
     if paths.is_empty() {
-        return Ok(());
-    }
-    if rustix::process::geteuid().is_root() {
-        for p in paths {
-            std::os::unix::fs::lchown(p, Some(0), Some(0)).map_err(FsError::io(p))?;
-        }
         return Ok(());
     }
     tools::run(tools::as_root("chown", state).arg("-h").arg("0:0").args(paths), "recording root ownership (fakeroot chown)")?;

@@ -6,6 +6,7 @@
 pub mod btrfs;
 pub mod ext4;
 pub mod fat;
+pub mod tree;
 
 use std::path::PathBuf;
 
