@@ -9,6 +9,7 @@ pub mod arch;
 pub mod bake;
 pub mod cli;
 pub mod disk;
+pub mod format;
 pub mod fs;
 pub mod sysext;
 pub mod tools;
