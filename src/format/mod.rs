@@ -278,6 +278,29 @@ pub fn write(
     opts: &WriteOptions,
 ) -> Result<WriteStats, FormatError> {
     let src = source::Source::open(input)?;
+    write_source(format, &src, output, opts)
+}
+
+/// Like [`write`], from an already opened input; `input_name` names it in errors.
+pub fn write_file(
+    format: &DiskFormat,
+    input: &std::fs::File,
+    input_name: &Path,
+    output: &Path,
+    opts: &WriteOptions,
+) -> Result<WriteStats, FormatError> {
+    let file = input.try_clone().map_err(FormatError::read(input_name))?;
+    let src = source::Source::from_file(file, input_name)?;
+    write_source(format, &src, output, opts)
+}
+
+fn write_source(
+    format: &DiskFormat,
+    src: &source::Source,
+    output: &Path,
+    opts: &WriteOptions,
+) -> Result<WriteStats, FormatError> {
+    let input = src.path();
     let virtual_size = match opts.virtual_size {
         None => src.size(),
         Some(v) if v < src.size() => {
@@ -310,15 +333,15 @@ pub fn write(
         .map_err(FormatError::write(output))?;
     let out = Output { file, path: output };
     let result = match format {
-        DiskFormat::Raw => raw::write(&src, &out, virtual_size),
+        DiskFormat::Raw => raw::write(src, &out, virtual_size),
         DiskFormat::Qcow2 { compressed } => {
-            qcow2::write(&src, &out, virtual_size, *compressed, opts.worker_threads())
+            qcow2::write(src, &out, virtual_size, *compressed, opts.worker_threads())
         }
-        DiskFormat::VhdFixed => vhd::write_fixed(&src, &out, virtual_size),
-        DiskFormat::VhdDynamic => vhd::write_dynamic(&src, &out, virtual_size),
-        DiskFormat::Vhdx => vhdx::write(&src, &out, virtual_size),
+        DiskFormat::VhdFixed => vhd::write_fixed(src, &out, virtual_size),
+        DiskFormat::VhdDynamic => vhd::write_dynamic(src, &out, virtual_size),
+        DiskFormat::Vhdx => vhdx::write(src, &out, virtual_size),
         DiskFormat::Vmdk { subformat, adapter } => vmdk::write(
-            &src,
+            src,
             &out,
             virtual_size,
             *subformat,
