@@ -187,8 +187,9 @@ impl FromStr for DiskFormat {
     }
 }
 
-/// Options every writer takes.
-#[derive(Debug, Clone)]
+/// Options every writer takes. `Default`: the input's size, all cores, the output's
+/// own file name.
+#[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
     /// The virtual disk size; `None` means the input's size. Must not be smaller than
     /// the input (the rest reads as zeros). Exoscale, for one, wants 10 GiB.
@@ -200,16 +201,6 @@ pub struct WriteOptions {
     /// formats that record their own file name (the VMDK extent line). `None`: the
     /// output path's file name.
     pub final_name: Option<String>,
-}
-
-impl Default for WriteOptions {
-    fn default() -> Self {
-        WriteOptions {
-            virtual_size: None,
-            threads: 0,
-            final_name: None,
-        }
-    }
 }
 
 impl WriteOptions {
