@@ -143,9 +143,22 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
     Ok(VendorPlan { vendors, version: version.unwrap_or_default(), arch, oem, release_dir: input.release_dir.to_owned(), layouts, kernel_args: input.kernel_args.to_vec() })
 }
 
-/// The disk format a vendor's `disk_format` names, if flatbake writes it.
+/// The disk format a vendor's `disk_format` (Flatcar's `DISK_FORMAT` names) means.
 pub fn disk_format(v: &Vendor) -> Option<DiskFormat> {
-    DiskFormat::from_flatcar_name(v.disk_format.as_deref().unwrap_or("raw"))
+    use format::{VmdkAdapter, VmdkSubformat};
+    let vmdk = |subformat, adapter| DiskFormat::Vmdk { subformat, adapter };
+    Some(match v.disk_format.as_deref().unwrap_or("raw") {
+        "raw" => DiskFormat::Raw,
+        // Flatcar always compresses its qcow2 images (qemu-img convert -c)
+        "qcow2" => DiskFormat::Qcow2 { compressed: true },
+        "vhd" => DiskFormat::VhdDynamic,
+        "vhd_fixed" => DiskFormat::VhdFixed,
+        "vhdx" => DiskFormat::Vhdx,
+        "vmdk_ide" => vmdk(VmdkSubformat::MonolithicSparse, VmdkAdapter::Ide),
+        "vmdk_scsi" => vmdk(VmdkSubformat::MonolithicSparse, VmdkAdapter::LsiLogic),
+        "vmdk_stream" => vmdk(VmdkSubformat::StreamOptimized, VmdkAdapter::LsiLogic),
+        _ => return None,
+    })
 }
 
 /// One produced file: where it is staged and where it goes.
@@ -225,7 +238,7 @@ fn emit_one(plan: &VendorPlan, v: &Vendor, base: &Path, out_dir: &Path, work: &P
     let disk_out = stage(out_dir, v, &disk_name);
     let disk_staged = if v.bundle.is_some() { vwork.join(&disk_name) } else { disk_out.staged.clone() };
     if v.bundle.as_deref() != Some("gce_tar") {
-        let opts = WriteOptions { virtual_size: v.virtual_size, threads };
+        let opts = WriteOptions { virtual_size: v.virtual_size, threads, final_name: Some(disk_name.clone()) };
         format::write(&fmt, &img, &disk_staged, &opts).map_err(|source| VendorError::Format { vendor: v.name.clone(), source })?;
     }
     let facts_size = std::fs::metadata(&disk_staged).map(|m| m.len()).unwrap_or(0);
