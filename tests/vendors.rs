@@ -194,3 +194,121 @@ fn vendors_are_listed() {
     }
     assert!(text.lines().any(|l| l.starts_with("pxe") && l.contains("not supported")));
 }
+
+/// `qemu-img info --output=json` of `img` read as `fmt`.
+fn qemu_info(img: &Path, fmt: &str) -> serde_json::Value {
+    let o = sh(Command::new("qemu-img").args(["info", "--output=json", "-f", fmt]).arg(img));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+/// Judge a vendor disk in `fmt` with qemu-img, then its raw conversion with our judges.
+fn judge_disk(img: &Path, fmt: &str, checkable: bool, virtual_size: u64, root_sectors: u64, oem: (&str, &str)) {
+    let info = qemu_info(img, fmt);
+    assert_eq!(info["virtual-size"].as_u64(), Some(virtual_size), "{}: {info}", img.display());
+    if checkable {
+        sh(Command::new("qemu-img").args(["check", "-f", fmt]).arg(img));
+    }
+    let raw = img.with_extension("converted.raw");
+    sh(Command::new("qemu-img").args(["convert", "-f", fmt, "-O", "raw"]).arg(img).arg(&raw));
+    sh(Command::new("qemu-img").args(["compare", "-f", fmt, "-F", "raw"]).arg(img).arg(&raw));
+    sgdisk_verify(&raw);
+    e2fsck_root(&raw);
+    assert_eq!(part(&raw, ROOT).1, root_sectors * 512, "{}", img.display());
+    assert_oem(&raw, oem.0, oem.1);
+    assert_eq!(
+        root_file(&raw, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
+        std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("read")
+    );
+    std::fs::remove_file(&raw).expect("rm");
+}
+
+fn tar_list(t: &Path, gz: bool) -> Vec<String> {
+    let o = sh(Command::new("tar").arg(if gz { "-tzf" } else { "-tf" }).arg(t));
+    String::from_utf8_lossy(&o.stdout).lines().map(str::to_owned).collect()
+}
+
+fn vm_disk_bytes() -> u64 {
+    let (start, _) = part(&fixtures().join("current.bin"), ROOT);
+    (start / 512 + VM_ROOT_SECTORS + 33).div_ceil(258048) * 258048 * 512
+}
+
+#[test]
+fn qcow2_vmdk_vhd_vhdx_vendors_in_one_run() {
+    let r = ok("qemu_uefi,exoscale,hyperv,hyperv_vhdx,vmware,virtualbox");
+    let f = files(&r.out);
+    for want in [
+        "flatcar_production_qemu_uefi_image.img",
+        "flatcar_production_qemu_uefi.sh",
+        "flatcar_production_qemu_uefi.README",
+        "flatcar_production_qemu_uefi_efi_code.qcow2",
+        "flatcar_production_qemu_uefi_efi_vars.qcow2",
+        "flatcar_production_exoscale_image.qcow2",
+        "flatcar_production_hyperv_image.vhd",
+        "flatcar_production_hyperv_vhdx_image.vhdx",
+        "flatcar_production_vmware_image.vmdk",
+        "flatcar_production_vmware.vmx",
+        "flatcar_production_virtualbox_image.vmdk",
+        "flatcar_production_virtualbox.ovf",
+    ] {
+        assert!(f.contains(&want.to_owned()), "{want} missing: {f:?}");
+    }
+    let base = std::fs::metadata(fixtures().join("current.bin")).expect("m").len();
+    let base_root = part(&fixtures().join("current.bin"), ROOT).1 / 512;
+    let q = r.out.join("flatcar_production_qemu_uefi_image.img");
+    assert_eq!(qemu_info(&q, "qcow2")["format-specific"]["data"]["compat"].as_str(), Some("0.10"));
+    judge_disk(&q, "qcow2", true, vm_disk_bytes(), VM_ROOT_SECTORS, ("qemu", "qemu"));
+    judge_disk(&r.out.join("flatcar_production_exoscale_image.qcow2"), "qcow2", true, 10 << 30, base_root, ("exoscale", "exoscale"));
+    judge_disk(&r.out.join("flatcar_production_hyperv_image.vhd"), "vpc", false, base, base_root, ("hyperv", "hyperv"));
+    judge_disk(&r.out.join("flatcar_production_hyperv_vhdx_image.vhdx"), "vhdx", true, base, base_root, ("hyperv", "hyperv"));
+    let vmdk = r.out.join("flatcar_production_vmware_image.vmdk");
+    judge_disk(&vmdk, "vmdk", true, vm_disk_bytes(), VM_ROOT_SECTORS, ("vmware", "vmware"));
+    assert_eq!(qemu_info(&vmdk, "vmdk")["format-specific"]["data"]["create-type"].as_str(), Some("monolithicSparse"));
+    let vmx = std::fs::read_to_string(r.out.join("flatcar_production_vmware.vmx")).expect("vmx");
+    assert!(vmx.contains("scsi0:0.fileName = \"flatcar_production_vmware_image.vmdk\""), "{vmx}");
+    let script = std::fs::read_to_string(r.out.join("flatcar_production_qemu_uefi.sh")).expect("sh");
+    assert!(script.contains("flatcar_production_qemu_uefi_image.img") && script.contains("_efi_code.qcow2"));
+    sh(Command::new("sh").arg("-n").arg(r.out.join("flatcar_production_qemu_uefi.sh")));
+}
+
+#[test]
+fn azure_fixed_vhd_and_bundles() {
+    let r = ok("azure,vmware_ova,vagrant");
+    assert_eq!(
+        files(&r.out),
+        vec!["flatcar_production_azure_image.vhd", "flatcar_production_vagrant.box", "flatcar_production_vmware_ova.ova"]
+    );
+    let (start, _) = part(&fixtures().join("current.bin"), ROOT);
+    let azure_disk = (start / 512 + 50876416 + 33).div_ceil(258048) * 258048 * 512;
+    let vhd = r.out.join("flatcar_production_azure_image.vhd");
+    judge_disk(&vhd, "vpc", false, azure_disk, 50876416, ("azure", "azure"));
+    // fixed VHD: the raw disk followed by a 512-byte footer
+    assert_eq!(std::fs::metadata(&vhd).expect("m").len(), azure_disk + 512);
+    assert_eq!(qemu_info(&vhd, "vpc")["format-specific"]["data"]["subformat"].as_str().unwrap_or("fixed"), "fixed");
+
+    let ova = r.out.join("flatcar_production_vmware_ova.ova");
+    assert_eq!(
+        tar_list(&ova, false),
+        vec!["flatcar_production_vmware_ova.ovf", "flatcar_production_vmware_ova.mf", "flatcar_production_vmware_ova_image.vmdk"]
+    );
+    let x = r.out.join("ova");
+    std::fs::create_dir(&x).expect("mkdir");
+    sh(Command::new("tar").arg("-xf").arg(&ova).arg("-C").arg(&x));
+    let mf = std::fs::read_to_string(x.join("flatcar_production_vmware_ova.mf")).expect("mf");
+    sh(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && sha1sum flatcar_production_vmware_ova.ovf flatcar_production_vmware_ova_image.vmdk | awk '{{print \"SHA1(\" $2 \")= \" $1}}' > expected.mf",
+        x.display()
+    )));
+    assert_eq!(mf, std::fs::read_to_string(x.join("expected.mf")).expect("mf"));
+    let vmdk = x.join("flatcar_production_vmware_ova_image.vmdk");
+    assert_eq!(qemu_info(&vmdk, "vmdk")["format-specific"]["data"]["create-type"].as_str(), Some("streamOptimized"));
+    judge_disk(&vmdk, "vmdk", true, vm_disk_bytes(), VM_ROOT_SECTORS, ("vmware", "vmware"));
+    let ovf = std::fs::read_to_string(x.join("flatcar_production_vmware_ova.ovf")).expect("ovf");
+    assert!(ovf.contains(&format!("ovf:capacity=\"{}\"", vm_disk_bytes())), "{ovf}");
+    assert!(ovf.contains(&format!("ovf:size=\"{}\"", std::fs::metadata(&vmdk).expect("m").len())), "{ovf}");
+
+    let boxf = r.out.join("flatcar_production_vagrant.box");
+    let list = tar_list(&boxf, true);
+    for m in ["Vagrantfile", "box.ovf", "metadata.json", "flatcar_production_vagrant_image.vmdk"] {
+        assert!(list.contains(&m.to_owned()), "{m} not in the box: {list:?}");
+    }
+}

@@ -221,6 +221,22 @@ fn emit_one(plan: &VendorPlan, v: &Vendor, base: &Path, out_dir: &Path, work: &P
             .map_err(|source| VendorError::Grow { vendor: v.name.clone(), source })?,
         None => len,
     };
+    // A fixed virtual size (exoscale): grow the raw disk and move the backup GPT to its
+    // end, so the disk is a valid GPT disk at that size (Flatcar's `qemu-img resize`
+    // leaves the backup GPT in the middle).
+    let grown = match v.virtual_size {
+        Some(vs) if vs > grown => {
+            if vs % crate::disk::gpt::SECTOR != 0 {
+                return Err(VendorError::Preflight(vec![format!("vendor {}: virtual_size {vs} is not a multiple of 512", v.name)]));
+            }
+            let layout = FlatcarLayout::find(Gpt::read_from(&file, grown, &img)?, &img)?;
+            file.set_len(vs).map_err(io(&img))?;
+            grow::write_gpt(&img, &file, &layout.gpt, vs / crate::disk::gpt::SECTOR)
+                .map_err(|source| VendorError::Grow { vendor: v.name.clone(), source })?;
+            vs
+        }
+        _ => grown,
+    };
     if let Some(id) = &v.oem_id {
         let (sysext, rel) = plan.oem.get(id).ok_or_else(|| VendorError::Preflight(vec![format!("no OEM sysext for {id}")]))?;
         let edits = oem::edits(v, &plan.version, sysext, rel, &plan.kernel_args, &vwork).map_err(io(&vwork))?;
