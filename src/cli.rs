@@ -48,6 +48,9 @@ pub enum Command {
         #[arg(value_name = "NAME:FILE")]
         extensions: Vec<String>,
     },
+    /// Internal: the mount backend's worker, run in a private mount namespace.
+    #[command(name = "__mount-apply", hide = true)]
+    MountApply { job: PathBuf },
     /// List the vendor image types --vendor accepts, with layout and disk format.
     Vendors {
         /// Also load vendor definitions (*.toml) from DIR.
@@ -136,6 +139,13 @@ pub struct BakeArgs {
     /// --image, the Flatcar release (--release, default stable) is fetched too.
     #[arg(long)]
     pub fetch: bool,
+
+    /// How ROOT and OEM are edited: rootless (debugfs for ext4, btrfs-progs rebuild for
+    /// btrfs; no privileges), mount (loop devices and kernel mounts in a private mount
+    /// namespace; needs root; keeps OEM's btrfs properties), or auto (mount when running
+    /// as root with /dev/loop-control, else rootless).
+    #[arg(long, value_enum, default_value = "rootless")]
+    pub backend: crate::fs::Backend,
 
     /// Scratch directory for temporary files (default: beside the output).
     #[arg(long, value_name = "DIR")]

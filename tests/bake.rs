@@ -14,9 +14,13 @@ struct Baked {
 }
 
 fn bake_ok(input: &Path, args: &[&str]) -> Baked {
+    bake_with("rootless", input, args)
+}
+
+fn bake_with(backend: &str, input: &Path, args: &[&str]) -> Baked {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("out.bin");
-    let mut all = vec!["--image", input.to_str().expect("utf8"), "--output", out.to_str().expect("utf8")];
+    let mut all = vec!["--backend", backend, "--image", input.to_str().expect("utf8"), "--output", out.to_str().expect("utf8")];
     all.extend_from_slice(args);
     let o = flatbake(&all);
     assert!(o.status.success(), "flatbake {all:?} failed: {}", stderr(&o));
@@ -47,11 +51,36 @@ fn assert_untouched_except(input: &Path, output: &Path, changed: &[u32]) {
 
 #[test]
 fn bakes_into_root_and_oem() {
+    bakes_into_root_and_oem_with("rootless");
+}
+
+#[test]
+fn bakes_into_root_and_oem_mount_backend() {
+    let b = bakes_into_root_and_oem_with("mount");
+    // the kernel wrote OEM in place: its compression=zlib root property survives
+    let (off, size) = part(&b.out, OEM);
+    let dir = tempfile::tempdir().expect("tmp");
+    let raw = dir.path().join("oem.img");
+    sh(Command::new("dd")
+        .arg(format!("if={}", b.out.display()))
+        .arg(format!("of={}", raw.display()))
+        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse", "status=none"])
+        .arg(format!("skip={off}"))
+        .arg(format!("count={size}")));
+    let dump = sh(Command::new("btrfs").args(["inspect-internal", "dump-tree", "-t", "fs"]).arg(&raw));
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(text.contains("name: btrfs.compression"), "compression property lost");
+    // no loop device is left attached to anything of ours
+    let l = sh(Command::new("losetup").arg("-a"));
+    assert!(!String::from_utf8_lossy(&l.stdout).contains(".flatbake-"), "{}", String::from_utf8_lossy(&l.stdout));
+}
+
+fn bakes_into_root_and_oem_with(backend: &str) -> Baked {
     let input = fixtures().join("current.bin");
     let before = sha256_file(&input);
     let wasm = sysext("wasmtime-24.0.0-x86-64.raw");
     let myext = sysext("myext-1.0-x86-64.raw");
-    let b = bake_ok(&input, &["--install-to", "myext=oem:/sysext/", &arg("wasmtime", &wasm), &arg("myext", &myext)]);
+    let b = bake_with(backend, &input, &["--install-to", "myext=oem:/sysext/", &arg("wasmtime", &wasm), &arg("myext", &myext)]);
     assert_eq!(sha256_file(&input), before, "the input image was modified");
 
     sgdisk_verify(&b.out);
@@ -82,12 +111,23 @@ fn bakes_into_root_and_oem() {
     let (ioff, _) = part(&input, OEM);
     let sb = |img: &Path, off: u64| sha256_range(img, off + 0x10000 + 0x20, 16) + &sha256_range(img, off + 0x10000 + 0x12B, 16);
     assert_eq!(sb(&b.out, off), sb(&input, ioff), "OEM UUID or label changed");
+    b
 }
 
 #[test]
 fn rebake_replaces_and_keeps_everything_else() {
+    rebake_with("rootless");
+}
+
+#[test]
+fn rebake_replaces_and_keeps_everything_else_mount_backend() {
+    rebake_with("mount");
+}
+
+fn rebake_with(backend: &str) {
     let input = fixtures().join("current.bin");
-    let first = bake_ok(
+    let first = bake_with(
+        backend,
         &input,
         &["--install-to", "myext=oem:/sysext", &arg("wasmtime", &sysext("wasmtime-24.0.0-x86-64.raw")), &arg("myext", &sysext("myext-1.0-x86-64.raw"))],
     );
@@ -107,7 +147,8 @@ fn rebake_replaces_and_keeps_everything_else() {
     let dir = tempfile::tempdir().expect("tmp");
     let v25 = dir.path().join("wasmtime-25.0.0-x86-64.raw");
     std::fs::copy(sysext("wasmtime-24.0.0-x86-64.raw"), &v25).expect("copy");
-    let second = bake_ok(
+    let second = bake_with(
+        backend,
         &first.out,
         &["--install-to", "docker=oem:/sysext", &arg("wasmtime", &v25), &arg("docker", &sysext("docker-27.0.1-x86-64.raw"))],
     );

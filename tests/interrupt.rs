@@ -125,3 +125,38 @@ fn full_disk_gives_a_clear_error_and_no_partial_output() {
     assert_eq!(err.matches("error:").count(), 1, "{err}");
     assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty(), "left in the full filesystem: {}", String::from_utf8_lossy(&o.stdout));
 }
+
+/// Loop devices backed by `dir`'s files, per losetup.
+fn loops_on(dir: &Path) -> Vec<String> {
+    let o = sh(Command::new("losetup").arg("-a"));
+    String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains(&dir.display().to_string())).map(str::to_owned).collect()
+}
+
+#[test]
+fn killing_the_mount_backend_leaves_no_mount_or_loop_device() {
+    for sig in ["TERM", "KILL"] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let out = dir.path().join("out.bin");
+        let mut args = vec!["--backend".to_owned(), "mount".to_owned()];
+        args.extend(bake_args(&out));
+        let st = kill_at("mounted", sig, &args);
+        assert_ne!(st.code(), Some(0));
+        // the worker dies with its parent (PDEATHSIG), its namespace and mount with it,
+        // and the autoclear loop device detaches; wait for the kernel to finish that
+        let mut left = loops_on(dir.path());
+        for _ in 0..100 {
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            left = loops_on(dir.path());
+        }
+        assert!(left.is_empty(), "loop devices left after SIG{sig}: {left:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(!mounts.contains(&dir.path().display().to_string()), "mount left after SIG{sig}");
+        assert!(!out.exists());
+        if sig == "TERM" {
+            assert!(leftovers(dir.path()).is_empty(), "left {:?}", leftovers(dir.path()));
+        }
+    }
+}

@@ -58,6 +58,7 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
         sysupdate: args.sysupdate,
         ignition: args.ignition,
         kernel_args: args.kernel_args,
+        backend: args.backend,
     };
     let report = bake::bake(&req)?;
     report::print_report(&report);
@@ -97,6 +98,7 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
         version: args.flatcar_version.clone(),
         arch,
         kernel_args: &args.kernel_args,
+        backend: args.backend,
     })?;
     let out_dir = args.output_dir.clone();
     if !out_dir.is_dir() {
@@ -121,6 +123,7 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
         ignition: args.ignition,
         // vendor grub.cfgs are written per vendor, with the kernel arguments in them
         kernel_args: Vec::new(),
+        backend: args.backend,
     };
     let report = bake::bake(&req)?;
     report::print_report(&report);

@@ -15,6 +15,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Fetch { release, extensions }) => fetch::run(&release, &extensions),
         Some(Command::Vendors { vendors_dir }) => report::list_vendors(vendors_dir.as_deref()),
         Some(Command::Inspect { image, json }) => report::inspect(&image, json),
+        Some(Command::MountApply { job }) => Ok(crate::fs::mount::run_job(&job)?),
         None => bake::run(cli.bake),
     }
 }

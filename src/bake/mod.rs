@@ -33,6 +33,8 @@ pub struct BakeRequest {
     pub ignition: Option<PathBuf>,
     /// Kernel arguments appended to linux_append in OEM `/grub.cfg`.
     pub kernel_args: Vec<String>,
+    /// How ROOT and OEM are edited.
+    pub backend: crate::fs::Backend,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,11 +207,14 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     log(&format!("copying {} (sparse)", req.image.display()));
     sparse::clone_file(&input, tmp.as_file()).map_err(io(&req.output))?;
     crate::cleanup::pause_point("copied");
+    if req.backend.resolve() == crate::fs::Backend::Mount {
+        log("backend: mount (loop device and kernel mounts in a private mount namespace)");
+    }
     if !oem_edits.is_empty() {
-        log("rebuilding OEM (btrfs)");
+        log("editing OEM (btrfs)");
         let oem_work = work.path().join("oem");
         std::fs::create_dir(&oem_work).map_err(io(&oem_work))?;
-        btrfs::apply(tmp.path(), tmp.as_file(), &layout.oem, &oem_edits, &oem_work)?;
+        crate::fs::apply_oem(req.backend, tmp.path(), tmp.as_file(), &layout.oem, &oem_edits, &oem_work)?;
         crate::cleanup::pause_point("oem");
     }
     log("editing ROOT (ext4)");
@@ -218,7 +223,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     if req.sysupdate {
         root_edits.ops.extend(autoupdate::edits(&updated, &root_work).map_err(io(&root_work))?.ops);
     }
-    ext4::apply(tmp.path(), &layout.root, &root_edits, &root_work)?;
+    crate::fs::apply_root(req.backend, tmp.path(), &layout.root, &root_edits, &root_work)?;
     tmp.as_file().sync_all().map_err(io(&req.output))?;
     crate::cleanup::pause_point("before-rename");
     let report = BakeReport { output: req.output.clone(), arch, extensions: report(&exts)? };

@@ -101,6 +101,19 @@ fn check(img: &Path, doing: &str) -> Result<(), FsError> {
     Ok(())
 }
 
+/// Check the btrfs in `part` of `file` with `btrfs check` on an extracted sparse copy.
+pub fn check_partition(file: &File, part: &Partition, work: &Path, doing: &str) -> Result<(), FsError> {
+    let copy = work.join("oem-check.img");
+    {
+        let f = File::create(&copy).map_err(FsError::io(&copy))?;
+        f.set_len(part.size()).map_err(FsError::io(&copy))?;
+        sparse::copy_range(file, part.offset(), &f, 0, part.size()).map_err(FsError::io(&copy))?;
+    }
+    let r = check(&copy, doing);
+    let _ = std::fs::remove_file(&copy);
+    r
+}
+
 /// Apply `edits` to the btrfs in `part` of `image` (opened read-write as `out`).
 pub fn apply(image: &Path, out: &File, part: &Partition, edits: &Edits, work: &Path) -> Result<(), FsError> {
     if edits.is_empty() {

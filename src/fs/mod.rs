@@ -6,12 +6,13 @@
 pub mod btrfs;
 pub mod ext4;
 pub mod fat;
+pub mod mount;
 pub mod tree;
 
 use std::path::PathBuf;
 
 /// One change to a filesystem. Paths are absolute within that filesystem.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// Create a directory and its missing parents (mode 0755).
     MkdirP(String),
@@ -26,7 +27,7 @@ pub enum Op {
 }
 
 /// An ordered list of changes to one filesystem.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Edits {
     pub ops: Vec<Op>,
 }
@@ -54,6 +55,57 @@ impl FsError {
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> FsError {
         let path = path.into();
         move |source| FsError::Io { path, source }
+    }
+}
+
+/// How partitions are edited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// No privileges: debugfs for ext4, btrfs-progs rebuild for btrfs (the default).
+    Rootless,
+    /// Loop devices and kernel mounts in a private mount namespace (needs root).
+    Mount,
+    /// `mount` when running as root with loop devices, else `rootless`.
+    Auto,
+}
+
+impl Backend {
+    /// `Auto` resolved for this machine.
+    pub fn resolve(self) -> Backend {
+        match self {
+            Backend::Auto if mount::available() => Backend::Mount,
+            Backend::Auto => Backend::Rootless,
+            b => b,
+        }
+    }
+}
+
+/// Apply `edits` to ROOT's ext4 with `backend`; the result is checked by e2fsck -fn.
+pub fn apply_root(backend: Backend, image: &std::path::Path, part: &crate::disk::gpt::Partition, edits: &Edits, work: &std::path::Path) -> Result<(), FsError> {
+    match backend.resolve() {
+        Backend::Mount if !edits.is_empty() => {
+            mount::apply(image, part, "ROOT", "ext4", edits, work)?;
+            ext4::fsck(image, part)
+        }
+        _ => ext4::apply(image, part, edits, work),
+    }
+}
+
+/// Apply `edits` to OEM's btrfs with `backend`; the result is checked by btrfs check.
+pub fn apply_oem(
+    backend: Backend,
+    image: &std::path::Path,
+    file: &std::fs::File,
+    part: &crate::disk::gpt::Partition,
+    edits: &Edits,
+    work: &std::path::Path,
+) -> Result<(), FsError> {
+    match backend.resolve() {
+        Backend::Mount if !edits.is_empty() => {
+            mount::apply(image, part, "OEM", "btrfs", edits, work)?;
+            btrfs::check_partition(file, part, work, "checking OEM after editing (btrfs check)")
+        }
+        _ => btrfs::apply(image, file, part, edits, work),
     }
 }
 

@@ -14,7 +14,6 @@ use crate::disk::gpt::Gpt;
 use crate::disk::layout::FlatcarLayout;
 use crate::disk::{grow, sparse};
 use crate::format::{self, DiskFormat, WriteOptions};
-use crate::fs::btrfs;
 use crate::sysext::release::ReleaseFile;
 use registry::{Registry, Vendor};
 use std::collections::BTreeMap;
@@ -55,6 +54,7 @@ pub struct VendorInput<'a> {
     pub arch: Option<Arch>,
     /// Extra kernel arguments for every vendor's grub.cfg.
     pub kernel_args: &'a [String],
+    pub backend: crate::fs::Backend,
 }
 
 /// A checked plan: everything needed to emit the vendors.
@@ -69,6 +69,7 @@ pub struct VendorPlan {
     /// layout name -> ROOT size in sectors (None: as released)
     pub layouts: BTreeMap<String, Option<u64>>,
     pub kernel_args: Vec<String>,
+    pub backend: crate::fs::Backend,
 }
 
 /// Read `FLATCAR_VERSION` from a `version.txt`.
@@ -140,7 +141,7 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
         return Err(VendorError::Preflight(ps));
     }
     let layouts = input.registry.layouts.iter().map(|(k, l)| (k.clone(), l.root_sectors)).collect();
-    Ok(VendorPlan { vendors, version: version.unwrap_or_default(), arch, oem, release_dir: input.release_dir.to_owned(), layouts, kernel_args: input.kernel_args.to_vec() })
+    Ok(VendorPlan { vendors, version: version.unwrap_or_default(), arch, oem, release_dir: input.release_dir.to_owned(), layouts, kernel_args: input.kernel_args.to_vec(), backend: input.backend })
 }
 
 /// The disk format a vendor's `disk_format` (Flatcar's `DISK_FORMAT` names) means.
@@ -243,7 +244,7 @@ fn emit_one(plan: &VendorPlan, v: &Vendor, base: &Path, out_dir: &Path, work: &P
         let layout = FlatcarLayout::find(Gpt::read_from(&file, grown, &img)?, &img)?;
         let oem_work = vwork.join("oem");
         std::fs::create_dir_all(&oem_work).map_err(io(&oem_work))?;
-        btrfs::apply(&img, &file, &layout.oem, &edits, &oem_work).map_err(|source| VendorError::Fs { vendor: v.name.clone(), source })?;
+        crate::fs::apply_oem(plan.backend, &img, &file, &layout.oem, &edits, &oem_work).map_err(|source| VendorError::Fs { vendor: v.name.clone(), source })?;
     }
     file.sync_all().map_err(io(&img))?;
     drop(file);
