@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make-fixture-image.sh - build a small, Flatcar-faithful test disk image for flatbake.
 #
-# Usage: scripts/make-fixture-image.sh OUT.bin [--layout current|lts] [--arch x86-64|arm64]
+# Usage: scripts/make-fixture-image.sh OUT.bin [--layout current|lts|full] [--arch x86-64|arm64] [--usr-data-mib N]
 #
 # Makes a sparse raw disk image that looks like a scaled-down
 # flatcar_production_image.bin (see /work/shared/flatcar-notes.md, section 2):
@@ -95,7 +95,7 @@ warn() {
 }
 
 usage() {
-    printf 'Usage: %s OUT.bin [--layout current|lts] [--arch x86-64|arm64]\n' "$prog" >&2
+    printf 'Usage: %s OUT.bin [--layout current|lts|full] [--arch x86-64|arm64] [--usr-data-mib N]\n' "$prog" >&2
     exit 2
 }
 
@@ -135,10 +135,12 @@ write_partition() {
 # ---------------------------------------------------------------------------
 out=""
 layout=current
+usr_data_mib=0
 arch=x86-64
 while [[ $# -gt 0 ]]; do
     case $1 in
         --layout) [[ $# -ge 2 ]] || usage; layout=$2; shift 2 ;;
+        --usr-data-mib) [[ $# -ge 2 ]] || usage; usr_data_mib=$2; shift 2 ;;
         --layout=*) layout=${1#*=}; shift ;;
         --arch) [[ $# -ge 2 ]] || usage; arch=$2; shift 2 ;;
         --arch=*) arch=${1#*=}; shift ;;
@@ -151,7 +153,8 @@ done
 
 case $layout in
     current|lts) ;;
-    *) die "unknown layout '$layout' (expected current or lts)" ;;
+    full) ;;
+    *) die "unknown layout '$layout' (expected current, lts or full)" ;;
 esac
 case $arch in
     x86-64) efi_name=bootx64.efi ;;
@@ -176,13 +179,18 @@ case $layout in
         size=([1]=32768 [2]=4096 [3]=32768 [4]=32768 [6]=32768 [7]=8192)
         disk_sectors=249856
         ;;
+    full)
+        # real Flatcar sizes (notes section 2): for benchmarks
+        size=([1]=2097152 [2]=4096 [3]=4194304 [4]=4194304 [6]=2097152 [7]=131072 [9]=3653632)
+        disk_sectors=16515072
+        ;;
     *) die "internal: unhandled layout ${layout}" ;;
 esac
 
 next=$ALIGN
 for n in 1 2 3 4 6 7 9; do
     start[$n]=$next
-    if [[ $n -eq 9 ]]; then
+    if [[ $n -eq 9 && -z ${size[9]:-} ]]; then
         # ROOT takes the rest; the last aligned chunk keeps the backup GPT.
         size[9]=$((disk_sectors - ALIGN - next))
         ((size[9] >= 81920)) || die "internal: ROOT too small"
@@ -264,6 +272,16 @@ PRETTY_NAME="Flatcar Container Linux by Kinvolk $FLATCAR_VERSION"
 SYSEXT_LEVEL=1.0
 EOF
 cp /usr/bin/true "$usr_tree/bin/true"
+if ((usr_data_mib > 0)); then
+    # benchmark payload: half incompressible, half real programs (compressible)
+    mkdir -p "$usr_tree/share/bench"
+    head -c $((usr_data_mib / 2))M /dev/urandom > "$usr_tree/share/bench/random"
+    i=0
+    while (( $(du -sm "$usr_tree/share/bench" | cut -f1) < usr_data_mib )); do
+        (set +o pipefail; cat /usr/bin/* 2>/dev/null | head -c 64M > "$usr_tree/share/bench/programs.$i")
+        i=$((i + 1))
+    done
+fi
 chmod 0755 "$usr_tree" "$usr_tree/lib" "$usr_tree/bin" "$usr_tree/bin/true"
 chmod 0644 "$usr_tree/lib/os-release"
 stamp_tree "$usr_tree"
