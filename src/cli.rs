@@ -29,6 +29,11 @@ pub struct Cli {
 pub enum Command {
     /// Bake sysexts into a Flatcar image (the default command).
     Bake(BakeArgs),
+    /// Build and check sysext images: pack, create (from a recipe), list, check, butane.
+    Sysext {
+        #[command(subcommand)]
+        cmd: crate::sysext::cli::SysextCommand,
+    },
 }
 
 #[derive(Debug, Args, Clone)]

@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Bake(args)) => run_bake(args),
+        Some(Command::Sysext { cmd }) => flatbake::sysext::cli::run(cmd),
         None => run_bake(cli.bake),
     };
     match result {
