@@ -3,6 +3,8 @@
 //! with outside tools (sgdisk, debugfs, e2fsck, btrfs).
 #![allow(dead_code)]
 
+pub mod http;
+
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
