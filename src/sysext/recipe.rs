@@ -590,7 +590,7 @@ pub fn scan_versions(text: &str, pattern: &str) -> Vec<String> {
         if let Some(v) = found {
             out.push(v.to_owned());
         }
-        rest = &after[..];
+        rest = after;
         if rest.is_empty() {
             break;
         }

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub struct Server {
@@ -32,7 +32,7 @@ impl Server {
     }
 }
 
-fn handle(mut stream: TcpStream, root: &PathBuf, log: &Mutex<Vec<String>>) {
+fn handle(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
