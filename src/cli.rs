@@ -48,6 +48,11 @@ pub enum Command {
         #[arg(value_name = "NAME:FILE")]
         extensions: Vec<String>,
     },
+    /// Build and check sysext images: pack, create (from a recipe), list, check, butane.
+    Sysext {
+        #[command(subcommand)]
+        cmd: crate::sysext::cli::SysextCommand,
+    },
     /// Internal: the mount backend's worker, run in a private mount namespace.
     #[command(name = "__mount-apply", hide = true)]
     MountApply { job: PathBuf },

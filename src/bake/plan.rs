@@ -4,9 +4,9 @@
 
 use crate::arch::Arch;
 use crate::fs::{check_path, Edits, Op};
-use crate::sysext::image::{self, SysextImage, RELEASE_DIR};
-use crate::sysext::release::{self, HostOs};
-use crate::sysext::{name_problem, sysupdate};
+use crate::sysext::image::{self, SysextImage};
+use crate::sysext::release::HostOs;
+use crate::sysext::{check, name_problem, sysupdate};
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -222,32 +222,19 @@ fn check_one(name: &str, src: &Path, input: &PlanInput<'_>) -> Result<(SysextIma
         return Err(format!("{}: not a regular file", src.display()));
     }
     let img = image::open(src, name).map_err(|e| e.to_string())?;
-    let mut ps = Vec::new();
-    match &img.release {
-        None => {
-            let found = if img.release_names.is_empty() {
-                "it has none".to_owned()
-            } else {
-                format!(
-                    "it has {}; systemd will refuse it under the name {name}",
-                    img.release_names.iter().map(|n| format!("extension-release.{n}")).collect::<Vec<_>>().join(", ")
-                )
-            };
-            ps.push(format!("{}: no {RELEASE_DIR}/extension-release.{name} ({found})", src.display()));
-        }
-        Some(rel) => {
-            let arch = input.arch.map(Arch::systemd_name);
-            let host = HostOs { id: "flatcar", arch };
-            for p in release::problems(rel, &host) {
-                ps.push(format!("{}: {p}", src.display()));
-            }
-            if input.arch.is_none() && rel.get("ARCHITECTURE").is_some() {
-                ps.push(format!(
-                    "{}: declares ARCHITECTURE but the image's architecture is unknown; pass --arch",
-                    src.display()
-                ));
-            }
-        }
+    let arch = input.arch.map(Arch::systemd_name);
+    let host = HostOs { id: "flatcar", arch };
+    let mut ps: Vec<String> =
+        check::release_problems(&img, name, &host).into_iter().map(|p| format!("{}: {p}", src.display())).collect();
+    if input.arch.is_none() && img.release.as_ref().is_some_and(|r| r.get("ARCHITECTURE").is_some()) {
+        ps.push(format!(
+            "{}: declares ARCHITECTURE but the image's architecture is unknown; pass --arch",
+            src.display()
+        ));
+    }
+    match check::content_problems(src, img.format) {
+        Ok(found) => ps.extend(found.into_iter().map(|p| format!("{}: {p}", src.display()))),
+        Err(e) => ps.push(e.to_string()),
     }
     Ok((img, ps))
 }

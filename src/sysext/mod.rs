@@ -1,8 +1,15 @@
 //! systemd-sysext images: their metadata (`extension-release`), reading existing
-//! images, and the checks systemd applies before it merges one.
+//! images, the checks systemd applies before it merges one, and building new ones
+//! (`flatbake sysext`: packing a directory, recipes, Butane snippets).
 
+pub mod butane;
+pub mod check;
+pub mod cli;
 pub mod erofs;
+pub mod fetch;
 pub mod image;
+pub mod pack;
+pub mod recipe;
 pub mod release;
 pub mod sysupdate;
 

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 mod release;
+#[allow(unused_imports)]
 pub use release::*;
+pub mod http;
 
 use sha2::{Digest, Sha256};
 use std::fs::File;

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# bench-sysext.sh - time and size of `flatbake sysext pack` against mksquashfs.
+#
+# Usage: scripts/bench-sysext.sh [--size MB] [--keep DIR] [COMPRESSOR...]
+#
+# Builds a mixed source tree of about MB megabytes (default 300): copies of this
+# machine's /usr/bin, /usr/lib/x86_64-linux-gnu (or the arch's equivalent) and
+# /usr/share (ELF binaries, libraries, text, many small files), plus 48 MiB of
+# incompressible data and a duplicated file. Then, for each COMPRESSOR (default:
+# gzip zstd), packs it with the release flatbake binary and with mksquashfs using
+# the same compressor, level and block size (128 KiB), root ownership and a fixed
+# time, and prints wall time, CPU time and image size side by side. mksquashfs is
+# run twice: with all processors (its default) and with -processors 1, since
+# flatbake compresses on one thread. Every image is checked with `unsquashfs -s`.
+#
+# Requires: cargo (builds target/release/flatbake), mksquashfs, unsquashfs, awk.
+
+set -euo pipefail
+export LC_ALL=C
+cd "$(dirname "$0")/.."
+
+size_mb=300
+keep=""
+comps=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --size) size_mb=$2; shift 2 ;;
+        --keep) keep=$2; shift 2 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -*) echo "bench-sysext.sh: unknown option $1" >&2; exit 2 ;;
+        *) comps+=("$1"); shift ;;
+    esac
+done
+[[ ${#comps[@]} -gt 0 ]] || comps=(gzip zstd)
+
+for t in mksquashfs unsquashfs cargo; do
+    command -v "$t" >/dev/null || { echo "bench-sysext.sh: missing $t" >&2; exit 1; }
+done
+
+cargo build --release --locked --quiet --bin flatbake
+bin=$PWD/target/release/flatbake
+
+if [[ -n $keep ]]; then
+    work=$keep
+    mkdir -p "$work"
+else
+    work=$(mktemp -d "${TMPDIR:-/tmp}/flatbake-bench.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+fi
+tree=$work/tree
+
+# --- the source tree -------------------------------------------------------------
+if [[ ! -d $tree ]]; then
+    echo "building a ~${size_mb} MB source tree in $tree"
+    mkdir -p "$tree/usr/lib" "$tree/opt/bench"
+    budget=$(( size_mb * 1024 * 1024 - 64 * 1024 * 1024 ))
+    libdir=/usr/lib/$(uname -m)-linux-gnu
+    # a third of the budget each, so binaries, libraries and small data files all appear
+    total=$budget
+    for src in /usr/bin "$libdir" /usr/share; do
+        budget=$(( total / 3 ))
+        [[ -d $src ]] || continue
+        dst=$tree/usr/lib/copy$(tr / _ <<<"$src")
+        mkdir -p "$dst"
+        # regular files and symlinks only, in a stable order, until the budget is spent
+        while IFS= read -r -d '' f; do
+            rel=${f#"$src"/}
+            if [[ -L $f ]]; then
+                mkdir -p "$dst/$(dirname "$rel")"
+                cp -P "$f" "$dst/$rel"
+                continue
+            fi
+            sz=$(stat -c %s "$f")
+            (( budget > 4096 )) || break
+            (( budget > sz )) || continue
+            mkdir -p "$dst/$(dirname "$rel")"
+            cp "$f" "$dst/$rel" 2>/dev/null && budget=$(( budget - sz ))
+        done < <(find "$src" \( -type f -o -type l \) -readable -print0 | sort -z)
+    done
+    # incompressible data and a duplicate of it
+    if command -v openssl >/dev/null; then
+        head -c $(( 48 * 1024 * 1024 )) /dev/zero |
+            openssl enc -aes-128-ctr -nosalt -K 000102030405060708090a0b0c0d0e0f -iv 00000000000000000000000000000000 >"$tree/opt/bench/random"
+    else
+        head -c $(( 48 * 1024 * 1024 )) /dev/urandom >"$tree/opt/bench/random"
+    fi
+    head -c $(( 16 * 1024 * 1024 )) "$tree/opt/bench/random" >"$tree/opt/bench/dup-a"
+    cp "$tree/opt/bench/dup-a" "$tree/opt/bench/dup-b"
+    find "$tree" -type d -exec chmod 0755 {} +
+fi
+files=$(find "$tree" -type f | wc -l)
+bytes=$(du -sb "$tree" | cut -f1)
+printf 'tree: %d files, %d MiB, %d CPUs\n\n' "$files" $(( bytes / 1024 / 1024 )) "$(nproc)"
+
+# --- runs --------------------------------------------------------------------------
+export SOURCE_DATE_EPOCH=1700000000
+TIMEFORMAT='%R %U %S'
+results=()
+
+# measure LABEL OUT CMD...: run CMD, record wall and CPU seconds and OUT's size
+measure() {
+    local label=$1 out=$2 t
+    shift 2
+    rm -f "$out"
+    sync
+    t=$( { time "$@" >/dev/null 2>"$work/err"; } 2>&1 ) || { cat "$work/err" >&2; exit 1; }
+    read -r wall user sys <<<"$t"
+    unsquashfs -s "$out" >/dev/null
+    local size
+    size=$(stat -c %s "$out")
+    results+=("$(awk -v l="$label" -v w="$wall" -v u="$user" -v s="$sys" -v b="$size" \
+        'BEGIN { printf "%-34s %8.1f s %8.1f s %10.1f MiB", l, w, u + s, b / 1048576 }')")
+}
+
+level_args() {
+    case $1 in
+        gzip) echo "-Xcompression-level 9" ;;
+        zstd) echo "-Xcompression-level 15" ;;
+        *) echo "" ;;
+    esac
+}
+
+for c in "${comps[@]}"; do
+    img=$work/bench-1-x86-64.raw
+    measure "flatbake sysext pack ($c)" "$img" \
+        "$bin" sysext pack "$tree" --name bench --version 1 --arch x86-64 --compression "$c" -o "$img"
+    # mksquashfs does not write the extension-release: it is 1 small file, left out
+    # shellcheck disable=SC2046
+    measure "mksquashfs ($c, $(nproc) procs)" "$work/mk.raw" \
+        env -u SOURCE_DATE_EPOCH mksquashfs "$tree" "$work/mk.raw" -noappend -quiet -all-root \
+        -comp "$c" $(level_args "$c") -b 131072 -mkfs-time 0 -all-time 0
+    # shellcheck disable=SC2046
+    measure "mksquashfs ($c, 1 proc)" "$work/mk1.raw" \
+        env -u SOURCE_DATE_EPOCH mksquashfs "$tree" "$work/mk1.raw" -noappend -quiet -all-root \
+        -comp "$c" $(level_args "$c") -b 131072 -mkfs-time 0 -all-time 0 -processors 1
+done
+
+printf '%-34s %10s %10s %14s\n' "" "wall" "cpu" "size"
+printf '%s\n' "${results[@]}"

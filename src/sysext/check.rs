@@ -1,0 +1,238 @@
+//! Judging a whole sysext image the way systemd-sysext will: its extension-release
+//! (present, rightly named, ID/level/architecture), and its content (nothing outside
+//! `/usr` and `/opt`, everything owned by root). Shared by `flatbake sysext check` and
+//! the pre-flight of `flatbake bake`.
+
+use super::erofs::Erofs;
+use super::image::{self, Format, ImageError, SysextImage, RELEASE_DIR};
+use super::pack::MERGED_TOPS;
+use super::release::{self, HostOs};
+use crate::arch::Arch;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+/// How many offending paths a problem message names before it summarises.
+const EXAMPLES: usize = 3;
+
+/// Problems with an opened image's extension-release for extension `name`.
+pub fn release_problems(img: &SysextImage, name: &str, host: &HostOs<'_>) -> Vec<String> {
+    match &img.release {
+        None => {
+            let found = if img.release_names.is_empty() {
+                "it has none".to_owned()
+            } else {
+                format!(
+                    "it has {}; systemd will refuse it under the name {name}",
+                    img.release_names.iter().map(|n| format!("extension-release.{n}")).collect::<Vec<_>>().join(", ")
+                )
+            };
+            vec![format!("no {RELEASE_DIR}/extension-release.{name} ({found})")]
+        }
+        Some(rel) => release::problems(rel, host),
+    }
+}
+
+/// One entry of an image: absolute path and owner.
+struct Node {
+    path: String,
+    uid: u32,
+    gid: u32,
+}
+
+/// Problems with what an image holds: entries outside `/usr` and `/opt` (systemd-sysext
+/// does not merge them) and entries not owned by root (they would show up on the host
+/// owned by whoever has that id there).
+pub fn content_problems(path: &Path, format: Format) -> Result<Vec<String>, ImageError> {
+    let nodes = match format {
+        Format::Squashfs => squashfs_nodes(path)?,
+        Format::Erofs => erofs_nodes(path)?,
+    };
+    Ok(judge(&nodes))
+}
+
+fn judge(nodes: &[Node]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut outside: Vec<&str> = Vec::new();
+    for n in nodes {
+        let top = n.path.trim_start_matches('/').split('/').next().unwrap_or("");
+        if !top.is_empty() && !MERGED_TOPS.contains(&top) && !outside.contains(&top) {
+            outside.push(top);
+        }
+    }
+    if !outside.is_empty() {
+        out.push(format!(
+            "holds {} outside /usr and /opt, which systemd-sysext does not merge",
+            outside.iter().map(|t| format!("/{t}")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let not_root: Vec<&Node> = nodes.iter().filter(|n| n.uid != 0 || n.gid != 0).collect();
+    if let Some(first) = not_root.first() {
+        let examples: Vec<String> =
+            not_root.iter().take(EXAMPLES).map(|n| format!("{} ({}:{})", n.path, n.uid, n.gid)).collect();
+        let more = not_root.len().saturating_sub(EXAMPLES);
+        out.push(format!(
+            "{} not owned by root:root: {}{}; the host would see them owned by whoever has uid {} there (build with root ownership, e.g. mksquashfs -all-root)",
+            if not_root.len() == 1 { "1 entry is".to_owned() } else { format!("{} entries are", not_root.len()) },
+            examples.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() },
+            first.uid
+        ));
+    }
+    out
+}
+
+fn squashfs_nodes(path: &Path) -> Result<Vec<Node>, ImageError> {
+    let io = |source| ImageError::Io { path: path.to_owned(), source };
+    let file = BufReader::new(File::open(path).map_err(io)?);
+    let fs = backhand::FilesystemReader::from_reader(file)
+        .map_err(|e| ImageError::Squashfs { path: path.to_owned(), what: e.to_string() })?;
+    Ok(fs
+        .files()
+        .map(|n| Node { path: n.fullpath.to_string_lossy().into_owned(), uid: n.header.uid, gid: n.header.gid })
+        .collect())
+}
+
+/// Every entry of an EROFS image, at most this many (a guard against corrupt loops).
+const MAX_EROFS_NODES: usize = 2_000_000;
+
+fn erofs_nodes(path: &Path) -> Result<Vec<Node>, ImageError> {
+    let er = |source| ImageError::Erofs { path: path.to_owned(), source };
+    let file = BufReader::new(File::open(path).map_err(|source| ImageError::Io { path: path.to_owned(), source })?);
+    let mut fs = Erofs::open(file).map_err(er)?;
+    let root = fs.lookup("/").map_err(er)?.ok_or_else(|| ImageError::UnknownFormat { path: path.to_owned() })?;
+    let mut out = vec![Node { path: "/".into(), uid: root.uid, gid: root.gid }];
+    let mut stack = vec![("".to_owned(), root)];
+    while let Some((dir_path, dir)) = stack.pop() {
+        let shown = if dir_path.is_empty() { "/".to_owned() } else { dir_path.clone() };
+        for d in fs.read_dir(&dir, &shown).map_err(er)? {
+            if d.name == "." || d.name == ".." {
+                continue;
+            }
+            let p = format!("{dir_path}/{}", d.name);
+            let ino = fs.inode(d.nid).map_err(er)?;
+            out.push(Node { path: p.clone(), uid: ino.uid, gid: ino.gid });
+            if out.len() > MAX_EROFS_NODES {
+                return Err(er(super::erofs::ErofsError::Corrupt(format!("more than {MAX_EROFS_NODES} entries"))));
+            }
+            if ino.is_dir() {
+                stack.push((p, ino));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The extension name a file is meant for: the `extension-release.X` whose `X` the file
+/// name is or starts with (`X-...`), else `NAME` of a bakery-style `NAME-VERSION-ARCH.raw`,
+/// else the file name without `.raw`.
+pub fn infer_name(file_name: &str, release_names: &[String]) -> String {
+    let stem = file_name.strip_suffix(".raw").unwrap_or(file_name);
+    if release_names.iter().any(|n| n == stem) {
+        return stem.to_owned();
+    }
+    if let Some(n) = release_names
+        .iter()
+        .filter(|n| stem.strip_prefix(n.as_str()).is_some_and(|r| r.starts_with('-')))
+        .max_by_key(|n| n.len())
+    {
+        return n.clone();
+    }
+    if let Some((_, rest)) = split_arch(stem) {
+        if let Some((name, _version)) = rest.rsplit_once('-') {
+            if !name.is_empty() {
+                return name.to_owned();
+            }
+        }
+    }
+    stem.to_owned()
+}
+
+/// `NAME-VERSION-ARCH` → (arch, `NAME-VERSION`).
+fn split_arch(stem: &str) -> Option<(Arch, &str)> {
+    for a in [Arch::X86_64, Arch::Arm64] {
+        if let Some(rest) = stem.strip_suffix(a.systemd_name()).and_then(|r| r.strip_suffix('-')) {
+            return Some((a, rest));
+        }
+    }
+    None
+}
+
+/// The architecture a bakery-style file name declares (`...-x86-64.raw`, `...-arm64.raw`).
+pub fn arch_from_file_name(file_name: &str) -> Option<Arch> {
+    split_arch(file_name.strip_suffix(".raw").unwrap_or(file_name)).map(|(a, _)| a)
+}
+
+/// The result of checking one image.
+#[derive(Clone, Debug)]
+pub struct CheckReport {
+    pub image: SysextImage,
+    pub name: String,
+    /// The architecture checked against, and where it came from.
+    pub arch: Option<(Arch, &'static str)>,
+    pub problems: Vec<String>,
+}
+
+/// Check `path` as extension `name` (inferred from the file name when `None`) for a
+/// Flatcar of architecture `arch` (from the file name when `None`).
+pub fn check_image(path: &Path, name: Option<&str>, arch: Option<Arch>) -> Result<CheckReport, ImageError> {
+    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match name {
+        Some(n) => n.to_owned(),
+        None => {
+            let probe = image::open(path, "")?;
+            infer_name(&file_name, &probe.release_names)
+        }
+    };
+    let img = image::open(path, &name)?;
+    let arch = match arch {
+        Some(a) => Some((a, "--arch")),
+        None => arch_from_file_name(&file_name).map(|a| (a, "file name")),
+    };
+    let host = HostOs { id: "flatcar", arch: arch.map(|(a, _)| a.systemd_name()) };
+    let mut problems = Vec::new();
+    if let Some(p) = super::name_problem(&name) {
+        problems.push(p);
+    }
+    problems.extend(release_problems(&img, &name, &host));
+    problems.extend(content_problems(path, img.format)?);
+    Ok(CheckReport { image: img, name, arch, problems })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(p: &str, uid: u32) -> Node {
+        Node { path: p.into(), uid, gid: uid }
+    }
+
+    #[test]
+    fn judges_content() {
+        assert!(judge(&[n("/", 0), n("/usr", 0), n("/usr/bin/x", 0), n("/opt/y", 0)]).is_empty());
+        let p = judge(&[n("/", 0), n("/etc", 0), n("/etc/x", 0), n("/var", 0), n("/usr", 0)]);
+        assert_eq!(p, vec!["holds /etc, /var outside /usr and /opt, which systemd-sysext does not merge"]);
+        let p = judge(&[n("/", 0), n("/usr", 1000), n("/usr/a", 1000), n("/usr/b", 0), n("/usr/c", 5), n("/usr/d", 5)]);
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].starts_with(
+                "4 entries are not owned by root:root: /usr (1000:1000), /usr/a (1000:1000), /usr/c (5:5) and 1 more"
+            ),
+            "{}",
+            p[0]
+        );
+    }
+
+    #[test]
+    fn infers_names() {
+        let rn = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(infer_name("wasmtime-24.0.0-x86-64.raw", &rn(&["wasmtime"])), "wasmtime");
+        assert_eq!(infer_name("docker-flatcar.raw", &rn(&["docker-flatcar"])), "docker-flatcar");
+        assert_eq!(infer_name("misnamed-1.0-x86-64.raw", &rn(&["othername"])), "misnamed");
+        assert_eq!(infer_name("containerd-docker-1.7-arm64.raw", &rn(&[])), "containerd-docker");
+        assert_eq!(infer_name("plain.raw", &rn(&[])), "plain");
+        assert_eq!(arch_from_file_name("x-1-arm64.raw"), Some(Arch::Arm64));
+        assert_eq!(arch_from_file_name("x-1-x86-64.raw"), Some(Arch::X86_64));
+        assert_eq!(arch_from_file_name("x.raw"), None);
+    }
+}

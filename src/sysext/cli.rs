@@ -1,0 +1,419 @@
+//! `flatbake sysext ...`: the command line for building and checking sysext images
+//! (clap definitions and the glue that runs them; errors become `anyhow` here).
+
+use super::butane;
+use super::check::{self, CheckReport};
+use super::fetch::{is_sha256, Fetcher};
+use super::image::Format;
+use super::pack::{self, Compression, PackOptions, PackReport};
+use super::recipe::{self, CreateOptions};
+use super::sysupdate::bakery_conf;
+use crate::arch::Arch;
+use crate::bake::human;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+
+/// Where the bakery serves extensions (its sysupdate `Path=` base).
+pub const DEFAULT_BAKERY: &str = "https://extensions.flatcar.org";
+
+#[derive(Debug, Subcommand)]
+pub enum SysextCommand {
+    /// Pack a directory's usr/ and opt/ into NAME-VERSION-ARCH.raw, with its
+    /// extension-release, a SHA256SUMS entry and (--sysupdate) NAME.conf beside it.
+    Pack(PackArgs),
+    /// Download an upstream release with a recipe, verify it, and pack it.
+    Create(CreateArgs),
+    /// List the recipes, or the upstream versions of one.
+    List(ListArgs),
+    /// Check sysext images as systemd-sysext would; exits non-zero on any problem.
+    Check(CheckArgs),
+    /// Print a Butane snippet that installs a sysext image on first boot.
+    Butane(ButaneArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Squashfs,
+    Erofs,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Squashfs => Format::Squashfs,
+            FormatArg::Erofs => Format::Erofs,
+        }
+    }
+}
+
+/// How the image is written; shared by `pack` and `create`.
+#[derive(Debug, Args, Clone)]
+pub struct ImageArgs {
+    /// Output file [default: NAME-VERSION-ARCH.raw in the current directory].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Filesystem of the image.
+    #[arg(long, value_enum, default_value = "squashfs")]
+    pub format: FormatArg,
+
+    /// Squashfs compressor [default: gzip, as the bakery's mksquashfs].
+    #[arg(long, value_enum)]
+    pub compression: Option<Compression>,
+
+    /// Compression level (gzip 1-9, xz 0-9, zstd 1-22) [default: mksquashfs' default].
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<u32>,
+
+    /// Squashfs block size in bytes, or with a K/M suffix.
+    #[arg(long, value_name = "SIZE", default_value = "128K", value_parser = parse_size)]
+    pub block_size: u32,
+
+    /// Set EXTENSION_RELOAD_MANAGER=1: systemd reloads units when the image is merged.
+    #[arg(long)]
+    pub reload_manager: bool,
+
+    /// Also write NAME.conf, a systemd-sysupdate transfer file in the bakery's format.
+    #[arg(long)]
+    pub sysupdate: bool,
+
+    /// Base URL of the bakery that serves NAME-VERSION-ARCH.raw, for --sysupdate.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_BAKERY)]
+    pub bakery_url: String,
+
+    /// Timestamp (seconds since 1970) for every file and the image: same tree and same
+    /// epoch give the same bytes. Without it files keep their mtimes.
+    #[arg(long, value_name = "SECONDS", env = "SOURCE_DATE_EPOCH")]
+    pub source_date_epoch: Option<u32>,
+}
+
+fn parse_size(s: &str) -> Result<u32, String> {
+    let (num, mul) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 1024),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    num.parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| format!("'{s}': expected a size such as 131072, 128K or 1M"))
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PackArgs {
+    /// Directory whose usr/ and opt/ go into the image.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Extension name (the NAME of /etc/extensions/NAME.raw).
+    #[arg(long)]
+    pub name: String,
+    /// Version, without '-'.
+    #[arg(long)]
+    pub version: String,
+    /// Architecture: x86-64 or arm64.
+    #[arg(long)]
+    pub arch: Arch,
+    /// ID= of the extension-release: _any, or flatcar (adds SYSEXT_LEVEL=1.0).
+    #[arg(long, default_value = "_any")]
+    pub os: String,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RecipeSource {
+    /// Fetch every upstream URL https://HOST/PATH from MIRROR/HOST/PATH instead.
+    #[arg(long, value_name = "URL", env = "FLATBAKE_RECIPE_MIRROR")]
+    pub mirror: Option<String>,
+    /// Directory of extra recipes (NAME.toml), taking precedence over the built-in ones.
+    #[arg(long, value_name = "DIR", env = "FLATBAKE_RECIPES")]
+    pub recipes: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CreateArgs {
+    /// Recipe name (see `flatbake sysext list`) or a recipe file (*.toml).
+    pub recipe: String,
+    /// Upstream version, e.g. 24.0.0.
+    pub version: String,
+    #[arg(long)]
+    pub arch: Arch,
+    /// ID= of the extension-release [default: the recipe's, usually _any].
+    #[arg(long)]
+    pub os: Option<String>,
+    /// Expected sha256 of a download, as FILE=HEX (or HEX for a one-download recipe);
+    /// needed where upstream publishes no checksums. Repeatable.
+    #[arg(long, value_name = "[FILE=]HEX")]
+    pub sha256: Vec<String>,
+    /// Scratch directory for downloads [default: beside the output].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: RecipeSource,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ListArgs {
+    /// A recipe whose upstream versions to list (newest first).
+    pub recipe: Option<String>,
+    #[command(flatten)]
+    pub source: RecipeSource,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// Images to check.
+    #[arg(value_name = "FILE.raw", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Extension name [default: from each file name and its extension-release].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Architecture of the Flatcar it is for [default: from a NAME-VERSION-ARCH file name].
+    #[arg(long)]
+    pub arch: Option<Arch>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ButaneArgs {
+    /// Extension name.
+    pub name: String,
+    /// The sysext image (checked, and its sha256 taken).
+    pub file: PathBuf,
+    /// URL Ignition downloads the image from [default: contents.local, for butane --files-dir].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Also install the bakery's sysupdate config and the units that apply updates.
+    #[arg(long)]
+    pub sysupdate: bool,
+    /// Base URL of the bakery for --sysupdate.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_BAKERY)]
+    pub bakery_url: String,
+}
+
+pub fn run(cmd: SysextCommand) -> anyhow::Result<()> {
+    match cmd {
+        SysextCommand::Pack(a) => run_pack(a),
+        SysextCommand::Create(a) => run_create(a),
+        SysextCommand::List(a) => run_list(a),
+        SysextCommand::Check(a) => run_check(a),
+        SysextCommand::Butane(a) => run_butane(a),
+    }
+}
+
+fn pack_options(name: &str, version: &str, arch: Arch, os: String, reload: bool, a: &ImageArgs) -> PackOptions {
+    PackOptions {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        arch,
+        os,
+        format: a.format.into(),
+        compression: a.compression.unwrap_or(pack::DEFAULT_COMPRESSION),
+        level: a.compression_level,
+        block_size: a.block_size,
+        reload_manager: reload || a.reload_manager,
+        epoch: a.source_date_epoch,
+    }
+}
+
+fn output_for(opts: &PackOptions, a: &ImageArgs) -> PathBuf {
+    a.output.clone().unwrap_or_else(|| PathBuf::from(opts.file_name()))
+}
+
+fn dir_of(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Check what was written, write SHA256SUMS (and NAME.conf), and report.
+fn finish(report: &PackReport, opts: &PackOptions, a: &ImageArgs) -> anyhow::Result<()> {
+    let checked = check::check_image(&report.output, Some(&opts.name), Some(opts.arch))?;
+    if !checked.problems.is_empty() {
+        bail!("the image written fails its own check:\n  {}", checked.problems.join("\n  "));
+    }
+    let dir = dir_of(&report.output);
+    let file = report.output.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let sums = pack::update_sums(&dir, &file, &report.sha256)?;
+    let compression = match opts.format {
+        Format::Squashfs => format!("squashfs {}, {} KiB blocks", opts.compression, opts.block_size / 1024),
+        Format::Erofs => "erofs".to_owned(),
+    };
+    println!(
+        "wrote {} ({compression}, {}, {} files, sha256 {})",
+        report.output.display(),
+        human(report.size),
+        report.files,
+        report.sha256
+    );
+    println!("  {}", sums.display());
+    if a.sysupdate {
+        let conf = dir.join(format!("{}.conf", opts.name));
+        std::fs::write(&conf, bakery_conf(&opts.name, &a.bakery_url)).with_context(|| conf.display().to_string())?;
+        println!("  {}", conf.display());
+    }
+    Ok(())
+}
+
+fn run_pack(a: PackArgs) -> anyhow::Result<()> {
+    let opts = pack_options(&a.name, &a.version, a.arch, a.os.clone(), false, &a.image);
+    let out = output_for(&opts, &a.image);
+    let report = pack::pack(&a.dir, &out, &opts)?;
+    for s in &report.skipped {
+        eprintln!(
+            "warning: {}: not under usr/ or opt/, left out (systemd-sysext merges only those)",
+            a.dir.join(s).display()
+        );
+    }
+    finish(&report, &opts, &a.image)
+}
+
+fn parse_sums(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    args.iter()
+        .map(|s| {
+            let (f, h) = s.split_once('=').unwrap_or(("", s));
+            if !is_sha256(h) {
+                bail!("--sha256 '{s}': expected [FILE=]HEX with 64 hex digits");
+            }
+            Ok((f.to_owned(), h.to_ascii_lowercase()))
+        })
+        .collect()
+}
+
+fn run_create(a: CreateArgs) -> anyhow::Result<()> {
+    let r = recipe::load(&a.recipe, a.source.recipes.as_deref())?;
+    let os = a.os.clone().unwrap_or_else(|| r.os.clone());
+    let opts = pack_options(&r.name, &a.version, a.arch, os, r.reload_manager, &a.image);
+    let out = output_for(&opts, &a.image);
+    let fetcher = Fetcher::new(a.source.mirror.as_deref())?;
+    let sums = parse_sums(&a.sha256)?;
+    let work = a.work_dir.clone().unwrap_or_else(|| dir_of(&out));
+    let log = |m: &str| eprintln!("{m}");
+    let report = recipe::create(
+        &r,
+        &CreateOptions {
+            version: &a.version,
+            arch: a.arch,
+            fetcher: &fetcher,
+            user_sums: &sums,
+            pack: opts.clone(),
+            output: &out,
+            work_dir: &work,
+            log: &log,
+        },
+    )?;
+    finish(&report, &opts, &a.image)
+}
+
+fn run_list(a: ListArgs) -> anyhow::Result<()> {
+    match &a.recipe {
+        None => {
+            for n in recipe::names(a.source.recipes.as_deref()) {
+                match recipe::load(&n, a.source.recipes.as_deref()) {
+                    Ok(r) => println!("{:<12} {}", r.name, r.description),
+                    Err(e) => println!("{n:<12} (broken: {e})"),
+                }
+            }
+        }
+        Some(name) => {
+            let r = recipe::load(name, a.source.recipes.as_deref())?;
+            let fetcher = Fetcher::new(a.source.mirror.as_deref())?;
+            let v = recipe::versions(&r, &fetcher)?;
+            if v.is_empty() {
+                bail!("no usable versions of {} found upstream", r.name);
+            }
+            for x in v {
+                println!("{x}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_report(r: &CheckReport) {
+    let img = &r.image;
+    println!("{}", img.path.display());
+    println!("  format: {}", img.format);
+    println!("  name: {}", r.name);
+    println!("  size: {} ({} bytes)", human(img.size), img.size);
+    match (&img.release, r.arch) {
+        (_, Some((a, from))) => println!("  arch: {a} (from {from})"),
+        (Some(rel), None) => println!("  arch: {} (from extension-release)", rel.get("ARCHITECTURE").unwrap_or("any")),
+        (None, None) => println!("  arch: unknown"),
+    }
+    match &img.release {
+        Some(rel) => {
+            println!("  extension-release.{}:", r.name);
+            for (k, v) in &rel.fields {
+                println!("    {k}={v}");
+            }
+        }
+        None => println!("  extension-release.{}: missing", r.name),
+    }
+    if r.problems.is_empty() {
+        println!("  ok: systemd-sysext would merge it as {}", r.name);
+    } else {
+        println!("  problems:");
+        for p in &r.problems {
+            println!("    - {p}");
+        }
+    }
+}
+
+fn run_check(a: CheckArgs) -> anyhow::Result<()> {
+    if a.name.is_some() && a.files.len() > 1 {
+        bail!("--name applies to one image; check several images without it");
+    }
+    let mut bad = 0;
+    for f in &a.files {
+        match check::check_image(f, a.name.as_deref(), a.arch) {
+            Ok(r) => {
+                print_report(&r);
+                if !r.problems.is_empty() {
+                    bad += 1;
+                }
+            }
+            Err(e) => {
+                println!("{}", f.display());
+                println!("  problems:\n    - {e}");
+                bad += 1;
+            }
+        }
+    }
+    if bad > 0 {
+        bail!("{bad} of {} image(s) would be refused", a.files.len());
+    }
+    Ok(())
+}
+
+fn run_butane(a: ButaneArgs) -> anyhow::Result<()> {
+    let r = check::check_image(&a.file, Some(&a.name), None)?;
+    if !r.problems.is_empty() {
+        bail!("{} would be refused as {}:\n  {}", a.file.display(), a.name, r.problems.join("\n  "));
+    }
+    let file = a.file.file_name().map(|f| f.to_string_lossy().into_owned()).context("FILE has no file name")?;
+    let sha = pack::sha256_file(&a.file).with_context(|| a.file.display().to_string())?;
+    let y = butane::render(&butane::Snippet {
+        name: &a.name,
+        file: &file,
+        url: a.url.as_deref(),
+        sha256: &sha,
+        sysupdate: a.sysupdate.then_some(a.bakery_url.as_str()),
+    });
+    print!("{y}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::parse_size("128K"), Ok(131072));
+        assert_eq!(super::parse_size("1M"), Ok(1 << 20));
+        assert_eq!(super::parse_size("4096"), Ok(4096));
+        assert!(super::parse_size("x").is_err());
+    }
+}

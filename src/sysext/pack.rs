@@ -1,0 +1,509 @@
+//! Building a sysext image from a directory: the `usr/` and `opt/` trees of a source
+//! directory plus a generated `extension-release.NAME`, every file owned by root, written
+//! as squashfs in-process (backhand) or as EROFS by `mkfs.erofs`. With a fixed
+//! `SOURCE_DATE_EPOCH` the same tree gives the same bytes.
+
+use super::image::{Format, RELEASE_DIR};
+use crate::arch::Arch;
+use backhand::compression::Compressor;
+use backhand::{CompressionExtra, ExtraXz, FilesystemCompressor, FilesystemWriter, NodeHeader};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{BufWriter, Cursor, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The top-level directories systemd-sysext merges; everything else in an image is ignored.
+pub const MERGED_TOPS: [&str; 2] = ["usr", "opt"];
+
+/// Squashfs compressors the Flatcar kernel reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    Gzip,
+    Xz,
+    Zstd,
+    Lz4,
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::Gzip => "gzip",
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+            Compression::Lz4 => "lz4",
+        })
+    }
+}
+
+/// The bakery runs plain `mksquashfs` (lib/generate.sh), whose defaults are gzip with
+/// 128 KiB blocks; flatbake uses the same defaults.
+pub const DEFAULT_COMPRESSION: Compression = Compression::Gzip;
+pub const DEFAULT_BLOCK_SIZE: u32 = 128 * 1024;
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct PackOptions {
+    pub name: String,
+    pub version: String,
+    pub arch: Arch,
+    /// `ID=` of the extension-release: `_any` or an OS ID such as `flatcar`.
+    pub os: String,
+    pub format: Format,
+    pub compression: Compression,
+    /// Squashfs compression level; `None` is the compressor's mksquashfs default.
+    pub level: Option<u32>,
+    pub block_size: u32,
+    pub reload_manager: bool,
+    /// `SOURCE_DATE_EPOCH`: every timestamp in the image. `None`: files keep their
+    /// modification times and the image gets the current time.
+    pub epoch: Option<u32>,
+}
+
+impl PackOptions {
+    /// `NAME-VERSION-ARCH.raw`, the bakery's file name.
+    pub fn file_name(&self) -> String {
+        format!("{}-{}-{}.raw", self.name, self.version, self.arch.systemd_name())
+    }
+
+    /// The text of `extension-release.NAME`, in the bakery's field order.
+    pub fn release_text(&self) -> String {
+        let mut s = format!("ID={}\n", self.os);
+        if self.os != "_any" {
+            s.push_str("SYSEXT_LEVEL=1.0\n");
+        }
+        s.push_str(&format!("ARCHITECTURE={}\n", self.arch.systemd_name()));
+        if self.reload_manager {
+            s.push_str("EXTENSION_RELOAD_MANAGER=1\n");
+        }
+        s
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {what}")]
+    Unsupported { path: PathBuf, what: String },
+    #[error("writing squashfs: {0}")]
+    Squashfs(String),
+    #[error(transparent)]
+    Tool(#[from] crate::tools::ToolError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
+    move |source| PackError::Io { path: path.to_owned(), source }
+}
+
+/// What `pack` did.
+#[derive(Clone, Debug)]
+pub struct PackReport {
+    pub output: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+    pub files: usize,
+    /// Top-level entries of the source left out (not under usr/ or opt/).
+    pub skipped: Vec<String>,
+}
+
+/// One entry of the tree to write, by its path inside the image (no leading `/`).
+#[derive(Clone, Debug)]
+enum Entry {
+    Dir { mode: u16, mtime: u32 },
+    File { src: PathBuf, mode: u16, mtime: u32 },
+    Data { bytes: Vec<u8>, mode: u16, mtime: u32 },
+    Symlink { target: PathBuf, mtime: u32 },
+}
+
+/// Check the options before anything is read or written.
+pub fn validate(opts: &PackOptions) -> Result<(), PackError> {
+    if let Some(p) = super::name_problem(&opts.name) {
+        return Err(PackError::Invalid(p));
+    }
+    let v = &opts.version;
+    if v.is_empty() || v.contains('-') || v.contains('/') || v.chars().any(char::is_whitespace) {
+        return Err(PackError::Invalid(format!(
+            "version '{v}' must be non-empty without '-', '/' or spaces (the bakery splits file names on the last two dashes)"
+        )));
+    }
+    if opts.os.is_empty() || !opts.os.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+    {
+        return Err(PackError::Invalid(format!("--os '{}': use _any or an os-release ID such as flatcar", opts.os)));
+    }
+    let b = opts.block_size;
+    if !b.is_power_of_two() || !(4096..=1024 * 1024).contains(&b) {
+        return Err(PackError::Invalid(format!("block size {b}: must be a power of two from 4 KiB to 1 MiB")));
+    }
+    match (opts.compression, opts.level) {
+        (_, None) => {}
+        (Compression::Gzip, Some(1..=9)) | (Compression::Xz, Some(0..=9)) | (Compression::Zstd, Some(1..=22)) => {}
+        (Compression::Lz4, Some(_)) => return Err(PackError::Invalid("lz4 takes no compression level".into())),
+        (c, Some(l)) => return Err(PackError::Invalid(format!("{c} compression level {l} is out of range"))),
+    }
+    Ok(())
+}
+
+/// Collect the tree: `usr/` and `opt/` of `src`, plus the generated release file.
+fn collect(src: &Path, opts: &PackOptions) -> Result<(BTreeMap<String, Entry>, Vec<String>), PackError> {
+    let meta = std::fs::metadata(src).map_err(io(src))?;
+    if !meta.is_dir() {
+        return Err(PackError::Invalid(format!("{}: not a directory", src.display())));
+    }
+    let mut skipped = Vec::new();
+    for e in std::fs::read_dir(src).map_err(io(src))? {
+        let e = e.map_err(io(src))?;
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !MERGED_TOPS.contains(&n.as_str()) {
+            skipped.push(n);
+        }
+    }
+    skipped.sort();
+    let mut out = BTreeMap::new();
+    let time = |m: &std::fs::Metadata| opts.epoch.unwrap_or_else(|| m.mtime().clamp(0, u32::MAX as i64) as u32);
+    for top in MERGED_TOPS {
+        let p = src.join(top);
+        match std::fs::symlink_metadata(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(PackError::Io { path: p, source: e }),
+            Ok(m) if !m.is_dir() => {
+                return Err(PackError::Unsupported {
+                    path: p,
+                    what: "must be a directory (systemd-sysext merges /usr and /opt as directories)".into(),
+                })
+            }
+            Ok(_) => walk(&p, top, &mut out, &time)?,
+        }
+    }
+    let epoch_or_now = opts.epoch.unwrap_or_else(now);
+    let dir = Entry::Dir { mode: 0o755, mtime: epoch_or_now };
+    let rel_dir = RELEASE_DIR.trim_start_matches('/');
+    let mut acc = String::new();
+    for comp in rel_dir.split('/') {
+        if !acc.is_empty() {
+            acc.push('/');
+        }
+        acc.push_str(comp);
+        match out.get(&acc) {
+            Some(Entry::Dir { .. }) => {}
+            Some(_) => {
+                return Err(PackError::Unsupported {
+                    path: src.join(&acc),
+                    what: format!("must be a directory: {RELEASE_DIR}/extension-release.{} goes inside", opts.name),
+                })
+            }
+            None => {
+                out.insert(acc.clone(), dir.clone());
+            }
+        }
+    }
+    out.insert(
+        format!("{rel_dir}/extension-release.{}", opts.name),
+        Entry::Data { bytes: opts.release_text().into_bytes(), mode: 0o644, mtime: epoch_or_now },
+    );
+    Ok((out, skipped))
+}
+
+fn now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().min(u32::MAX as u64) as u32)
+        .unwrap_or(0)
+}
+
+fn walk(
+    dir: &Path,
+    rel: &str,
+    out: &mut BTreeMap<String, Entry>,
+    time: &dyn Fn(&std::fs::Metadata) -> u32,
+) -> Result<(), PackError> {
+    let m = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+    out.insert(rel.to_owned(), Entry::Dir { mode: (m.permissions().mode() & 0o7777) as u16, mtime: time(&m) });
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        names.push(e.map_err(io(dir))?.file_name());
+    }
+    names.sort();
+    for n in names {
+        let p = dir.join(&n);
+        let Some(name) = n.to_str() else {
+            return Err(PackError::Unsupported { path: p, what: "file name is not UTF-8".into() });
+        };
+        let child = format!("{rel}/{name}");
+        let m = std::fs::symlink_metadata(&p).map_err(io(&p))?;
+        let ft = m.file_type();
+        let mode = (m.permissions().mode() & 0o7777) as u16;
+        if ft.is_dir() {
+            walk(&p, &child, out, time)?;
+        } else if ft.is_file() {
+            out.insert(child, Entry::File { src: p, mode, mtime: time(&m) });
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&p).map_err(io(&p))?;
+            out.insert(child, Entry::Symlink { target, mtime: time(&m) });
+        } else {
+            return Err(PackError::Unsupported {
+                path: p,
+                what: "device, fifo or socket: a sysext holds only files, directories and symlinks".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Build the image at `output` (written under a temporary name, renamed at the end).
+pub fn pack(src: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport, PackError> {
+    validate(opts)?;
+    let (tree, skipped) = collect(src, opts)?;
+    let files = tree.values().filter(|e| matches!(e, Entry::File { .. } | Entry::Data { .. })).count();
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let tmp =
+        tempfile::Builder::new().prefix(".flatbake-pack").suffix(".partial").tempfile_in(&dir).map_err(io(&dir))?;
+    match opts.format {
+        Format::Squashfs => write_squashfs(&tree, tmp.path(), opts)?,
+        Format::Erofs => write_erofs(&tree, tmp.path(), opts, &dir)?,
+    }
+    let f = tmp.as_file();
+    f.set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io(tmp.path()))?;
+    f.sync_all().map_err(io(tmp.path()))?;
+    tmp.persist(output).map_err(|e| PackError::Io { path: output.to_owned(), source: e.error })?;
+    let size = std::fs::metadata(output).map_err(io(output))?.len();
+    let sha256 = sha256_file(output).map_err(io(output))?;
+    Ok(PackReport { output: output.to_owned(), size, sha256, files, skipped })
+}
+
+fn compressor(opts: &PackOptions) -> Result<FilesystemCompressor, backhand::BackhandError> {
+    use backhand::compression::{CompressionOptions as O, Lz4, Zstd};
+    Ok(match opts.compression {
+        Compression::Gzip => match opts.level {
+            None | Some(9) => FilesystemCompressor::new(Compressor::Gzip, None)?,
+            Some(l) => FilesystemCompressor::new(
+                Compressor::Gzip,
+                Some(O::Gzip(backhand::compression::Gzip { compression_level: l, window_size: 15, strategies: 0 })),
+            )?,
+        },
+        Compression::Xz => {
+            let mut c = FilesystemCompressor::new(Compressor::Xz, None)?;
+            if let Some(l) = opts.level {
+                let mut x = ExtraXz::default();
+                x.level(l)?;
+                c.extra(CompressionExtra::Xz(x))?;
+            }
+            c
+        }
+        // mksquashfs' zstd default is level 15
+        Compression::Zstd => FilesystemCompressor::new(
+            Compressor::Zstd,
+            Some(O::Zstd(Zstd { compression_level: opts.level.unwrap_or(15) })),
+        )?,
+        // version 1 is the only lz4 format the kernel reads
+        Compression::Lz4 => FilesystemCompressor::new(Compressor::Lz4, Some(O::Lz4(Lz4 { version: 1, flags: 0 })))?,
+    })
+}
+
+fn write_squashfs(tree: &BTreeMap<String, Entry>, out: &Path, opts: &PackOptions) -> Result<(), PackError> {
+    let sq = |e: backhand::BackhandError| PackError::Squashfs(e.to_string());
+    let mut fs = FilesystemWriter::default();
+    fs.set_block_size(opts.block_size);
+    fs.set_time(opts.epoch.unwrap_or_else(now));
+    fs.set_only_root_id();
+    fs.set_compressor(compressor(opts).map_err(sq)?);
+    fs.set_root_mode(0o755);
+    fs.set_root_uid(0);
+    fs.set_root_gid(0);
+    let h = |mode: u16, mtime: u32| NodeHeader::new(mode, 0, 0, mtime);
+    for (path, e) in tree {
+        match e {
+            Entry::Dir { mode, mtime } => fs.push_dir(path, h(*mode, *mtime)),
+            Entry::File { src, mode, mtime } => fs.push_file_from_path(src.clone(), path, h(*mode, *mtime)),
+            Entry::Data { bytes, mode, mtime } => fs.push_file(Cursor::new(bytes.clone()), path, h(*mode, *mtime)),
+            Entry::Symlink { target, mtime } => fs.push_symlink(target.clone(), path, h(0o777, *mtime)),
+        }
+        .map_err(|e| PackError::Squashfs(format!("{path}: {e}")))?;
+    }
+    let f = std::fs::OpenOptions::new().write(true).truncate(true).open(out).map_err(io(out))?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    fs.write(&mut w).map_err(sq)?;
+    w.flush().map_err(io(out))?;
+    Ok(())
+}
+
+/// EROFS through `mkfs.erofs` (uncompressed, so flatbake's own reader can check it):
+/// the tree is staged with hard links (copies across filesystems) in a scratch directory.
+fn write_erofs(
+    tree: &BTreeMap<String, Entry>,
+    out: &Path,
+    opts: &PackOptions,
+    scratch: &Path,
+) -> Result<(), PackError> {
+    let stage = tempfile::Builder::new().prefix(".flatbake-stage").tempdir_in(scratch).map_err(io(scratch))?;
+    let root = stage.path();
+    let mut dirs = Vec::new();
+    for (path, e) in tree {
+        let dst = root.join(path);
+        match e {
+            Entry::Dir { mode, mtime } => {
+                std::fs::create_dir_all(&dst).map_err(io(&dst))?;
+                dirs.push((dst, *mode, *mtime));
+            }
+            Entry::File { src, mode, .. } => {
+                if std::fs::hard_link(src, &dst).is_err() {
+                    std::fs::copy(src, &dst).map_err(io(&dst))?;
+                    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(u32::from(*mode)))
+                        .map_err(io(&dst))?;
+                }
+            }
+            Entry::Data { bytes, mode, .. } => {
+                std::fs::write(&dst, bytes).map_err(io(&dst))?;
+                std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(u32::from(*mode))).map_err(io(&dst))?;
+            }
+            Entry::Symlink { target, .. } => std::os::unix::fs::symlink(target, &dst).map_err(io(&dst))?,
+        }
+    }
+    for (d, mode, _) in dirs.iter().rev() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(u32::from(*mode))).map_err(io(d))?;
+    }
+    let mut cmd = Command::new("mkfs.erofs");
+    cmd.arg("--quiet").arg("--all-root").arg("-x-1");
+    if let Some(t) = opts.epoch {
+        // a fixed time for every inode and a UUID derived from the name, for reproducibility
+        let seed = sha256_bytes(format!("{}-{}-{}", opts.name, opts.version, opts.arch).as_bytes());
+        let u = &seed[..32];
+        cmd.arg(format!("-T{t}")).arg("--ignore-mtime").arg(format!(
+            "-U{}-{}-{}-{}-{}",
+            &u[..8],
+            &u[8..12],
+            &u[12..16],
+            &u[16..20],
+            &u[20..32]
+        ));
+    }
+    cmd.arg(out).arg(root);
+    crate::tools::run(&mut cmd, "writing the EROFS image")?;
+    Ok(())
+}
+
+pub fn sha256_bytes(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(b))
+}
+
+pub fn sha256_file(p: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(p)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Add or replace the line for `file` in the `SHA256SUMS` file in `dir` (sha256sum format).
+pub fn update_sums(dir: &Path, file: &str, sha256: &str) -> Result<PathBuf, PackError> {
+    let path = dir.join("SHA256SUMS");
+    let old = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(PackError::Io { path, source: e }),
+    };
+    let mut lines: Vec<String> = old
+        .lines()
+        .filter(|l| {
+            let n = l.split_whitespace().nth(1).map(|n| n.trim_start_matches('*'));
+            !l.trim().is_empty() && n != Some(file)
+        })
+        .map(str::to_owned)
+        .collect();
+    lines.push(format!("{sha256}  {file}"));
+    lines.sort_by(|a, b| a.split_whitespace().nth(1).cmp(&b.split_whitespace().nth(1)));
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(&path, text).map_err(io(&path))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> PackOptions {
+        PackOptions {
+            name: "myext".into(),
+            version: "1.2.3".into(),
+            arch: Arch::X86_64,
+            os: "_any".into(),
+            format: Format::Squashfs,
+            compression: DEFAULT_COMPRESSION,
+            level: None,
+            block_size: DEFAULT_BLOCK_SIZE,
+            reload_manager: false,
+            epoch: Some(0),
+        }
+    }
+
+    #[test]
+    fn release_text_follows_the_bakery() {
+        let mut o = opts();
+        assert_eq!(o.release_text(), "ID=_any\nARCHITECTURE=x86-64\n");
+        o.os = "flatcar".into();
+        o.reload_manager = true;
+        assert_eq!(o.release_text(), "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n");
+        assert_eq!(o.file_name(), "myext-1.2.3-x86-64.raw");
+    }
+
+    #[test]
+    fn rejects_bad_options() {
+        let mut o = opts();
+        o.version = "1.2-3".into();
+        assert!(validate(&o).unwrap_err().to_string().contains("'-'"));
+        let mut o = opts();
+        o.name = "a/b".into();
+        assert!(validate(&o).is_err());
+        let mut o = opts();
+        o.block_size = 3000;
+        assert!(validate(&o).is_err());
+        let mut o = opts();
+        o.compression = Compression::Gzip;
+        o.level = Some(12);
+        assert!(validate(&o).is_err());
+        assert!(validate(&opts()).is_ok());
+    }
+
+    #[test]
+    fn packs_only_usr_and_opt_and_reads_back() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("root");
+        std::fs::create_dir_all(src.join("usr/bin")).unwrap();
+        std::fs::create_dir_all(src.join("opt/x")).unwrap();
+        std::fs::create_dir_all(src.join("etc")).unwrap();
+        std::fs::write(src.join("usr/bin/hello"), "#!/bin/sh\necho hi\n").unwrap();
+        std::fs::set_permissions(src.join("usr/bin/hello"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(src.join("opt/x/data"), vec![7u8; 300_000]).unwrap();
+        std::fs::write(src.join("etc/ignored"), "x").unwrap();
+        std::os::unix::fs::symlink("hello", src.join("usr/bin/hi")).unwrap();
+        let out = d.path().join("out.raw");
+        let r = pack(&src, &out, &opts()).unwrap();
+        assert_eq!(r.skipped, vec!["etc".to_owned()]);
+        assert_eq!(r.files, 3);
+        let img = super::super::image::open(&out, "myext").unwrap();
+        assert_eq!(img.release.unwrap().get("ARCHITECTURE"), Some("x86-64"));
+        let f = backhand::FilesystemReader::from_reader(std::io::BufReader::new(std::fs::File::open(&out).unwrap()))
+            .unwrap();
+        let paths: Vec<String> = f.files().map(|n| n.fullpath.to_string_lossy().into_owned()).collect();
+        assert!(paths.contains(&"/usr/bin/hi".to_owned()), "{paths:?}");
+        assert!(!paths.iter().any(|p| p.starts_with("/etc")), "{paths:?}");
+        assert!(f.files().all(|n| n.header.uid == 0 && n.header.gid == 0 && n.header.mtime == 0));
+    }
+
+    #[test]
+    fn sums_file_is_updated_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        update_sums(d.path(), "b.raw", "bb").unwrap();
+        update_sums(d.path(), "a.raw", "aa").unwrap();
+        update_sums(d.path(), "b.raw", "cc").unwrap();
+        assert_eq!(std::fs::read_to_string(d.path().join("SHA256SUMS")).unwrap(), "aa  a.raw\ncc  b.raw\n");
+    }
+}
