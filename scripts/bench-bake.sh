@@ -24,10 +24,10 @@ if [ ! -f "$dir/flatcar_production_image.bin.bz2" ]; then
 fi
 ext="$dir/sysexts/wasmtime-24.0.0-x86-64.raw"
 
-t() { # label, command...: wall seconds and peak RSS (KiB) into $wall/$rss
-    local out
-    out=$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )
-    wall=${out% *}; rss=${out#* }
+t() { # command...: wall seconds and peak RSS (KiB) into $wall/$rss
+    /usr/bin/time -f '%e %M' -o "$dir/time.txt" "$@" >/dev/null 2>"$dir/cmd.err" ||
+        { cat "$dir/cmd.err" >&2; exit 1; }
+    read -r wall rss < "$dir/time.txt"
 }
 
 rm -f "$dir/fb.bin" "$dir/fb-baked.bin"

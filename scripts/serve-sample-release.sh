@@ -28,7 +28,9 @@ cp "$rel/version.txt" "$dir/amd64-usr/current/version.txt"
 
 bash "$here/make-fixture-sysexts.sh" "$tmp/sysexts" >/dev/null
 mkdir -p "$dir/extensions"
-cp "$tmp/sysexts/wasmtime-24.0.0-x86-64.raw" "$tmp/sysexts/docker-27.0.1-x86-64.raw" "$tmp/sysexts/wasmtime.conf" "$dir/extensions/"
+cp "$tmp/sysexts/wasmtime-24.0.0-x86-64.raw" "$tmp/sysexts/docker-27.0.1-x86-64.raw" "$dir/extensions/"
+mkdir -p "$dir/extensions/wasmtime"
+cp "$tmp/sysexts/wasmtime.conf" "$dir/extensions/wasmtime/wasmtime.conf"
 (cd "$dir/extensions" && sha256sum ./*.raw | sed 's# \./# #' > SHA256SUMS)
 gpgconf --kill gpg-agent 2>/dev/null || true
 

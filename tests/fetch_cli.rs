@@ -29,7 +29,7 @@ fn tree(gpg: &Gpg) -> BTreeMap<String, Vec<u8>> {
     let wasm = std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w");
     t.insert("/extensions/SHA256SUMS".into(), format!("{}  wasmtime-24.0.0-x86-64.raw\n", sha256(&wasm)).into_bytes());
     t.insert("/extensions/wasmtime-24.0.0-x86-64.raw".into(), wasm);
-    t.insert("/extensions/wasmtime.conf".into(), std::fs::read(sysext("wasmtime.conf")).expect("c"));
+    t.insert("/extensions/wasmtime/wasmtime.conf".into(), std::fs::read(sysext("wasmtime.conf")).expect("c"));
     t
 }
 

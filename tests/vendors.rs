@@ -312,3 +312,35 @@ fn azure_fixed_vhd_and_bundles() {
         assert!(list.contains(&m.to_owned()), "{m} not in the box: {list:?}");
     }
 }
+
+#[test]
+fn every_other_vendor_builds_and_carries_its_oem() {
+    let base_root = part(&fixtures().join("current.bin"), ROOT).1 / 512;
+    let base = std::fs::metadata(fixtures().join("current.bin")).expect("m").len();
+    // (vendor, disk file, qemu-img format, checkable, vm layout?, oem id, grub oem id)
+    let cases = [
+        ("openstack", "flatcar_production_openstack_image.img", "qcow2", true, true, "openstack", "openstack"),
+        ("openstack_mini", "flatcar_production_openstack_mini_image.img", "qcow2", true, false, "openstack", "openstack"),
+        ("oraclecloud", "flatcar_production_oraclecloud_image.img", "qcow2", true, true, "oraclecloud", "oraclecloud"),
+        ("scaleway", "flatcar_production_scaleway_image.qcow2", "qcow2", true, true, "scaleway", "scaleway"),
+        ("stackit", "flatcar_production_stackit_image.img", "qcow2", true, true, "stackit", "openstack"),
+        ("kubevirt", "flatcar_production_kubevirt_image.qcow2", "qcow2", true, true, "kubevirt", "kubevirt"),
+        ("proxmoxve", "flatcar_production_proxmoxve_image.img", "qcow2", true, true, "proxmoxve", "proxmoxve"),
+        ("nutanix", "flatcar_production_nutanix_image.img", "qcow2", true, true, "nutanix", "nutanix"),
+        ("cloudsigma", "flatcar_production_cloudsigma_image.img", "qcow2", true, false, "cloudsigma", "cloudsigma"),
+        ("cloudstack", "flatcar_production_cloudstack_image.bin", "raw", false, false, "cloudstack", "cloudstack"),
+        ("cloudstack_vhd", "flatcar_production_cloudstack_vhd_image.vhd", "vpc", false, false, "cloudstack", "cloudstack"),
+        ("digitalocean", "flatcar_production_digitalocean_image.bin", "raw", false, false, "digitalocean", "digitalocean"),
+        ("vmware_raw", "flatcar_production_vmware_raw_image.bin", "raw", false, false, "vmware", "vmware"),
+        ("ami_vmdk", "flatcar_production_ami_vmdk_image.vmdk", "vmdk", true, true, "ami", "ec2"),
+        ("akamai", "flatcar_production_akamai_image.bin", "raw", false, true, "akamai", "akamai"),
+    ];
+    let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    let r = ok(&names.join(","));
+    assert_eq!(files(&r.out).len(), cases.len(), "{:?}", files(&r.out));
+    for (vendor, file, fmt, checkable, vm, oem, grub) in cases {
+        let (size, root) = if vm { (vm_disk_bytes(), VM_ROOT_SECTORS) } else { (base, base_root) };
+        judge_disk(&r.out.join(file), fmt, checkable, size, root, (oem, grub));
+        let _ = vendor;
+    }
+}

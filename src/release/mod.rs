@@ -432,15 +432,22 @@ pub fn fetch_extension(
             actual
         }
     };
+    // The bakery publishes the sysupdate config as extensions/NAME/NAME.conf (the URL its
+    // docs' Butane snippets use); older layouts had extensions/NAME.conf.
     let conf_path = dir.join(format!("{name}.conf"));
-    let conf = match dl.download(&opts.urls.bakery_file(&format!("{name}.conf")), &conf_path) {
-        Ok(_) => Some(conf_path),
-        Err(DownloadError::NotFound { .. }) => {
-            let _ = fs::remove_file(&conf_path);
-            None
+    let mut conf = None;
+    for rel in [format!("{name}/{name}.conf"), format!("{name}.conf")] {
+        match dl.download(&opts.urls.bakery_file(&rel), &conf_path) {
+            Ok(_) => {
+                conf = Some(conf_path.clone());
+                break;
+            }
+            Err(DownloadError::NotFound { .. }) => {
+                let _ = fs::remove_file(&conf_path);
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
-    };
+    }
     Ok(FetchedExtension { raw, conf, sha256 })
 }
 
