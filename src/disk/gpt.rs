@@ -126,6 +126,8 @@ pub enum GptError {
          repair the image with `sgdisk -e {path}` (it rebuilds the primary from the backup) and try again"
     )]
     PrimaryCorrupt { path: PathBuf, what: String, backup_lba: u64 },
+    #[error("{path}: a qcow2 image; flatbake bakes raw disk images: convert it first (qemu-img convert -O raw {path} IMAGE.bin)")]
+    Qcow2 { path: PathBuf },
     #[error("{path}: truncated: the partition table describes {needed} bytes but the file has {actual}")]
     Truncated { path: PathBuf, needed: u64, actual: u64 },
     #[error("{path}: truncated: partition {number} ({name}) ends at byte {end} but the file has {actual}")]
@@ -331,11 +333,15 @@ impl Gpt {
     /// describes is [`GptError::PartitionPastEnd`] or [`GptError::Truncated`].
     pub fn parse(read: &mut ReadFn<'_>, len: u64, path: &Path) -> Result<Gpt, GptError> {
         let not_gpt = |what: &str| GptError::NotGpt { path: path.to_owned(), what: what.to_owned() };
+        let mut mbr = [0u8; SECTOR as usize];
+        let head = len.min(SECTOR) as usize;
+        read(0, &mut mbr[..head]).map_err(|source| GptError::Io { path: path.to_owned(), source })?;
+        if mbr[..4] == *b"QFI\xfb" {
+            return Err(GptError::Qcow2 { path: path.to_owned() });
+        }
         if len < 34 * SECTOR {
             return Err(not_gpt(&format!("only {len} bytes, too small for a GPT disk")));
         }
-        let mut mbr = [0u8; SECTOR as usize];
-        read(0, &mut mbr).map_err(|source| GptError::Io { path: path.to_owned(), source })?;
         if mbr[510] != 0x55 || mbr[511] != 0xAA {
             return Err(not_gpt("no MBR boot signature (0x55AA) in sector 0"));
         }
@@ -552,6 +558,10 @@ pub(crate) mod tests {
         let big = make_disk(4096, &[(LINUX, 40, 3000, "ROOT")]);
         let e = err_of(&big[..512 * 2048]);
         assert!(e.contains("truncated: partition 1 (ROOT) ends at byte 1536512 but the file has 1048576"), "{e}");
+        // a qcow2 file given as a raw disk
+        let mut q = vec![0u8; 4096];
+        q[..4].copy_from_slice(b"QFI\xfb");
+        assert!(err_of(&q).contains("a qcow2 image; flatbake bakes raw disk images"));
         // no protective MBR entry
         let mut nombr = good.clone();
         nombr[446 + 4] = 0x83;
