@@ -4,6 +4,7 @@
 pub mod erofs;
 pub mod image;
 pub mod release;
+pub mod squashfs;
 pub mod sysupdate;
 
 /// Whether `name` is usable as an extension name: the file name of
