@@ -155,6 +155,15 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
             problems.push(format!("'{arg}': {p}"));
             continue;
         }
+        if file.is_empty() {
+            problems.push(format!("'{arg}': no FILE after NAME:"));
+            continue;
+        }
+        // printed as is, such a name would break the one-line-per-problem report
+        if file.chars().any(char::is_control) {
+            problems.push(format!("{file:?}: contains a control character; rename the file"));
+            continue;
+        }
         if !seen.insert(name.to_owned()) {
             problems.push(format!("'{arg}': extension {name} is given more than once"));
             continue;
@@ -316,6 +325,8 @@ mod tests {
             ".hid:/dev/null".to_owned(),
             "a:/nonexistent/a.raw".to_owned(),
             "b:/dev/null".to_owned(),
+            "c:".to_owned(),
+            "d:/tmp/new\nline.raw".to_owned(),
         ];
         let confs = vec!["zzz=/tmp/x.conf".to_owned(), "bad".to_owned()];
         let input = PlanInput { extensions: &exts, install_to: &install, sysupdate_confs: &confs, arch: None };
@@ -326,6 +337,8 @@ mod tests {
         assert!(all.contains("starts with '.'"), "{all}");
         assert!(all.contains("/nonexistent/a.raw: No such file"), "{all}");
         assert!(all.contains("/dev/null: not a regular file"), "{all}");
+        assert!(all.contains("'c:': no FILE after NAME:"), "{all}");
+        assert!(all.contains("\"/tmp/new\\nline.raw\": contains a control character"), "{all}");
         assert!(all.contains("--sysupdate-conf 'bad'"), "{all}");
         assert!(all.contains("no extension named zzz"), "{all}");
     }

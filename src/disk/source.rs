@@ -46,6 +46,10 @@ fn bad(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
+fn past_end(what: &str, at: u64, file_len: u64) -> io::Error {
+    bad(format!("qcow2 {what} at byte {at:#x} lies past the end of the file ({file_len} bytes; truncated?)"))
+}
+
 fn be64(b: &[u8], o: usize) -> u64 {
     u64::from_be_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]))
 }
@@ -100,13 +104,51 @@ impl Qcow2 {
         let l1_off = be64(&h, 40);
         let cluster = 1u64 << cluster_bits;
         let needed = size.div_ceil(cluster).div_ceil(cluster / 8);
-        if l1_size < needed || l1_size > 1 << 26 || l1_off.checked_add(l1_size * 8).is_none_or(|e| e > file_len) {
+        if l1_size < needed || l1_size > 1 << 26 {
             return Err(bad("qcow2 L1 table out of range"));
+        }
+        if l1_off.checked_add(l1_size * 8).is_none_or(|e| e > file_len) {
+            return Err(past_end("L1 table", l1_off, file_len));
         }
         let mut raw = vec![0u8; (l1_size * 8) as usize];
         file.read_exact_at(&mut raw, l1_off)?;
         let l1 = raw.chunks_exact(8).map(|c| be64(c, 0)).collect();
-        Ok(Qcow2 { file, file_len, size, cluster_bits, l1, l2_cache: HashMap::new(), cluster_cache: None })
+        let q = Qcow2 { file, file_len, size, cluster_bits, l1, l2_cache: HashMap::new(), cluster_cache: None };
+        q.check_tables()?;
+        Ok(q)
+    }
+
+    /// Every L2 table and every cluster they map must lie inside the file: a truncated
+    /// qcow2 is refused when opened, not halfway through reading it.
+    fn check_tables(&self) -> io::Result<()> {
+        let cl = 1u64 << self.cluster_bits;
+        let mut raw = vec![0u8; cl as usize];
+        for &e in &self.l1 {
+            let l2_off = e & L2_OFFSET_MASK;
+            if l2_off == 0 {
+                continue;
+            }
+            if l2_off.checked_add(cl).is_none_or(|end| end > self.file_len) {
+                return Err(past_end("L2 table", l2_off, self.file_len));
+            }
+            self.file.read_exact_at(&mut raw, l2_off)?;
+            for c in raw.chunks_exact(8) {
+                let entry = be64(c, 0);
+                if entry & (1 << 62) != 0 {
+                    let x = 62 - (self.cluster_bits - 8);
+                    let host = entry & ((1u64 << x) - 1);
+                    if host >= self.file_len {
+                        return Err(past_end("compressed cluster", host, self.file_len));
+                    }
+                    continue;
+                }
+                let host = entry & L2_OFFSET_MASK;
+                if host != 0 && entry & 1 == 0 && host.checked_add(cl).is_none_or(|end| end > self.file_len) {
+                    return Err(past_end("data cluster", host, self.file_len));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The L2 entry for the cluster holding virtual offset `off` (0: unallocated).
@@ -343,5 +385,14 @@ mod tests {
         std::fs::write(&q, &h).unwrap();
         let e = open(&q).err().unwrap().to_string();
         assert!(e.contains("L1 table out of range"), "{e}");
+        // truncated: the last data cluster is missing
+        let raw = d.path().join("a.raw");
+        std::fs::write(&raw, vec![7u8; 1 << 20]).unwrap();
+        let q = d.path().join("t.qcow2");
+        assert!(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(&q).status().unwrap().success());
+        let len = std::fs::metadata(&q).unwrap().len();
+        File::options().write(true).open(&q).unwrap().set_len(len - 4096).unwrap();
+        let e = open(&q).err().unwrap().to_string();
+        assert!(e.contains("qcow2 data cluster at byte") && e.contains("lies past the end of the file"), "{e}");
     }
 }

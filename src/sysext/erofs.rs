@@ -91,7 +91,11 @@ impl<R: Read + Seek> Erofs<R> {
     }
 
     pub fn inode(&mut self, nid: u64) -> Result<Inode, ErofsError> {
-        let at = self.meta * self.blksz + nid * 32;
+        // nids come from directory entries: any u64
+        let at = nid
+            .checked_mul(32)
+            .and_then(|o| o.checked_add(self.meta * self.blksz))
+            .ok_or_else(|| ErofsError::Corrupt(format!("inode number {nid} is out of range")))?;
         let mut b = [0u8; 64];
         self.read_at(at, &mut b[..32])?;
         let format = u16le(&b, 0);
@@ -115,7 +119,7 @@ impl<R: Read + Seek> Erofs<R> {
             size,
             layout,
             raw_blkaddr: u32le(&b, 16) as u64,
-            inline_at: at + isize + xattr,
+            inline_at: at.saturating_add(isize + xattr),
         })
     }
 
@@ -194,6 +198,17 @@ impl<R: Read + Seek> Erofs<R> {
 mod tests {
     use super::*;
     use std::process::Command;
+
+    /// Found by `scripts/fuzz.sh` (erofs target): a directory entry with a huge nid
+    /// overflowed the inode offset computation (a panic with overflow checks).
+    #[test]
+    fn huge_inode_number_is_an_error() {
+        let crash = include_bytes!("../../fixtures/fuzz/erofs-nid-overflow.bin");
+        let mut e = Erofs::open(std::io::Cursor::new(&crash[..])).unwrap();
+        assert!(e.lookup("/usr/lib/extension-release.d").is_err());
+        let e = e.inode(u64::MAX).unwrap_err().to_string();
+        assert!(e.contains("inode number 18446744073709551615 is out of range"), "{e}");
+    }
 
     #[test]
     fn reads_mkfs_erofs_output() {

@@ -4,7 +4,7 @@
 use super::erofs::{Erofs, ErofsError};
 use super::release::{ReleaseFile, MAX_RELEASE_BYTES};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 pub const RELEASE_DIR: &str = "/usr/lib/extension-release.d";
@@ -99,8 +99,14 @@ pub fn open(path: &Path, name: &str) -> Result<SysextImage, ImageError> {
 fn read_squashfs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>>), ImageError> {
     let io = |source| ImageError::Io { path: path.to_owned(), source };
     let sq = |e: backhand::BackhandError| ImageError::Squashfs { path: path.to_owned(), what: e.to_string() };
-    let file = BufReader::new(File::open(path).map_err(io)?);
-    let fs = backhand::FilesystemReader::from_reader(file).map_err(sq)?;
+    let mut file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut head = [0u8; super::squashfs::SUPERBLOCK_BYTES];
+    let n = read_up_to(&mut file, &mut head).map_err(io)?;
+    super::squashfs::Superblock::parse(&head[..n], len)
+        .map_err(|e| ImageError::Squashfs { path: path.to_owned(), what: e.to_string() })?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let fs = backhand::FilesystemReader::from_reader(BufReader::new(file)).map_err(sq)?;
     let want = format!("{RELEASE_DIR}/extension-release.{name}");
     let mut names = Vec::new();
     let mut content = None;

@@ -11,6 +11,7 @@ pub mod image;
 pub mod pack;
 pub mod recipe;
 pub mod release;
+pub mod squashfs;
 pub mod sysupdate;
 
 /// Whether `name` is usable as an extension name: the file name of
@@ -26,7 +27,8 @@ pub fn name_problem(name: &str) -> Option<String> {
         return Some(format!("extension name '{name}' contains '/' or '..'"));
     }
     if name.len() > 200 {
-        return Some(format!("extension name '{}...' is too long", &name[..20]));
+        let head: String = name.chars().take(20).collect();
+        return Some(format!("extension name '{head}...' is too long ({} bytes, at most 200)", name.len()));
     }
     if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.+@".contains(*c))) {
         return Some(format!("extension name '{name}' contains {c:?}; use letters, digits and - _ . + @"));
@@ -46,5 +48,8 @@ mod tests {
         assert!(p("a/b").is_some());
         assert!(p("a..b").is_some());
         assert!(p("a b").is_some());
+        // too long, with a multi-byte character across byte 20
+        let long = "a".to_owned() + &"é".repeat(120);
+        assert!(p(&long).is_some_and(|m| m.contains("is too long (241 bytes")));
     }
 }
