@@ -1,0 +1,169 @@
+//! End-to-end: the rest of the tool box. Replacing Flatcar's built-in Docker/containerd
+//! and enabling its optional extensions (judged by debugfs reading ROOT back), the
+//! docker recipe's variants, Torcx conversion, and Flix/Flatwrap images from OCI
+//! fixtures (judged by `sysext check`, readelf, and running them from a merged root).
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use support::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("FLATBAKE_RECIPE_MIRROR")
+        .env_remove("FLATBAKE_RECIPES")
+        .output()
+        .expect("run flatbake")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "flatbake {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    o
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn write(p: &Path, content: &[u8], mode: u32) {
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, content).expect("write");
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A minimal sysext named `name` for x86-64, packed by flatbake.
+fn tiny_sysext(dir: &Path, name: &str) -> PathBuf {
+    let t = dir.join(format!("tree-{name}"));
+    write(&t.join(format!("usr/bin/{name}")), format!("#!/bin/sh\necho {name}\n").as_bytes(), 0o755);
+    let out = dir.join(format!("{name}-1.0-x86-64.raw"));
+    ok(&["sysext", "pack", s(&t), "--name", name, "--version", "1.0", "--arch", "x86-64", "-o", s(&out)]);
+    out
+}
+
+/// Bake `args` into a copy of the current fixture image; returns (dir, output, stderr).
+fn bake(backend: &str, args: &[&str]) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("out.bin");
+    let input = fixtures().join("current.bin");
+    let mut all = vec!["--backend", backend, "--image", s(&input), "--output", s(&out)];
+    all.extend_from_slice(args);
+    let o = ok(&all);
+    e2fsck_root(&out);
+    (dir, out, stderr(&o))
+}
+
+fn root_exists(img: &Path, path: &str) -> bool {
+    debugfs(img, &format!("stat {path}")).contains("Inode:")
+}
+
+// ---------------------------------------------------------------------------------------
+// replacing built-ins, enabling official extensions
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn replace_builtin_masks_with_dev_null_and_enables_official() {
+    for backend in ["rootless", "mount"] {
+        let (_d, out, err) =
+            bake(backend, &["--replace-builtin", "docker,containerd", "--enable-official", "zfs,podman"]);
+        for b in ["docker-flatcar", "containerd-flatcar"] {
+            assert_eq!(
+                root_link(&out, &format!("/etc/extensions/{b}.raw")).as_deref(),
+                Some("/dev/null"),
+                "{backend}: {b} not masked; stderr: {err}"
+            );
+        }
+        assert_eq!(root_file(&out, "/etc/flatcar/enabled-sysext.conf"), b"zfs\npodman\n", "{backend}");
+        assert_eq!(root_owner_mode(&out, "/etc/flatcar/enabled-sysext.conf"), ("0644".to_owned(), 0, 0));
+        // a current release has no Torcx: its generator is left alone
+        assert!(!root_exists(&out, "/etc/systemd/system-generators/torcx-generator"), "{backend}");
+        // inspect sees the masks
+        let text = stdout(&ok(&["inspect", s(&out)]));
+        assert!(text.contains("masked (symlink to /dev/null)"), "{backend}: {text}");
+    }
+}
+
+#[test]
+fn torcx_era_masks_the_generator() {
+    // by flag, with the mount backend
+    let (_d, out, _) = bake("mount", &["--replace-builtin", "docker", "--torcx-era"]);
+    assert!(root_exists(&out, "/etc/systemd/system-generators/torcx-generator"));
+    assert!(root_file(&out, "/etc/systemd/system-generators/torcx-generator").is_empty());
+    assert_eq!(root_link(&out, "/etc/extensions/docker-flatcar.raw").as_deref(), Some("/dev/null"));
+    assert_eq!(root_link(&out, "/etc/extensions/containerd-flatcar.raw"), None, "only docker was asked for");
+    // by the image's version
+    let (_d, out, err) = bake("rootless", &["--replace-builtin", "containerd", "--flatcar-version", "3510.2.8"]);
+    assert!(err.contains("Flatcar 3510.2.8 still has Torcx"), "{err}");
+    assert!(root_exists(&out, "/etc/systemd/system-generators/torcx-generator"));
+    assert!(debugfs(&out, "stat /etc/systemd/system-generators/torcx-generator").contains("Size: 0"));
+}
+
+#[test]
+fn baking_docker_masks_builtins_by_default_unless_kept() {
+    let d = tempfile::tempdir().expect("tmp");
+    let docker = tiny_sysext(d.path(), "docker");
+    let arg = format!("docker:{}", docker.display());
+    let (_o, out, err) = bake("rootless", &[&arg]);
+    assert!(
+        err.contains("baking docker: masking Flatcar's built-in docker-flatcar and containerd-flatcar"),
+        "no note on stderr: {err}"
+    );
+    assert_eq!(root_link(&out, "/etc/extensions/docker-flatcar.raw").as_deref(), Some("/dev/null"));
+    assert_eq!(root_link(&out, "/etc/extensions/containerd-flatcar.raw").as_deref(), Some("/dev/null"));
+    assert_eq!(
+        root_link(&out, "/etc/extensions/docker.raw").as_deref(),
+        Some("/opt/extensions/docker/docker-1.0-x86-64.raw")
+    );
+
+    let (_o, out, err) = bake("rootless", &["--keep-builtin", &arg]);
+    assert!(!err.contains("masking"), "{err}");
+    assert!(!root_exists(&out, "/etc/extensions/docker-flatcar.raw"));
+    assert!(!root_exists(&out, "/etc/extensions/containerd-flatcar.raw"));
+    assert!(root_exists(&out, "/etc/extensions/docker.raw"));
+
+    // containerd alone masks only containerd-flatcar
+    let containerd = tiny_sysext(d.path(), "containerd");
+    let (_o, out, _) = bake("rootless", &[&format!("containerd:{}", containerd.display())]);
+    assert_eq!(root_link(&out, "/etc/extensions/containerd-flatcar.raw").as_deref(), Some("/dev/null"));
+    assert!(!root_exists(&out, "/etc/extensions/docker-flatcar.raw"));
+}
+
+#[test]
+fn enabled_sysext_conf_keeps_earlier_names_and_bad_requests_are_refused() {
+    let (d, first, _) = bake("rootless", &["--enable-official", "zfs"]);
+    let second = d.path().join("second.bin");
+    ok(&["--image", s(&first), "-o", s(&second), "--enable-official", "podman,zfs"]);
+    assert_eq!(root_file(&second, "/etc/flatcar/enabled-sysext.conf"), b"zfs\npodman\n");
+
+    let bad = d.path().join("bad.bin");
+    let o = run(&[
+        "--image",
+        s(&first),
+        "-o",
+        s(&bad),
+        "--replace-builtin",
+        "podman",
+        "--keep-builtin",
+        "--enable-official",
+        "../x",
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("--replace-builtin podman: not a Flatcar built-in extension"), "{err}");
+    assert!(err.contains("--keep-builtin and --replace-builtin exclude each other"), "{err}");
+    assert!(err.contains("--enable-official ../x"), "{err}");
+    assert!(!bad.exists());
+}
