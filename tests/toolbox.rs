@@ -167,3 +167,127 @@ fn enabled_sysext_conf_keeps_earlier_names_and_bad_requests_are_refused() {
     assert!(err.contains("--enable-official ../x"), "{err}");
     assert!(!bad.exists());
 }
+
+// ---------------------------------------------------------------------------------------
+// docker recipe variants, against a loopback mirror
+// ---------------------------------------------------------------------------------------
+
+fn tar_gz(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data, mode) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_mtime(1_600_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, path, *data).expect("append");
+    }
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&b.into_inner().expect("tar")).expect("gz");
+    e.finish().expect("gz")
+}
+
+fn sha(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(data))
+}
+
+fn unsquashfs_list(img: &Path) -> String {
+    stdout(&sh(Command::new("unsquashfs").arg("-lln").arg(img)))
+}
+
+/// Merge `images` (NAME.raw) into a throwaway root with a Flatcar os-release in a private
+/// mount namespace, then run `extra` (ROOT stands for the root); returns the output.
+fn sysext_merge(images: &[(&str, &Path)], extra: &str) -> String {
+    let root = tempfile::tempdir().expect("tmp");
+    let r = root.path();
+    write(&r.join("usr/lib/os-release"), b"ID=flatcar\nVERSION_ID=4081.2.0\nSYSEXT_LEVEL=1.0\n", 0o644);
+    std::fs::create_dir_all(r.join("etc/extensions")).expect("mkdir");
+    std::fs::create_dir_all(r.join("opt")).expect("mkdir");
+    for (name, img) in images {
+        std::fs::copy(img, r.join(format!("etc/extensions/{name}.raw"))).expect("copy");
+    }
+    let script = format!(
+        "set -e; mount -t tmpfs tmpfs /run; mount --bind {0} {0}; mount --make-shared {0}; \
+         systemd-sysext --root={0} merge 2>&1; {1}",
+        r.display(),
+        extra.replace("ROOT", s(r))
+    );
+    let out = sh(Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]));
+    stdout(&out)
+}
+
+#[test]
+fn docker_recipe_builds_only_docker_and_only_containerd() {
+    let m = tempfile::tempdir().expect("tmp");
+    let tgz = tar_gz(&[
+        ("docker/docker", b"#!/bin/sh\necho Docker version 27.3.1\n", 0o755),
+        ("docker/dockerd", b"dockerd", 0o755),
+        ("docker/docker-proxy", b"docker-proxy", 0o755),
+        ("docker/containerd", b"#!/bin/sh\necho containerd 1.7\n", 0o755),
+        ("docker/containerd-shim-runc-v2", b"shim", 0o755),
+        ("docker/ctr", b"ctr", 0o755),
+        ("docker/runc", b"runc", 0o755),
+    ]);
+    write(&m.path().join("download.docker.com/linux/static/stable/x86_64/docker-27.3.1.tgz"), &tgz, 0o644);
+    let server = support::http::Server::serve(m.path());
+    let d = tempfile::tempdir().expect("tmp");
+    let create = |flag: &str, out: &Path| {
+        let o = Command::new(BIN)
+            .args(["sysext", "create", "docker", "27.3.1", flag, "--arch", "x86-64", "--sha256", &sha(&tgz), "-o", s(out)])
+            .env("FLATBAKE_RECIPE_MIRROR", &server.url)
+            .env("SOURCE_DATE_EPOCH", "0")
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "create {flag}: {}", stderr(&o));
+    };
+    let only_docker = d.path().join("docker-27.3.1-x86-64.raw");
+    create("--only-docker", &only_docker);
+    let only_containerd = d.path().join("containerd-27.3.1-x86-64.raw");
+    create("--only-containerd", &only_containerd);
+
+    let l = unsquashfs_list(&only_docker);
+    for want in [
+        "usr/bin/docker",
+        "usr/bin/dockerd",
+        "usr/bin/docker-proxy",
+        "usr/lib/systemd/system/docker.service",
+        "usr/lib/systemd/system/docker.socket",
+        "usr/lib/systemd/system/sockets.target.d/10-docker-docker.socket.conf",
+        "usr/lib/extension-release.d/extension-release.docker",
+    ] {
+        assert!(l.contains(&format!("squashfs-root/{want}")), "only-docker lacks {want}:\n{l}");
+    }
+    for unwanted in ["containerd", "runc", "ctr"] {
+        assert!(!l.contains(unwanted), "only-docker holds {unwanted}:\n{l}");
+    }
+    let l = unsquashfs_list(&only_containerd);
+    for want in [
+        "usr/bin/containerd",
+        "usr/bin/containerd-shim-runc-v2",
+        "usr/bin/ctr",
+        "usr/bin/runc",
+        "usr/lib/systemd/system/containerd.service",
+        "usr/share/containerd/config.toml",
+        "usr/lib/systemd/system/multi-user.target.d/10-containerd-containerd.service.conf",
+        "usr/lib/extension-release.d/extension-release.containerd",
+    ] {
+        assert!(l.contains(&format!("squashfs-root/{want}")), "only-containerd lacks {want}:\n{l}");
+    }
+    assert!(!l.contains("docker"), "only-containerd holds docker files:\n{l}");
+
+    // both check, under their own names, and load together
+    let text = stdout(&ok(&["sysext", "check", s(&only_docker), s(&only_containerd)]));
+    assert!(text.contains("ok: systemd-sysext would merge it as docker"), "{text}");
+    assert!(text.contains("ok: systemd-sysext would merge it as containerd"), "{text}");
+    let out = sysext_merge(
+        &[("docker", &only_docker), ("containerd", &only_containerd)],
+        "ROOT/usr/bin/docker; ROOT/usr/bin/containerd",
+    );
+    assert!(out.contains("Using extensions 'containerd', 'docker'"), "{out}");
+    assert!(out.contains("Docker version 27.3.1") && out.contains("containerd 1.7"), "{out}");
+    // a variant the recipe lacks is refused
+    let o = run(&["sysext", "create", "wasmtime", "1.0", "--variant", "x", "--arch", "x86-64"]);
+    assert!(stderr(&o).contains("has no variant x (it has no variants)"), "{}", stderr(&o));
+}

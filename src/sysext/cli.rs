@@ -149,6 +149,16 @@ pub struct CreateArgs {
     /// Scratch directory for downloads [default: beside the output].
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Build one variant of the recipe (see `flatbake sysext list`).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["only_docker", "only_containerd"])]
+    pub variant: Option<String>,
+    /// docker: the engine and CLI without containerd and runc (--variant only-docker).
+    #[arg(long, conflicts_with = "only_containerd")]
+    pub only_docker: bool,
+    /// docker: containerd and runc only, as the extension "containerd"
+    /// (--variant only-containerd).
+    #[arg(long)]
+    pub only_containerd: bool,
     #[command(flatten)]
     pub source: RecipeSource,
     #[command(flatten)]
@@ -284,7 +294,12 @@ fn parse_sums(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 fn run_create(a: CreateArgs) -> anyhow::Result<()> {
-    let r = recipe::load(&a.recipe, a.source.recipes.as_deref())?;
+    let variant = match (a.only_docker, a.only_containerd) {
+        (true, _) => Some("only-docker"),
+        (_, true) => Some("only-containerd"),
+        _ => a.variant.as_deref(),
+    };
+    let r = recipe::load(&a.recipe, a.source.recipes.as_deref())?.select(variant)?;
     let os = a.os.clone().unwrap_or_else(|| r.os.clone());
     let opts = pack_options(&r.name, &a.version, a.arch, os, r.reload_manager, &a.image);
     let out = output_for(&opts, &a.image);
@@ -313,7 +328,13 @@ fn run_list(a: ListArgs) -> anyhow::Result<()> {
         None => {
             for n in recipe::names(a.source.recipes.as_deref()) {
                 match recipe::load(&n, a.source.recipes.as_deref()) {
-                    Ok(r) => println!("{:<12} {}", r.name, r.description),
+                    Ok(r) if r.variants.is_empty() => println!("{:<12} {}", r.name, r.description),
+                    Ok(r) => println!(
+                        "{:<12} {} (variants: {})",
+                        r.name,
+                        r.description,
+                        r.variants.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
                     Err(e) => println!("{n:<12} (broken: {e})"),
                 }
             }
