@@ -291,3 +291,65 @@ fn docker_recipe_builds_only_docker_and_only_containerd() {
     let o = run(&["sysext", "create", "wasmtime", "1.0", "--variant", "x", "--arch", "x86-64"]);
     assert!(stderr(&o).contains("has no variant x (it has no variants)"), "{}", stderr(&o));
 }
+
+// ---------------------------------------------------------------------------------------
+// Torcx conversion
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn torcx_image_converts_to_a_sysext() {
+    let d = tempfile::tempdir().expect("tmp");
+    let manifest = br#"{"kind":"image-manifest-v0","value":{"bin":["/bin/docker","/bin/dockerd","/bin/containerd","/libexec/docker/docker-init"],"network":[],"units":["/lib/systemd/system/docker.service","/lib/systemd/system/docker.socket","/lib/systemd/system/containerd.service","/lib/systemd/system/gone.service"]}}"#;
+    let docker_service = b"[Unit]\nRequires=containerd.service\n[Service]\nEnvironment=TORCX_BINDIR=/run/torcx/bin\nExecStart=/run/torcx/bin/dockerd --containerd=/var/run/docker/libcontainerd/docker-containerd.sock\n[Install]\nWantedBy=multi-user.target\n";
+    let containerd_service = b"[Service]\nEnvironment=PATH=/run/torcx/unpack/docker/bin:/usr/sbin:/usr/bin\nExecStart=/var/run/torcx/unpack/docker/bin/containerd --config /run/torcx/unpack/docker/usr/share/containerd/config.toml\n[Install]\nWantedBy=multi-user.target\n";
+    let tgz = tar_gz(&[
+        (".torcx/manifest.json", manifest, 0o644),
+        ("bin/docker", b"#!/bin/sh\necho Docker version 20.10.24 from torcx\n", 0o755),
+        ("bin/dockerd", b"dockerd", 0o700),
+        ("bin/containerd", b"containerd", 0o755),
+        ("libexec/docker/docker-init", b"init", 0o755),
+        ("lib/systemd/system/docker.service", docker_service, 0o644),
+        ("lib/systemd/system/containerd.service", containerd_service, 0o644),
+        ("lib/systemd/system/docker.socket", b"[Socket]\nListenStream=/run/docker.sock\n[Install]\nWantedBy=sockets.target\n", 0o644),
+        ("usr/share/containerd/config.toml", b"version = 2\n", 0o644),
+    ]);
+    let archive = d.path().join("docker:20.10.torcx.tgz");
+    write(&archive, &tgz, 0o644);
+    let out = d.path().join("docker-20.10-x86-64.raw");
+    let o = ok(&["sysext", "convert-torcx", s(&archive), "docker", "--arch", "x86-64", "-o", s(&out)]);
+    let err = stderr(&o);
+    assert!(err.contains("rewrote Torcx paths in usr/lib/systemd/system/docker.service"), "{err}");
+    assert!(err.contains("manifest unit /lib/systemd/system/gone.service is not in the image"), "{err}");
+    assert!(
+        err.contains("drop-ins under /etc/systemd/system/ for ") && err.contains("containerd.service") && err.contains("still point at Torcx"),
+        "{err}"
+    );
+    let cat = |p: &str| stdout(&sh(Command::new("unsquashfs").arg("-cat").arg(&out).arg(p)));
+    let ds = cat("usr/lib/systemd/system/docker.service");
+    assert!(ds.contains("ExecStart=/usr/bin/dockerd --containerd=") && ds.contains("TORCX_BINDIR=/usr/bin"), "{ds}");
+    let cs = cat("usr/lib/systemd/system/containerd.service");
+    assert!(
+        cs.contains("PATH=/usr/bin:/usr/sbin") && cs.contains("ExecStart=/usr/bin/containerd --config /usr/share/containerd/config.toml"),
+        "{cs}"
+    );
+    assert!(!ds.contains("torcx") && !cs.contains("torcx"), "{ds}{cs}");
+    assert_eq!(cat("usr/lib/systemd/system/sockets.target.d/10-docker-docker.socket.conf"), "[Unit]\nUpholds=docker.socket\n");
+    let l = unsquashfs_list(&out);
+    assert!(l.contains("squashfs-root/usr/bin/docker-init -> /usr/libexec/docker/docker-init"), "{l}");
+    assert!(l.contains("squashfs-root/usr/share/containerd/config.toml"), "{l}");
+    assert!(!l.contains(".torcx") && !l.contains("squashfs-root/lib"), "{l}");
+    assert!(l.lines().any(|x| x.starts_with("-rwxr-xr-x 0/0") && x.ends_with("usr/bin/dockerd")), "{l}");
+    let rel = cat("usr/lib/extension-release.d/extension-release.docker");
+    assert!(rel.contains("ID=flatcar") && rel.contains("EXTENSION_RELOAD_MANAGER=1"), "{rel}");
+
+    let text = stdout(&ok(&["sysext", "check", s(&out)]));
+    assert!(text.contains("ok: systemd-sysext would merge it as docker"), "{text}");
+    let merged = sysext_merge(&[("docker", &out)], "ROOT/usr/bin/docker");
+    assert!(merged.contains("Docker version 20.10.24 from torcx"), "{merged}");
+
+    // not a Torcx image
+    let bogus = d.path().join("bogus.tgz");
+    write(&bogus, &tar_gz(&[("bin/x", b"x", 0o755)]), 0o644);
+    let o = run(&["sysext", "convert-torcx", s(&bogus), "x", "--version", "1", "--arch", "x86-64", "-o", s(&d.path().join("x.raw"))]);
+    assert!(!o.status.success() && stderr(&o).contains("not a Torcx image: no readable .torcx/manifest.json"), "{}", stderr(&o));
+}

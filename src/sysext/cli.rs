@@ -30,6 +30,30 @@ pub enum SysextCommand {
     Check(CheckArgs),
     /// Print a Butane snippet that installs a sysext image on first boot.
     Butane(ButaneArgs),
+    /// Convert a Torcx image (NAME:VERSION.torcx.tgz) into a sysext: binaries under
+    /// usr/bin, units under usr/lib/systemd/system with Torcx paths rewritten. Best
+    /// effort; what it cannot convert is reported on stderr.
+    ConvertTorcx(ConvertTorcxArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ConvertTorcxArgs {
+    /// The Torcx image (a tar.gz with .torcx/manifest.json).
+    #[arg(value_name = "TORCX.tgz")]
+    pub archive: PathBuf,
+    /// Extension name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Version [default: from a NAME:VERSION.torcx.tgz file name].
+    #[arg(long)]
+    pub version: Option<String>,
+    #[arg(long)]
+    pub arch: Arch,
+    /// ID= of the extension-release: Torcx images were built against Flatcar's libraries.
+    #[arg(long, default_value = "flatcar")]
+    pub os: String,
+    #[command(flatten)]
+    pub image: ImageArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -210,6 +234,7 @@ pub fn run(cmd: SysextCommand) -> anyhow::Result<()> {
         SysextCommand::List(a) => run_list(a),
         SysextCommand::Check(a) => run_check(a),
         SysextCommand::Butane(a) => run_butane(a),
+        SysextCommand::ConvertTorcx(a) => run_convert_torcx(a),
     }
 }
 
@@ -408,6 +433,34 @@ fn run_check(a: CheckArgs) -> anyhow::Result<()> {
         bail!("{bad} of {} image(s) would be refused", a.files.len());
     }
     Ok(())
+}
+
+fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
+    let file = a.archive.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let version = match a.version.clone().or_else(|| super::torcx::version_from_file_name(&file)) {
+        Some(v) => v,
+        None => bail!("{}: no version in the file name (NAME:VERSION.torcx.tgz); pass --version", a.archive.display()),
+    };
+    let opts = pack_options(&a.name, &version, a.arch, a.os.clone(), true, &a.image);
+    pack::validate(&opts)?;
+    let out = output_for(&opts, &a.image);
+    let work = tempfile::Builder::new()
+        .prefix(".flatbake-torcx")
+        .tempdir_in(dir_of(&out))
+        .with_context(|| format!("{}: cannot create a scratch directory", dir_of(&out).display()))?;
+    let root = work.path().join("root");
+    let c = super::torcx::convert(&a.archive, &a.name, &root, work.path())?;
+    for u in &c.rewritten {
+        eprintln!("rewrote Torcx paths in {u}");
+    }
+    for u in &c.upheld {
+        eprintln!("upheld by {u}");
+    }
+    for w in &c.warnings {
+        eprintln!("warning: {w}");
+    }
+    let report = pack::pack(&root, &out, &opts)?;
+    finish(&report, &opts, &a.image)
 }
 
 fn run_butane(a: ButaneArgs) -> anyhow::Result<()> {

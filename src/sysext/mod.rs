@@ -1,6 +1,7 @@
 //! systemd-sysext images: their metadata (`extension-release`), reading existing
 //! images, the checks systemd applies before it merges one, and building new ones
-//! (`flatbake sysext`: packing a directory, recipes, Butane snippets).
+//! (`flatbake sysext`: packing a directory, recipes, Butane snippets, converting Torcx
+//! images).
 
 pub mod butane;
 pub mod check;
@@ -12,6 +13,7 @@ pub mod pack;
 pub mod recipe;
 pub mod release;
 pub mod sysupdate;
+pub mod torcx;
 
 /// Whether `name` is usable as an extension name: the file name of
 /// `/etc/extensions/NAME.raw` and the suffix of `extension-release.NAME`.
