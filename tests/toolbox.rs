@@ -353,3 +353,150 @@ fn torcx_image_converts_to_a_sysext() {
     let o = run(&["sysext", "convert-torcx", s(&bogus), "x", "--version", "1", "--arch", "x86-64", "-o", s(&d.path().join("x.raw"))]);
     assert!(!o.status.success() && stderr(&o).contains("not a Torcx image: no readable .torcx/manifest.json"), "{}", stderr(&o));
 }
+
+// ---------------------------------------------------------------------------------------
+// Flix from an OCI image
+// ---------------------------------------------------------------------------------------
+
+/// Host paths of `bin`'s shared libraries and interpreter, as ldd reports them.
+fn host_libs(bin: &str) -> Vec<String> {
+    let out = stdout(&sh(Command::new("ldd").arg(bin)));
+    out.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let p = match l.split_once("=>") {
+                Some((_, r)) => r.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            p.starts_with('/').then(|| p.to_owned())
+        })
+        .collect()
+}
+
+fn tar_layer(entries: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data, mode) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_cksum();
+        b.append_data(&mut h, path, data.as_slice()).expect("append");
+    }
+    b.into_inner().expect("tar")
+}
+
+/// An OCI image layout: layer 1 holds ls and env with their libraries (copied from the
+/// host) and usr/bin/junk; layer 2 (gzip) whites junk out and adds usr/share/demo.
+fn oci_layout(dir: &Path) -> PathBuf {
+    let mut l1: Vec<(String, Vec<u8>, u32)> = Vec::new();
+    for bin in ["/usr/bin/ls", "/usr/bin/env"] {
+        l1.push((bin.trim_start_matches('/').to_owned(), std::fs::read(bin).expect("bin"), 0o755));
+        for lib in host_libs(bin) {
+            let rel = lib.trim_start_matches('/').to_owned();
+            if !l1.iter().any(|(p, _, _)| *p == rel) {
+                l1.push((rel, std::fs::read(&lib).expect("lib"), 0o755));
+            }
+        }
+    }
+    l1.push(("usr/bin/junk".into(), b"junk".to_vec(), 0o755));
+    let l2 = tar_gz(&[("usr/bin/.wh.junk", b"", 0o644), ("usr/share/demo/readme", b"from layer 2\n", 0o644)]);
+    let l1 = tar_layer(&l1);
+    let layout = dir.join("oci");
+    let put = |data: &[u8]| -> String {
+        let h = sha(data);
+        write(&layout.join(format!("blobs/sha256/{h}")), data, 0o644);
+        format!("sha256:{h}")
+    };
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}},{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}}]}}"#,
+        put(config),
+        config.len(),
+        put(&l1),
+        l1.len(),
+        put(&l2),
+        l2.len()
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{}}}]}}"#,
+        put(manifest.as_bytes()),
+        manifest.len()
+    );
+    write(&layout.join("index.json"), index.as_bytes(), 0o644);
+    write(&layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644);
+    layout
+}
+
+#[test]
+fn flix_bundles_binaries_from_an_oci_image_and_they_run_from_the_merged_extension() {
+    let d = tempfile::tempdir().expect("tmp");
+    let layout = oci_layout(d.path());
+    let out = d.path().join("flixdemo-1-x86-64.raw");
+    let o = ok(&[
+        "sysext",
+        "flix",
+        s(&layout),
+        "flixdemo",
+        "/usr/bin/ls",
+        "/usr/bin/env:/usr/bin/flixenv",
+        "--resource",
+        "/usr/share/demo",
+        "--arch",
+        "x86-64",
+        "-o",
+        s(&out),
+    ]);
+    assert!(stderr(&o).contains("flixed /usr/bin/ls, /usr/bin/flixenv"), "{}", stderr(&o));
+    let text = stdout(&ok(&["sysext", "check", s(&out)]));
+    assert!(text.contains("ok: systemd-sysext would merge it as flixdemo"), "{text}");
+    let l = unsquashfs_list(&out);
+    assert!(l.contains("squashfs-root/usr/bin/ls -> /usr/lib/flixdemo/bin/ls"), "{l}");
+    assert!(l.contains("squashfs-root/usr/bin/flixenv -> /usr/lib/flixdemo/bin/flixenv"), "{l}");
+    assert!(l.contains("squashfs-root/usr/lib/flixdemo/lib/libc.so.6"), "{l}");
+    assert!(l.contains("squashfs-root/usr/lib/flixdemo/lib/ld-linux-x86-64.so.2"), "{l}");
+    assert!(l.contains("squashfs-root/usr/share/demo/readme"), "{l}");
+
+    // readelf on the packed binary: interpreter and run path point into the prefix
+    let x = d.path().join("x");
+    sh(Command::new("unsquashfs").arg("-q").arg("-d").arg(&x).arg(&out));
+    let dynamic = stdout(&sh(Command::new("readelf").arg("-d").arg(x.join("usr/lib/flixdemo/bin/ls"))));
+    assert!(dynamic.contains("Library runpath: [/usr/lib/flixdemo/lib]"), "{dynamic}");
+    let phdrs = stdout(&sh(Command::new("readelf").arg("-l").arg(x.join("usr/lib/flixdemo/bin/ls"))));
+    assert!(phdrs.contains("[Requesting program interpreter: /usr/lib/flixdemo/lib/ld-linux-x86-64.so.2]"), "{phdrs}");
+    // every library the host's ls needs was bundled
+    for lib in host_libs("/usr/bin/ls") {
+        let base = lib.rsplit('/').next().expect("base");
+        assert!(x.join("usr/lib/flixdemo/lib").join(base).is_file(), "{base} not bundled");
+    }
+
+    // runs from the merged extension in a throwaway root that has nothing else;
+    // the loader's --list (what ldd prints) resolves every library inside the prefix
+    let merged = sysext_merge(
+        &[("flixdemo", &out)],
+        "chroot ROOT /usr/bin/ls /usr/share/demo; chroot ROOT /usr/bin/flixenv FLIX=works /usr/bin/flixenv; \
+         echo LIST; chroot ROOT /usr/lib/flixdemo/lib/ld-linux-x86-64.so.2 --list /usr/bin/ls",
+    );
+    assert!(merged.contains("Using extensions 'flixdemo'"), "{merged}");
+    assert!(merged.contains("readme"), "ls did not run: {merged}");
+    assert!(merged.contains("FLIX=works"), "env did not run: {merged}");
+    let list = merged.split("LIST").nth(1).expect("list");
+    let resolved: Vec<&str> = list.lines().filter(|l| l.contains("=>")).collect();
+    assert!(!resolved.is_empty(), "{list}");
+    for l in resolved {
+        assert!(l.contains("=> /usr/lib/flixdemo/lib/"), "resolved outside the prefix: {l}");
+    }
+
+    // the whiteout removed junk; the same image as a tarball and as a directory
+    let o = run(&["sysext", "flix", s(&layout), "j", "/usr/bin/junk", "--arch", "x86-64", "-o", s(&d.path().join("j.raw"))]);
+    assert!(!o.status.success() && stderr(&o).contains("/usr/bin/junk: not a file"), "{}", stderr(&o));
+    let tarball = d.path().join("oci.tar");
+    sh(Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&tarball).arg("."));
+    let from_tar = d.path().join("t.raw");
+    ok(&["sysext", "flix", s(&tarball), "flixdemo", "/usr/bin/ls", "--arch", "x86-64", "-o", s(&from_tar)]);
+    let rootfs = d.path().join("rootfs");
+    std::fs::create_dir(&rootfs).expect("mkdir");
+    sh(Command::new("cp").arg("-a").arg(x.join("usr")).arg(&rootfs));
+    let from_dir = d.path().join("dir.raw");
+    ok(&["sysext", "flix", s(&rootfs), "again", "/usr/lib/flixdemo/bin/ls:/usr/bin/ls2", "--from-dir", "--arch", "x86-64", "-o", s(&from_dir)]);
+    assert!(unsquashfs_list(&from_dir).contains("squashfs-root/usr/bin/ls2 -> /usr/lib/again/bin/ls2"));
+}

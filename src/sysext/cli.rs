@@ -34,6 +34,44 @@ pub enum SysextCommand {
     /// usr/bin, units under usr/lib/systemd/system with Torcx paths rewritten. Best
     /// effort; what it cannot convert is reported on stderr.
     ConvertTorcx(ConvertTorcxArgs),
+    /// Bundle dynamically linked binaries from a container image (OCI layout directory,
+    /// docker save or OCI archive tarball; --from-dir for an extracted tree) with their
+    /// shared libraries in /usr/lib/NAME, interpreter and run path rewritten, exposed in
+    /// /usr/bin. Needs patchelf.
+    Flix(FlixArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FlixArgs {
+    /// The root filesystem: an OCI image layout directory or a docker save / OCI archive
+    /// tarball (or, with --from-dir, an extracted tree).
+    #[arg(value_name = "ROOTFS")]
+    pub rootfs: PathBuf,
+    /// Extension name; the private prefix is /usr/lib/NAME.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Binaries as SRC[:DST], e.g. /usr/bin/b3sum or /bin/busybox:/usr/bin/busybox.
+    #[arg(value_name = "SRC[:DST]", required = true)]
+    pub binaries: Vec<super::flix::BinSpec>,
+    /// ROOTFS is an already extracted directory tree.
+    #[arg(long)]
+    pub from_dir: bool,
+    /// Also copy this directory or file of ROOTFS (under /usr or /opt) to the same path
+    /// in the sysext (repeatable), e.g. /usr/share/terminfo.
+    #[arg(long, value_name = "PATH")]
+    pub resource: Vec<String>,
+    /// systemd unit file to ship in /usr/lib/systemd/system (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub unit: Vec<PathBuf>,
+    #[arg(long, default_value = "1")]
+    pub version: String,
+    #[arg(long)]
+    pub arch: Arch,
+    /// ID= of the extension-release (the bundle brings its own libraries).
+    #[arg(long, default_value = "_any")]
+    pub os: String,
+    #[command(flatten)]
+    pub image: ImageArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -235,6 +273,7 @@ pub fn run(cmd: SysextCommand) -> anyhow::Result<()> {
         SysextCommand::Check(a) => run_check(a),
         SysextCommand::Butane(a) => run_butane(a),
         SysextCommand::ConvertTorcx(a) => run_convert_torcx(a),
+        SysextCommand::Flix(a) => run_flix(a),
     }
 }
 
@@ -460,6 +499,54 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     let report = pack::pack(&root, &out, &opts)?;
+    finish(&report, &opts, &a.image)
+}
+
+fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
+    let opts = pack_options(&a.name, &a.version, a.arch, a.os.clone(), !a.unit.is_empty(), &a.image);
+    pack::validate(&opts)?;
+    let out = output_for(&opts, &a.image);
+    let work = tempfile::Builder::new()
+        .prefix(".flatbake-flix")
+        .tempdir_in(dir_of(&out))
+        .with_context(|| format!("{}: cannot create a scratch directory", dir_of(&out).display()))?;
+    let rootfs = if a.from_dir {
+        a.rootfs.clone()
+    } else {
+        let r = work.path().join("rootfs");
+        eprintln!("extracting {}", a.rootfs.display());
+        super::oci::extract(&a.rootfs, &r, work.path())?;
+        r
+    };
+    let tree = work.path().join("tree");
+    let f = super::flix::flix(&rootfs, &a.name, &a.binaries, &tree)?;
+    eprintln!(
+        "flixed {} with {} libraries into {}",
+        f.binaries.join(", "),
+        f.libraries.len() + usize::from(f.interpreter.is_some()),
+        f.prefix
+    );
+    for r in &a.resource {
+        if !(r.starts_with("/usr/") || r.starts_with("/opt/")) || r.contains("..") {
+            bail!("--resource {r}: must lie under /usr or /opt, without '..'");
+        }
+        let src = super::flix::resolve_in(&rootfs, r).filter(|p| p.exists()).with_context(|| format!("--resource {r}: not in the root filesystem"))?;
+        let dst = tree.join(r.trim_start_matches('/'));
+        if let Some(p) = dst.parent() {
+            std::fs::create_dir_all(p).with_context(|| p.display().to_string())?;
+        }
+        crate::tools::run(
+            std::process::Command::new("cp").arg("-a").arg("--no-preserve=ownership").arg("-T").arg(&src).arg(&dst),
+            "copying a resource",
+        )?;
+    }
+    for u in &a.unit {
+        let file = u.file_name().context("--unit: no file name")?;
+        let dst = tree.join("usr/lib/systemd/system").join(file);
+        std::fs::create_dir_all(dst.parent().context("unit dir")?)?;
+        std::fs::copy(u, &dst).with_context(|| u.display().to_string())?;
+    }
+    let report = pack::pack(&tree, &out, &opts)?;
     finish(&report, &opts, &a.image)
 }
 
