@@ -174,6 +174,30 @@ pub struct BakeArgs {
     #[arg(long = "kernel-arg", value_name = "ARG")]
     pub kernel_args: Vec<String>,
 
+    /// Mask Flatcar's built-in extensions (docker, containerd; comma-separated or
+    /// repeated): /etc/extensions/docker-flatcar.raw and containerd-flatcar.raw become
+    /// symlinks to /dev/null so a custom Docker/containerd replaces them. Baking an
+    /// extension named docker (masks both) or containerd does this by default.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub replace_builtin: Vec<String>,
+
+    /// Keep Flatcar's built-in docker and containerd even when baking extensions named
+    /// docker or containerd.
+    #[arg(long)]
+    pub keep_builtin: bool,
+
+    /// The image is an old release that still runs Torcx (Flatcar 3760 and older): when
+    /// masking built-ins also mask torcx-generator with an empty
+    /// /etc/systemd/system-generators/torcx-generator. Implied when the image's version
+    /// (--flatcar-version or version.txt beside the image) is that old.
+    #[arg(long)]
+    pub torcx_era: bool,
+
+    /// Activate Flatcar's own optional extensions (e.g. zfs,podman; comma-separated or
+    /// repeated) by listing them in /etc/flatcar/enabled-sysext.conf.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub enable_official: Vec<String>,
+
     /// Write a JSON summary of the run to FILE: every output with its sha256 and size,
     /// and the inspect report of every output image flatbake can read (raw, qcow2).
     #[arg(long, value_name = "FILE")]

@@ -9,7 +9,14 @@ use anyhow::Context;
 use std::path::PathBuf;
 
 pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
-    if args.vendor.is_empty() && args.extensions.is_empty() && args.ignition.is_none() && args.kernel_args.is_empty() {
+    if args.vendor.is_empty()
+        && args.extensions.is_empty()
+        && args.ignition.is_none()
+        && args.kernel_args.is_empty()
+        && args.replace_builtin.is_empty()
+        && args.enable_official.is_empty()
+        && !args.torcx_era
+    {
         anyhow::bail!("nothing to do: name sysexts as NAME:FILE and/or vendor images with --vendor");
     }
     if args.image.is_some() && args.release.release.is_some() {
@@ -47,6 +54,7 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
     if !args.vendor.is_empty() {
         return run_vendors(args, image);
     }
+    let builtins = builtins(&args, &image);
     let req = BakeRequest {
         image,
         output: args.output,
@@ -59,11 +67,30 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
         ignition: args.ignition,
         kernel_args: args.kernel_args,
         backend: args.backend,
+        builtins,
     };
     let report = bake::bake(&req)?;
     report::print_report(&report);
     println!("wrote {}", report.output.display());
     report::summarize(std::slice::from_ref(&report.output), args.json.as_deref())
+}
+
+/// What to do with Flatcar's built-in and optional extensions. The image's version
+/// (for Torcx) is --flatcar-version, else version.txt in the release directory or beside
+/// the image.
+fn builtins(args: &BakeArgs, image: &std::path::Path) -> bake::builtin::BuiltinRequest {
+    let dir = args.release_dir.clone().or_else(|| image.parent().map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("."));
+    let version = args
+        .flatcar_version
+        .clone()
+        .or_else(|| crate::vendor::version_from_file(&dir.join("version.txt")).ok());
+    bake::builtin::BuiltinRequest {
+        replace: args.replace_builtin.clone(),
+        keep: args.keep_builtin,
+        torcx: args.torcx_era,
+        enable_official: args.enable_official.clone(),
+        flatcar_version: version,
+    }
 }
 
 /// Release files the named vendors need: OEM sysexts and shipped firmware.
@@ -111,6 +138,7 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("{}: cannot create a work directory", out_dir.display()))?;
     let _work_guard = crate::cleanup::register(work.path());
     let base = work.path().join("base.bin");
+    let builtins = builtins(&args, &image);
     let req = BakeRequest {
         image,
         output: base.clone(),
@@ -124,6 +152,7 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
         // vendor grub.cfgs are written per vendor, with the kernel arguments in them
         kernel_args: Vec::new(),
         backend: args.backend,
+        builtins,
     };
     let report = bake::bake(&req)?;
     report::print_report(&report);

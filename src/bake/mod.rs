@@ -3,6 +3,7 @@
 //! The input image is opened read-only and never modified.
 
 pub mod autoupdate;
+pub mod builtin;
 pub mod plan;
 
 use crate::arch::Arch;
@@ -35,6 +36,8 @@ pub struct BakeRequest {
     pub kernel_args: Vec<String>,
     /// How ROOT and OEM are edited.
     pub backend: crate::fs::Backend,
+    /// Masking Flatcar's built-in extensions and enabling its optional ones.
+    pub builtins: builtin::BuiltinRequest,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +130,28 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         rootfs.read_link(p).ok().and_then(|t| t.to_str().ok().map(str::to_owned))
     };
     let (mut root_edits, mut oem_edits) = plan::edits(&exts, &existing);
+    let baked_names: Vec<&str> = req.extensions.iter().filter_map(|a| a.split_once(':').map(|(n, _)| n)).collect();
+    let builtins = match builtin::plan(&req.builtins, &baked_names) {
+        Ok(p) => p,
+        Err(ps) => {
+            problems.extend(ps);
+            builtin::BuiltinPlan::default()
+        }
+    };
+    let enabled_conf: Option<String> = if builtins.enable.is_empty() {
+        None
+    } else {
+        match rootfs.read(builtin::ENABLED_CONF) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    problems.push(format!("{}: ROOT's {} is not text", req.image.display(), builtin::ENABLED_CONF));
+                    None
+                }
+            },
+            Err(_) => None,
+        }
+    };
     let updated: Vec<&str> = exts.iter().filter(|e| e.conf.is_some()).map(|e| e.name.as_str()).collect();
     if req.sysupdate && updated.is_empty() {
         problems.push("--sysupdate: no extension being baked has a sysupdate config (NAME.conf beside FILE or --sysupdate-conf)".into());
@@ -190,6 +215,9 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     if !problems.is_empty() {
         return Err(BakeError::Preflight(problems));
     }
+    for n in &builtins.notes {
+        log(n);
+    }
 
     // Everything checked: write.
     crate::cleanup::sweep_stale(&out_dir);
@@ -223,6 +251,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     if req.sysupdate {
         root_edits.ops.extend(autoupdate::edits(&updated, &root_work).map_err(io(&root_work))?.ops);
     }
+    root_edits.ops.extend(builtin::edits(&builtins, enabled_conf.as_deref(), &root_work).map_err(io(&root_work))?.ops);
     crate::fs::apply_root(req.backend, tmp.path(), &layout.root, &root_edits, &root_work)?;
     tmp.as_file().sync_all().map_err(io(&req.output))?;
     crate::cleanup::pause_point("before-rename");

@@ -30,6 +30,68 @@ pub enum SysextCommand {
     Check(CheckArgs),
     /// Print a Butane snippet that installs a sysext image on first boot.
     Butane(ButaneArgs),
+    /// Convert a Torcx image (NAME:VERSION.torcx.tgz) into a sysext: binaries under
+    /// usr/bin, units under usr/lib/systemd/system with Torcx paths rewritten. Best
+    /// effort; what it cannot convert is reported on stderr.
+    ConvertTorcx(ConvertTorcxArgs),
+    /// Bundle dynamically linked binaries from a container image (OCI layout directory,
+    /// docker save or OCI archive tarball; --from-dir for an extracted tree) with their
+    /// shared libraries in /usr/lib/NAME, interpreter and run path rewritten, exposed in
+    /// /usr/bin. Needs patchelf.
+    Flix(FlixArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FlixArgs {
+    /// The root filesystem: an OCI image layout directory or a docker save / OCI archive
+    /// tarball (or, with --from-dir, an extracted tree).
+    #[arg(value_name = "ROOTFS")]
+    pub rootfs: PathBuf,
+    /// Extension name; the private prefix is /usr/lib/NAME.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Binaries as SRC[:DST], e.g. /usr/bin/b3sum or /bin/busybox:/usr/bin/busybox.
+    #[arg(value_name = "SRC[:DST]", required = true)]
+    pub binaries: Vec<super::flix::BinSpec>,
+    /// ROOTFS is an already extracted directory tree.
+    #[arg(long)]
+    pub from_dir: bool,
+    /// Also copy this directory or file of ROOTFS (under /usr or /opt) to the same path
+    /// in the sysext (repeatable), e.g. /usr/share/terminfo.
+    #[arg(long, value_name = "PATH")]
+    pub resource: Vec<String>,
+    /// systemd unit file to ship in /usr/lib/systemd/system (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub unit: Vec<PathBuf>,
+    #[arg(long, default_value = "1")]
+    pub version: String,
+    #[arg(long)]
+    pub arch: Arch,
+    /// ID= of the extension-release (the bundle brings its own libraries).
+    #[arg(long, default_value = "_any")]
+    pub os: String,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ConvertTorcxArgs {
+    /// The Torcx image (a tar.gz with .torcx/manifest.json).
+    #[arg(value_name = "TORCX.tgz")]
+    pub archive: PathBuf,
+    /// Extension name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Version [default: from a NAME:VERSION.torcx.tgz file name].
+    #[arg(long)]
+    pub version: Option<String>,
+    #[arg(long)]
+    pub arch: Arch,
+    /// ID= of the extension-release: Torcx images were built against Flatcar's libraries.
+    #[arg(long, default_value = "flatcar")]
+    pub os: String,
+    #[command(flatten)]
+    pub image: ImageArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -149,6 +211,16 @@ pub struct CreateArgs {
     /// Scratch directory for downloads [default: beside the output].
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Build one variant of the recipe (see `flatbake sysext list`).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["only_docker", "only_containerd"])]
+    pub variant: Option<String>,
+    /// docker: the engine and CLI without containerd and runc (--variant only-docker).
+    #[arg(long, conflicts_with = "only_containerd")]
+    pub only_docker: bool,
+    /// docker: containerd and runc only, as the extension "containerd"
+    /// (--variant only-containerd).
+    #[arg(long)]
+    pub only_containerd: bool,
     #[command(flatten)]
     pub source: RecipeSource,
     #[command(flatten)]
@@ -200,6 +272,8 @@ pub fn run(cmd: SysextCommand) -> anyhow::Result<()> {
         SysextCommand::List(a) => run_list(a),
         SysextCommand::Check(a) => run_check(a),
         SysextCommand::Butane(a) => run_butane(a),
+        SysextCommand::ConvertTorcx(a) => run_convert_torcx(a),
+        SysextCommand::Flix(a) => run_flix(a),
     }
 }
 
@@ -284,7 +358,12 @@ fn parse_sums(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 fn run_create(a: CreateArgs) -> anyhow::Result<()> {
-    let r = recipe::load(&a.recipe, a.source.recipes.as_deref())?;
+    let variant = match (a.only_docker, a.only_containerd) {
+        (true, _) => Some("only-docker"),
+        (_, true) => Some("only-containerd"),
+        _ => a.variant.as_deref(),
+    };
+    let r = recipe::load(&a.recipe, a.source.recipes.as_deref())?.select(variant)?;
     let os = a.os.clone().unwrap_or_else(|| r.os.clone());
     let opts = pack_options(&r.name, &a.version, a.arch, os, r.reload_manager, &a.image);
     let out = output_for(&opts, &a.image);
@@ -313,7 +392,13 @@ fn run_list(a: ListArgs) -> anyhow::Result<()> {
         None => {
             for n in recipe::names(a.source.recipes.as_deref()) {
                 match recipe::load(&n, a.source.recipes.as_deref()) {
-                    Ok(r) => println!("{:<12} {}", r.name, r.description),
+                    Ok(r) if r.variants.is_empty() => println!("{:<12} {}", r.name, r.description),
+                    Ok(r) => println!(
+                        "{:<12} {} (variants: {})",
+                        r.name,
+                        r.description,
+                        r.variants.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
                     Err(e) => println!("{n:<12} (broken: {e})"),
                 }
             }
@@ -387,6 +472,82 @@ fn run_check(a: CheckArgs) -> anyhow::Result<()> {
         bail!("{bad} of {} image(s) would be refused", a.files.len());
     }
     Ok(())
+}
+
+fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
+    let file = a.archive.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let version = match a.version.clone().or_else(|| super::torcx::version_from_file_name(&file)) {
+        Some(v) => v,
+        None => bail!("{}: no version in the file name (NAME:VERSION.torcx.tgz); pass --version", a.archive.display()),
+    };
+    let opts = pack_options(&a.name, &version, a.arch, a.os.clone(), true, &a.image);
+    pack::validate(&opts)?;
+    let out = output_for(&opts, &a.image);
+    let work = tempfile::Builder::new()
+        .prefix(".flatbake-torcx")
+        .tempdir_in(dir_of(&out))
+        .with_context(|| format!("{}: cannot create a scratch directory", dir_of(&out).display()))?;
+    let root = work.path().join("root");
+    let c = super::torcx::convert(&a.archive, &a.name, &root, work.path())?;
+    for u in &c.rewritten {
+        eprintln!("rewrote Torcx paths in {u}");
+    }
+    for u in &c.upheld {
+        eprintln!("upheld by {u}");
+    }
+    for w in &c.warnings {
+        eprintln!("warning: {w}");
+    }
+    let report = pack::pack(&root, &out, &opts)?;
+    finish(&report, &opts, &a.image)
+}
+
+fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
+    let opts = pack_options(&a.name, &a.version, a.arch, a.os.clone(), !a.unit.is_empty(), &a.image);
+    pack::validate(&opts)?;
+    let out = output_for(&opts, &a.image);
+    let work = tempfile::Builder::new()
+        .prefix(".flatbake-flix")
+        .tempdir_in(dir_of(&out))
+        .with_context(|| format!("{}: cannot create a scratch directory", dir_of(&out).display()))?;
+    let rootfs = if a.from_dir {
+        a.rootfs.clone()
+    } else {
+        let r = work.path().join("rootfs");
+        eprintln!("extracting {}", a.rootfs.display());
+        super::oci::extract(&a.rootfs, &r, work.path())?;
+        r
+    };
+    let tree = work.path().join("tree");
+    let f = super::flix::flix(&rootfs, &a.name, &a.binaries, &tree)?;
+    eprintln!(
+        "flixed {} with {} libraries into {}",
+        f.binaries.join(", "),
+        f.libraries.len() + usize::from(f.interpreter.is_some()),
+        f.prefix
+    );
+    for r in &a.resource {
+        if !(r.starts_with("/usr/") || r.starts_with("/opt/")) || r.contains("..") {
+            bail!("--resource {r}: must lie under /usr or /opt, without '..'");
+        }
+        let src = super::flix::resolve_in(&rootfs, r).filter(|p| p.exists()).with_context(|| format!("--resource {r}: not in the root filesystem"))?;
+        let dst = tree.join(r.trim_start_matches('/'));
+        if let Some(p) = dst.parent() {
+            std::fs::create_dir_all(p).with_context(|| p.display().to_string())?;
+        }
+        crate::tools::run(
+            std::process::Command::new("cp").arg("-a").arg("--no-preserve=ownership").arg("-T").arg(&src).arg(&dst),
+            "copying a resource",
+        )?;
+    }
+    for u in &a.unit {
+        let file = u.file_name().context("--unit: no file name")?;
+        let dst = tree.join("usr/lib/systemd/system").join(file);
+        std::fs::create_dir_all(dst.parent().context("unit dir")?)?;
+        std::fs::copy(u, &dst).with_context(|| u.display().to_string())?;
+    }
+    let report = pack::pack(&tree, &out, &opts)?;
+    finish(&report, &opts, &a.image)
 }
 
 fn run_butane(a: ButaneArgs) -> anyhow::Result<()> {

@@ -1,18 +1,22 @@
 //! systemd-sysext images: their metadata (`extension-release`), reading existing
 //! images, the checks systemd applies before it merges one, and building new ones
-//! (`flatbake sysext`: packing a directory, recipes, Butane snippets).
+//! (`flatbake sysext`: packing a directory, recipes, Butane snippets, converting Torcx
+//! images, bundling programs from container images with Flix).
 
 pub mod butane;
 pub mod check;
 pub mod cli;
 pub mod erofs;
 pub mod fetch;
+pub mod flix;
 pub mod image;
+pub mod oci;
 pub mod pack;
 pub mod recipe;
 pub mod release;
 pub mod squashfs;
 pub mod sysupdate;
+pub mod torcx;
 
 /// Whether `name` is usable as an extension name: the file name of
 /// `/etc/extensions/NAME.raw` and the suffix of `extension-release.NAME`.

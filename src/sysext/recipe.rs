@@ -3,6 +3,11 @@
 //! files go where in the sysext, and which systemd units and `Upholds=` drop-ins ship
 //! with it. `create` runs a recipe and packs the result; `versions` lists upstream
 //! releases.
+//!
+//! Variants split a recipe into images that can be loaded together or apart (docker's
+//! `only-docker` / `only-containerd`): items (installs, files, symlinks, upholds) carry
+//! an optional `group`, and `[variant.NAME]` lists the groups it keeps (ungrouped items
+//! are always kept) and may rename the extension. [`Recipe::select`] applies one.
 
 use super::fetch::{self, ArchiveKind, FetchError, Fetcher};
 use super::pack::{self, PackError, PackOptions, PackReport};
@@ -47,6 +52,21 @@ pub struct Recipe {
     pub symlinks: Vec<Symlink>,
     #[serde(default)]
     pub upholds: Vec<Upholds>,
+    /// Named subsets of the recipe (`flatbake sysext create --variant NAME`).
+    #[serde(default, rename = "variant")]
+    pub variants: BTreeMap<String, Variant>,
+}
+
+/// `[variant.NAME]`: keep only the items of `groups` (and the ungrouped ones).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The extension name of this variant's image [default: the recipe's].
+    #[serde(default)]
+    pub name: Option<String>,
+    pub groups: Vec<String>,
 }
 
 fn any() -> String {
@@ -110,6 +130,9 @@ pub struct Install {
     /// Octal mode, e.g. `"0755"`; default: the archive's mode, 0644 for plain downloads.
     #[serde(default)]
     pub mode: Option<String>,
+    /// Variant group (see [`Variant`]).
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -119,6 +142,8 @@ pub struct InlineFile {
     pub content: String,
     #[serde(default)]
     pub mode: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -126,6 +151,8 @@ pub struct InlineFile {
 pub struct Symlink {
     pub path: String,
     pub target: String,
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// `usr/lib/systemd/system/TARGET.d/10-NAME-UNIT.conf` with `[Unit] Upholds=UNIT`: the
@@ -135,6 +162,8 @@ pub struct Symlink {
 pub struct Upholds {
     pub target: String,
     pub unit: String,
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +242,21 @@ impl Recipe {
                 }
             }
         }
+        let groups = self.groups();
+        for (v, var) in &self.variants {
+            if let Some(p) = super::name_problem(v) {
+                return Err(format!("[variant.{v}]: {p}"));
+            }
+            if let Some(p) = var.name.as_deref().and_then(super::name_problem) {
+                return Err(format!("[variant.{v}] name: {p}"));
+            }
+            if var.groups.is_empty() {
+                return Err(format!("[variant.{v}]: groups is empty"));
+            }
+            if let Some(g) = var.groups.iter().find(|g| !groups.contains(g)) {
+                return Err(format!("[variant.{v}]: no item is in group '{g}'"));
+            }
+        }
         match (&self.versions.github, &self.versions.index, &self.versions.pattern) {
             (Some(_), None, None) => {}
             (None, Some(_), Some(p)) if p.contains("{version}") => {}
@@ -223,6 +267,54 @@ impl Recipe {
             }
         }
         Ok(())
+    }
+
+    /// Every group named by an item.
+    fn groups(&self) -> Vec<String> {
+        let mut g: Vec<String> = self
+            .downloads
+            .iter()
+            .flat_map(|d| d.install.iter().map(|i| &i.group))
+            .chain(self.files.iter().map(|f| &f.group))
+            .chain(self.symlinks.iter().map(|s| &s.group))
+            .chain(self.upholds.iter().map(|u| &u.group))
+            .flatten()
+            .cloned()
+            .collect();
+        g.sort();
+        g.dedup();
+        g
+    }
+
+    /// The recipe as variant `name` builds it: only ungrouped items and those of the
+    /// variant's groups, downloads left with nothing to install dropped, renamed if the
+    /// variant says so. `None` is the whole recipe.
+    pub fn select(&self, name: Option<&str>) -> Result<Recipe, RecipeError> {
+        let Some(name) = name else { return Ok(self.clone()) };
+        let v = self.variants.get(name).ok_or_else(|| {
+            RecipeError::Invalid(
+                self.name.clone(),
+                if self.variants.is_empty() {
+                    format!("has no variant {name} (it has no variants)")
+                } else {
+                    format!("has no variant {name} (it has {})", self.variants.keys().cloned().collect::<Vec<_>>().join(", "))
+                },
+            )
+        })?;
+        let keep = |g: &Option<String>| g.as_ref().is_none_or(|g| v.groups.contains(g));
+        let mut r = self.clone();
+        for d in &mut r.downloads {
+            d.install.retain(|i| keep(&i.group));
+        }
+        r.downloads.retain(|d| !d.install.is_empty());
+        r.files.retain(|f| keep(&f.group));
+        r.symlinks.retain(|s| keep(&s.group));
+        r.upholds.retain(|u| keep(&u.group));
+        if let Some(n) = &v.name {
+            r.name = n.clone();
+        }
+        r.variants.clear();
+        Ok(r)
     }
 
     /// Template variables for a build.
@@ -386,6 +478,28 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
                             }
                             e => e,
                         })?;
+                    } else if let Some(pattern) = Path::new(&from).file_name().and_then(|f| f.to_str()).filter(|f| f.contains('*')) {
+                        let sd = match Path::new(&from).parent() {
+                            Some(p) if !p.as_os_str().is_empty() => x.join(p),
+                            _ => x.clone(),
+                        };
+                        let mut matched: Vec<PathBuf> = match std::fs::read_dir(&sd) {
+                            Ok(rd) => rd
+                                .flatten()
+                                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                                .filter(|e| e.file_name().to_str().is_some_and(|n| glob_match(pattern, n)))
+                                .map(|e| e.path())
+                                .collect(),
+                            Err(_) => Vec::new(),
+                        };
+                        if matched.is_empty() {
+                            return Err(bad(format!("{url} has no file matching {from}")));
+                        }
+                        matched.sort();
+                        for m in matched {
+                            let base = m.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                            copy_file(&m, &dest_file(&root, &to, &base), mode)?;
+                        }
                     } else {
                         let s = x.join(&from);
                         if !s.is_file() {
@@ -474,6 +588,26 @@ fn expected_sum(
         };
     }
     Err(unverifiable(c.unpublished.clone().unwrap_or_else(|| "no checksum source".into())))
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 fn dest_file(root: &Path, to: &str, base: &str) -> PathBuf {
@@ -636,6 +770,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("docker*", "docker") && glob_match("docker*", "docker-proxy"));
+        assert!(glob_match("containerd*", "containerd-shim-runc-v2") && !glob_match("containerd*", "ctr"));
+        assert!(glob_match("*-v2", "containerd-shim-runc-v2") && glob_match("a*b*c", "a-b-c") && !glob_match("a*b*c", "a-c"));
+        assert!(glob_match("runc", "runc") && !glob_match("runc", "runc2"));
+    }
+
+    #[test]
+    fn docker_variants_split_the_recipe() {
+        let r = load("docker", None).unwrap();
+        let files = |r: &Recipe| -> Vec<String> {
+            let mut v: Vec<String> = r.downloads.iter().flat_map(|d| d.install.iter().filter_map(|i| i.from.clone())).collect();
+            v.extend(r.files.iter().map(|f| f.path.clone()));
+            v.extend(r.upholds.iter().map(|u| u.unit.clone()));
+            v
+        };
+        let all = files(&r.select(None).unwrap());
+        let d = r.select(Some("only-docker")).unwrap();
+        let c = r.select(Some("only-containerd")).unwrap();
+        assert_eq!(d.name, "docker");
+        assert_eq!(c.name, "containerd");
+        let (fd, fc) = (files(&d), files(&c));
+        assert!(fd.iter().all(|f| !f.contains("containerd") && !f.contains("runc")), "{fd:?}");
+        assert!(fc.iter().all(|f| !f.rsplit('/').next().unwrap_or(f).contains("docker")), "{fc:?}");
+        assert_eq!(fd.len() + fc.len(), all.len(), "every item is in exactly one variant");
+        assert!(r.select(Some("nope")).unwrap_err().to_string().contains("has no variant nope (it has only-containerd, only-docker)"));
+        let bad = "name='x'\ndescription='d'\n[versions]\ngithub='a/b'\n[arch.x86-64]\n[variant.v]\ngroups=['g']\n";
+        assert!(Recipe::parse(bad, "x").unwrap_err().to_string().contains("no item is in group 'g'"));
     }
 
     #[test]
