@@ -98,10 +98,7 @@ pub fn refcount_layout(used: u64) -> (u64, u64) {
     }
 }
 
-struct Job {
-    indices: Vec<u64>,
-    data: Vec<u8>,
-}
+type Job = super::source::ClusterJob;
 
 struct Done {
     indices: Vec<u64>,
@@ -261,26 +258,7 @@ pub(crate) fn write(
     pipeline::run(
         threads,
         threads * 4,
-        || {
-            let mut job = Job {
-                indices: Vec::with_capacity(JOB_CLUSTERS),
-                data: Vec::with_capacity(JOB_CLUSTERS * CLUSTER as usize),
-            };
-            while job.indices.len() < JOB_CLUSTERS {
-                match clusters.next_cluster()? {
-                    Some((i, c)) => {
-                        job.indices.push(i);
-                        job.data.extend_from_slice(c);
-                    }
-                    None => break,
-                }
-            }
-            Ok(if job.indices.is_empty() {
-                None
-            } else {
-                Some(job)
-            })
-        },
+        || clusters.next_job(JOB_CLUSTERS),
         |job| compress_job(job, compress, path),
         |done| {
             for (k, &idx) in done.indices.iter().enumerate() {

@@ -85,6 +85,12 @@ impl Source {
 /// The non-zero clusters of a [`Source`], in ascending order: reads the data extents
 /// a batch (1 MiB) at a time and skips clusters that are all zeros. The last cluster is
 /// zero-padded if the input ends inside it.
+/// Consecutive non-zero clusters handed to a compression worker.
+pub struct ClusterJob {
+    pub indices: Vec<u64>,
+    pub data: Vec<u8>,
+}
+
 pub struct Clusters<'a> {
     src: &'a Source,
     cluster: usize,
@@ -114,6 +120,22 @@ impl<'a> Clusters<'a> {
     }
 
     /// The next non-zero cluster: its index and contents (`cluster` bytes).
+    /// Up to `max` next non-zero clusters, concatenated, with their indices: one unit of
+    /// work for the compression pipeline. `None` at the end.
+    pub fn next_job(&mut self, max: usize) -> Result<Option<ClusterJob>, FormatError> {
+        let mut job = ClusterJob { indices: Vec::with_capacity(max), data: Vec::with_capacity(max * self.cluster) };
+        while job.indices.len() < max {
+            match self.next_cluster()? {
+                Some((i, c)) => {
+                    job.indices.push(i);
+                    job.data.extend_from_slice(c);
+                }
+                None => break,
+            }
+        }
+        Ok(if job.indices.is_empty() { None } else { Some(job) })
+    }
+
     pub fn next_cluster(&mut self) -> Result<Option<(u64, &[u8])>, FormatError> {
         loop {
             while self.pos < self.per_batch {

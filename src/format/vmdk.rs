@@ -291,10 +291,7 @@ fn write_sparse(
     Ok(data)
 }
 
-struct Job {
-    indices: Vec<u64>,
-    data: Vec<u8>,
-}
+type Job = super::source::ClusterJob;
 
 struct Done {
     indices: Vec<u64>,
@@ -392,26 +389,7 @@ fn write_stream(
     pipeline::run(
         threads,
         threads * 4,
-        || {
-            let mut job = Job {
-                indices: Vec::with_capacity(JOB_GRAINS),
-                data: Vec::with_capacity(JOB_GRAINS * GRAIN as usize),
-            };
-            while job.indices.len() < JOB_GRAINS {
-                match clusters.next_cluster()? {
-                    Some((i, c)) => {
-                        job.indices.push(i);
-                        job.data.extend_from_slice(c);
-                    }
-                    None => break,
-                }
-            }
-            Ok(if job.indices.is_empty() {
-                None
-            } else {
-                Some(job)
-            })
-        },
+        || clusters.next_job(JOB_GRAINS),
         |job| compress_job(job, path),
         |done| {
             for (k, &i) in done.indices.iter().enumerate() {
