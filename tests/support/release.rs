@@ -163,73 +163,49 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             .or_else(|| s.always.get(&path).cloned());
         (s.files.get(&path).cloned(), fault)
     };
-    let mut out = conn;
-    let mut status = 200u16;
-    let result = (|| -> std::io::Result<()> {
-        if let Some(Fault::Status(code)) = fault {
-            status = code;
-            return write!(
-                out,
-                "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-        }
-        let Some(data) = file else {
-            status = 404;
-            return write!(
-                out,
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-        };
-        let tag = etag(&data);
-        let mut start = 0usize;
-        let honour = fault != Some(Fault::IgnoreRange)
-            && if_range.as_deref().is_none_or(|v| v == tag);
-        if let (Some(r), true) = (&range, honour) {
-            if let Some(n) = r
-                .strip_prefix("bytes=")
+    // Decide the whole response first and log the request before sending it: a client
+    // may act on the response (and the test read the log) before this thread goes on.
+    let empty = |code: u16, reason: &str, extra: &str| {
+        (code, format!("HTTP/1.1 {code} {reason}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"), Vec::new())
+    };
+    let (status, head, send): (u16, String, Vec<u8>) = match (fault.clone(), file) {
+        (Some(Fault::Status(code)), _) => empty(code, "Oops", ""),
+        (_, None) => empty(404, "Not Found", ""),
+        (_, Some(data)) => {
+            let tag = etag(&data);
+            let honour = fault != Some(Fault::IgnoreRange) && if_range.as_deref().is_none_or(|v| v == tag);
+            let wanted = range
+                .as_deref()
+                .filter(|_| honour)
+                .and_then(|r| r.strip_prefix("bytes="))
                 .and_then(|r| r.strip_suffix('-'))
-                .and_then(|n| n.parse::<usize>().ok())
-            {
-                if n >= data.len() {
-                    status = 416;
-                    return write!(
-                        out,
-                        "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{}\r\n\
-                         Content-Length: 0\r\nConnection: close\r\n\r\n",
-                        data.len()
-                    );
+                .and_then(|n| n.parse::<usize>().ok());
+            match wanted {
+                Some(n) if n >= data.len() => empty(416, "Range Not Satisfiable", &format!("Content-Range: bytes */{}\r\n", data.len())),
+                _ => {
+                    let start = wanted.unwrap_or(0);
+                    let body = &data[start..];
+                    let (code, mut head) = if wanted.is_some() {
+                        (206, format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\n", data.len() - 1, data.len()))
+                    } else {
+                        (200, "HTTP/1.1 200 OK\r\n".to_string())
+                    };
+                    head.push_str(&format!(
+                        "Content-Length: {}\r\nETag: {tag}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    ));
+                    let send = match fault {
+                        Some(Fault::Cut(n)) => body[..n.min(body.len())].to_vec(),
+                        _ => body.to_vec(),
+                    };
+                    (code, head, send)
                 }
-                start = n;
-                status = 206;
             }
         }
-        let body = &data[start..];
-        let mut head = if status == 206 {
-            format!(
-                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\n",
-                data.len() - 1,
-                data.len()
-            )
-        } else {
-            "HTTP/1.1 200 OK\r\n".to_string()
-        };
-        head.push_str(&format!(
-            "Content-Length: {}\r\nETag: {tag}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
-            body.len()
-        ));
-        out.write_all(head.as_bytes())?;
-        let send = match fault {
-            Some(Fault::Cut(n)) => &body[..n.min(body.len())],
-            _ => body,
-        };
-        out.write_all(send)?;
-        out.flush()
-    })();
-    state.lock().unwrap().log.push(Request {
-        path,
-        range,
-        status,
-    });
+    };
+    state.lock().unwrap().log.push(Request { path, range, status });
+    let mut out = conn;
+    let result = out.write_all(head.as_bytes()).and_then(|_| out.write_all(&send)).and_then(|_| out.flush());
     let _ = out.shutdown(std::net::Shutdown::Both);
     result
 }
