@@ -564,24 +564,33 @@ fn flatwrap_runs_programs_of_an_oci_image_in_their_own_root_from_the_merged_exte
     assert!(w.starts_with("#!/bin/sh\n") && w.contains(r#"exec "${FLATWRAP_ROOT-}"'/usr/lib/fwhost/enter' '/usr/bin/cat' "$@""#), "{w}");
 
     // run for real from a throwaway root where both are merged (FLATWRAP_ROOT=the root: the
-    // scripts run with the test host's sh and unshare, the programs in the image's root):
-    // as root with unshare --mount, through the user-namespace path, and with --etc-map chroot
+    // scripts run with the test host's sh, unshare and bwrap, the programs in the image's
+    // root): as root with unshare --mount, through the user-namespace path, with bwrap
+    // (installed by scripts/setup.sh; FLATWRAP_NO_BWRAP=1 takes the unshare paths), and
+    // with --etc-map chroot
+    assert!(Path::new("/usr/bin/bwrap").exists(), "bwrap missing: run scripts/setup.sh");
     let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
     let first = passwd.lines().next().expect("a line");
-    let cmds = "cd /tmp; for mode in ROOT USERNS; do \
-        if [ $mode = USERNS ]; then export FLATWRAP_USERNS=1; fi; echo \"== $mode\"; \
-        FLATWRAP_NO_BWRAP=1 FLATWRAP_ROOT={R} {R}/usr/bin/fwcat /flatwrap-marker /etc/passwd 2>&1; \
-        FLATWRAP_NO_BWRAP=1 FLATWRAP_ROOT={R} {R}/usr/bin/fwcat /etc/flatwrap-etc 2>&1 || echo NO-IMAGE-ETC; \
-        FLATWRAP_NO_BWRAP=1 FLATWRAP_ROOT={R} {R}/usr/bin/fwls -a / | tr '\\n' ' '; echo; \
-        done; unset FLATWRAP_USERNS; echo '== CHROOT'; \
-        FLATWRAP_NO_BWRAP=1 FLATWRAP_ROOT={R} {R}/usr/bin/fwcatc /flatwrap-marker /etc/flatwrap-etc 2>&1; \
-        FLATWRAP_NO_BWRAP=1 FLATWRAP_ROOT={R} {R}/usr/bin/fwcatc /etc/passwd 2>&1 || echo NO-HOST-ETC; \
+    let cmds = "cd /tmp; for mode in ROOT USERNS BWRAP; do \
+        nb=1; if [ $mode = USERNS ]; then export FLATWRAP_USERNS=1; fi; if [ $mode = BWRAP ]; then nb=; fi; \
+        export FLATWRAP_NO_BWRAP=$nb; echo \"== $mode\"; \
+        FLATWRAP_ROOT={R} {R}/usr/bin/fwcat /flatwrap-marker /etc/passwd 2>&1; \
+        FLATWRAP_ROOT={R} {R}/usr/bin/fwcat /etc/flatwrap-etc 2>&1 || echo NO-IMAGE-ETC; \
+        FLATWRAP_ROOT={R} {R}/usr/bin/fwls -a / | tr '\\n' ' '; echo; \
+        echo TMPFS=$(FLATWRAP_ROOT={R} {R}/usr/bin/fwcat /proc/self/mountinfo | grep -c ' flatwrap-fwhost ' || true); \
+        done; unset FLATWRAP_USERNS; export FLATWRAP_NO_BWRAP=1; echo '== CHROOT'; \
+        FLATWRAP_ROOT={R} {R}/usr/bin/fwcatc /flatwrap-marker /etc/flatwrap-etc 2>&1; \
+        FLATWRAP_ROOT={R} {R}/usr/bin/fwcatc /etc/passwd 2>&1 || echo NO-HOST-ETC; \
         echo '== AFTER'; ls {R}/usr/lib/fwhost/mnt | wc -l";
     let merged = sysext_merge_as(&[("fwhost", &host), ("fwchroot", &chroot)], cmds, "{R}");
     assert!(merged.contains("Using extensions 'fwchroot', 'fwhost'"), "{merged}");
     let part = |tag: &str| merged.split(&format!("== {tag}")).nth(1).expect(tag).split("== ").next().expect(tag).to_owned();
-    for mode in ["ROOT", "USERNS"] {
+    for mode in ["ROOT", "USERNS", "BWRAP"] {
         let p = part(mode);
+        // unshare builds the root on the tmpfs flatwrap-fwhost (seen more than once when the
+        // rbound host /tmp holds the throwaway root); bwrap on a tmpfs of its own
+        let tmpfs = p.lines().find_map(|l| l.strip_prefix("TMPFS=")).unwrap_or_else(|| panic!("{mode}: no TMPFS= line:\n{merged}"));
+        assert_eq!(tmpfs == "0", mode == "BWRAP", "{mode}: not the expected way in (TMPFS={tmpfs}):\n{merged}");
         assert!(p.contains("only in the image"), "{mode}: the program did not see the image's root:\n{merged}");
         assert!(p.contains(first), "{mode}: /etc is not the host's:\n{merged}");
         assert!(p.contains("NO-IMAGE-ETC") && !p.contains("the image's etc"), "{mode}: the image's /etc leaked through:\n{merged}");
