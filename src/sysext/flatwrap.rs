@@ -150,7 +150,7 @@ pub fn flatwrap(rootfs: &Path, take: bool, o: &Options, out: &Path) -> Result<Wr
     names.sort();
     for n in names {
         let abs = format!("/{n}");
-        if host.iter().any(|h| *h == abs) {
+        if host.contains(&abs) {
             continue;
         }
         let p = root.join(&n);
