@@ -200,6 +200,11 @@ fn unsquashfs_list(img: &Path) -> String {
 /// Merge `images` (NAME.raw) into a throwaway root with a Flatcar os-release in a private
 /// mount namespace, then run `extra` (ROOT stands for the root); returns the output.
 fn sysext_merge(images: &[(&str, &Path)], extra: &str) -> String {
+    sysext_merge_as(images, extra, "ROOT")
+}
+
+/// [`sysext_merge`] with `token` standing for the root in `extra`.
+fn sysext_merge_as(images: &[(&str, &Path)], extra: &str, token: &str) -> String {
     let root = tempfile::tempdir().expect("tmp");
     let r = root.path();
     write(&r.join("usr/lib/os-release"), b"ID=flatcar\nVERSION_ID=4081.2.0\nSYSEXT_LEVEL=1.0\n", 0o644);
@@ -212,7 +217,7 @@ fn sysext_merge(images: &[(&str, &Path)], extra: &str) -> String {
         "set -e; mount -t tmpfs tmpfs /run; mount --bind {0} {0}; mount --make-shared {0}; \
          systemd-sysext --root={0} merge 2>&1; {1}",
         r.display(),
-        extra.replace("ROOT", s(r))
+        extra.replace(token, s(r))
     );
     let out = sh(Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]));
     stdout(&out)
@@ -388,8 +393,14 @@ fn tar_layer(entries: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
 /// An OCI image layout: layer 1 holds ls and env with their libraries (copied from the
 /// host) and usr/bin/junk; layer 2 (gzip) whites junk out and adds usr/share/demo.
 fn oci_layout(dir: &Path) -> PathBuf {
+    oci_layout_with(dir, &[], &[])
+}
+
+/// [`oci_layout`] with more host binaries (and their libraries) in layer 1 and more
+/// files (path, content) in layer 2.
+fn oci_layout_with(dir: &Path, more_bins: &[&str], more_files: &[(&str, &[u8])]) -> PathBuf {
     let mut l1: Vec<(String, Vec<u8>, u32)> = Vec::new();
-    for bin in ["/usr/bin/ls", "/usr/bin/env"] {
+    for bin in ["/usr/bin/ls", "/usr/bin/env"].iter().chain(more_bins) {
         l1.push((bin.trim_start_matches('/').to_owned(), std::fs::read(bin).expect("bin"), 0o755));
         for lib in host_libs(bin) {
             let rel = lib.trim_start_matches('/').to_owned();
@@ -399,7 +410,9 @@ fn oci_layout(dir: &Path) -> PathBuf {
         }
     }
     l1.push(("usr/bin/junk".into(), b"junk".to_vec(), 0o755));
-    let l2 = tar_gz(&[("usr/bin/.wh.junk", b"", 0o644), ("usr/share/demo/readme", b"from layer 2\n", 0o644)]);
+    let mut l2: Vec<(&str, &[u8], u32)> = vec![("usr/bin/.wh.junk", b"", 0o644), ("usr/share/demo/readme", b"from layer 2\n", 0o644)];
+    l2.extend(more_files.iter().map(|(p, c)| (*p, *c, 0o644)));
+    let l2 = tar_gz(&l2);
     let l1 = tar_layer(&l1);
     let layout = dir.join("oci");
     let put = |data: &[u8]| -> String {
@@ -499,4 +512,105 @@ fn flix_bundles_binaries_from_an_oci_image_and_they_run_from_the_merged_extensio
     let from_dir = d.path().join("dir.raw");
     ok(&["sysext", "flix", s(&rootfs), "again", "/usr/lib/flixdemo/bin/ls:/usr/bin/ls2", "--from-dir", "--arch", "x86-64", "-o", s(&from_dir)]);
     assert!(unsquashfs_list(&from_dir).contains("squashfs-root/usr/bin/ls2 -> /usr/lib/again/bin/ls2"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Flatwrap from an OCI image
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn flatwrap_runs_programs_of_an_oci_image_in_their_own_root_from_the_merged_extension() {
+    let d = tempfile::tempdir().expect("tmp");
+    assert!(!Path::new("/flatwrap-marker").exists(), "the host must not have the image's marker");
+    let layout = oci_layout_with(
+        d.path(),
+        &["/usr/bin/cat"],
+        &[("flatwrap-marker", b"only in the image\n"), ("etc/flatwrap-etc", b"the image's etc\n")],
+    );
+    let host = d.path().join("fwhost-1-x86-64.raw");
+    let o = ok(&["sysext", "flatwrap", s(&layout), "fwhost", "/usr/bin/cat:/usr/bin/fwcat", "/usr/bin/ls:/usr/bin/fwls", "--arch", "x86-64", "-o", s(&host)]);
+    let e = stderr(&o);
+    assert!(e.contains("wrapped /usr/bin/fwcat, /usr/bin/fwls around /usr/lib/fwhost/rootfs"), "{e}");
+    assert!(e.contains("from the host: /dev /etc /home /proc /run /sys /tmp /var /var/tmp"), "{e}");
+    let unit = d.path().join("fwchroot-demo.service");
+    write(&unit, b"[Service]\nExecStart=/usr/bin/fwcatc /flatwrap-marker\n", 0o644);
+    let chroot = d.path().join("fwchroot-1-x86-64.raw");
+    ok(&[
+        "sysext", "flatwrap", s(&layout), "fwchroot", "/usr/bin/cat:/usr/bin/fwcatc", "--etc-map", "chroot", "--unit", s(&unit), "--arch", "x86-64", "-o", s(&chroot),
+    ]);
+    for (name, img) in [("fwhost", &host), ("fwchroot", &chroot)] {
+        let text = stdout(&ok(&["sysext", "check", s(img)]));
+        assert!(text.contains(&format!("ok: systemd-sysext would merge it as {name}")), "{text}");
+    }
+    let l = unsquashfs_list(&host);
+    for want in [
+        "squashfs-root/usr/bin/fwcat",
+        "squashfs-root/usr/bin/fwls",
+        "squashfs-root/usr/lib/fwhost/enter",
+        "squashfs-root/usr/lib/fwhost/mnt",
+        "squashfs-root/usr/lib/fwhost/rootfs/flatwrap-marker",
+        "squashfs-root/usr/lib/fwhost/rootfs/etc/flatwrap-etc",
+        "squashfs-root/usr/lib/fwhost/rootfs/usr/bin/cat",
+        "squashfs-root/usr/lib/fwhost/rootfs/usr/share/demo/readme",
+    ] {
+        assert!(l.lines().any(|x| x.ends_with(want)), "{want} missing:\n{l}");
+    }
+    assert!(!l.contains("rootfs/usr/bin/junk"), "the whiteout was not applied:\n{l}");
+    assert!(unsquashfs_list(&chroot).contains("squashfs-root/usr/lib/systemd/system/fwchroot-demo.service"));
+    // the wrapper is a script that hands its program to enter
+    let x = d.path().join("x");
+    sh(Command::new("unsquashfs").arg("-q").arg("-d").arg(&x).arg(&host));
+    let w = std::fs::read_to_string(x.join("usr/bin/fwcat")).expect("wrapper");
+    assert!(w.starts_with("#!/bin/sh\n") && w.contains(r#"exec "${FLATWRAP_ROOT-}"'/usr/lib/fwhost/enter' '/usr/bin/cat' "$@""#), "{w}");
+
+    // run for real from a throwaway root where both are merged (FLATWRAP_ROOT=the root: the
+    // scripts run with the test host's sh, unshare and bwrap, the programs in the image's
+    // root): as root with unshare --mount, through the user-namespace path, with bwrap
+    // (installed by scripts/setup.sh; FLATWRAP_NO_BWRAP=1 takes the unshare paths), and
+    // with --etc-map chroot
+    assert!(Path::new("/usr/bin/bwrap").exists(), "bwrap missing: run scripts/setup.sh");
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
+    let first = passwd.lines().next().expect("a line");
+    let cmds = "cd /tmp; for mode in ROOT USERNS BWRAP; do \
+        nb=1; if [ $mode = USERNS ]; then export FLATWRAP_USERNS=1; fi; if [ $mode = BWRAP ]; then nb=; fi; \
+        export FLATWRAP_NO_BWRAP=$nb; echo \"== $mode\"; \
+        FLATWRAP_ROOT={R} {R}/usr/bin/fwcat /flatwrap-marker /etc/passwd 2>&1; \
+        FLATWRAP_ROOT={R} {R}/usr/bin/fwcat /etc/flatwrap-etc 2>&1 || echo NO-IMAGE-ETC; \
+        FLATWRAP_ROOT={R} {R}/usr/bin/fwls -a / | tr '\\n' ' '; echo; \
+        echo TMPFS=$(FLATWRAP_ROOT={R} {R}/usr/bin/fwcat /proc/self/mountinfo | grep -c ' flatwrap-fwhost ' || true); \
+        done; unset FLATWRAP_USERNS; export FLATWRAP_NO_BWRAP=1; echo '== CHROOT'; \
+        FLATWRAP_ROOT={R} {R}/usr/bin/fwcatc /flatwrap-marker /etc/flatwrap-etc 2>&1; \
+        FLATWRAP_ROOT={R} {R}/usr/bin/fwcatc /etc/passwd 2>&1 || echo NO-HOST-ETC; \
+        echo '== AFTER'; ls {R}/usr/lib/fwhost/mnt | wc -l";
+    let merged = sysext_merge_as(&[("fwhost", &host), ("fwchroot", &chroot)], cmds, "{R}");
+    assert!(merged.contains("Using extensions 'fwchroot', 'fwhost'"), "{merged}");
+    let part = |tag: &str| merged.split(&format!("== {tag}")).nth(1).expect(tag).split("== ").next().expect(tag).to_owned();
+    for mode in ["ROOT", "USERNS", "BWRAP"] {
+        let p = part(mode);
+        // unshare builds the root on the tmpfs flatwrap-fwhost (seen more than once when the
+        // rbound host /tmp holds the throwaway root); bwrap on a tmpfs of its own
+        let tmpfs = p.lines().find_map(|l| l.strip_prefix("TMPFS=")).unwrap_or_else(|| panic!("{mode}: no TMPFS= line:\n{merged}"));
+        assert_eq!(tmpfs == "0", mode == "BWRAP", "{mode}: not the expected way in (TMPFS={tmpfs}):\n{merged}");
+        assert!(p.contains("only in the image"), "{mode}: the program did not see the image's root:\n{merged}");
+        assert!(p.contains(first), "{mode}: /etc is not the host's:\n{merged}");
+        assert!(p.contains("NO-IMAGE-ETC") && !p.contains("the image's etc"), "{mode}: the image's /etc leaked through:\n{merged}");
+        let ls = p.lines().rfind(|l| l.contains(" usr ")).unwrap_or_else(|| panic!("{mode}: ls / did not run:\n{merged}"));
+        let names: Vec<&str> = ls.split_whitespace().collect();
+        for n in ["flatwrap-marker", "lib64", "usr", "etc", "dev", "proc", "tmp"] {
+            assert!(names.contains(&n), "{mode}: {n} missing from / in the private root: {ls}");
+        }
+        assert!(!names.contains(&"root") && !names.contains(&"boot"), "{mode}: the host's root shows through: {ls}");
+    }
+    let c = part("CHROOT");
+    assert!(c.contains("only in the image") && c.contains("the image's etc"), "--etc-map chroot: {merged}");
+    assert!(c.contains("NO-HOST-ETC") && !c.contains(first), "--etc-map chroot saw the host's /etc: {merged}");
+    assert_eq!(part("AFTER").trim(), "0", "mounts leaked out of the wrapper's namespace: {merged}");
+
+    // --from-dir takes the same tree; a program that is not in the image is refused
+    let rootfs = x.join("usr/lib/fwhost/rootfs");
+    let again = d.path().join("again.raw");
+    ok(&["sysext", "flatwrap", s(&rootfs), "again", "/usr/bin/cat", "--from-dir", "--arch", "x86-64", "-o", s(&again)]);
+    assert!(unsquashfs_list(&again).contains("squashfs-root/usr/lib/again/rootfs/flatwrap-marker"));
+    let o = run(&["sysext", "flatwrap", s(&layout), "j", "/usr/bin/junk", "--arch", "x86-64", "-o", s(&d.path().join("j.raw"))]);
+    assert!(!o.status.success() && stderr(&o).contains("/usr/bin/junk: not a file"), "{}", stderr(&o));
 }

@@ -39,10 +39,47 @@ pub enum SysextCommand {
     /// shared libraries in /usr/lib/NAME, interpreter and run path rewritten, exposed in
     /// /usr/bin. Needs patchelf.
     Flix(FlixArgs),
+    /// Ship a whole root filesystem from a container image (as for flix) under
+    /// /usr/lib/NAME/rootfs, with wrappers in /usr/bin that run its programs in a root of
+    /// their own (bwrap, or unshare and chroot), /etc, /var, /home, /dev, /proc, /sys,
+    /// /run and /tmp mapped from the host.
+    Flatwrap(FlatwrapArgs),
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct FlixArgs {
+pub struct FlatwrapArgs {
+    #[command(flatten)]
+    pub src: RootfsArgs,
+    /// Programs of ROOTFS as SRC[:DST]: a wrapper at DST (default /usr/bin/BASENAME)
+    /// runs SRC in the private root, e.g. /usr/bin/htop or /bin/busybox:/usr/bin/busybox.
+    #[arg(value_name = "SRC[:DST]", required = true)]
+    pub programs: Vec<super::flix::BinSpec>,
+    /// /etc from the host, or the image's own (e.g. for alpine's /etc/terminfo).
+    #[arg(long, value_enum, default_value = "host")]
+    pub etc_map: super::flatwrap::Map,
+    /// /var from the host, or the image's own (read-only).
+    #[arg(long, value_enum, default_value = "host")]
+    pub var_map: super::flatwrap::Map,
+    /// /home from the host, or the image's own (read-only).
+    #[arg(long, value_enum, default_value = "host")]
+    pub home_map: super::flatwrap::Map,
+    /// systemd unit file to ship in /usr/lib/systemd/system (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub unit: Vec<PathBuf>,
+    #[arg(long, default_value = "1")]
+    pub version: String,
+    #[arg(long)]
+    pub arch: Arch,
+    /// ID= of the extension-release (the image brings its own root).
+    #[arg(long, default_value = "_any")]
+    pub os: String,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+/// Where Flix and Flatwrap take a root filesystem from, and the extension's name.
+#[derive(Debug, Args, Clone)]
+pub struct RootfsArgs {
     /// The root filesystem: an OCI image layout directory or a docker save / OCI archive
     /// tarball (or, with --from-dir, an extracted tree).
     #[arg(value_name = "ROOTFS")]
@@ -50,12 +87,18 @@ pub struct FlixArgs {
     /// Extension name; the private prefix is /usr/lib/NAME.
     #[arg(value_name = "NAME")]
     pub name: String,
-    /// Binaries as SRC[:DST], e.g. /usr/bin/b3sum or /bin/busybox:/usr/bin/busybox.
-    #[arg(value_name = "SRC[:DST]", required = true)]
-    pub binaries: Vec<super::flix::BinSpec>,
     /// ROOTFS is an already extracted directory tree.
     #[arg(long)]
     pub from_dir: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FlixArgs {
+    #[command(flatten)]
+    pub src: RootfsArgs,
+    /// Binaries as SRC[:DST], e.g. /usr/bin/b3sum or /bin/busybox:/usr/bin/busybox.
+    #[arg(value_name = "SRC[:DST]", required = true)]
+    pub binaries: Vec<super::flix::BinSpec>,
     /// Also copy this directory or file of ROOTFS (under /usr or /opt) to the same path
     /// in the sysext (repeatable), e.g. /usr/share/terminfo.
     #[arg(long, value_name = "PATH")]
@@ -274,6 +317,7 @@ pub fn run(cmd: SysextCommand) -> anyhow::Result<()> {
         SysextCommand::Butane(a) => run_butane(a),
         SysextCommand::ConvertTorcx(a) => run_convert_torcx(a),
         SysextCommand::Flix(a) => run_flix(a),
+        SysextCommand::Flatwrap(a) => run_flatwrap(a),
     }
 }
 
@@ -502,24 +546,45 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
     finish(&report, &opts, &a.image)
 }
 
+/// A scratch directory beside `out`.
+fn scratch(out: &Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(dir_of(out))
+        .with_context(|| format!("{}: cannot create a scratch directory", dir_of(out).display()))
+}
+
+/// The root filesystem as a directory: ROOTFS itself with --from-dir, else the image
+/// extracted into `work` (then the second value is true: it is ours to move).
+fn rootfs_dir(a: &RootfsArgs, work: &Path) -> anyhow::Result<(PathBuf, bool)> {
+    if a.from_dir {
+        return Ok((a.rootfs.clone(), false));
+    }
+    let r = work.join("rootfs");
+    eprintln!("extracting {}", a.rootfs.display());
+    super::oci::extract(&a.rootfs, &r, work)?;
+    Ok((r, true))
+}
+
+/// Copy unit files into `tree`'s usr/lib/systemd/system.
+fn copy_units(units: &[PathBuf], tree: &Path) -> anyhow::Result<()> {
+    for u in units {
+        let file = u.file_name().context("--unit: no file name")?;
+        let dst = tree.join("usr/lib/systemd/system").join(file);
+        std::fs::create_dir_all(dst.parent().context("unit dir")?)?;
+        std::fs::copy(u, &dst).with_context(|| u.display().to_string())?;
+    }
+    Ok(())
+}
+
 fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
-    let opts = pack_options(&a.name, &a.version, a.arch, a.os.clone(), !a.unit.is_empty(), &a.image);
+    let opts = pack_options(&a.src.name, &a.version, a.arch, a.os.clone(), !a.unit.is_empty(), &a.image);
     pack::validate(&opts)?;
     let out = output_for(&opts, &a.image);
-    let work = tempfile::Builder::new()
-        .prefix(".flatbake-flix")
-        .tempdir_in(dir_of(&out))
-        .with_context(|| format!("{}: cannot create a scratch directory", dir_of(&out).display()))?;
-    let rootfs = if a.from_dir {
-        a.rootfs.clone()
-    } else {
-        let r = work.path().join("rootfs");
-        eprintln!("extracting {}", a.rootfs.display());
-        super::oci::extract(&a.rootfs, &r, work.path())?;
-        r
-    };
+    let work = scratch(&out, ".flatbake-flix")?;
+    let (rootfs, _) = rootfs_dir(&a.src, work.path())?;
     let tree = work.path().join("tree");
-    let f = super::flix::flix(&rootfs, &a.name, &a.binaries, &tree)?;
+    let f = super::flix::flix(&rootfs, &a.src.name, &a.binaries, &tree)?;
     eprintln!(
         "flixed {} with {} libraries into {}",
         f.binaries.join(", "),
@@ -540,12 +605,40 @@ fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
             "copying a resource",
         )?;
     }
-    for u in &a.unit {
-        let file = u.file_name().context("--unit: no file name")?;
-        let dst = tree.join("usr/lib/systemd/system").join(file);
-        std::fs::create_dir_all(dst.parent().context("unit dir")?)?;
-        std::fs::copy(u, &dst).with_context(|| u.display().to_string())?;
+    copy_units(&a.unit, &tree)?;
+    let report = pack::pack(&tree, &out, &opts)?;
+    finish(&report, &opts, &a.image)
+}
+
+fn run_flatwrap(a: FlatwrapArgs) -> anyhow::Result<()> {
+    let opts = pack_options(&a.src.name, &a.version, a.arch, a.os.clone(), !a.unit.is_empty(), &a.image);
+    pack::validate(&opts)?;
+    let out = output_for(&opts, &a.image);
+    let work = scratch(&out, ".flatbake-flatwrap")?;
+    let (rootfs, take) = rootfs_dir(&a.src, work.path())?;
+    let tree = work.path().join("tree");
+    let w = super::flatwrap::flatwrap(
+        &rootfs,
+        take,
+        &super::flatwrap::Options {
+            name: a.src.name.clone(),
+            entries: a.programs.clone(),
+            etc: a.etc_map,
+            var: a.var_map,
+            home: a.home_map,
+        },
+        &tree,
+    )?;
+    eprintln!("wrapped {} around {}/rootfs", w.wrappers.join(", "), w.prefix);
+    eprintln!("  from the image: {}", w.from_image.join(" "));
+    eprintln!("  from the host: {}", w.from_host.join(" "));
+    for p in &w.dropped {
+        eprintln!("warning: {p}: device, fifo or socket, left out");
     }
+    for p in &w.unprivileged {
+        eprintln!("warning: {p}: setuid/setgid bits cleared (the sysext is owned by the host's root)");
+    }
+    copy_units(&a.unit, &tree)?;
     let report = pack::pack(&tree, &out, &opts)?;
     finish(&report, &opts, &a.image)
 }

@@ -1,13 +1,15 @@
 //! systemd-sysext images: their metadata (`extension-release`), reading existing
 //! images, the checks systemd applies before it merges one, and building new ones
 //! (`flatbake sysext`: packing a directory, recipes, Butane snippets, converting Torcx
-//! images, bundling programs from container images with Flix).
+//! images, bundling programs from container images with Flix, or whole root filesystems with
+//! Flatwrap).
 
 pub mod butane;
 pub mod check;
 pub mod cli;
 pub mod erofs;
 pub mod fetch;
+pub mod flatwrap;
 pub mod flix;
 pub mod image;
 pub mod oci;
