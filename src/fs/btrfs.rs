@@ -146,28 +146,39 @@ pub fn apply(image: &Path, out: &File, part: &Partition, edits: &Edits, work: &P
         let f = File::create(&new).map_err(FsError::io(&new))?;
         f.set_len(part.size()).map_err(FsError::io(&new))?;
     }
-    let mut mkfs = tools::as_root("mkfs.btrfs", &state);
-    mkfs.arg("-q").arg("-f");
+    let mut args: Vec<std::ffi::OsString> = vec!["-q".into(), "-f".into()];
     if sup.mixed() {
-        mkfs.arg("--mixed");
+        args.push("--mixed".into());
     }
-    mkfs.args(["-m", "single", "-d", "single"])
-        .arg("-L")
-        .arg(&sup.label)
-        .arg("-U")
-        .arg(sup.uuid())
-        .arg("-s")
-        .arg(sup.sectorsize.to_string())
-        .arg("-n")
-        .arg(sup.nodesize.to_string())
-        .arg("-O")
-        .arg(sup.features())
-        .arg("-R")
-        .arg(if sup.compat_ro & COMPAT_RO_FREE_SPACE_TREE != 0 { "free-space-tree" } else { "^free-space-tree" })
-        .arg("-r")
-        .arg(&root)
-        .arg(&new);
-    tools::run(&mut mkfs, "packing OEM (mkfs.btrfs --rootdir)")?;
+    for a in ["-m", "single", "-d", "single", "-L"] {
+        args.push(a.into());
+    }
+    args.push(sup.label.clone().into());
+    args.extend(["-U".into(), sup.uuid().into(), "-s".into(), sup.sectorsize.to_string().into()]);
+    args.extend(["-n".into(), sup.nodesize.to_string().into(), "-O".into(), sup.features().into(), "-R".into()]);
+    args.push(if sup.compat_ro & COMPAT_RO_FREE_SPACE_TREE != 0 { "free-space-tree" } else { "^free-space-tree" }.into());
+    args.extend(["-r".into(), root.clone().into_os_string(), new.clone().into_os_string()]);
+    let doing = "packing OEM (mkfs.btrfs --rootdir)";
+    match tools::run(tools::as_root("mkfs.btrfs", &state).args(&args), doing) {
+        // mkfs.btrfs refuses a UUID it finds on any block device it can open: as root
+        // that includes a loop device or mounted OEM of the same image (or the Flatcar
+        // host's own). Keeping the image's UUID matters more: run it where it sees no
+        // block devices, a private mount namespace with a /dev of only null, zero and
+        // the random devices.
+        Err(tools::ToolError::Failed { message, .. }) if message.contains("non-unique UUID") && rustix::process::geteuid().is_root() => {
+            let real = work.join("realdev");
+            std::fs::create_dir_all(&real).map_err(FsError::io(&real))?;
+            let script = "set -e; mount --bind /dev \"$0\"; mount -t tmpfs tmpfs /dev; \
+                for n in null zero random urandom; do touch /dev/$n; mount --bind \"$0/$n\" /dev/$n; done; \
+                exec mkfs.btrfs \"$@\"";
+            let mut c = std::process::Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c", script]).arg(&real).args(&args);
+            tools::run(&mut c, doing)?;
+        }
+        r => {
+            r?;
+        }
+    }
     check(&new, "checking the rebuilt OEM filesystem (btrfs check)")?;
     let nf = File::open(&new).map_err(FsError::io(&new))?;
     sparse::zero_range(out, part.offset(), part.size()).map_err(FsError::io(image))?;
