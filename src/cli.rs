@@ -14,7 +14,11 @@ use std::path::PathBuf;
     long_about = "Bake systemd-sysext images into Flatcar Container Linux OS images, rootless.\n\n\
         Each NAME:FILE puts the sysext FILE at /opt/extensions/NAME/FILE on the ROOT partition,\n\
         links /etc/extensions/NAME.raw to it, and installs NAME.conf found beside FILE as\n\
-        /etc/sysupdate.NAME.d/NAME.conf. No root, loop devices or mounts are needed.",
+        /etc/sysupdate.NAME.d/NAME.conf. No root, loop devices or mounts are needed.\n\n\
+        Examples:\n  \
+        flatbake --image flatcar_production_image.bin -o baked.bin wasmtime:wasmtime-24.0.0-x86-64.raw\n  \
+        flatbake --fetch --vendor qemu_uefi wasmtime:wasmtime-24.0.0-x86-64.raw\n  \
+        flatbake inspect flatcar_production_qemu_uefi_image.img",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
