@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Bake sysexts into a Flatcar image (the default command).
-    Bake(BakeArgs),
+    Bake(Box<BakeArgs>),
     /// Show what a Flatcar image (raw or qcow2) holds: partitions, filesystems, version,
     /// extensions, OEM content, Ignition config. Rootless.
     Inspect {

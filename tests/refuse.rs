@@ -74,7 +74,7 @@ fn bad_names_and_files() {
         ("a/b:x.raw".to_owned(), "contains '/'"),
         (format!("gone:{}", "/nonexistent/gone.raw"), "/nonexistent/gone.raw: No such file"),
     ] {
-        let err = refused(&current(), &[arg.clone()]);
+        let err = refused(&current(), std::slice::from_ref(&arg));
         assert!(err.contains(why), "{arg}: {err}");
     }
 }
@@ -107,21 +107,21 @@ fn bad_images() {
     let dir = tempfile::tempdir().expect("tmp");
     let wasm = ext("wasmtime", "wasmtime-24.0.0-x86-64.raw");
     // not a disk image at all
-    let err = refused(&sysext("wasmtime-24.0.0-x86-64.raw"), &[wasm.clone()]);
+    let err = refused(&sysext("wasmtime-24.0.0-x86-64.raw"), std::slice::from_ref(&wasm));
     assert!(err.contains("wasmtime-24.0.0-x86-64.raw: not a disk image"), "{err}");
     // missing
-    let err = refused(Path::new("/nonexistent/image.bin"), &[wasm.clone()]);
+    let err = refused(Path::new("/nonexistent/image.bin"), std::slice::from_ref(&wasm));
     assert!(err.contains("/nonexistent/image.bin"), "{err}");
     // truncated
     let trunc = dir.path().join("trunc.bin");
     sh(Command::new("dd").arg(format!("if={}", current().display())).arg(format!("of={}", trunc.display())).args(["bs=1M", "count=100", "conv=sparse", "status=none"]));
-    let err = refused(&trunc, &[wasm.clone()]);
+    let err = refused(&trunc, std::slice::from_ref(&wasm));
     assert!(err.contains("trunc.bin: truncated"), "{err}");
     // a GPT disk that is not Flatcar's
     let foreign = dir.path().join("foreign.bin");
     sh(Command::new("truncate").arg("-s").arg("64M").arg(&foreign));
     sh(Command::new("sgdisk").args(["-n", "1:2048:0", "-t", "1:8300", "-c", "1:data"]).arg(&foreign));
-    let err = refused(&foreign, &[wasm.clone()]);
+    let err = refused(&foreign, std::slice::from_ref(&wasm));
     assert!(err.contains("foreign.bin: not a Flatcar image: no partition named EFI-SYSTEM"), "{err}");
     // corrupt primary GPT header
     let corrupt = dir.path().join("corrupt.bin");

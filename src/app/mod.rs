@@ -11,7 +11,7 @@ use crate::cli::{Cli, Command};
 /// Run the command `cli` names (`bake` when none).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Some(Command::Bake(args)) => bake::run(args),
+        Some(Command::Bake(args)) => bake::run(*args),
         Some(Command::Fetch { release, extensions }) => fetch::run(&release, &extensions),
         Some(Command::Vendors { vendors_dir }) => report::list_vendors(vendors_dir.as_deref()),
         Some(Command::Inspect { image, json }) => report::inspect(&image, json),

@@ -12,6 +12,10 @@ use std::path::Path;
 pub trait DiskSource: Send {
     /// Virtual size in bytes.
     fn len(&self) -> u64;
+    /// Whether the virtual disk has no bytes at all.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Fill `buf` from virtual offset `off` (zeros past the end are an error).
     fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Name of the container format (`raw`, `qcow2`).
