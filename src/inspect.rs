@@ -36,6 +36,8 @@ pub struct Report {
     pub format: String,
     pub virtual_size: u64,
     pub disk_guid: String,
+    /// Problem with the backup GPT (the primary is sound), if any.
+    pub gpt_backup_problem: Option<String>,
     pub partitions: Vec<PartitionInfo>,
     pub flatcar: bool,
     pub flatcar_version: Option<String>,
@@ -173,6 +175,7 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
         format: src.format().to_owned(),
         virtual_size: len,
         disk_guid: gpt.disk_guid.to_string(),
+        gpt_backup_problem: gpt.backup_problem.clone(),
         partitions,
         flatcar: false,
         flatcar_version: None,
@@ -325,6 +328,9 @@ pub fn render(r: &Report) -> String {
     let mut s = String::new();
     let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{} ({}, {})\n", r.image, r.format, crate::bake::human(r.virtual_size)));
     s.push_str(&format!("disk GUID {}\n", r.disk_guid));
+    if let Some(p) = &r.gpt_backup_problem {
+        s.push_str(&format!("warning: {p}\n"));
+    }
     s.push_str("  #  name             start LBA     sectors       size  fs      UUID\n");
     for p in &r.partitions {
         s.push_str(&format!(

@@ -93,3 +93,27 @@ fn inspect_refuses_what_it_cannot_read() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("junk.img: not a disk image"), "{}", stderr(&o));
 }
+
+/// A sound primary GPT with a damaged backup: the bake goes on but says so, and
+/// inspect reports it.
+#[test]
+fn damaged_backup_gpt_is_reported() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let img = dir.path().join("img.bin");
+    sh(Command::new("cp").arg("--sparse=always").arg(fixtures().join("current.bin")).arg(&img));
+    let len = std::fs::metadata(&img).expect("m").len();
+    // flip a byte in the backup header (last sector)
+    sh(Command::new("sh").arg("-c").arg(format!(
+        "printf 'Z' | dd of={} bs=1 seek={} conv=notrunc status=none",
+        img.display(),
+        len - 512 + 40
+    )));
+    let out = dir.path().join("out.bin");
+    let o = flatbake(&["--image", img.to_str().expect("p"), "-o", out.to_str().expect("p"), &format!("myext:{}", sysext("myext-1.0-x86-64.raw").display())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning:") && stderr(&o).contains("backup header CRC32"), "{}", stderr(&o));
+    let r = json(&["inspect", "--json", img.to_str().expect("p")]);
+    assert!(r["gpt_backup_problem"].as_str().unwrap_or("").contains("backup header CRC32"), "{r}");
+    let clean = json(&["inspect", "--json", fixtures().join("current.bin").to_str().expect("p")]);
+    assert!(clean["gpt_backup_problem"].is_null(), "{clean}");
+}

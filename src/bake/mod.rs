@@ -100,6 +100,12 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         return Err(BakeError::Preflight(vec![format!("{}: not a regular file", req.image.display())]));
     }
     let gpt = Gpt::read_from(&input, meta.len(), &req.image)?;
+    if let Some(p) = &gpt.backup_problem {
+        log(&format!(
+            "warning: {}: {p}; the output keeps it (repair the input with `sgdisk -e`)",
+            req.image.display()
+        ));
+    }
     let layout = FlatcarLayout::find(gpt, &req.image)?;
     let arch = req.arch.or_else(|| crate::fs::fat::detect_arch(&input, &layout.esp));
 

@@ -103,6 +103,9 @@ pub struct Gpt {
     pub first_usable_lba: u64,
     pub last_usable_lba: u64,
     pub backup_lba: u64,
+    /// What is wrong with the backup GPT, when the primary is sound but the backup is
+    /// damaged or disagrees with it.
+    pub backup_problem: Option<String>,
     pub entries_lba: u64,
     pub num_entries: u32,
     pub entry_size: u32,
@@ -392,7 +395,16 @@ impl Gpt {
         if len < needed {
             return Err(GptError::Truncated { path: path.to_owned(), needed, actual });
         }
+        // The backup is not used, but a damaged or stale one is worth a warning: a copy
+        // of this image carries it on.
+        let backup_problem = match read_table(read, len, h.alternate_lba, "backup") {
+            Ok((_, b)) if b == partitions => None,
+            Ok(_) => Some("the backup GPT's partition entries differ from the primary's".to_owned()),
+            Err(TableError::Corrupt(w) | TableError::Missing(w)) => Some(w),
+            Err(TableError::Io(e)) => Some(format!("backup GPT unreadable: {e}")),
+        };
         Ok(Gpt {
+            backup_problem,
             disk_guid: h.disk_guid,
             first_usable_lba: h.first_usable_lba,
             last_usable_lba: h.last_usable_lba,
