@@ -167,6 +167,12 @@ pub struct BakeArgs {
     #[arg(long)]
     pub sysupdate: bool,
 
+    /// With --sysupdate, what a staged update triggers: restart-sysext (merge it at once,
+    /// as the Flatcar docs do) or reboot-required (touch /run/reboot-required when an
+    /// extension changed, for kured/FLUO; the bakery's advice for e.g. Kubernetes).
+    #[arg(long, value_enum, default_value = "restart-sysext", value_name = "ACTION")]
+    pub sysupdate_action: crate::bake::autoupdate::Action,
+
     /// Ignition config (JSON) installed as /oem/config.ign. Ignition reads it on first
     /// boot and it OVERRIDES any user-data the cloud provides. Butane YAML must be
     /// converted with `butane` first. The image must still have its first-boot flag.

@@ -48,14 +48,31 @@ fn sysupdate_wiring_is_valid_for_systemd() {
         String::from_utf8(root_file(&out, &format!("{d}/sysext.conf"))).expect("utf8"),
         "[Service]\nExecStartPost=/usr/bin/systemctl restart systemd-sysext\n"
     );
-    // systemd itself parses the drop-ins: a throwaway root with a stand-in unit
+    verify_dropins(&out, &["wasmtime.conf", "sysext.conf"]);
+}
+
+#[test]
+fn sysupdate_reboot_required_action() {
+    let (_d, out, o) = bake(&["--sysupdate", "--sysupdate-action", "reboot-required", &wasm()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = "/etc/systemd/system/systemd-sysupdate.service.d";
+    let dropin = String::from_utf8(root_file(&out, &format!("{d}/wasmtime.conf"))).expect("utf8");
+    assert!(dropin.contains("ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C wasmtime update"), "{dropin}");
+    assert!(dropin.contains("touch /run/reboot-required"), "{dropin}");
+    assert!(!debugfs(&out, &format!("ls {d}")).contains("sysext.conf"), "no systemd-sysext restart with reboot-required");
+    verify_dropins(&out, &["wasmtime.conf"]);
+}
+
+/// systemd itself parses the drop-ins: a throwaway root with a stand-in unit.
+fn verify_dropins(out: &Path, names: &[&str]) {
+    let d = "/etc/systemd/system/systemd-sysupdate.service.d";
     let root = tempfile::tempdir().expect("tmp");
     let r = root.path();
     for sub in ["etc/systemd/system/systemd-sysupdate.service.d", "usr/lib/systemd/system", "usr/bin"] {
         std::fs::create_dir_all(r.join(sub)).expect("mkdir");
     }
-    for f in ["wasmtime.conf", "sysext.conf"] {
-        std::fs::write(r.join(format!("etc/systemd/system/systemd-sysupdate.service.d/{f}")), root_file(&out, &format!("{d}/{f}"))).expect("w");
+    for f in names {
+        std::fs::write(r.join(format!("etc/systemd/system/systemd-sysupdate.service.d/{f}")), root_file(out, &format!("{d}/{f}"))).expect("w");
     }
     std::fs::write(
         r.join("usr/lib/systemd/system/systemd-sysupdate.service"),
@@ -63,7 +80,9 @@ fn sysupdate_wiring_is_valid_for_systemd() {
     )
     .expect("w");
     std::fs::copy("/bin/true", r.join("usr/lib/systemd/systemd-sysupdate")).expect("cp");
-    std::fs::copy("/bin/true", r.join("usr/bin/systemctl")).expect("cp");
+    for b in ["systemctl", "sh"] {
+        std::fs::copy("/bin/true", r.join(format!("usr/bin/{b}"))).expect("cp");
+    }
     let v = sh(Command::new("systemd-analyze").arg("verify").arg(format!("--root={}", r.display())).arg("systemd-sysupdate.service"));
     assert!(v.stderr.is_empty(), "systemd-analyze verify: {}", String::from_utf8_lossy(&v.stderr));
 }

@@ -64,6 +64,7 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
         arch: args.release.arch,
         work_dir: args.work_dir,
         sysupdate: args.sysupdate,
+        sysupdate_action: args.sysupdate_action,
         ignition: args.ignition,
         kernel_args: args.kernel_args,
         backend: args.backend,
@@ -148,6 +149,7 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
         arch: Some(plan.arch),
         work_dir: Some(work.path().to_owned()),
         sysupdate: args.sysupdate,
+        sysupdate_action: args.sysupdate_action,
         ignition: args.ignition,
         // vendor grub.cfgs are written per vendor, with the kernel arguments in them
         kernel_args: Vec::new(),

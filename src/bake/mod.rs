@@ -30,6 +30,8 @@ pub struct BakeRequest {
     pub work_dir: Option<PathBuf>,
     /// Enable systemd-sysupdate for extensions that have a sysupdate config.
     pub sysupdate: bool,
+    /// What a staged update triggers.
+    pub sysupdate_action: autoupdate::Action,
     /// Ignition config to install as OEM `/config.ign`.
     pub ignition: Option<PathBuf>,
     /// Kernel arguments appended to linux_append in OEM `/grub.cfg`.
@@ -255,7 +257,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     let root_work = work.path().join("root");
     std::fs::create_dir(&root_work).map_err(io(&root_work))?;
     if req.sysupdate {
-        root_edits.ops.extend(autoupdate::edits(&updated, &root_work).map_err(io(&root_work))?.ops);
+        root_edits.ops.extend(autoupdate::edits(&updated, req.sysupdate_action, &root_work).map_err(io(&root_work))?.ops);
     }
     root_edits.ops.extend(builtin::edits(&builtins, enabled_conf.as_deref(), &root_work).map_err(io(&root_work))?.ops);
     crate::fs::apply_root(req.backend, tmp.path(), &layout.root, &root_edits, &root_work)?;
