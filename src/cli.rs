@@ -71,8 +71,9 @@ pub enum Command {
 /// Where a Flatcar release comes from and how it is trusted.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ReleaseArgs {
-    /// Flatcar release to fetch: alpha, beta, stable, lts, current (= stable), or a
-    /// version X.Y.Z (its channel follows from Y: 0 alpha, 1 beta, 2 stable, 3 lts).
+    /// Flatcar release to fetch: alpha, beta, stable, lts, current (= stable), an LTS
+    /// stream lts-YYYY (its current release), or a version X.Y.Z (its channel follows
+    /// from Y: 0 alpha, 1 beta, 2 stable, 3 lts).
     /// Without --image, a bake fetches this release (default stable).
     #[arg(long, value_name = "RELEASE")]
     pub release: Option<String>,

@@ -190,6 +190,23 @@ fn fetch_current_via_version_txt_and_releases_json() {
 }
 
 #[test]
+fn lts_stream_resolves_through_its_own_head() {
+    let f = fixtures();
+    let server = Server::start(f.tree_a.clone());
+    let lts = "FLATCAR_BUILD=4081\nFLATCAR_BRANCH=3\nFLATCAR_PATCH=6\nFLATCAR_VERSION=4081.3.6\n";
+    server.set("/amd64-usr/current-2024/version.txt", lts.as_bytes().to_vec());
+    let cache = tempfile::tempdir().unwrap();
+    let o = options(&server, cache.path(), &f.key_a, "lts-2024");
+    let r = release::resolve(&o).unwrap();
+    assert_eq!(r.version.to_string(), "4081.3.6");
+    assert_eq!(r.channel.to_string(), "lts");
+    assert_eq!(server.requests_for("/amd64-usr/current-2024/version.txt").len(), 1);
+    let o = options(&server, cache.path(), &f.key_a, "lts-2022");
+    let e = release::resolve(&o).unwrap_err();
+    assert!(e.to_string().contains("current-2022/version.txt"), "{e}");
+}
+
+#[test]
 fn subkey_signatures_verify() {
     let f = fixtures();
     let server = Server::start(f.tree_b.clone());

@@ -168,6 +168,8 @@ pub enum ReleaseSpec {
     Current(Channel),
     /// An exact version; its channel follows from the minor number.
     Exact(Version),
+    /// The current release of one LTS stream (`lts-2024`: the server's `current-2024`).
+    LtsStream(u16),
 }
 
 impl ReleaseSpec {
@@ -176,6 +178,7 @@ impl ReleaseSpec {
         match self {
             ReleaseSpec::Current(c) => Ok(*c),
             ReleaseSpec::Exact(v) => Channel::of_version(v),
+            ReleaseSpec::LtsStream(_) => Ok(Channel::Lts),
         }
     }
 }
@@ -185,6 +188,7 @@ impl fmt::Display for ReleaseSpec {
         match self {
             ReleaseSpec::Current(c) => write!(f, "{c} (current)"),
             ReleaseSpec::Exact(v) => write!(f, "{v}"),
+            ReleaseSpec::LtsStream(y) => write!(f, "lts-{y} (current)"),
         }
     }
 }
@@ -199,6 +203,14 @@ impl FromStr for ReleaseSpec {
         }
         if let Ok(c) = t.parse::<Channel>() {
             return Ok(ReleaseSpec::Current(c));
+        }
+        // an LTS stream: lts-2024 (or the server's own name, current-2024)
+        if let Some(y) = t.strip_prefix("lts-").or_else(|| t.strip_prefix("current-")) {
+            if let Ok(year) = y.parse::<u16>() {
+                if (2000..=2100).contains(&year) {
+                    return Ok(ReleaseSpec::LtsStream(year));
+                }
+            }
         }
         match t.parse::<Version>() {
             Ok(v) => {
@@ -393,6 +405,10 @@ mod tests {
         assert_eq!("x86-64".parse::<Arch>().unwrap(), Arch::X86_64);
         assert_eq!("arm64-usr".parse::<Arch>().unwrap(), Arch::Arm64);
         assert!("riscv".parse::<Arch>().is_err());
+        assert_eq!("lts-2024".parse::<ReleaseSpec>().unwrap(), ReleaseSpec::LtsStream(2024));
+        assert_eq!("current-2023".parse::<ReleaseSpec>().unwrap(), ReleaseSpec::LtsStream(2023));
+        assert_eq!(ReleaseSpec::LtsStream(2024).channel().unwrap(), Channel::Lts);
+        assert!("lts-99".parse::<ReleaseSpec>().is_err());
         assert_eq!(Arch::Arm64.to_string(), "arm64");
     }
 

@@ -246,6 +246,12 @@ fn resolve_with(ctx: &Ctx<'_>) -> Result<ResolvedRelease, Error> {
                 version,
             })
         }
+        ReleaseSpec::LtsStream(year) => {
+            // each LTS stream has its own head on the lts server: <board>/current-YEAR/
+            let url = o.urls.release_file(Channel::Lts, o.arch, &format!("current-{year}"), VERSION_TXT);
+            let version = VersionTxt::parse(&ctx.dl.get_text(&url)?, &url)?.version;
+            Ok(ResolvedRelease { channel: Channel::Lts, arch: o.arch, version })
+        }
     }
 }
 
