@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::http::Server;
@@ -23,16 +22,6 @@ fn ok(args: &[&str], envs: &[(&str, &str)]) -> String {
     let o = run(args, envs);
     assert!(o.status.success(), "flatbake {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
-
-fn write(p: &Path, content: &[u8], mode: u32) {
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, content).expect("write");
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
 /// A source tree: usr/bin/hello, usr/share/demo/{blob,dup}, opt/demo/conf, a symlink,
@@ -61,29 +50,6 @@ fn pack(tree: &Path, out: &Path, extra: &[&str], epoch: Option<&str>) -> String 
 fn unsquashfs(args: &[&str], img: &Path) -> String {
     let o = sh(Command::new("unsquashfs").args(args).arg(img));
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Merge `images` (NAME.raw files) into a throwaway root with a Flatcar os-release, in a
-/// private mount namespace; returns systemd-sysext's output and `extra` command's.
-fn sysext_merge(images: &[(&str, &Path)], extra: &str) -> String {
-    let root = tempfile::tempdir().expect("tmp");
-    let r = root.path();
-    write(&r.join("usr/lib/os-release"), b"ID=flatcar\nVERSION_ID=4081.2.0\nSYSEXT_LEVEL=1.0\n", 0o644);
-    std::fs::create_dir_all(r.join("etc/extensions")).expect("mkdir");
-    std::fs::create_dir_all(r.join("opt")).expect("mkdir");
-    for (name, img) in images {
-        std::fs::copy(img, r.join(format!("etc/extensions/{name}.raw"))).expect("copy");
-    }
-    let script = format!(
-        // systemd-sysext mounts from a child namespace: the root must be a shared mount
-        // (of this namespace only) for the merged /usr to be seen here
-        "set -e; mount -t tmpfs tmpfs /run; mount --bind {0} {0}; mount --make-shared {0}; \
-         systemd-sysext --root={0} merge 2>&1; {1}",
-        r.display(),
-        extra.replace("ROOT", s(r))
-    );
-    let out = sh(Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

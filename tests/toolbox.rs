@@ -5,14 +5,9 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::*;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -37,12 +32,6 @@ fn ok(args: &[&str]) -> Output {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn write(p: &Path, content: &[u8], mode: u32) {
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, content).expect("write");
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
 /// A minimal sysext named `name` for x86-64, packed by flatbake.
@@ -195,32 +184,6 @@ fn sha(data: &[u8]) -> String {
 
 fn unsquashfs_list(img: &Path) -> String {
     stdout(&sh(Command::new("unsquashfs").arg("-lln").arg(img)))
-}
-
-/// Merge `images` (NAME.raw) into a throwaway root with a Flatcar os-release in a private
-/// mount namespace, then run `extra` (ROOT stands for the root); returns the output.
-fn sysext_merge(images: &[(&str, &Path)], extra: &str) -> String {
-    sysext_merge_as(images, extra, "ROOT")
-}
-
-/// [`sysext_merge`] with `token` standing for the root in `extra`.
-fn sysext_merge_as(images: &[(&str, &Path)], extra: &str, token: &str) -> String {
-    let root = tempfile::tempdir().expect("tmp");
-    let r = root.path();
-    write(&r.join("usr/lib/os-release"), b"ID=flatcar\nVERSION_ID=4081.2.0\nSYSEXT_LEVEL=1.0\n", 0o644);
-    std::fs::create_dir_all(r.join("etc/extensions")).expect("mkdir");
-    std::fs::create_dir_all(r.join("opt")).expect("mkdir");
-    for (name, img) in images {
-        std::fs::copy(img, r.join(format!("etc/extensions/{name}.raw"))).expect("copy");
-    }
-    let script = format!(
-        "set -e; mount -t tmpfs tmpfs /run; mount --bind {0} {0}; mount --make-shared {0}; \
-         systemd-sysext --root={0} merge 2>&1; {1}",
-        r.display(),
-        extra.replace(token, s(r))
-    );
-    let out = sh(Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]));
-    stdout(&out)
 }
 
 #[test]

@@ -20,6 +20,20 @@ pub mod squashfs;
 pub mod sysupdate;
 pub mod torcx;
 
+/// Give every directory under (and including) `dir` mode 0755, whatever the umask was
+/// when a staging tree was made (recipes, Torcx conversion).
+pub fn fix_dir_modes(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            fix_dir_modes(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether `name` is usable as an extension name: the file name of
 /// `/etc/extensions/NAME.raw` and the suffix of `extension-release.NAME`.
 pub fn name_problem(name: &str) -> Option<String> {

@@ -531,7 +531,7 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
         let _ = std::fs::remove_file(&p);
         std::os::unix::fs::symlink(&s.target, &p).map_err(io(&p))?;
     }
-    fix_dir_modes(&root)?;
+    super::fix_dir_modes(&root).map_err(io(&root))?;
     (o.log)(&format!("packing {}", o.output.display()));
     Ok(pack::pack(&root, o.output, &o.pack)?)
 }
@@ -657,17 +657,6 @@ fn copy_tree(src: &Path, dst: &Path, mode: Option<u32>) -> Result<(), RecipeErro
     Ok(())
 }
 
-/// Directories made while staging get 0755 whatever the umask.
-fn fix_dir_modes(dir: &Path) -> Result<(), RecipeError> {
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io(dir))?;
-    for e in std::fs::read_dir(dir).map_err(io(dir))? {
-        let e = e.map_err(io(dir))?;
-        if e.file_type().map_err(io(dir))?.is_dir() {
-            fix_dir_modes(&e.path())?;
-        }
-    }
-    Ok(())
-}
 
 /// Upstream versions usable as sysext versions (no `-`), newest first.
 pub fn versions(r: &Recipe, fetcher: &Fetcher) -> Result<Vec<String>, RecipeError> {

@@ -230,7 +230,7 @@ pub fn convert(archive: &Path, name: &str, root: &Path, scratch: &Path) -> Resul
             c.units.join(", ")
         ));
     }
-    fix_dir_modes(root)?;
+    super::fix_dir_modes(root).map_err(io(root))?;
     Ok(c)
 }
 
@@ -271,16 +271,6 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), TorcxError> {
     Ok(())
 }
 
-fn fix_dir_modes(dir: &Path) -> Result<(), TorcxError> {
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io(dir))?;
-    for e in std::fs::read_dir(dir).map_err(io(dir))? {
-        let e = e.map_err(io(dir))?;
-        if e.file_type().map_err(io(dir))?.is_dir() {
-            fix_dir_modes(&e.path())?;
-        }
-    }
-    Ok(())
-}
 
 /// The version in a Torcx file name, `NAME:VERSION.torcx.tgz`.
 pub fn version_from_file_name(file: &str) -> Option<String> {

@@ -180,3 +180,45 @@ pub fn leftovers(dir: &Path) -> Vec<String> {
         .filter(|n| n.starts_with(".flatbake"))
         .collect()
 }
+
+/// A path as `&str` (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+/// Write `content` to `p` (parents created) with `mode`.
+pub fn write(p: &Path, content: &[u8], mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, content).expect("write");
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Merge `images` (NAME.raw files) into a throwaway root with a Flatcar os-release, in a
+/// private mount namespace, then run `extra` (ROOT stands for the root); returns the
+/// output of both.
+pub fn sysext_merge(images: &[(&str, &Path)], extra: &str) -> String {
+    sysext_merge_as(images, extra, "ROOT")
+}
+
+/// [`sysext_merge`] with `token` standing for the root in `extra`.
+pub fn sysext_merge_as(images: &[(&str, &Path)], extra: &str, token: &str) -> String {
+    let root = tempfile::tempdir().expect("tmp");
+    let r = root.path();
+    write(&r.join("usr/lib/os-release"), b"ID=flatcar\nVERSION_ID=4081.2.0\nSYSEXT_LEVEL=1.0\n", 0o644);
+    std::fs::create_dir_all(r.join("etc/extensions")).expect("mkdir");
+    std::fs::create_dir_all(r.join("opt")).expect("mkdir");
+    for (name, img) in images {
+        std::fs::copy(img, r.join(format!("etc/extensions/{name}.raw"))).expect("copy");
+    }
+    let script = format!(
+        // systemd-sysext mounts from a child namespace: the root must be a shared mount
+        // (of this namespace only) for the merged /usr to be seen here
+        "set -e; mount -t tmpfs tmpfs /run; mount --bind {0} {0}; mount --make-shared {0}; \
+         systemd-sysext --root={0} merge 2>&1; {1}",
+        r.display(),
+        extra.replace(token, s(r))
+    );
+    let out = sh(Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
