@@ -344,3 +344,39 @@ fn every_other_vendor_builds_and_carries_its_oem() {
         let _ = vendor;
     }
 }
+
+/// The default path is rootless for vendor images too: layout growth, OEM rebuild
+/// (under fakeroot), disk formats and bundles as `nobody`.
+#[test]
+fn vendor_images_as_nobody() {
+    let dir = tempfile::tempdir().expect("tmp");
+    sh(Command::new("chmod").arg("0777").arg(dir.path()));
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(BIN)
+        .arg("--image")
+        .arg(fixtures().join("current.bin"))
+        .arg("--release-dir")
+        .arg(fixtures().join("release"))
+        .arg("--output-dir")
+        .arg(dir.path())
+        .args(["--vendor", "qemu_uefi,gce"])
+        .arg(format!("wasmtime:{}", sysext("wasmtime-24.0.0-x86-64.raw").display()))
+        .env("HOME", dir.path())
+        .env("TMPDIR", dir.path())
+        .output()
+        .expect("setpriv");
+    assert!(o.status.success(), "rootless vendor run failed: {}", stderr(&o));
+    use std::os::unix::fs::MetadataExt;
+    let img = dir.path().join("flatcar_production_qemu_uefi_image.img");
+    assert_eq!(std::fs::metadata(&img).expect("m").uid(), 65534, "did not run unprivileged");
+    judge_disk(&img, "qcow2", true, vm_disk_bytes(), VM_ROOT_SECTORS, ("qemu", "qemu"));
+    // files written into OEM by an unprivileged run are still owned by root
+    let raw = dir.path().join("q.raw");
+    sh(Command::new("qemu-img").args(["convert", "-f", "qcow2", "-O", "raw"]).arg(&img).arg(&raw));
+    let oem = oem_tree(&raw);
+    let m = std::fs::metadata(oem.path().join("tree/sysext/oem-qemu-4593.2.5.raw")).expect("oem sysext");
+    assert_eq!((m.uid(), m.gid()), (0, 0));
+    assert_eq!(root_owner_mode(&raw, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"), ("0644".to_owned(), 0, 0));
+    assert!(dir.path().join("flatcar_production_gce.tar.gz").is_file());
+}
