@@ -1,7 +1,8 @@
 //! A bounded, in-order parallel pipeline: one thread produces jobs (reads the input),
 //! `threads` workers transform them (compress), and the calling thread consumes the
 //! results strictly in job order (writes the output). At most `in_flight` jobs exist
-//! at any time, so memory stays bounded however large the input is.
+//! at any time, so memory stays bounded however large the input is. Also the one
+//! deflate step the compressing writers (qcow2, VMDK) share.
 
 use super::FormatError;
 use std::collections::BTreeMap;
@@ -102,6 +103,22 @@ where
         drop(res_rx);
         outcome
     })
+}
+
+/// Deflate all of `input` into `out` (cleared first) with `c`, which is reset first.
+/// `Ok(false)` when the stream did not end (the output buffer would not hold it).
+pub fn deflate_whole(
+    c: &mut flate2::Compress,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    path: &std::path::Path,
+) -> Result<bool, super::FormatError> {
+    c.reset();
+    out.clear();
+    let st = c
+        .compress_vec(input, out, flate2::FlushCompress::Finish)
+        .map_err(|e| super::FormatError::Compress { path: path.to_path_buf(), problem: e.to_string() })?;
+    Ok(st == flate2::Status::StreamEnd)
 }
 
 #[cfg(test)]

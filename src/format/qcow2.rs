@@ -30,7 +30,7 @@
 use super::pipeline;
 use super::source::{Clusters, Source};
 use super::{FormatError, Output};
-use flate2::{Compress, Compression, FlushCompress, Status};
+use flate2::{Compress, Compression};
 use std::io::Write;
 
 pub const CLUSTER_BITS: u32 = 16;
@@ -119,15 +119,7 @@ fn compress_job(job: Job, compress: bool, path: &std::path::Path) -> Result<Done
         let mut out = Vec::with_capacity(CLUSTER as usize);
         for (i, slot) in compressed.iter_mut().enumerate() {
             let input = &job.data[i * CLUSTER as usize..(i + 1) * CLUSTER as usize];
-            c.reset();
-            out.clear();
-            let st = c
-                .compress_vec(input, &mut out, FlushCompress::Finish)
-                .map_err(|e| FormatError::Compress {
-                    path: path.to_path_buf(),
-                    problem: e.to_string(),
-                })?;
-            if st == Status::StreamEnd && (out.len() as u64) < CLUSTER {
+            if pipeline::deflate_whole(&mut c, input, &mut out, path)? && (out.len() as u64) < CLUSTER {
                 *slot = Some((packed.len(), out.len()));
                 packed.extend_from_slice(&out);
             }

@@ -29,7 +29,7 @@
 use super::pipeline;
 use super::source::{Clusters, Source};
 use super::{FormatError, Output, VmdkAdapter, VmdkSubformat};
-use flate2::{Compress, Compression, FlushCompress, Status};
+use flate2::{Compress, Compression};
 
 const SECTOR: u64 = 512;
 pub const GRAIN: u64 = 64 << 10;
@@ -306,18 +306,10 @@ fn compress_job(job: Job, path: &std::path::Path) -> Result<Done, FormatError> {
     let mut ranges = Vec::with_capacity(job.indices.len());
     let mut out = Vec::with_capacity(GRAIN as usize + 1024);
     for input in job.data.chunks(GRAIN as usize) {
-        c.reset();
-        out.clear();
-        let st = c
-            .compress_vec(input, &mut out, FlushCompress::Finish)
-            .map_err(|e| FormatError::Compress {
-                path: path.to_path_buf(),
-                problem: e.to_string(),
-            })?;
-        if st != Status::StreamEnd {
+        if !pipeline::deflate_whole(&mut c, input, &mut out, path)? {
             return Err(FormatError::Compress {
                 path: path.to_path_buf(),
-                problem: format!("deflate did not finish ({st:?})"),
+                problem: "deflate did not finish".into(),
             });
         }
         ranges.push((packed.len(), out.len()));

@@ -298,13 +298,18 @@ fn check_primary_valid(cert: &SignedPublicKey, sig_time: i64) -> Result<(), Stri
     let Some(selfsig) = best else {
         return Err("no valid self-signature made before the signature".into());
     };
-    if let Some(exp) = selfsig.key_expiration_time() {
-        let exp = exp.num_seconds();
-        if exp > 0 && created_at.saturating_add(exp) <= sig_time {
-            return Err("the primary key had expired".into());
-        }
+    if expired(selfsig, created_at, sig_time) {
+        return Err("the primary key had expired".into());
     }
     Ok(())
+}
+
+/// Whether the key expiration `sig` (a self- or binding signature) sets for a key
+/// created at `created_at` had passed at `sig_time`.
+fn expired(sig: &Signature, created_at: i64, sig_time: i64) -> bool {
+    sig.key_expiration_time()
+        .map(|exp| exp.num_seconds())
+        .is_some_and(|exp| exp > 0 && created_at.saturating_add(exp) <= sig_time)
 }
 
 fn check_subkey_valid(
@@ -346,11 +351,8 @@ fn check_subkey_valid(
     };
     back.verify_primary_key_binding(&sub.key, primary)
         .map_err(|e| format!("bad primary key binding signature: {e}"))?;
-    if let Some(exp) = binding.key_expiration_time() {
-        let exp = exp.num_seconds();
-        if exp > 0 && created_at.saturating_add(exp) <= sig_time {
-            return Err("the subkey had expired".into());
-        }
+    if expired(binding, created_at, sig_time) {
+        return Err("the subkey had expired".into());
     }
     Ok(())
 }

@@ -63,21 +63,10 @@ pub struct FlatwrapArgs {
     /// /home from the host, or the image's own (read-only).
     #[arg(long, value_enum, default_value = "host")]
     pub home_map: super::flatwrap::Map,
-    /// systemd unit file to ship in /usr/lib/systemd/system (repeatable).
-    #[arg(long, value_name = "FILE")]
-    pub unit: Vec<PathBuf>,
-    #[arg(long, default_value = "1")]
-    pub version: String,
-    #[arg(long)]
-    pub arch: Arch,
-    /// ID= of the extension-release (the image brings its own root).
-    #[arg(long, default_value = "_any")]
-    pub os: String,
-    #[command(flatten)]
-    pub image: ImageArgs,
 }
 
-/// Where Flix and Flatwrap take a root filesystem from, and the extension's name.
+/// What Flix and Flatwrap share: where the root filesystem comes from, the extension's
+/// name, and how the result is packed.
 #[derive(Debug, Args, Clone)]
 pub struct RootfsArgs {
     /// The root filesystem: an OCI image layout directory or a docker save / OCI archive
@@ -90,6 +79,18 @@ pub struct RootfsArgs {
     /// ROOTFS is an already extracted directory tree.
     #[arg(long)]
     pub from_dir: bool,
+    /// systemd unit file to ship in /usr/lib/systemd/system (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub unit: Vec<PathBuf>,
+    #[arg(long, default_value = "1")]
+    pub version: String,
+    #[arg(long)]
+    pub arch: Arch,
+    /// ID= of the extension-release (the bundle brings its own root or libraries).
+    #[arg(long, default_value = "_any")]
+    pub os: String,
+    #[command(flatten)]
+    pub image: ImageArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -103,18 +104,6 @@ pub struct FlixArgs {
     /// in the sysext (repeatable), e.g. /usr/share/terminfo.
     #[arg(long, value_name = "PATH")]
     pub resource: Vec<String>,
-    /// systemd unit file to ship in /usr/lib/systemd/system (repeatable).
-    #[arg(long, value_name = "FILE")]
-    pub unit: Vec<PathBuf>,
-    #[arg(long, default_value = "1")]
-    pub version: String,
-    #[arg(long)]
-    pub arch: Arch,
-    /// ID= of the extension-release (the bundle brings its own libraries).
-    #[arg(long, default_value = "_any")]
-    pub os: String,
-    #[command(flatten)]
-    pub image: ImageArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -577,70 +566,79 @@ fn copy_units(units: &[PathBuf], tree: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
-    let opts = pack_options(&a.src.name, &a.version, a.arch, a.os.clone(), !a.unit.is_empty(), &a.image);
+/// Pack a bundle made from a root filesystem: `build(rootfs, ours, tree)` fills `tree`
+/// (`ours`: the extracted rootfs may be moved), then units are added and it is packed.
+fn bundle(
+    a: &RootfsArgs,
+    what: &str,
+    build: impl FnOnce(&Path, bool, &Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let opts = pack_options(&a.name, &a.version, a.arch, a.os.clone(), !a.unit.is_empty(), &a.image);
     pack::validate(&opts)?;
     let out = output_for(&opts, &a.image);
-    let work = scratch(&out, ".flatbake-flix")?;
-    let (rootfs, _) = rootfs_dir(&a.src, work.path())?;
+    let work = scratch(&out, &format!(".flatbake-{what}"))?;
+    let (rootfs, ours) = rootfs_dir(a, work.path())?;
     let tree = work.path().join("tree");
-    let f = super::flix::flix(&rootfs, &a.src.name, &a.binaries, &tree)?;
-    eprintln!(
-        "flixed {} with {} libraries into {}",
-        f.binaries.join(", "),
-        f.libraries.len() + usize::from(f.interpreter.is_some()),
-        f.prefix
-    );
-    for r in &a.resource {
-        if !(r.starts_with("/usr/") || r.starts_with("/opt/")) || r.contains("..") {
-            bail!("--resource {r}: must lie under /usr or /opt, without '..'");
-        }
-        let src = super::flix::resolve_in(&rootfs, r).filter(|p| p.exists()).with_context(|| format!("--resource {r}: not in the root filesystem"))?;
-        let dst = tree.join(r.trim_start_matches('/'));
-        if let Some(p) = dst.parent() {
-            std::fs::create_dir_all(p).with_context(|| p.display().to_string())?;
-        }
-        crate::tools::run(
-            std::process::Command::new("cp").arg("-a").arg("--no-preserve=ownership").arg("-T").arg(&src).arg(&dst),
-            "copying a resource",
-        )?;
-    }
+    build(&rootfs, ours, &tree)?;
     copy_units(&a.unit, &tree)?;
     let report = pack::pack(&tree, &out, &opts)?;
     finish(&report, &opts, &a.image)
 }
 
+fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
+    bundle(&a.src, "flix", |rootfs, _, tree| {
+        let f = super::flix::flix(rootfs, &a.src.name, &a.binaries, tree)?;
+        eprintln!(
+            "flixed {} with {} libraries into {}",
+            f.binaries.join(", "),
+            f.libraries.len() + usize::from(f.interpreter.is_some()),
+            f.prefix
+        );
+        for r in &a.resource {
+            if !(r.starts_with("/usr/") || r.starts_with("/opt/")) || r.contains("..") {
+                bail!("--resource {r}: must lie under /usr or /opt, without '..'");
+            }
+            let src = super::flix::resolve_in(rootfs, r)
+                .filter(|p| p.exists())
+                .with_context(|| format!("--resource {r}: not in the root filesystem"))?;
+            let dst = tree.join(r.trim_start_matches('/'));
+            if let Some(p) = dst.parent() {
+                std::fs::create_dir_all(p).with_context(|| p.display().to_string())?;
+            }
+            crate::tools::run(
+                std::process::Command::new("cp").arg("-a").arg("--no-preserve=ownership").arg("-T").arg(&src).arg(&dst),
+                "copying a resource",
+            )?;
+        }
+        Ok(())
+    })
+}
+
 fn run_flatwrap(a: FlatwrapArgs) -> anyhow::Result<()> {
-    let opts = pack_options(&a.src.name, &a.version, a.arch, a.os.clone(), !a.unit.is_empty(), &a.image);
-    pack::validate(&opts)?;
-    let out = output_for(&opts, &a.image);
-    let work = scratch(&out, ".flatbake-flatwrap")?;
-    let (rootfs, take) = rootfs_dir(&a.src, work.path())?;
-    let tree = work.path().join("tree");
-    let w = super::flatwrap::flatwrap(
-        &rootfs,
-        take,
-        &super::flatwrap::Options {
-            name: a.src.name.clone(),
-            entries: a.programs.clone(),
-            etc: a.etc_map,
-            var: a.var_map,
-            home: a.home_map,
-        },
-        &tree,
-    )?;
-    eprintln!("wrapped {} around {}/rootfs", w.wrappers.join(", "), w.prefix);
-    eprintln!("  from the image: {}", w.from_image.join(" "));
-    eprintln!("  from the host: {}", w.from_host.join(" "));
-    for p in &w.dropped {
-        eprintln!("warning: {p}: device, fifo or socket, left out");
-    }
-    for p in &w.unprivileged {
-        eprintln!("warning: {p}: setuid/setgid bits cleared (the sysext is owned by the host's root)");
-    }
-    copy_units(&a.unit, &tree)?;
-    let report = pack::pack(&tree, &out, &opts)?;
-    finish(&report, &opts, &a.image)
+    bundle(&a.src, "flatwrap", |rootfs, ours, tree| {
+        let w = super::flatwrap::flatwrap(
+            rootfs,
+            ours,
+            &super::flatwrap::Options {
+                name: a.src.name.clone(),
+                entries: a.programs.clone(),
+                etc: a.etc_map,
+                var: a.var_map,
+                home: a.home_map,
+            },
+            tree,
+        )?;
+        eprintln!("wrapped {} around {}/rootfs", w.wrappers.join(", "), w.prefix);
+        eprintln!("  from the image: {}", w.from_image.join(" "));
+        eprintln!("  from the host: {}", w.from_host.join(" "));
+        for p in &w.dropped {
+            eprintln!("warning: {p}: device, fifo or socket, left out");
+        }
+        for p in &w.unprivileged {
+            eprintln!("warning: {p}: setuid/setgid bits cleared (the sysext is owned by the host's root)");
+        }
+        Ok(())
+    })
 }
 
 fn run_butane(a: ButaneArgs) -> anyhow::Result<()> {
