@@ -296,7 +296,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     log(&format!("copying {} (sparse)", req.image.display()));
     sparse::clone_file(&input, tmp.as_file()).map_err(io(&req.output))?;
     crate::cleanup::pause_point("copied");
-    crate::fs::ext4_super::replay(tmp.path(), &layout.root, req.backend.resolve())?;
+    crate::fs::ext4_super::replay(tmp.path(), &layout.root, req.backend.resolve(), work.path())?;
     if req.backend.resolve() == crate::fs::Backend::Mount {
         log("backend: mount (loop device and kernel mounts in a private mount namespace)");
     }

@@ -6,13 +6,14 @@
 //!
 //! A journal that still needs recovery (the image of a VM that crashed) is not edited
 //! around: the kernel would replay it at first mount and undo the edits. [`replay`]
-//! replays it into the output copy (never the input) with `e2fsck -E journal_only`
+//! replays it into the output copy (never the input) with debugfs `journal_run`
 //! before anything is edited, checks the result again and requires `e2fsck -fn` to
 //! find it clean. The pre-flight reads the input through ext4-view, which applies the
 //! journal in memory, so the plan is made against the state the replay produces.
 
 use super::{Backend, FsError, Op};
 use crate::disk::gpt::Partition;
+use crate::disk::sparse;
 use crate::tools;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -457,26 +458,58 @@ pub fn check(
 
 /// Replay ROOT's journal in `image` (the output copy) if it needs recovery, then check
 /// the result like the input was checked and with `e2fsck -fn`.
-pub fn replay(image: &Path, part: &Partition, backend: Backend) -> Result<(), FsError> {
+pub fn replay(
+    image: &Path,
+    part: &Partition,
+    backend: Backend,
+    work: &Path,
+) -> Result<(), FsError> {
     let file = File::open(image).map_err(FsError::io(image))?;
     let invalid = |what: String| FsError::Invalid { part: PART, what };
     let before = read(&file, image, part).map_err(invalid)?;
     if !before.needs_recovery {
         return Ok(());
     }
-    let (dir, target) = super::ext4::addressed(image, part)?;
-    tools::run(
-        Command::new("e2fsck")
-            .current_dir(&dir)
-            .args(["-E", "journal_only", "-p"])
-            .arg(&target),
-        "replaying ROOT's journal in the output (e2fsck -E journal_only)",
+    // Neither `e2fsck -E journal_only` nor debugfs `journal_run` can replay through
+    // `?offset=` (both reopen the filesystem without it, e2fsprogs 1.47.0): replay a
+    // sparse copy of the partition in `work` and copy its data back.
+    let copy = work.join("root-replay.img");
+    let io = |p: &Path| FsError::io(p.to_path_buf());
+    let scratch = File::create(&copy).map_err(io(&copy))?;
+    scratch.set_len(part.size()).map_err(io(&copy))?;
+    sparse::copy_range(&file, part.offset(), &scratch, 0, part.size()).map_err(io(image))?;
+    drop(scratch);
+    let out = tools::run(
+        Command::new("debugfs").current_dir(work).args([
+            "-w",
+            "-R",
+            "journal_run",
+            "root-replay.img",
+        ]),
+        "replaying ROOT's journal in the output (debugfs journal_run)",
     )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Some(l) = stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("debugfs "))
+    {
+        return Err(invalid(format!("replaying its journal: debugfs: {l}")));
+    }
+    let scratch = File::open(&copy).map_err(io(&copy))?;
+    let rw = std::fs::OpenOptions::new()
+        .write(true)
+        .open(image)
+        .map_err(io(image))?;
+    sparse::copy_range(&scratch, 0, &rw, part.offset(), part.size()).map_err(io(image))?;
+    rw.sync_all().map_err(io(image))?;
+    drop((scratch, rw));
+    std::fs::remove_file(&copy).map_err(io(&copy))?;
     let after = check(&file, image, part, backend)
         .map_err(|e| invalid(format!("after replaying its journal: {e}")))?;
     if after.needs_recovery {
         return Err(invalid(
-            "its journal still needs recovery after e2fsck replayed it".into(),
+            "its journal still needs recovery after debugfs replayed it".into(),
         ));
     }
     super::ext4::fsck(image, part)
