@@ -462,7 +462,7 @@ fn space_preflight_counts_inodes() {
     assert!(head.contains("Free inodes:"), "{head}");
     debugfs_w(
         &img,
-        &format!("ssv free_inodes_count 3\nset_bg 0 free_inodes_count 3\nset_bg 0 checksum calc\n"),
+        "ssv free_inodes_count 3\nset_bg 0 free_inodes_count 3\nset_bg 0 checksum calc\n",
     );
     let err = refused("rootless", &img, &[&ext("wasmtime", &sysext(WASM))]);
     assert!(err.contains("3 inodes free"), "{err}");
