@@ -18,12 +18,21 @@ fn main() {
     for n in &names {
         let path = dir.join(n);
         println!("cargo:rerun-if-changed={}", path.display());
-        let _ = writeln!(out, "    ({:?}, include_str!({:?})),", n.trim_end_matches(".toml"), path.display().to_string());
+        let _ = writeln!(
+            out,
+            "    ({:?}, include_str!({:?})),",
+            n.trim_end_matches(".toml"),
+            path.display().to_string()
+        );
     }
     out.push_str("];\n");
     let layouts = dir.join("layouts.toml");
     println!("cargo:rerun-if-changed={}", layouts.display());
-    let _ = writeln!(out, "/// vendors/layouts.toml\npub static LAYOUTS: &str = include_str!({:?});", layouts.display().to_string());
+    let _ = writeln!(
+        out,
+        "/// vendors/layouts.toml\npub static LAYOUTS: &str = include_str!({:?});",
+        layouts.display().to_string()
+    );
     let dest = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("vendor_files.rs");
     std::fs::write(dest, out).expect("write vendor_files.rs");
 }

@@ -40,14 +40,24 @@ pub const DEFAULT_INSTALL_TO: &str = "root:/opt/extensions/{name}";
 impl std::str::FromStr for InstallTo {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (part, dir) = s.split_once(':').ok_or_else(|| format!("'{s}': expected root:DIR or oem:DIR"))?;
+        let (part, dir) = s
+            .split_once(':')
+            .ok_or_else(|| format!("'{s}': expected root:DIR or oem:DIR"))?;
         let target = match part {
             "root" | "ROOT" => Target::Root,
             "oem" | "OEM" => Target::Oem,
-            _ => return Err(format!("'{s}': unknown partition '{part}' (use root or oem)")),
+            _ => {
+                return Err(format!(
+                    "'{s}': unknown partition '{part}' (use root or oem)"
+                ))
+            }
         };
         let dir = dir.trim_end_matches('/');
-        let dir = if dir.is_empty() { "/".to_owned() } else { dir.to_owned() };
+        let dir = if dir.is_empty() {
+            "/".to_owned()
+        } else {
+            dir.to_owned()
+        };
         if !dir.starts_with('/') {
             return Err(format!("'{s}': the directory must be absolute"));
         }
@@ -106,10 +116,14 @@ impl std::str::FromStr for InstallRule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once('=') {
-            Some((name, spec)) if !name.contains(':') => {
-                Ok(InstallRule { name: Some(name.to_owned()), to: spec.parse()? })
-            }
-            _ => Ok(InstallRule { name: None, to: s.parse()? }),
+            Some((name, spec)) if !name.contains(':') => Ok(InstallRule {
+                name: Some(name.to_owned()),
+                to: spec.parse()?,
+            }),
+            _ => Ok(InstallRule {
+                name: None,
+                to: s.parse()?,
+            }),
         }
     }
 }
@@ -123,7 +137,10 @@ pub fn install_for(rules: &[InstallRule], name: &str) -> InstallTo {
         .find(|r| r.name.as_deref() == Some(name))
         .or_else(|| rules.iter().rev().find(|r| r.name.is_none()))
         .map(|r| r.to.clone())
-        .unwrap_or_else(|| InstallTo { target: Target::Root, dir: "/opt/extensions/{name}".into() })
+        .unwrap_or_else(|| InstallTo {
+            target: Target::Root,
+            dir: "/opt/extensions/{name}".into(),
+        })
 }
 
 /// Inputs to planning, besides the image itself.
@@ -142,13 +159,17 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
     let mut confs: Vec<(String, PathBuf)> = Vec::new();
     for c in input.sysupdate_confs {
         match c.split_once('=') {
-            Some((n, p)) if !n.is_empty() && !p.is_empty() => confs.push((n.to_owned(), PathBuf::from(p))),
+            Some((n, p)) if !n.is_empty() && !p.is_empty() => {
+                confs.push((n.to_owned(), PathBuf::from(p)))
+            }
             _ => problems.push(format!("--sysupdate-conf '{c}': expected NAME=PATH")),
         }
     }
     for arg in input.extensions {
         let Some((name, file)) = arg.split_once(':') else {
-            problems.push(format!("'{arg}': expected NAME:FILE (e.g. wasmtime:wasmtime-24.0.0-x86-64.raw)"));
+            problems.push(format!(
+                "'{arg}': expected NAME:FILE (e.g. wasmtime:wasmtime-24.0.0-x86-64.raw)"
+            ));
             continue;
         };
         if let Some(p) = name_problem(name) {
@@ -161,7 +182,9 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
         }
         // printed as is, such a name would break the one-line-per-problem report
         if file.chars().any(char::is_control) {
-            problems.push(format!("{file:?}: contains a control character; rename the file"));
+            problems.push(format!(
+                "{file:?}: contains a control character; rename the file"
+            ));
             continue;
         }
         if !seen.insert(name.to_owned()) {
@@ -171,11 +194,17 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
         let src = PathBuf::from(file);
         match check_one(name, &src, input) {
             Ok((image, mut ps)) => {
-                let file_name = src.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                let file_name = src
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let install = install_for(input.install_to, name);
                 let path = install.path_for(name, &file_name);
                 if let Err(e) = check_path("install", &path) {
-                    ps.push(format!("{}: cannot be installed under that name: {e}", src.display()));
+                    ps.push(format!(
+                        "{}: cannot be installed under that name: {e}",
+                        src.display()
+                    ));
                 }
                 let link_target = match install.target {
                     Target::Root => path.clone(),
@@ -208,13 +237,18 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
     for r in input.install_to {
         if let Some(n) = &r.name {
             if !seen.contains(n) {
-                problems.push(format!("--install-to {n}=...: no extension named {n} is being baked"));
+                problems.push(format!(
+                    "--install-to {n}=...: no extension named {n} is being baked"
+                ));
             }
         }
     }
     for (n, p) in &confs {
         if !seen.contains(n) {
-            problems.push(format!("--sysupdate-conf {n}={}: no extension named {n} is being baked", p.display()));
+            problems.push(format!(
+                "--sysupdate-conf {n}={}: no extension named {n} is being baked",
+                p.display()
+            ));
         }
     }
     if problems.is_empty() {
@@ -225,17 +259,31 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
 }
 
 /// Check one sysext file; Err is a problem that stops further checks of it.
-fn check_one(name: &str, src: &Path, input: &PlanInput<'_>) -> Result<(SysextImage, Vec<String>), String> {
+fn check_one(
+    name: &str,
+    src: &Path,
+    input: &PlanInput<'_>,
+) -> Result<(SysextImage, Vec<String>), String> {
     let meta = std::fs::metadata(src).map_err(|e| format!("{}: {e}", src.display()))?;
     if !meta.is_file() {
         return Err(format!("{}: not a regular file", src.display()));
     }
     let img = image::open(src, name).map_err(|e| e.to_string())?;
     let arch = input.arch.map(Arch::systemd_name);
-    let host = HostOs { id: "flatcar", arch };
-    let mut ps: Vec<String> =
-        check::release_problems(&img, name, &host).into_iter().map(|p| format!("{}: {p}", src.display())).collect();
-    if input.arch.is_none() && img.release.as_ref().is_some_and(|r| r.get("ARCHITECTURE").is_some()) {
+    let host = HostOs {
+        id: "flatcar",
+        arch,
+    };
+    let mut ps: Vec<String> = check::release_problems(&img, name, &host)
+        .into_iter()
+        .map(|p| format!("{}: {p}", src.display()))
+        .collect();
+    if input.arch.is_none()
+        && img
+            .release
+            .as_ref()
+            .is_some_and(|r| r.get("ARCHITECTURE").is_some())
+    {
         ps.push(format!(
             "{}: declares ARCHITECTURE but the image's architecture is unknown; pass --arch",
             src.display()
@@ -251,7 +299,10 @@ fn check_one(name: &str, src: &Path, input: &PlanInput<'_>) -> Result<(SysextIma
 fn check_conf(path: &Path) -> Vec<String> {
     match std::fs::read(path) {
         Err(e) => vec![format!("{}: {e}", path.display())],
-        Ok(bytes) if bytes.len() > 1 << 20 => vec![format!("{}: too large for a sysupdate config", path.display())],
+        Ok(bytes) if bytes.len() > 1 << 20 => vec![format!(
+            "{}: too large for a sysupdate config",
+            path.display()
+        )],
         Ok(bytes) => match String::from_utf8(bytes) {
             Err(_) => vec![format!("{}: not a text file", path.display())],
             Ok(text) => sysupdate::problems(&text)
@@ -277,14 +328,25 @@ pub fn edits(exts: &[Extension], existing_link: &dyn Fn(&str) -> Option<String>)
                 }
             }
         }
-        let write = Op::Write { path: e.path.clone(), src: e.src.clone(), mode: 0o644 };
+        let write = Op::Write {
+            path: e.path.clone(),
+            src: e.src.clone(),
+            mode: 0o644,
+        };
         match e.target {
             Target::Root => root.push(write),
             Target::Oem => oem.push(write),
         }
-        root.push(Op::Symlink { path: e.symlink(), target: e.link_target.clone() });
+        root.push(Op::Symlink {
+            path: e.symlink(),
+            target: e.link_target.clone(),
+        });
         if let Some(c) = &e.conf {
-            root.push(Op::Write { path: e.conf_path(), src: c.clone(), mode: 0o644 });
+            root.push(Op::Write {
+                path: e.conf_path(),
+                src: c.clone(),
+                mode: 0o644,
+            });
         }
     }
     (root, oem)
@@ -308,12 +370,17 @@ mod tests {
         assert!("root:relative".parse::<InstallTo>().is_err());
         assert!("root:/a/../b".parse::<InstallTo>().is_err());
         assert!("nocolon".parse::<InstallTo>().is_err());
-        let rules: Vec<InstallRule> =
-            vec!["oem:/sysext".parse().unwrap(), "w=root:/opt/w".parse().unwrap()];
+        let rules: Vec<InstallRule> = vec![
+            "oem:/sysext".parse().unwrap(),
+            "w=root:/opt/w".parse().unwrap(),
+        ];
         assert_eq!(rules[1].name.as_deref(), Some("w"));
         assert_eq!(install_for(&rules, "w").path_for("w", "f"), "/opt/w/f");
         assert_eq!(install_for(&rules, "x").target, Target::Oem);
-        assert_eq!(install_for(&[], "x").path_for("x", "f"), "/opt/extensions/x/f");
+        assert_eq!(
+            install_for(&[], "x").path_for("x", "f"),
+            "/opt/extensions/x/f"
+        );
     }
 
     #[test]
@@ -329,7 +396,12 @@ mod tests {
             "d:/tmp/new\nline.raw".to_owned(),
         ];
         let confs = vec!["zzz=/tmp/x.conf".to_owned(), "bad".to_owned()];
-        let input = PlanInput { extensions: &exts, install_to: &install, sysupdate_confs: &confs, arch: None };
+        let input = PlanInput {
+            extensions: &exts,
+            install_to: &install,
+            sysupdate_confs: &confs,
+            arch: None,
+        };
         let ps = check_extensions(&input).unwrap_err();
         let all = ps.join("\n");
         assert!(all.contains("'nocolon': expected NAME:FILE"), "{all}");
@@ -338,7 +410,10 @@ mod tests {
         assert!(all.contains("/nonexistent/a.raw: No such file"), "{all}");
         assert!(all.contains("/dev/null: not a regular file"), "{all}");
         assert!(all.contains("'c:': no FILE after NAME:"), "{all}");
-        assert!(all.contains("\"/tmp/new\\nline.raw\": contains a control character"), "{all}");
+        assert!(
+            all.contains("\"/tmp/new\\nline.raw\": contains a control character"),
+            "{all}"
+        );
         assert!(all.contains("--sysupdate-conf 'bad'"), "{all}");
         assert!(all.contains("no extension named zzz"), "{all}");
     }

@@ -8,7 +8,11 @@ use std::fs::File;
 
 /// The architecture whose default UEFI loader (`/EFI/boot/boot<arch>.efi`) the ESP holds.
 pub fn detect_arch(file: &File, esp: &Partition) -> Option<Arch> {
-    let fs = fatfs::FileSystem::new(Region::new(file, esp.offset(), esp.size()), fatfs::FsOptions::new()).ok()?;
+    let fs = fatfs::FileSystem::new(
+        Region::new(file, esp.offset(), esp.size()),
+        fatfs::FsOptions::new(),
+    )
+    .ok()?;
     let dir = fs.root_dir().open_dir("EFI/boot").ok()?;
     for entry in dir.iter().flatten() {
         match entry.file_name().to_ascii_lowercase().as_str() {
@@ -23,9 +27,16 @@ pub fn detect_arch(file: &File, esp: &Partition) -> Option<Arch> {
 /// Whether the ESP holds `/flatcar/first_boot`, the flag that makes Ignition run on the
 /// next boot. `None` when the ESP cannot be read.
 pub fn has_first_boot(file: &File, esp: &Partition) -> Option<bool> {
-    let fs = fatfs::FileSystem::new(Region::new(file, esp.offset(), esp.size()), fatfs::FsOptions::new()).ok()?;
+    let fs = fatfs::FileSystem::new(
+        Region::new(file, esp.offset(), esp.size()),
+        fatfs::FsOptions::new(),
+    )
+    .ok()?;
     let found = match fs.root_dir().open_dir("flatcar") {
-        Ok(dir) => dir.iter().flatten().any(|e| e.file_name().eq_ignore_ascii_case("first_boot")),
+        Ok(dir) => dir
+            .iter()
+            .flatten()
+            .any(|e| e.file_name().eq_ignore_ascii_case("first_boot")),
         Err(_) => false,
     };
     Some(found)

@@ -78,7 +78,10 @@ pub struct Keyring {
 impl Keyring {
     /// The embedded Flatcar image signing key.
     pub fn flatcar() -> Result<Keyring, VerifyError> {
-        Keyring::from_armored(FLATCAR_SIGNING_KEY, "embedded Flatcar_Image_Signing_Key.asc")
+        Keyring::from_armored(
+            FLATCAR_SIGNING_KEY,
+            "embedded Flatcar_Image_Signing_Key.asc",
+        )
     }
 
     /// Parses one or more armored public keys; `source_name` is used in errors.
@@ -140,13 +143,12 @@ pub fn verify_detached(
         err,
     })?;
     let signature = parse_signature(&sig_bytes, sig)?;
-    let sig_time = signature
-        .created()
-        .map(|t| t.timestamp())
-        .ok_or_else(|| VerifyError::BadSignatureFile {
+    let sig_time = signature.created().map(|t| t.timestamp()).ok_or_else(|| {
+        VerifyError::BadSignatureFile {
             path: sig.to_path_buf(),
             err: "no creation time".into(),
-        })?;
+        }
+    })?;
     if let Some(exp) = signature.signature_expiration_time() {
         let exp = exp.num_seconds();
         if exp > 0 && sig_time.saturating_add(exp) <= now() {
@@ -228,7 +230,11 @@ fn issuer_ids(sig: &Signature) -> Vec<String> {
         .iter()
         .map(|f| format!("{f:X}"))
         .collect();
-    ids.extend(sig.issuer().iter().map(|k| hex(k.as_ref()).to_ascii_uppercase()));
+    ids.extend(
+        sig.issuer()
+            .iter()
+            .map(|k| hex(k.as_ref()).to_ascii_uppercase()),
+    );
     ids
 }
 
@@ -444,10 +450,12 @@ impl<R: Read> Read for HashingReader<R> {
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// SHA-256 of a file, streamed.

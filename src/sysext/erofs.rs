@@ -87,7 +87,9 @@ impl<R: Read + Seek> Erofs<R> {
 
     fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), ErofsError> {
         self.r.seek(SeekFrom::Start(off))?;
-        self.r.read_exact(buf).map_err(|e| ErofsError::Corrupt(format!("read at {off}: {e}")))
+        self.r
+            .read_exact(buf)
+            .map_err(|e| ErofsError::Corrupt(format!("read at {off}: {e}")))
     }
 
     pub fn inode(&mut self, nid: u64) -> Result<Inode, ErofsError> {
@@ -108,9 +110,18 @@ impl<R: Read + Seek> Erofs<R> {
             let size = u64::from_le_bytes(b[8..16].try_into().unwrap_or([0; 8]));
             (size, u32le(&b, 24), u32le(&b, 28), 64)
         } else {
-            (u32le(&b, 8) as u64, u16le(&b, 24) as u32, u16le(&b, 26) as u32, 32)
+            (
+                u32le(&b, 8) as u64,
+                u16le(&b, 24) as u32,
+                u16le(&b, 26) as u32,
+                32,
+            )
         };
-        let xattr = if xattr_icount == 0 { 0 } else { 12 + (xattr_icount - 1) * 4 };
+        let xattr = if xattr_icount == 0 {
+            0
+        } else {
+            12 + (xattr_icount - 1) * 4
+        };
         Ok(Inode {
             nid,
             mode,
@@ -126,7 +137,10 @@ impl<R: Read + Seek> Erofs<R> {
     /// The whole content of a file or directory inode, at most `limit` bytes.
     pub fn read(&mut self, ino: &Inode, what: &str, limit: u64) -> Result<Vec<u8>, ErofsError> {
         if ino.size > limit {
-            return Err(ErofsError::Corrupt(format!("{what} is {} bytes, over {limit}", ino.size)));
+            return Err(ErofsError::Corrupt(format!(
+                "{what} is {} bytes, over {limit}",
+                ino.size
+            )));
         }
         let mut out = vec![0u8; ino.size as usize];
         match ino.layout {
@@ -142,7 +156,11 @@ impl<R: Read + Seek> Erofs<R> {
                 self.read_at(inline_at, &mut out[full as usize..])?;
             }
             1 | 3 => return Err(ErofsError::Compressed(what.to_owned())),
-            l => return Err(ErofsError::Corrupt(format!("{what}: unsupported data layout {l}"))),
+            l => {
+                return Err(ErofsError::Corrupt(format!(
+                    "{what}: unsupported data layout {l}"
+                )))
+            }
         }
         Ok(out)
     }
@@ -152,7 +170,9 @@ impl<R: Read + Seek> Erofs<R> {
         let mut out = Vec::new();
         for block in data.chunks(self.blksz as usize) {
             if block.len() < 12 {
-                return Err(ErofsError::Corrupt(format!("{what}: short directory block")));
+                return Err(ErofsError::Corrupt(format!(
+                    "{what}: short directory block"
+                )));
             }
             let n = u16le(block, 8) as usize / 12;
             if n == 0 || n * 12 > block.len() {
@@ -162,7 +182,11 @@ impl<R: Read + Seek> Erofs<R> {
                 let d = &block[i * 12..i * 12 + 12];
                 let nid = u64::from_le_bytes(d[0..8].try_into().unwrap_or([0; 8]));
                 let start = u16le(d, 8) as usize;
-                let end = if i + 1 < n { u16le(block, (i + 1) * 12 + 8) as usize } else { block.len() };
+                let end = if i + 1 < n {
+                    u16le(block, (i + 1) * 12 + 8) as usize
+                } else {
+                    block.len()
+                };
                 if start > end || end > block.len() {
                     return Err(ErofsError::Corrupt(format!("{what}: bad name offsets")));
                 }
@@ -171,7 +195,10 @@ impl<R: Read + Seek> Erofs<R> {
                     Some(z) => &raw[..z],
                     None => raw,
                 };
-                out.push(Dirent { name: String::from_utf8_lossy(raw).into_owned(), nid });
+                out.push(Dirent {
+                    name: String::from_utf8_lossy(raw).into_owned(),
+                    nid,
+                });
             }
         }
         Ok(out)
@@ -207,7 +234,10 @@ mod tests {
         let mut e = Erofs::open(std::io::Cursor::new(&crash[..])).unwrap();
         assert!(e.lookup("/usr/lib/extension-release.d").is_err());
         let e = e.inode(u64::MAX).unwrap_err().to_string();
-        assert!(e.contains("inode number 18446744073709551615 is out of range"), "{e}");
+        assert!(
+            e.contains("inode number 18446744073709551615 is out of range"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -215,20 +245,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("usr/lib/extension-release.d")).unwrap();
-        std::fs::write(root.join("usr/lib/extension-release.d/extension-release.x"), "ID=_any\n").unwrap();
+        std::fs::write(
+            root.join("usr/lib/extension-release.d/extension-release.x"),
+            "ID=_any\n",
+        )
+        .unwrap();
         let big: Vec<u8> = (0..10000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(root.join("usr/big"), &big).unwrap();
         let img = dir.path().join("x.raw");
-        let st = Command::new("mkfs.erofs").arg("--quiet").arg(&img).arg(&root).status().unwrap();
+        let st = Command::new("mkfs.erofs")
+            .arg("--quiet")
+            .arg(&img)
+            .arg(&root)
+            .status()
+            .unwrap();
         assert!(st.success());
         let mut e = Erofs::open(std::fs::File::open(&img).unwrap()).unwrap();
-        let ino = e.lookup("/usr/lib/extension-release.d/extension-release.x").unwrap().unwrap();
+        let ino = e
+            .lookup("/usr/lib/extension-release.d/extension-release.x")
+            .unwrap()
+            .unwrap();
         assert_eq!(e.read(&ino, "x", 1 << 20).unwrap(), b"ID=_any\n");
         let ino = e.lookup("/usr/big").unwrap().unwrap();
         assert_eq!(e.read(&ino, "big", 1 << 20).unwrap(), big);
         assert!(e.lookup("/usr/nope").unwrap().is_none());
         let d = e.lookup("/usr/lib/extension-release.d").unwrap().unwrap();
-        let names: Vec<String> = e.read_dir(&d, "d").unwrap().into_iter().map(|d| d.name).collect();
+        let names: Vec<String> = e
+            .read_dir(&d, "d")
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
         assert!(names.contains(&"extension-release.x".to_owned()));
     }
 }
