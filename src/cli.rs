@@ -60,6 +60,22 @@ pub enum Command {
     /// Internal: the mount backend's worker, run in a private mount namespace.
     #[command(name = "__mount-apply", hide = true)]
     MountApply { job: PathBuf },
+    /// Print a shell completion script: `flatbake completions bash >
+    /// /etc/bash_completion.d/flatbake` (zsh: into a directory on $fpath as _flatbake;
+    /// fish: ~/.config/fish/completions/flatbake.fish).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for flatbake and every subcommand (flatbake.1,
+    /// flatbake-bake.1, flatbake-sysext-pack.1, ...) into DIR, e.g.
+    /// /usr/local/share/man/man1.
+    Man {
+        /// Directory for the pages (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// List the vendor image types --vendor accepts, with layout and disk format.
     Vendors {
         /// Also load vendor definitions (*.toml) from DIR.

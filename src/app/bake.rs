@@ -85,7 +85,7 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
     };
     let report = bake::bake(&req)?;
     report::print_report(&report);
-    println!("wrote {}", report.output.display());
+    outln!("wrote {}", report.output.display());
     report::summarize(std::slice::from_ref(&report.output), args.json.as_deref())
 }
 
@@ -190,7 +190,7 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     });
     let outputs = vendor::emit(&plan, &base, &out_dir, work.path(), threads)?;
     for path in &outputs {
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display());
     }
     drop(work);
     report::summarize(&outputs, args.json.as_deref())
