@@ -154,15 +154,15 @@ pub struct BakeArgs {
     #[arg(long, value_name = "FILE", env = "FLATBAKE_IMAGE")]
     pub image: Option<PathBuf>,
 
-    /// Where to write the baked image. Written under a temporary name beside it and
-    /// renamed into place only when everything succeeded.
-    #[arg(
-        short,
-        long,
-        value_name = "FILE",
-        default_value = "flatcar_production_image_baked.bin"
-    )]
-    pub output: PathBuf,
+    /// Where to write the baked image (default flatcar_production_image_baked.bin).
+    /// Written under a temporary name beside it and renamed into place only when
+    /// everything succeeded. Not with --vendor (vendor images go to --output-dir).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Replace outputs that already exist (by default an existing output is an error).
+    #[arg(long)]
+    pub force: bool,
 
     /// Partition and directory the sysext files go to: root:DIR or oem:DIR, for every
     /// extension, or NAME=root:DIR / NAME=oem:DIR for one. `{name}` in DIR stands for the

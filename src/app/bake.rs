@@ -8,6 +8,9 @@ use crate::vendor::{self, registry::Registry, VendorInput};
 use anyhow::Context;
 use std::path::PathBuf;
 
+/// The plain bake's output when --output is not given.
+pub const DEFAULT_OUTPUT: &str = "flatcar_production_image_baked.bin";
+
 pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
     if args.vendor.is_empty()
         && args.extensions.is_empty()
@@ -19,6 +22,12 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!(
             "nothing to do: name sysexts as NAME:FILE and/or vendor images with --vendor"
+        );
+    }
+    if let (Some(o), false) = (&args.output, args.vendor.is_empty()) {
+        anyhow::bail!(
+            "--output {}: vendor images are written to --output-dir under Flatcar's file names; drop --output (or bake without --vendor)",
+            o.display()
         );
     }
     if args.image.is_some() && args.release.release.is_some() {
@@ -67,10 +76,15 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
     if !args.vendor.is_empty() {
         return run_vendors(args, image);
     }
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT));
     let builtins = builtins(&args, &image);
     let req = BakeRequest {
         image,
-        output: args.output,
+        output,
+        force: args.force,
         extensions: args.extensions,
         install_to: args.install_to,
         sysupdate_confs: args.sysupdate_conf,
@@ -168,6 +182,7 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     let req = BakeRequest {
         image,
         output: base.clone(),
+        force: false,
         extensions: args.extensions,
         install_to: args.install_to,
         sysupdate_confs: args.sysupdate_conf,

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 pub struct BakeRequest {
     pub image: PathBuf,
     pub output: PathBuf,
+    /// Replace an existing output; without it an existing output is a pre-flight problem.
+    pub force: bool,
     pub extensions: Vec<String>,
     pub install_to: Vec<InstallRule>,
     pub sysupdate_confs: Vec<String>,
@@ -124,7 +126,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
 
     let mut problems = Vec::new();
     let out_dir = output_dir(&req.output);
-    if let Err(p) = check_output(&req.image, &req.output, &out_dir) {
+    if let Err(p) = check_output(&req.image, &req.output, &out_dir, req.force) {
         problems.push(p);
     }
     let exts = match plan::check_extensions(&PlanInput {
@@ -382,7 +384,7 @@ fn output_dir(output: &Path) -> PathBuf {
     }
 }
 
-fn check_output(image: &Path, output: &Path, dir: &Path) -> Result<(), String> {
+fn check_output(image: &Path, output: &Path, dir: &Path, force: bool) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     if !dir.is_dir() {
         return Err(format!(
@@ -401,6 +403,12 @@ fn check_output(image: &Path, output: &Path, dir: &Path) -> Result<(), String> {
     if output.is_dir() {
         return Err(format!(
             "{}: is a directory; --output names a file",
+            output.display()
+        ));
+    }
+    if !force && std::fs::symlink_metadata(output).is_ok() {
+        return Err(format!(
+            "{}: already exists; pass --force to replace it",
             output.display()
         ));
     }
