@@ -89,3 +89,53 @@ fn unknown_official_extensions_are_refused_with_the_list() {
     assert!(err.contains("zfs"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn a_bz2_image_is_decompressed_into_the_cache_once() {
+    let img = fixtures().join("current.bin");
+    let d = tempfile::tempdir().expect("tmp");
+    let bz2 = d.path().join("flatcar_production_image.bin.bz2");
+    let data = compress_with("lbzip2", &["-c"], &std::fs::read(&img).expect("read"));
+    std::fs::write(&bz2, data).expect("write");
+    let cache = d.path().join("cache");
+    let run = |out: &Path| {
+        std::process::Command::new(BIN)
+            .args(["--image", s(&bz2), "-o", s(out), &wasm()])
+            .env("FLATBAKE_CACHE", &cache)
+            .output()
+            .expect("run")
+    };
+    let first = d.path().join("first.bin");
+    let o = run(&first);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("decompressing"), "{}", stderr(&o));
+    e2fsck_root(&first);
+    sgdisk_verify(&first);
+    assert!(root_link(&first, "/etc/extensions/wasmtime.raw").is_some());
+    let second = d.path().join("second.bin");
+    let o = run(&second);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("using its decompressed copy"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(sha256_file(&first).len(), 64);
+
+    let gz = d.path().join("x.bin.gz");
+    std::fs::write(&gz, compress_with("gzip", &["-c"], b"not an image")).expect("write");
+    let o = flatbake(&[
+        "--image",
+        s(&gz),
+        "-o",
+        s(&d.path().join("gz.bin")),
+        &wasm(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("is gzip-compressed; decompress it first"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!d.path().join("gz.bin").exists());
+}

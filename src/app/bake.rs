@@ -1,7 +1,7 @@
 //! `bake` (the default command): local or fetched input, sysexts local or from the
 //! bakery, one output image or vendor images.
 
-use super::{fetch, report};
+use super::{fetch, local, report};
 use crate::bake::{self, BakeRequest};
 use crate::cli::BakeArgs;
 use crate::vendor::{self, registry::Registry, VendorInput};
@@ -44,7 +44,19 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
         None
     };
     let image = match (&args.image, &opts) {
-        (Some(i), _) => i.clone(),
+        (Some(i), _) => {
+            let cache = args
+                .release
+                .image_cache
+                .clone()
+                .unwrap_or_else(fetch::default_cache);
+            let raw = local::raw_image(i, &cache)?;
+            if raw != *i {
+                // version.txt, OEM sysexts and firmware stay beside the compressed file
+                args.release_dir.get_or_insert_with(|| dir_of(i));
+            }
+            raw
+        }
         (None, Some(o)) => {
             let r = fetch::release(o)?;
             if !args.vendor.is_empty() {
@@ -209,4 +221,12 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     }
     drop(work);
     report::summarize(&outputs, args.json.as_deref())
+}
+
+/// The directory holding `path` ("." for a bare file name).
+fn dir_of(path: &std::path::Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
 }

@@ -5,6 +5,7 @@
 mod bake;
 mod docs;
 mod fetch;
+mod local;
 mod report;
 
 use crate::cli::{Cli, Command};
