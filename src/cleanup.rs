@@ -78,22 +78,34 @@ pub fn install_signal_handlers() {
 
 /// Remove `.flatbake-<pid>-*` entries in `dir` left by processes that no longer exist.
 pub fn sweep_stale(dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(".flatbake-") else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix(".flatbake-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
         if pid as u32 == std::process::id() || pid_alive(pid) {
             continue;
         }
-        eprintln!("flatbake: removing {} left by an interrupted run (pid {pid})", e.path().display());
+        eprintln!(
+            "flatbake: removing {} left by an interrupted run (pid {pid})",
+            e.path().display()
+        );
         remove(&e.path());
     }
 }
 
 fn pid_alive(pid: i32) -> bool {
     match rustix::process::Pid::from_raw(pid) {
-        Some(p) => !matches!(rustix::process::test_kill_process(p), Err(rustix::io::Errno::SRCH)),
+        Some(p) => !matches!(
+            rustix::process::test_kill_process(p),
+            Err(rustix::io::Errno::SRCH)
+        ),
         None => false,
     }
 }

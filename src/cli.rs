@@ -90,11 +90,21 @@ pub struct ReleaseArgs {
     pub image_cache: Option<PathBuf>,
 
     /// Release server; `{channel}` is replaced by the channel name.
-    #[arg(long, value_name = "URL", env = "FLATBAKE_RELEASE_URL", default_value = "https://{channel}.release.flatcar-linux.net")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FLATBAKE_RELEASE_URL",
+        default_value = "https://{channel}.release.flatcar-linux.net"
+    )]
     pub release_url: String,
 
     /// releases.json location (used with --head-from-releases-json).
-    #[arg(long, value_name = "URL", env = "FLATBAKE_RELEASES_JSON_URL", default_value = "https://www.flatcar.org/releases-json/releases.json")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FLATBAKE_RELEASES_JSON_URL",
+        default_value = "https://www.flatcar.org/releases-json/releases.json"
+    )]
     pub releases_json_url: String,
 
     /// Resolve a channel's newest release from releases.json instead of the channel's
@@ -103,7 +113,12 @@ pub struct ReleaseArgs {
     pub head_from_releases_json: bool,
 
     /// Sysext bakery base URL.
-    #[arg(long, value_name = "URL", env = "FLATBAKE_BAKERY_URL", default_value = "https://extensions.flatcar.org")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FLATBAKE_BAKERY_URL",
+        default_value = "https://extensions.flatcar.org"
+    )]
     pub bakery_url: String,
 
     /// Trust this OpenPGP public key (armored) instead of the embedded Flatcar image
@@ -125,7 +140,12 @@ pub struct BakeArgs {
 
     /// Where to write the baked image. Written under a temporary name beside it and
     /// renamed into place only when everything succeeded.
-    #[arg(short, long, value_name = "FILE", default_value = "flatcar_production_image_baked.bin")]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "flatcar_production_image_baked.bin"
+    )]
     pub output: PathBuf,
 
     /// Partition and directory the sysext files go to: root:DIR or oem:DIR, for every
@@ -171,7 +191,12 @@ pub struct BakeArgs {
     /// With --sysupdate, what a staged update triggers: restart-sysext (merge it at once,
     /// as the Flatcar docs do) or reboot-required (touch /run/reboot-required when an
     /// extension changed, for kured/FLUO; the bakery's advice for e.g. Kubernetes).
-    #[arg(long, value_enum, default_value = "restart-sysext", value_name = "ACTION")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "restart-sysext",
+        value_name = "ACTION"
+    )]
     pub sysupdate_action: crate::bake::autoupdate::Action,
 
     /// Ignition config (JSON) installed as /oem/config.ign. Ignition reads it on first

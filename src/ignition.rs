@@ -5,16 +5,27 @@
 use std::path::Path;
 
 /// Ignition spec versions Flatcar's Ignition accepts (spec 3.x; 2.x is translated).
-pub const SUPPORTED: &[&str] = &["2.0.0", "2.1.0", "2.2.0", "2.3.0", "3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0"];
+pub const SUPPORTED: &[&str] = &[
+    "2.0.0", "2.1.0", "2.2.0", "2.3.0", "3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0",
+];
 
 /// Check the Ignition config at `path`; Err is a one-line problem naming the file.
 pub fn check(path: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if bytes.len() > 64 << 20 {
-        return Err(format!("{}: too large for an Ignition config", path.display()));
-    }
-    let text = String::from_utf8(bytes).map_err(|_| format!("{}: not a text file", path.display()))?;
-    let value: serde_json::Value = match serde_json::from_str(&text) {
+    let bytes = read(path)?;
+    check_bytes(&bytes, path)
+}
+
+/// Read the config at `path` (a regular file, at most [`crate::input::JSON_CAP`] bytes).
+pub fn read(path: &Path) -> Result<Vec<u8>, String> {
+    crate::input::read_bytes(path, crate::input::JSON_CAP)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Check config bytes read from `path` (named in the problem).
+pub fn check_bytes(bytes: &[u8], path: &Path) -> Result<String, String> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| format!("{}: not a text file", path.display()))?;
+    let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             if text.lines().any(|l| l.trim_start().starts_with("variant:")) {
@@ -31,7 +42,12 @@ pub fn check(path: &Path) -> Result<String, String> {
         .get("ignition")
         .and_then(|i| i.get("version"))
         .and_then(|v| v.as_str())
-        .ok_or_else(|| format!("{}: no ignition.version; not an Ignition config", path.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "{}: no ignition.version; not an Ignition config",
+                path.display()
+            )
+        })?;
     if !SUPPORTED.contains(&version) {
         return Err(format!(
             "{}: Ignition spec version {version} is not supported (supported: {})",
@@ -54,10 +70,21 @@ mod tests {
 
     #[test]
     fn accepts_and_refuses() {
-        assert_eq!(check_text(r#"{"ignition":{"version":"3.3.0"}}"#).unwrap(), "3.3.0");
-        assert!(check_text("variant: flatcar\nversion: 1.0.0\n").unwrap_err().contains("Butane"));
-        assert!(check_text("{not json").unwrap_err().contains("not valid JSON"));
-        assert!(check_text(r#"{"storage":{}}"#).unwrap_err().contains("no ignition.version"));
-        assert!(check_text(r#"{"ignition":{"version":"9.9.9"}}"#).unwrap_err().contains("not supported"));
+        assert_eq!(
+            check_text(r#"{"ignition":{"version":"3.3.0"}}"#).unwrap(),
+            "3.3.0"
+        );
+        assert!(check_text("variant: flatcar\nversion: 1.0.0\n")
+            .unwrap_err()
+            .contains("Butane"));
+        assert!(check_text("{not json")
+            .unwrap_err()
+            .contains("not valid JSON"));
+        assert!(check_text(r#"{"storage":{}}"#)
+            .unwrap_err()
+            .contains("no ignition.version"));
+        assert!(check_text(r#"{"ignition":{"version":"9.9.9"}}"#)
+            .unwrap_err()
+            .contains("not supported"));
     }
 }

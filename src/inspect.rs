@@ -22,7 +22,10 @@ use std::rc::Rc;
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Gpt(#[from] crate::disk::gpt::GptError),
     #[error("{path}: {what}")]
@@ -90,11 +93,16 @@ fn fs_kind(src: &mut dyn DiskSource, p: &Partition) -> Option<String> {
     if n >= 1082 && u16::from_le_bytes([b[1080], b[1081]]) == 0xEF53 {
         return Some("ext4".into());
     }
-    if n >= 512 && b[510] == 0x55 && b[511] == 0xAA && (&b[54..57] == b"FAT" || &b[82..85] == b"FAT") {
+    if n >= 512
+        && b[510] == 0x55
+        && b[511] == 0xAA
+        && (&b[54..57] == b"FAT" || &b[82..85] == b"FAT")
+    {
         return Some("vfat".into());
     }
     let mut m = [0u8; 8];
-    if p.size() > 0x10048 && src.read_at(p.offset() + 0x10040, &mut m).is_ok() && &m == b"_BHRfS_M" {
+    if p.size() > 0x10048 && src.read_at(p.offset() + 0x10040, &mut m).is_ok() && &m == b"_BHRfS_M"
+    {
         return Some("btrfs".into());
     }
     None
@@ -108,7 +116,11 @@ struct SharedRegion {
 }
 
 impl ext4_view::Ext4Read for SharedRegion {
-    fn read(&mut self, start: u64, dst: &mut [u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+    fn read(
+        &mut self,
+        start: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
         if start + dst.len() as u64 > self.len {
             return Err("read past the end of the partition".into());
         }
@@ -118,7 +130,12 @@ impl ext4_view::Ext4Read for SharedRegion {
 }
 
 /// Unpack the btrfs in `p` into `dir/tree` (files only as far as `regex` selects).
-fn btrfs_tree(src: &mut dyn DiskSource, p: &Partition, dir: &Path, regex: Option<&str>) -> Result<PathBuf, String> {
+fn btrfs_tree(
+    src: &mut dyn DiskSource,
+    p: &Partition,
+    dir: &Path,
+    regex: Option<&str>,
+) -> Result<PathBuf, String> {
     let img = dir.join(format!("part{}.img", p.number));
     source::extract(src, p.offset(), p.size(), &img).map_err(|e| e.to_string())?;
     let tree = dir.join(format!("part{}", p.number));
@@ -128,18 +145,29 @@ fn btrfs_tree(src: &mut dyn DiskSource, p: &Partition, dir: &Path, regex: Option
     if let Some(r) = regex {
         c.arg(format!("--path-regex={r}"));
     }
-    crate::tools::run(c.arg(&img).arg(&tree), "reading a btrfs filesystem (btrfs restore)").map_err(|e| e.to_string())?;
+    crate::tools::run(
+        c.arg(&img).arg(&tree),
+        "reading a btrfs filesystem (btrfs restore)",
+    )
+    .map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&img);
     Ok(tree)
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = rd.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let p = e.path();
-        let rel = format!("/{}", p.strip_prefix(root).map(|r| r.display().to_string()).unwrap_or_default());
+        let rel = format!(
+            "/{}",
+            p.strip_prefix(root)
+                .map(|r| r.display().to_string())
+                .unwrap_or_default()
+        );
         match e.file_type() {
             Ok(t) if t.is_dir() => {
                 out.push(format!("{rel}/"));
@@ -152,7 +180,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
 
 /// Inspect the image at `path`. `work` is scratch space for extracted filesystems.
 pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
-    let io = |source| InspectError::Io { path: path.to_owned(), source };
+    let io = |source| InspectError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut src = source::open(path).map_err(io)?;
     let len = src.len();
     let gpt = Gpt::parse(&mut |off, buf| src.read_at(off, buf), len, path)?;
@@ -192,7 +223,12 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
 
     // ESP: architecture and first-boot flag
     {
-        let region = SourceRegion { src: src.as_mut(), offset: layout.esp.offset(), len: layout.esp.size(), pos: 0 };
+        let region = SourceRegion {
+            src: src.as_mut(),
+            offset: layout.esp.offset(),
+            len: layout.esp.size(),
+            pos: 0,
+        };
         if let Ok(fs) = fatfs::FileSystem::new(region, fatfs::FsOptions::new()) {
             let root = fs.root_dir();
             if let Ok(dir) = root.open_dir("EFI/boot") {
@@ -206,7 +242,11 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
             }
             report.first_boot = Some(
                 root.open_dir("flatcar")
-                    .map(|d| d.iter().flatten().any(|e| e.file_name().eq_ignore_ascii_case("first_boot")))
+                    .map(|d| {
+                        d.iter()
+                            .flatten()
+                            .any(|e| e.file_name().eq_ignore_ascii_case("first_boot"))
+                    })
                     .unwrap_or(false),
             );
         }
@@ -214,15 +254,23 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
 
     // Flatcar version: USR-A's os-release, else version.txt beside the image
     if fs_kind(src.as_mut(), &layout.usr_a).as_deref() == Some("btrfs") {
-        if let Ok(tree) = btrfs_tree(src.as_mut(), &layout.usr_a, work, Some("^/(|lib(|/os-release))$")) {
+        if let Ok(tree) = btrfs_tree(
+            src.as_mut(),
+            &layout.usr_a,
+            work,
+            Some("^/(|lib(|/os-release))$"),
+        ) {
             if let Ok(text) = std::fs::read_to_string(tree.join("lib/os-release")) {
-                report.flatcar_version = ReleaseFile::parse(&text).ok().and_then(|r| r.get("VERSION_ID").map(str::to_owned));
+                report.flatcar_version = ReleaseFile::parse(&text)
+                    .ok()
+                    .and_then(|r| r.get("VERSION_ID").map(str::to_owned));
             }
         }
     }
     if report.flatcar_version.is_none() {
         if let Some(dir) = path.parent() {
-            report.flatcar_version = crate::vendor::version_from_file(&dir.join("version.txt")).ok();
+            report.flatcar_version =
+                crate::vendor::version_from_file(&dir.join("version.txt")).ok();
         }
     }
 
@@ -249,9 +297,18 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
 
     // ROOT: extensions
     let shared = Rc::new(RefCell::new(src));
-    let root = ext4_view::Ext4::load(Box::new(SharedRegion { src: shared.clone(), offset: layout.root.offset(), len: layout.root.size() }))
-        .map_err(|e| InspectError::Invalid { path: path.to_owned(), what: format!("ROOT: {e}") })?;
-    report.sysupdate_timer = root.symlink_metadata("/etc/systemd/system/timers.target.wants/systemd-sysupdate.timer").is_ok();
+    let root = ext4_view::Ext4::load(Box::new(SharedRegion {
+        src: shared.clone(),
+        offset: layout.root.offset(),
+        len: layout.root.size(),
+    }))
+    .map_err(|e| InspectError::Invalid {
+        path: path.to_owned(),
+        what: format!("ROOT: {e}"),
+    })?;
+    report.sysupdate_timer = root
+        .symlink_metadata("/etc/systemd/system/timers.target.wants/systemd-sysupdate.timer")
+        .is_ok();
     let mut names: Vec<String> = match root.read_dir("/etc/extensions") {
         Ok(rd) => rd
             .flatten()
@@ -290,7 +347,9 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
                 Some(tree) => {
                     let p = tree.join(t.trim_start_matches("/oem/"));
                     info.partition = Some("OEM".into());
-                    std::fs::copy(&p, &staged).map(|_| ()).map_err(|e| format!("{t}: {e}"))
+                    std::fs::copy(&p, &staged)
+                        .map(|_| ())
+                        .map_err(|e| format!("{t}: {e}"))
                 }
                 None => Err(format!("{t}: OEM is not readable")),
             },
@@ -300,13 +359,17 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
         match located {
             Err(p) => info.problems.push(p),
             Ok(()) => match image::open(&staged, &name) {
-                Err(e) => info.problems.push(e.to_string().replace(&staged.display().to_string(), &file)),
+                Err(e) => info
+                    .problems
+                    .push(e.to_string().replace(&staged.display().to_string(), &file)),
                 Ok(img) => {
                     info.size = Some(img.size);
                     info.format = Some(img.format.to_string());
                     match img.release {
                         Some(r) => info.extension_release = r.fields.into_iter().collect(),
-                        None => info.problems.push(format!("no extension-release.{name} inside")),
+                        None => info
+                            .problems
+                            .push(format!("no extension-release.{name} inside")),
                     }
                 }
             },
@@ -326,7 +389,15 @@ fn copy_out(fs: &ext4_view::Ext4, path: &str, dst: &Path) -> Result<(), String> 
 /// The report as text for people.
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
-    let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{} ({}, {})\n", r.image, r.format, crate::bake::human(r.virtual_size)));
+    let _ = std::fmt::Write::write_fmt(
+        &mut s,
+        format_args!(
+            "{} ({}, {})\n",
+            r.image,
+            r.format,
+            crate::bake::human(r.virtual_size)
+        ),
+    );
     s.push_str(&format!("disk GUID {}\n", r.disk_guid));
     if let Some(p) = &r.gpt_backup_problem {
         s.push_str(&format!("warning: {p}\n"));
@@ -358,7 +429,15 @@ pub fn render(r: &Report) -> String {
             None => "unknown",
         }
     ));
-    s.push_str(&format!("extensions ({}), sysupdate timer {}:\n", r.extensions.len(), if r.sysupdate_timer { "enabled" } else { "not enabled" }));
+    s.push_str(&format!(
+        "extensions ({}), sysupdate timer {}:\n",
+        r.extensions.len(),
+        if r.sysupdate_timer {
+            "enabled"
+        } else {
+            "not enabled"
+        }
+    ));
     for e in &r.extensions {
         s.push_str(&format!(
             "  {}: {} -> {} [{} {}{}]\n",
@@ -367,10 +446,16 @@ pub fn render(r: &Report) -> String {
             e.target.as_deref().unwrap_or("(file)"),
             e.partition.as_deref().unwrap_or("?"),
             e.format.as_deref().unwrap_or("?"),
-            e.size.map(|n| format!(", {}", crate::bake::human(n))).unwrap_or_default()
+            e.size
+                .map(|n| format!(", {}", crate::bake::human(n)))
+                .unwrap_or_default()
         ));
         if !e.extension_release.is_empty() {
-            let kv: Vec<String> = e.extension_release.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let kv: Vec<String> = e
+                .extension_release
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             s.push_str(&format!("    {}\n", kv.join(" ")));
         }
         if let Some(c) = &e.sysupdate_conf {
@@ -386,7 +471,11 @@ pub fn render(r: &Report) -> String {
             s.push_str(&format!(
                 "OEM: id {}, Ignition config {}\n",
                 o.id.as_deref().unwrap_or("(none)"),
-                if o.ignition { "present (/oem/config.ign)" } else { "absent" }
+                if o.ignition {
+                    "present (/oem/config.ign)"
+                } else {
+                    "absent"
+                }
             ));
             for f in &o.files {
                 s.push_str(&format!("  {f}\n"));

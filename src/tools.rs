@@ -10,9 +10,17 @@ pub enum ToolError {
     #[error("{tool} is not installed (Debian package {package})")]
     Missing { tool: String, package: &'static str },
     #[error("{tool} could not start: {source}")]
-    Spawn { tool: String, source: std::io::Error },
+    Spawn {
+        tool: String,
+        source: std::io::Error,
+    },
     #[error("{tool} failed ({status}) while {doing}: {message}")]
-    Failed { tool: String, status: String, doing: String, message: String },
+    Failed {
+        tool: String,
+        status: String,
+        doing: String,
+        message: String,
+    },
 }
 
 /// Which Debian package provides a tool, for the "not installed" message.
@@ -40,9 +48,15 @@ pub fn run(cmd: &mut Command, doing: &str) -> Result<Output, ToolError> {
     };
     let out = cmd.stdin(Stdio::null()).output().map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
-            ToolError::Missing { tool: tool.clone(), package: package_of(&tool) }
+            ToolError::Missing {
+                tool: tool.clone(),
+                package: package_of(&tool),
+            }
         } else {
-            ToolError::Spawn { tool: tool.clone(), source }
+            ToolError::Spawn {
+                tool: tool.clone(),
+                source,
+            }
         }
     })?;
     if !out.status.success() {
@@ -58,9 +72,17 @@ pub fn run(cmd: &mut Command, doing: &str) -> Result<Output, ToolError> {
 
 /// The most telling lines of a failed tool's output, joined on one line.
 pub fn summary(out: &Output) -> String {
-    let text = if out.stderr.iter().any(|b| !b.is_ascii_whitespace()) { &out.stderr } else { &out.stdout };
+    let text = if out.stderr.iter().any(|b| !b.is_ascii_whitespace()) {
+        &out.stderr
+    } else {
+        &out.stdout
+    };
     let text = String::from_utf8_lossy(text);
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let tail = &lines[lines.len().saturating_sub(3)..];
     tail.join(" | ")
 }

@@ -17,15 +17,23 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
         && args.enable_official.is_empty()
         && !args.torcx_era
     {
-        anyhow::bail!("nothing to do: name sysexts as NAME:FILE and/or vendor images with --vendor");
+        anyhow::bail!(
+            "nothing to do: name sysexts as NAME:FILE and/or vendor images with --vendor"
+        );
     }
     if args.image.is_some() && args.release.release.is_some() {
-        anyhow::bail!("--image and --release exclude each other: bake a local image, or fetch a release");
+        anyhow::bail!(
+            "--image and --release exclude each other: bake a local image, or fetch a release"
+        );
     }
     if args.image.is_none() && !args.fetch && args.release.release.is_none() {
         anyhow::bail!("no input image: pass --image FILE, or --release/--fetch to download one");
     }
-    let opts = if args.image.is_none() || args.fetch { Some(fetch::options(&args.release)?) } else { None };
+    let opts = if args.image.is_none() || args.fetch {
+        Some(fetch::options(&args.release)?)
+    } else {
+        None
+    };
     let image = match (&args.image, &opts) {
         (Some(i), _) => i.clone(),
         (None, Some(o)) => {
@@ -34,7 +42,8 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
                 let reg = Registry::load(args.vendors_dir.as_deref())?;
                 fetch::release_files(o, &r, &vendor_release_files(&reg, &args.vendor))?;
             }
-            args.flatcar_version.get_or_insert(r.version_txt.version.to_string());
+            args.flatcar_version
+                .get_or_insert(r.version_txt.version.to_string());
             args.release_dir.get_or_insert(r.dir.clone());
             args.release.arch.get_or_insert(r.release.arch);
             r.image
@@ -46,7 +55,11 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
         args.extensions = exts;
         for c in confs {
             let name = c.split('=').next().unwrap_or_default().to_owned();
-            if !args.sysupdate_conf.iter().any(|x| x.starts_with(&format!("{name}="))) {
+            if !args
+                .sysupdate_conf
+                .iter()
+                .any(|x| x.starts_with(&format!("{name}=")))
+            {
                 args.sysupdate_conf.push(c);
             }
         }
@@ -80,7 +93,11 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
 /// (for Torcx) is --flatcar-version, else version.txt in the release directory or beside
 /// the image.
 fn builtins(args: &BakeArgs, image: &std::path::Path) -> bake::builtin::BuiltinRequest {
-    let dir = args.release_dir.clone().or_else(|| image.parent().map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("."));
+    let dir = args
+        .release_dir
+        .clone()
+        .or_else(|| image.parent().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."));
     let version = args
         .flatcar_version
         .clone()
@@ -98,7 +115,11 @@ fn builtins(args: &BakeArgs, image: &std::path::Path) -> bake::builtin::BuiltinR
 fn vendor_release_files(reg: &Registry, names: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for v in names.iter().filter_map(|n| reg.get(n)) {
-        let files = v.oem_id.iter().map(|id| format!("oem-{id}.raw")).chain(v.release_files.iter().cloned());
+        let files = v
+            .oem_id
+            .iter()
+            .map(|id| format!("oem-{id}.raw"))
+            .chain(v.release_files.iter().cloned());
         for f in files {
             if !out.contains(&f) {
                 out.push(f);
@@ -113,7 +134,11 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     let reg = Registry::load(args.vendors_dir.as_deref())?;
     let release_dir = match &args.release_dir {
         Some(d) => d.clone(),
-        None => image.parent().filter(|p| !p.as_os_str().is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")),
+        None => image
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".")),
     };
     let arch = match args.release.arch {
         Some(a) => Some(a),
@@ -158,7 +183,11 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     };
     let report = bake::bake(&req)?;
     report::print_report(&report);
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let outputs = vendor::emit(&plan, &base, &out_dir, work.path(), threads)?;
     for path in &outputs {
         println!("wrote {}", path.display());

@@ -3,7 +3,9 @@
 //! extensions.
 
 use crate::cli::ReleaseArgs;
-use crate::release::{self, channel::ReleaseUrls, verify::Keyring, FetchOptions, FetchedRelease, HeadSource};
+use crate::release::{
+    self, channel::ReleaseUrls, verify::Keyring, FetchOptions, FetchedRelease, HeadSource,
+};
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -20,9 +22,15 @@ pub fn default_cache() -> PathBuf {
 
 pub fn options(a: &ReleaseArgs) -> anyhow::Result<FetchOptions> {
     let spec_text = a.release.as_deref().unwrap_or("stable");
-    let spec = spec_text.parse().with_context(|| format!("--release {spec_text}"))?;
+    let spec = spec_text
+        .parse()
+        .with_context(|| format!("--release {spec_text}"))?;
     let arch = a.arch.unwrap_or(crate::arch::Arch::X86_64);
-    let mut o = FetchOptions::new(spec, arch, a.image_cache.clone().unwrap_or_else(default_cache));
+    let mut o = FetchOptions::new(
+        spec,
+        arch,
+        a.image_cache.clone().unwrap_or_else(default_cache),
+    );
     o.urls = ReleaseUrls {
         release_template: a.release_url.clone(),
         releases_json: a.releases_json_url.clone(),
@@ -44,7 +52,13 @@ pub fn options(a: &ReleaseArgs) -> anyhow::Result<FetchOptions> {
 /// Fetch, verify and decompress the release (cached).
 pub fn release(o: &FetchOptions) -> anyhow::Result<FetchedRelease> {
     let r = release::fetch_release(o)?;
-    eprintln!("flatbake: Flatcar {} ({}, {}) in {}", r.release.version, r.release.channel, r.release.arch, r.dir.display());
+    eprintln!(
+        "flatbake: Flatcar {} ({}, {}) in {}",
+        r.release.version,
+        r.release.channel,
+        r.release.arch,
+        r.dir.display()
+    );
     Ok(r)
 }
 
@@ -61,7 +75,9 @@ pub fn extensions(o: &FetchOptions, args: &[String]) -> anyhow::Result<(Vec<Stri
     let mut exts = Vec::new();
     let mut confs = Vec::new();
     for a in args {
-        let (name, file) = a.split_once(':').with_context(|| format!("'{a}': expected NAME:FILE"))?;
+        let (name, file) = a
+            .split_once(':')
+            .with_context(|| format!("'{a}': expected NAME:FILE"))?;
         let f = release::fetch_extension(o, name, file)?;
         exts.push(format!("{name}:{}", f.raw.display()));
         if let Some(c) = f.conf {

@@ -12,7 +12,10 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Bake(args)) => bake::run(*args),
-        Some(Command::Fetch { release, extensions }) => fetch::run(&release, &extensions),
+        Some(Command::Fetch {
+            release,
+            extensions,
+        }) => fetch::run(&release, &extensions),
         Some(Command::Vendors { vendors_dir }) => report::list_vendors(vendors_dir.as_deref()),
         Some(Command::Inspect { image, json }) => report::inspect(&image, json),
         Some(Command::MountApply { job }) => Ok(crate::fs::mount::run_job(&job)?),

@@ -24,8 +24,13 @@ pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()>
     let mut files = Vec::new();
     let mut reports = Vec::new();
     for o in outputs {
-        let name = o.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let readable = name.ends_with(".bin") || name.ends_with(".img") || name.ends_with(".qcow2") && !name.contains("_efi_");
+        let name = o
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let readable = name.ends_with(".bin")
+            || name.ends_with(".img")
+            || name.ends_with(".qcow2") && !name.contains("_efi_");
         if readable {
             if let Ok(r) = crate::inspect::inspect(o, work.path()) {
                 if r.flatcar {
@@ -42,7 +47,8 @@ pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()>
     if let Some(path) = json {
         let doc = serde_json::json!({"outputs": files, "images": reports});
         let tmp = path.with_extension("json.partial");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&doc)? + "\n").with_context(|| format!("{}", tmp.display()))?;
+        std::fs::write(&tmp, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("{}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
     }
     Ok(())
@@ -50,10 +56,16 @@ pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()>
 
 pub fn list_vendors(dir: Option<&Path>) -> anyhow::Result<()> {
     let reg = Registry::load(dir)?;
-    println!("{:<16} {:<8} {:<12} {:<8} description", "vendor", "layout", "format", "oem");
+    println!(
+        "{:<16} {:<8} {:<12} {:<8} description",
+        "vendor", "layout", "format", "oem"
+    );
     for v in reg.vendors.values() {
         match &v.unsupported {
-            Some(why) => println!("{:<16} {:<8} {:<12} {:<8} {} (not supported: {why})", v.name, "-", "-", "-", v.description),
+            Some(why) => println!(
+                "{:<16} {:<8} {:<12} {:<8} {} (not supported: {why})",
+                v.name, "-", "-", "-", v.description
+            ),
             None => println!(
                 "{:<16} {:<8} {:<12} {:<8} {}",
                 v.name,
@@ -69,7 +81,14 @@ pub fn list_vendors(dir: Option<&Path>) -> anyhow::Result<()> {
 
 pub fn print_report(report: &bake::BakeReport) {
     for e in &report.extensions {
-        println!("{}: {}:{} ({}, sha256 {})", e.name, e.target, e.path, bake::human(e.size), e.sha256);
+        println!(
+            "{}: {}:{} ({}, sha256 {})",
+            e.name,
+            e.target,
+            e.path,
+            bake::human(e.size),
+            e.sha256
+        );
         println!("  {} -> {}", e.symlink, e.link_target);
         if let Some(c) = &e.conf {
             println!("  {c}");

@@ -40,7 +40,8 @@ pub fn dropin(name: &str, action: Action) -> String {
 }
 
 /// The drop-in that merges staged updates.
-pub const SYSEXT_DROPIN: &str = "[Service]\nExecStartPost=/usr/bin/systemctl restart systemd-sysext\n";
+pub const SYSEXT_DROPIN: &str =
+    "[Service]\nExecStartPost=/usr/bin/systemctl restart systemd-sysext\n";
 
 /// ROOT edits enabling auto-updates for `names`; generated files are staged in `work`.
 pub fn edits(names: &[&str], action: Action, work: &Path) -> std::io::Result<Edits> {
@@ -50,13 +51,28 @@ pub fn edits(names: &[&str], action: Action, work: &Path) -> std::io::Result<Edi
         std::fs::write(&p, text)?;
         Ok(p)
     };
-    e.push(Op::Write { path: "/etc/sysupdate.d/noop.conf".into(), src: stage("noop.conf", NOOP_CONF)?, mode: 0o644 });
-    e.push(Op::Symlink { path: TIMER_LINK.into(), target: TIMER_UNIT.into() });
+    e.push(Op::Write {
+        path: "/etc/sysupdate.d/noop.conf".into(),
+        src: stage("noop.conf", NOOP_CONF)?,
+        mode: 0o644,
+    });
+    e.push(Op::Symlink {
+        path: TIMER_LINK.into(),
+        target: TIMER_UNIT.into(),
+    });
     for n in names {
-        e.push(Op::Write { path: format!("{DROPIN_DIR}/{n}.conf"), src: stage(&format!("dropin-{n}.conf"), &dropin(n, action))?, mode: 0o644 });
+        e.push(Op::Write {
+            path: format!("{DROPIN_DIR}/{n}.conf"),
+            src: stage(&format!("dropin-{n}.conf"), &dropin(n, action))?,
+            mode: 0o644,
+        });
     }
     if action == Action::RestartSysext {
-        e.push(Op::Write { path: format!("{DROPIN_DIR}/sysext.conf"), src: stage("dropin-sysext.conf", SYSEXT_DROPIN)?, mode: 0o644 });
+        e.push(Op::Write {
+            path: format!("{DROPIN_DIR}/sysext.conf"),
+            src: stage("dropin-sysext.conf", SYSEXT_DROPIN)?,
+            mode: 0o644,
+        });
     }
     Ok(e)
 }
@@ -69,6 +85,9 @@ mod tests {
     fn noop_conf_is_a_sysupdate_file() {
         assert!(crate::sysext::sysupdate::problems(NOOP_CONF).is_empty());
         assert!(dropin("k8s", Action::RebootRequired).contains("touch /run/reboot-required"));
-        assert_eq!(dropin("wasmtime", Action::RestartSysext), "[Service]\nExecStartPre=/usr/lib/systemd/systemd-sysupdate -C wasmtime update\n");
+        assert_eq!(
+            dropin("wasmtime", Action::RestartSysext),
+            "[Service]\nExecStartPre=/usr/lib/systemd/systemd-sysupdate -C wasmtime update\n"
+        );
     }
 }

@@ -16,7 +16,10 @@ use crate::sysext::name_problem;
 use std::path::Path;
 
 /// The built-ins that can be replaced, by the short name `--replace-builtin` takes.
-pub const BUILTINS: [(&str, &str); 2] = [("docker", "docker-flatcar"), ("containerd", "containerd-flatcar")];
+pub const BUILTINS: [(&str, &str); 2] = [
+    ("docker", "docker-flatcar"),
+    ("containerd", "containerd-flatcar"),
+];
 
 /// Where Flatcar reads the optional extensions to activate at boot.
 pub const ENABLED_CONF: &str = "/etc/flatcar/enabled-sysext.conf";
@@ -61,14 +64,24 @@ impl BuiltinPlan {
 
 /// Whether `version` (`X.Y.Z`) is a release that still ships Torcx.
 pub fn is_torcx_era(version: &str) -> bool {
-    version.split('.').next().and_then(|m| m.parse::<u32>().ok()).is_some_and(|m| m <= LAST_TORCX_MAJOR)
+    version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok())
+        .is_some_and(|m| m <= LAST_TORCX_MAJOR)
 }
 
 /// Check the request against the names of the extensions being baked.
 pub fn plan(req: &BuiltinRequest, baked: &[&str]) -> Result<BuiltinPlan, Vec<String>> {
     let mut problems = Vec::new();
     let mut out = BuiltinPlan::default();
-    let known = || BUILTINS.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ");
+    let known = || {
+        BUILTINS
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if req.keep && !req.replace.is_empty() {
         problems.push("--keep-builtin and --replace-builtin exclude each other".to_owned());
     }
@@ -80,7 +93,10 @@ pub fn plan(req: &BuiltinRequest, baked: &[&str]) -> Result<BuiltinPlan, Vec<Str
     for r in &req.replace {
         match BUILTINS.iter().find(|(s, f)| s == r || f == r) {
             Some((_, full)) => add(full, &mut out),
-            None => problems.push(format!("--replace-builtin {r}: not a Flatcar built-in extension (known: {})", known())),
+            None => problems.push(format!(
+                "--replace-builtin {r}: not a Flatcar built-in extension (known: {})",
+                known()
+            )),
         }
     }
     if !req.keep {
@@ -91,9 +107,17 @@ pub fn plan(req: &BuiltinRequest, baked: &[&str]) -> Result<BuiltinPlan, Vec<Str
         } else {
             &[]
         };
-        let new: Vec<&str> = implied.iter().copied().filter(|f| !out.mask.iter().any(|m| m == f)).collect();
+        let new: Vec<&str> = implied
+            .iter()
+            .copied()
+            .filter(|f| !out.mask.iter().any(|m| m == f))
+            .collect();
         if !new.is_empty() {
-            let why = if baked.contains(&"docker") { "docker" } else { "containerd" };
+            let why = if baked.contains(&"docker") {
+                "docker"
+            } else {
+                "containerd"
+            };
             out.notes.push(format!(
                 "baking {why}: masking Flatcar's built-in {} (/etc/extensions/NAME.raw -> /dev/null); --keep-builtin keeps {}",
                 new.join(" and "),
@@ -106,10 +130,13 @@ pub fn plan(req: &BuiltinRequest, baked: &[&str]) -> Result<BuiltinPlan, Vec<Str
     }
     for m in &out.mask {
         if baked.contains(&m.as_str()) {
-            problems.push(format!("extension {m} is being baked and masked at once; bake it under another name"));
+            problems.push(format!(
+                "extension {m} is being baked and masked at once; bake it under another name"
+            ));
         }
     }
-    out.torcx = req.torcx || (!out.mask.is_empty() && req.flatcar_version.as_deref().is_some_and(is_torcx_era));
+    out.torcx = req.torcx
+        || (!out.mask.is_empty() && req.flatcar_version.as_deref().is_some_and(is_torcx_era));
     if out.torcx && !req.torcx {
         out.notes.push(format!(
             "Flatcar {} still has Torcx: masking its generator ({TORCX_GENERATOR})",
@@ -120,7 +147,9 @@ pub fn plan(req: &BuiltinRequest, baked: &[&str]) -> Result<BuiltinPlan, Vec<Str
         if let Some(p) = name_problem(n) {
             problems.push(format!("--enable-official {n}: {p}"));
         } else if BUILTINS.iter().any(|(s, f)| s == n || f == n) {
-            problems.push(format!("--enable-official {n}: docker and containerd are always active unless masked"));
+            problems.push(format!(
+                "--enable-official {n}: docker and containerd are always active unless masked"
+            ));
         } else if !out.enable.contains(n) {
             out.enable.push(n.clone());
         }
@@ -149,20 +178,35 @@ pub fn enabled_conf(existing: Option<&str>, enable: &[String]) -> String {
 
 /// ROOT edits carrying out `plan`; generated files are staged in `work`.
 /// `existing_conf` is the image's enabled-sysext.conf, if it has one.
-pub fn edits(plan: &BuiltinPlan, existing_conf: Option<&str>, work: &Path) -> std::io::Result<Edits> {
+pub fn edits(
+    plan: &BuiltinPlan,
+    existing_conf: Option<&str>,
+    work: &Path,
+) -> std::io::Result<Edits> {
     let mut e = Edits::default();
     for m in &plan.mask {
-        e.push(Op::Symlink { path: format!("/etc/extensions/{m}.raw"), target: "/dev/null".into() });
+        e.push(Op::Symlink {
+            path: format!("/etc/extensions/{m}.raw"),
+            target: "/dev/null".into(),
+        });
     }
     if plan.torcx {
         let p = work.join("torcx-generator");
         std::fs::write(&p, "")?;
-        e.push(Op::Write { path: TORCX_GENERATOR.into(), src: p, mode: 0o644 });
+        e.push(Op::Write {
+            path: TORCX_GENERATOR.into(),
+            src: p,
+            mode: 0o644,
+        });
     }
     if !plan.enable.is_empty() {
         let p = work.join("enabled-sysext.conf");
         std::fs::write(&p, enabled_conf(existing_conf, &plan.enable))?;
-        e.push(Op::Write { path: ENABLED_CONF.into(), src: p, mode: 0o644 });
+        e.push(Op::Write {
+            path: ENABLED_CONF.into(),
+            src: p,
+            mode: 0o644,
+        });
     }
     Ok(e)
 }
@@ -179,17 +223,33 @@ mod tests {
     fn docker_masks_both_by_default_and_keep_opts_out() {
         let p = plan(&req(), &["docker", "wasmtime"]).unwrap();
         assert_eq!(p.mask, vec!["docker-flatcar", "containerd-flatcar"]);
-        assert!(p.notes[0].contains("baking docker: masking Flatcar's built-in docker-flatcar and containerd-flatcar"));
+        assert!(p.notes[0].contains(
+            "baking docker: masking Flatcar's built-in docker-flatcar and containerd-flatcar"
+        ));
         let p = plan(&req(), &["containerd"]).unwrap();
         assert_eq!(p.mask, vec!["containerd-flatcar"]);
-        let p = plan(&BuiltinRequest { keep: true, ..req() }, &["docker"]).unwrap();
+        let p = plan(
+            &BuiltinRequest {
+                keep: true,
+                ..req()
+            },
+            &["docker"],
+        )
+        .unwrap();
         assert!(p.is_empty(), "{p:?}");
         assert!(plan(&req(), &["wasmtime"]).unwrap().is_empty());
     }
 
     #[test]
     fn explicit_replace_and_problems() {
-        let p = plan(&BuiltinRequest { replace: vec!["containerd".into()], ..req() }, &[]).unwrap();
+        let p = plan(
+            &BuiltinRequest {
+                replace: vec!["containerd".into()],
+                ..req()
+            },
+            &[],
+        )
+        .unwrap();
         assert_eq!(p.mask, vec!["containerd-flatcar"]);
         assert!(p.notes.is_empty());
         let ps = plan(
@@ -207,7 +267,14 @@ mod tests {
         assert!(ps.contains("exclude each other"), "{ps}");
         assert!(ps.contains("--enable-official a/b"), "{ps}");
         assert!(ps.contains("--enable-official docker"), "{ps}");
-        let ps = plan(&BuiltinRequest { replace: vec!["docker".into()], ..req() }, &["docker-flatcar"]).unwrap_err();
+        let ps = plan(
+            &BuiltinRequest {
+                replace: vec!["docker".into()],
+                ..req()
+            },
+            &["docker-flatcar"],
+        )
+        .unwrap_err();
         assert!(ps[0].contains("baked and masked at once"), "{ps:?}");
     }
 
@@ -215,27 +282,81 @@ mod tests {
     fn torcx_from_flag_or_version() {
         assert!(is_torcx_era("3760.2.0") && is_torcx_era("3033.3.18") && !is_torcx_era("3815.2.0"));
         assert!(!is_torcx_era("garbage"));
-        let p = plan(&BuiltinRequest { flatcar_version: Some("3510.2.8".into()), ..req() }, &["docker"]).unwrap();
-        assert!(p.torcx && p.notes.iter().any(|n| n.contains("still has Torcx")), "{p:?}");
-        let p = plan(&BuiltinRequest { flatcar_version: Some("4081.2.0".into()), ..req() }, &["docker"]).unwrap();
+        let p = plan(
+            &BuiltinRequest {
+                flatcar_version: Some("3510.2.8".into()),
+                ..req()
+            },
+            &["docker"],
+        )
+        .unwrap();
+        assert!(
+            p.torcx && p.notes.iter().any(|n| n.contains("still has Torcx")),
+            "{p:?}"
+        );
+        let p = plan(
+            &BuiltinRequest {
+                flatcar_version: Some("4081.2.0".into()),
+                ..req()
+            },
+            &["docker"],
+        )
+        .unwrap();
         assert!(!p.torcx);
         // nothing masked: an old version alone does not touch Torcx
-        let p = plan(&BuiltinRequest { flatcar_version: Some("3510.2.8".into()), ..req() }, &[]).unwrap();
+        let p = plan(
+            &BuiltinRequest {
+                flatcar_version: Some("3510.2.8".into()),
+                ..req()
+            },
+            &[],
+        )
+        .unwrap();
         assert!(p.is_empty());
-        let p = plan(&BuiltinRequest { torcx: true, ..req() }, &[]).unwrap();
+        let p = plan(
+            &BuiltinRequest {
+                torcx: true,
+                ..req()
+            },
+            &[],
+        )
+        .unwrap();
         assert!(p.torcx && !p.is_empty());
     }
 
     #[test]
     fn enabled_conf_keeps_what_is_there() {
-        assert_eq!(enabled_conf(None, &["zfs".into(), "podman".into()]), "zfs\npodman\n");
-        assert_eq!(enabled_conf(Some("zfs"), &["zfs".into(), "podman".into()]), "zfs\npodman\n");
+        assert_eq!(
+            enabled_conf(None, &["zfs".into(), "podman".into()]),
+            "zfs\npodman\n"
+        );
+        assert_eq!(
+            enabled_conf(Some("zfs"), &["zfs".into(), "podman".into()]),
+            "zfs\npodman\n"
+        );
         let d = tempfile::tempdir().unwrap();
-        let p = BuiltinPlan { mask: vec!["docker-flatcar".into()], torcx: true, enable: vec!["zfs".into()], notes: vec![] };
+        let p = BuiltinPlan {
+            mask: vec!["docker-flatcar".into()],
+            torcx: true,
+            enable: vec!["zfs".into()],
+            notes: vec![],
+        };
         let e = edits(&p, None, d.path()).unwrap();
-        assert_eq!(e.ops[0], Op::Symlink { path: "/etc/extensions/docker-flatcar.raw".into(), target: "/dev/null".into() });
-        assert_eq!(std::fs::read(d.path().join("torcx-generator")).unwrap(), b"");
-        assert_eq!(std::fs::read_to_string(d.path().join("enabled-sysext.conf")).unwrap(), "zfs\n");
+        assert_eq!(
+            e.ops[0],
+            Op::Symlink {
+                path: "/etc/extensions/docker-flatcar.raw".into(),
+                target: "/dev/null".into()
+            }
+        );
+        assert_eq!(
+            std::fs::read(d.path().join("torcx-generator")).unwrap(),
+            b""
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("enabled-sysext.conf")).unwrap(),
+            "zfs\n"
+        );
         assert_eq!(e.ops.len(), 3);
     }
 }

@@ -53,7 +53,10 @@ pub enum BakeError {
     #[error(transparent)]
     Fs(#[from] crate::fs::FsError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Problems as one message: a single line, or a count and one line each.
@@ -70,7 +73,10 @@ pub fn problem_list(ps: &[String]) -> String {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BakeError + '_ {
-    move |source| BakeError::Io { path: path.to_owned(), source }
+    move |source| BakeError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// One installed extension, as reported to the user.
@@ -96,10 +102,13 @@ pub struct BakeReport {
 
 /// Check, then bake. On error nothing exists at `req.output` that was not there before.
 pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
-    let input = File::open(&req.image).map_err(io(&req.image))?;
+    let input = crate::input::open_regular(&req.image).map_err(io(&req.image))?;
     let meta = input.metadata().map_err(io(&req.image))?;
     if !meta.is_file() {
-        return Err(BakeError::Preflight(vec![format!("{}: not a regular file", req.image.display())]));
+        return Err(BakeError::Preflight(vec![format!(
+            "{}: not a regular file",
+            req.image.display()
+        )]));
     }
     let gpt = Gpt::read_from(&input, meta.len(), &req.image)?;
     if let Some(p) = &gpt.backup_problem {
@@ -109,18 +118,45 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         ));
     }
     let layout = FlatcarLayout::find(gpt, &req.image)?;
-    let arch = req.arch.or_else(|| crate::fs::fat::detect_arch(&input, &layout.esp));
+    let arch = req
+        .arch
+        .or_else(|| crate::fs::fat::detect_arch(&input, &layout.esp));
 
     let mut problems = Vec::new();
     let out_dir = output_dir(&req.output);
     if let Err(p) = check_output(&req.image, &req.output, &out_dir) {
         problems.push(p);
     }
+    // The work dir holds the private copies of the inputs that are checked and baked.
+    let prefix = crate::cleanup::prefix();
+    let work_parent = req.work_dir.clone().unwrap_or_else(|| out_dir.clone());
+    let work = match problems.is_empty() {
+        true => match tempfile::Builder::new()
+            .prefix(&format!("{prefix}work-"))
+            .tempdir_in(&work_parent)
+        {
+            Ok(w) => Some(w),
+            Err(e) => {
+                problems.push(format!(
+                    "{}: cannot create a work directory: {e}",
+                    work_parent.display()
+                ));
+                None
+            }
+        },
+        false => None,
+    };
+    let _work_guard = work.as_ref().map(|w| crate::cleanup::register(w.path()));
+    let stage = work.as_ref().map(|w| w.path().join("stage"));
+    if let Some(d) = &stage {
+        std::fs::create_dir(d).map_err(io(d))?;
+    }
     let exts = match plan::check_extensions(&PlanInput {
         extensions: &req.extensions,
         install_to: &req.install_to,
         sysupdate_confs: &req.sysupdate_confs,
         arch,
+        stage: stage.as_deref(),
     }) {
         Ok(e) => e,
         Err(ps) => {
@@ -135,10 +171,17 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         if !m.is_symlink() {
             return None;
         }
-        rootfs.read_link(p).ok().and_then(|t| t.to_str().ok().map(str::to_owned))
+        rootfs
+            .read_link(p)
+            .ok()
+            .and_then(|t| t.to_str().ok().map(str::to_owned))
     };
     let (mut root_edits, mut oem_edits) = plan::edits(&exts, &existing);
-    let baked_names: Vec<&str> = req.extensions.iter().filter_map(|a| a.split_once(':').map(|(n, _)| n)).collect();
+    let baked_names: Vec<&str> = req
+        .extensions
+        .iter()
+        .filter_map(|a| a.split_once(':').map(|(n, _)| n))
+        .collect();
     let builtins = match builtin::plan(&req.builtins, &baked_names) {
         Ok(p) => p,
         Err(ps) => {
@@ -153,21 +196,42 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => Some(t),
                 Err(_) => {
-                    problems.push(format!("{}: ROOT's {} is not text", req.image.display(), builtin::ENABLED_CONF));
+                    problems.push(format!(
+                        "{}: ROOT's {} is not text",
+                        req.image.display(),
+                        builtin::ENABLED_CONF
+                    ));
                     None
                 }
             },
             Err(_) => None,
         }
     };
-    let updated: Vec<&str> = exts.iter().filter(|e| e.conf.is_some()).map(|e| e.name.as_str()).collect();
+    let updated: Vec<&str> = exts
+        .iter()
+        .filter(|e| e.conf.is_some())
+        .map(|e| e.name.as_str())
+        .collect();
     if req.sysupdate && updated.is_empty() {
         problems.push("--sysupdate: no extension being baked has a sysupdate config (NAME.conf beside FILE or --sysupdate-conf)".into());
     }
     if let Some(ign) = &req.ignition {
-        if let Err(p) = crate::ignition::check(ign) {
-            problems.push(p);
-        }
+        // read once: the bytes checked are the bytes installed
+        let checked = crate::ignition::read(ign)
+            .and_then(|b| crate::ignition::check_bytes(&b, ign).map(|_| b));
+        let src = match (checked, &stage) {
+            (Err(p), _) => {
+                problems.push(p);
+                ign.clone()
+            }
+            (Ok(b), Some(d)) => {
+                let dest = d.join("config.ign");
+                crate::input::stage_bytes(&b, &dest)
+                    .map_err(io(&dest))?
+                    .path
+            }
+            (Ok(_), None) => ign.clone(),
+        };
         match crate::fs::fat::has_first_boot(&input, &layout.esp) {
             Some(true) => {}
             Some(false) => problems.push(format!(
@@ -176,7 +240,11 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
             )),
             None => problems.push(format!("{}: cannot read the ESP to check for /flatcar/first_boot", req.image.display())),
         }
-        oem_edits.push(Op::Write { path: "/config.ign".into(), src: ign.clone(), mode: 0o600 });
+        oem_edits.push(Op::Write {
+            path: "/config.ign".into(),
+            src,
+            mode: 0o600,
+        });
     }
     problems.extend(crate::vendor::oem::kernel_arg_problems(&req.kernel_args));
     if !req.kernel_args.is_empty() {
@@ -191,7 +259,9 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
             .ops
             .iter()
             .map(|op| match op {
-                Op::Write { src, .. } => std::fs::metadata(src).map(|m| per_file(m.len())).unwrap_or(0),
+                Op::Write { src, .. } => std::fs::metadata(src)
+                    .map(|m| per_file(m.len()))
+                    .unwrap_or(0),
                 _ => 0,
             })
             .sum()
@@ -226,19 +296,26 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     for n in &builtins.notes {
         log(n);
     }
+    let Some(work) = work else {
+        return Err(BakeError::Preflight(vec!["no work directory".into()]));
+    };
+    // from here on the inputs may change: only their checked copies are read
+    crate::cleanup::pause_point("checked");
 
     // Everything checked: write.
     crate::cleanup::sweep_stale(&out_dir);
-    let prefix = crate::cleanup::prefix();
-    let tmp = tempfile::Builder::new().prefix(&prefix).suffix(".partial").tempfile_in(&out_dir).map_err(io(&out_dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".partial")
+        .tempfile_in(&out_dir)
+        .map_err(io(&out_dir))?;
     let _tmp_guard = crate::cleanup::register(tmp.path());
-    let work_parent = req.work_dir.clone().unwrap_or_else(|| out_dir.clone());
-    let work = tempfile::Builder::new().prefix(&format!("{prefix}work-")).tempdir_in(&work_parent).map_err(io(&work_parent))?;
-    let _work_guard = crate::cleanup::register(work.path());
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io(&req.output))?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io(&req.output))?;
     }
     log(&format!("copying {} (sparse)", req.image.display()));
     sparse::clone_file(&input, tmp.as_file()).map_err(io(&req.output))?;
@@ -250,21 +327,49 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         log("editing OEM (btrfs)");
         let oem_work = work.path().join("oem");
         std::fs::create_dir(&oem_work).map_err(io(&oem_work))?;
-        crate::fs::apply_oem(req.backend, tmp.path(), tmp.as_file(), &layout.oem, &oem_edits, &oem_work)?;
+        crate::fs::apply_oem(
+            req.backend,
+            tmp.path(),
+            tmp.as_file(),
+            &layout.oem,
+            &oem_edits,
+            &oem_work,
+        )?;
         crate::cleanup::pause_point("oem");
     }
     log("editing ROOT (ext4)");
     let root_work = work.path().join("root");
     std::fs::create_dir(&root_work).map_err(io(&root_work))?;
     if req.sysupdate {
-        root_edits.ops.extend(autoupdate::edits(&updated, req.sysupdate_action, &root_work).map_err(io(&root_work))?.ops);
+        root_edits.ops.extend(
+            autoupdate::edits(&updated, req.sysupdate_action, &root_work)
+                .map_err(io(&root_work))?
+                .ops,
+        );
     }
-    root_edits.ops.extend(builtin::edits(&builtins, enabled_conf.as_deref(), &root_work).map_err(io(&root_work))?.ops);
-    crate::fs::apply_root(req.backend, tmp.path(), &layout.root, &root_edits, &root_work)?;
+    root_edits.ops.extend(
+        builtin::edits(&builtins, enabled_conf.as_deref(), &root_work)
+            .map_err(io(&root_work))?
+            .ops,
+    );
+    crate::fs::apply_root(
+        req.backend,
+        tmp.path(),
+        &layout.root,
+        &root_edits,
+        &root_work,
+    )?;
     tmp.as_file().sync_all().map_err(io(&req.output))?;
     crate::cleanup::pause_point("before-rename");
-    let report = BakeReport { output: req.output.clone(), arch, extensions: report(&exts)? };
-    tmp.persist(&req.output).map_err(|e| BakeError::Io { path: req.output.clone(), source: e.error })?;
+    let report = BakeReport {
+        output: req.output.clone(),
+        arch,
+        extensions: report(&exts)?,
+    };
+    tmp.persist(&req.output).map_err(|e| BakeError::Io {
+        path: req.output.clone(),
+        source: e.error,
+    })?;
     if let Ok(d) = File::open(&out_dir) {
         let _ = d.sync_all();
     }
@@ -274,7 +379,10 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
 fn report(exts: &[Extension]) -> Result<Vec<Baked>, BakeError> {
     exts.iter()
         .map(|e| {
-            let (sha256, size) = sha256_file(&e.src)?;
+            let (sha256, size) = match &e.staged {
+                Some(s) => (s.sha256.clone(), s.size),
+                None => sha256_file(e.data())?,
+            };
             Ok(Baked {
                 name: e.name.clone(),
                 target: e.target,
@@ -316,15 +424,24 @@ fn output_dir(output: &Path) -> PathBuf {
 fn check_output(image: &Path, output: &Path, dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     if !dir.is_dir() {
-        return Err(format!("{}: output directory does not exist", dir.display()));
+        return Err(format!(
+            "{}: output directory does not exist",
+            dir.display()
+        ));
     }
     if let (Ok(a), Ok(b)) = (std::fs::metadata(image), std::fs::metadata(output)) {
         if a.dev() == b.dev() && a.ino() == b.ino() {
-            return Err(format!("{}: the output is the input image; choose another --output", output.display()));
+            return Err(format!(
+                "{}: the output is the input image; choose another --output",
+                output.display()
+            ));
         }
     }
     if output.is_dir() {
-        return Err(format!("{}: is a directory; --output names a file", output.display()));
+        return Err(format!(
+            "{}: is a directory; --output names a file",
+            output.display()
+        ));
     }
     Ok(())
 }

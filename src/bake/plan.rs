@@ -4,6 +4,7 @@
 
 use crate::arch::Arch;
 use crate::fs::{check_path, Edits, Op};
+use crate::input::{self, Staged};
 use crate::sysext::image::{self, SysextImage};
 use crate::sysext::release::HostOs;
 use crate::sysext::{check, name_problem, sysupdate};
@@ -40,14 +41,24 @@ pub const DEFAULT_INSTALL_TO: &str = "root:/opt/extensions/{name}";
 impl std::str::FromStr for InstallTo {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (part, dir) = s.split_once(':').ok_or_else(|| format!("'{s}': expected root:DIR or oem:DIR"))?;
+        let (part, dir) = s
+            .split_once(':')
+            .ok_or_else(|| format!("'{s}': expected root:DIR or oem:DIR"))?;
         let target = match part {
             "root" | "ROOT" => Target::Root,
             "oem" | "OEM" => Target::Oem,
-            _ => return Err(format!("'{s}': unknown partition '{part}' (use root or oem)")),
+            _ => {
+                return Err(format!(
+                    "'{s}': unknown partition '{part}' (use root or oem)"
+                ))
+            }
         };
         let dir = dir.trim_end_matches('/');
-        let dir = if dir.is_empty() { "/".to_owned() } else { dir.to_owned() };
+        let dir = if dir.is_empty() {
+            "/".to_owned()
+        } else {
+            dir.to_owned()
+        };
         if !dir.starts_with('/') {
             return Err(format!("'{s}': the directory must be absolute"));
         }
@@ -79,8 +90,10 @@ pub struct Extension {
     pub path: String,
     /// Where `/etc/extensions/NAME.raw` points, in the booted system.
     pub link_target: String,
-    /// The sysupdate transfer file to install, if any.
+    /// The sysupdate transfer file to install, if any (its checked private copy).
     pub conf: Option<PathBuf>,
+    /// The checked private copy of `src` that is baked, with its hash.
+    pub staged: Option<Staged>,
 }
 
 impl Extension {
@@ -89,6 +102,10 @@ impl Extension {
     }
     pub fn conf_path(&self) -> String {
         format!("/etc/sysupdate.{0}.d/{0}.conf", self.name)
+    }
+    /// The bytes to bake: the staged copy that was checked.
+    pub fn data(&self) -> &Path {
+        self.staged.as_ref().map_or(&self.src, |s| &s.path)
     }
 }
 
@@ -106,10 +123,14 @@ impl std::str::FromStr for InstallRule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once('=') {
-            Some((name, spec)) if !name.contains(':') => {
-                Ok(InstallRule { name: Some(name.to_owned()), to: spec.parse()? })
-            }
-            _ => Ok(InstallRule { name: None, to: s.parse()? }),
+            Some((name, spec)) if !name.contains(':') => Ok(InstallRule {
+                name: Some(name.to_owned()),
+                to: spec.parse()?,
+            }),
+            _ => Ok(InstallRule {
+                name: None,
+                to: s.parse()?,
+            }),
         }
     }
 }
@@ -123,7 +144,10 @@ pub fn install_for(rules: &[InstallRule], name: &str) -> InstallTo {
         .find(|r| r.name.as_deref() == Some(name))
         .or_else(|| rules.iter().rev().find(|r| r.name.is_none()))
         .map(|r| r.to.clone())
-        .unwrap_or_else(|| InstallTo { target: Target::Root, dir: "/opt/extensions/{name}".into() })
+        .unwrap_or_else(|| InstallTo {
+            target: Target::Root,
+            dir: "/opt/extensions/{name}".into(),
+        })
 }
 
 /// Inputs to planning, besides the image itself.
@@ -132,6 +156,9 @@ pub struct PlanInput<'a> {
     pub install_to: &'a [InstallRule],
     pub sysupdate_confs: &'a [String],
     pub arch: Option<Arch>,
+    /// A private directory for the copies that are checked and then baked (None only
+    /// when the run is refused anyway: the originals are then checked in place).
+    pub stage: Option<&'a Path>,
 }
 
 /// Parse and check every extension argument. Returns the extensions or every problem.
@@ -142,13 +169,17 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
     let mut confs: Vec<(String, PathBuf)> = Vec::new();
     for c in input.sysupdate_confs {
         match c.split_once('=') {
-            Some((n, p)) if !n.is_empty() && !p.is_empty() => confs.push((n.to_owned(), PathBuf::from(p))),
+            Some((n, p)) if !n.is_empty() && !p.is_empty() => {
+                confs.push((n.to_owned(), PathBuf::from(p)))
+            }
             _ => problems.push(format!("--sysupdate-conf '{c}': expected NAME=PATH")),
         }
     }
     for arg in input.extensions {
         let Some((name, file)) = arg.split_once(':') else {
-            problems.push(format!("'{arg}': expected NAME:FILE (e.g. wasmtime:wasmtime-24.0.0-x86-64.raw)"));
+            problems.push(format!(
+                "'{arg}': expected NAME:FILE (e.g. wasmtime:wasmtime-24.0.0-x86-64.raw)"
+            ));
             continue;
         };
         if let Some(p) = name_problem(name) {
@@ -161,7 +192,9 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
         }
         // printed as is, such a name would break the one-line-per-problem report
         if file.chars().any(char::is_control) {
-            problems.push(format!("{file:?}: contains a control character; rename the file"));
+            problems.push(format!(
+                "{file:?}: contains a control character; rename the file"
+            ));
             continue;
         }
         if !seen.insert(name.to_owned()) {
@@ -170,12 +203,18 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
         }
         let src = PathBuf::from(file);
         match check_one(name, &src, input) {
-            Ok((image, mut ps)) => {
-                let file_name = src.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            Ok((image, staged, mut ps)) => {
+                let file_name = src
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let install = install_for(input.install_to, name);
                 let path = install.path_for(name, &file_name);
                 if let Err(e) = check_path("install", &path) {
-                    ps.push(format!("{}: cannot be installed under that name: {e}", src.display()));
+                    ps.push(format!(
+                        "{}: cannot be installed under that name: {e}",
+                        src.display()
+                    ));
                 }
                 let link_target = match install.target {
                     Target::Root => path.clone(),
@@ -185,12 +224,21 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
                     Some((_, p)) => Some(p.clone()),
                     None => {
                         let beside = src.with_file_name(format!("{name}.conf"));
-                        beside.is_file().then_some(beside)
+                        std::fs::metadata(&beside).is_ok().then_some(beside)
                     }
                 };
-                if let Some(c) = &conf {
-                    ps.extend(check_conf(c));
-                }
+                let conf = match conf {
+                    Some(c) => {
+                        match check_conf(&c, input.stage.map(|d| d.join(format!("{name}.conf")))) {
+                            Ok(staged) => Some(staged),
+                            Err(p) => {
+                                ps.extend(p);
+                                None
+                            }
+                        }
+                    }
+                    None => None,
+                };
                 problems.extend(ps);
                 out.push(Extension {
                     name: name.to_owned(),
@@ -200,6 +248,7 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
                     path,
                     link_target,
                     conf,
+                    staged,
                 });
             }
             Err(p) => problems.push(p),
@@ -208,13 +257,18 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
     for r in input.install_to {
         if let Some(n) = &r.name {
             if !seen.contains(n) {
-                problems.push(format!("--install-to {n}=...: no extension named {n} is being baked"));
+                problems.push(format!(
+                    "--install-to {n}=...: no extension named {n} is being baked"
+                ));
             }
         }
     }
     for (n, p) in &confs {
         if !seen.contains(n) {
-            problems.push(format!("--sysupdate-conf {n}={}: no extension named {n} is being baked", p.display()));
+            problems.push(format!(
+                "--sysupdate-conf {n}={}: no extension named {n} is being baked",
+                p.display()
+            ));
         }
     }
     if problems.is_empty() {
@@ -224,41 +278,72 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
     }
 }
 
-/// Check one sysext file; Err is a problem that stops further checks of it.
-fn check_one(name: &str, src: &Path, input: &PlanInput<'_>) -> Result<(SysextImage, Vec<String>), String> {
-    let meta = std::fs::metadata(src).map_err(|e| format!("{}: {e}", src.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{}: not a regular file", src.display()));
-    }
-    let img = image::open(src, name).map_err(|e| e.to_string())?;
+/// Check one sysext file; Err is a problem that stops further checks of it. With a
+/// stage directory the file is read once into a private copy, and that copy is checked.
+fn check_one(
+    name: &str,
+    src: &Path,
+    input: &PlanInput<'_>,
+) -> Result<(SysextImage, Option<Staged>, Vec<String>), String> {
+    let shown = |e: std::io::Error| format!("{}: {e}", src.display());
+    let staged = match input.stage {
+        Some(dir) => Some(input::stage_file(src, &dir.join(format!("{name}.raw"))).map_err(shown)?),
+        None => {
+            input::open_regular(src).map_err(shown)?;
+            None
+        }
+    };
+    let data = staged.as_ref().map_or(src, |s| &s.path);
+    // messages name the user's file, not the private copy
+    let named = |m: String| m.replace(&data.display().to_string(), &src.display().to_string());
+    let mut img = image::open(data, name).map_err(|e| named(e.to_string()))?;
+    img.path = src.to_owned();
     let arch = input.arch.map(Arch::systemd_name);
-    let host = HostOs { id: "flatcar", arch };
-    let mut ps: Vec<String> =
-        check::release_problems(&img, name, &host).into_iter().map(|p| format!("{}: {p}", src.display())).collect();
-    if input.arch.is_none() && img.release.as_ref().is_some_and(|r| r.get("ARCHITECTURE").is_some()) {
+    let host = HostOs {
+        id: "flatcar",
+        arch,
+    };
+    let mut ps: Vec<String> = check::release_problems(&img, name, &host)
+        .into_iter()
+        .map(|p| format!("{}: {p}", src.display()))
+        .collect();
+    if input.arch.is_none()
+        && img
+            .release
+            .as_ref()
+            .is_some_and(|r| r.get("ARCHITECTURE").is_some())
+    {
         ps.push(format!(
             "{}: declares ARCHITECTURE but the image's architecture is unknown; pass --arch",
             src.display()
         ));
     }
-    match check::content_problems(src, img.format) {
+    match check::content_problems(data, img.format) {
         Ok(found) => ps.extend(found.into_iter().map(|p| format!("{}: {p}", src.display()))),
-        Err(e) => ps.push(e.to_string()),
+        Err(e) => ps.push(named(e.to_string())),
     }
-    Ok((img, ps))
+    Ok((img, staged, ps))
 }
 
-fn check_conf(path: &Path) -> Vec<String> {
-    match std::fs::read(path) {
-        Err(e) => vec![format!("{}: {e}", path.display())],
-        Ok(bytes) if bytes.len() > 1 << 20 => vec![format!("{}: too large for a sysupdate config", path.display())],
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Err(_) => vec![format!("{}: not a text file", path.display())],
-            Ok(text) => sysupdate::problems(&text)
-                .into_iter()
-                .map(|p| format!("{}: not a sysupdate transfer file: {p}", path.display()))
-                .collect(),
-        },
+/// Check a sysupdate config, read once; returns the path to install from (the private
+/// copy in `stage` when given).
+fn check_conf(path: &Path, stage: Option<PathBuf>) -> Result<PathBuf, Vec<String>> {
+    let shown = |e: std::io::Error| format!("{}: {e}", path.display());
+    let bytes = input::read_bytes(path, input::TEXT_CAP).map_err(|e| vec![shown(e)])?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| vec![format!("{}: not a text file", path.display())])?;
+    let ps = sysupdate::problems(text);
+    if !ps.is_empty() {
+        return Err(ps
+            .iter()
+            .map(|p| format!("{}: not a sysupdate transfer file: {p}", path.display()))
+            .collect());
+    }
+    match stage {
+        Some(dest) => Ok(input::stage_bytes(&bytes, &dest)
+            .map_err(|e| vec![shown(e)])?
+            .path),
+        None => Ok(path.to_owned()),
     }
 }
 
@@ -277,14 +362,25 @@ pub fn edits(exts: &[Extension], existing_link: &dyn Fn(&str) -> Option<String>)
                 }
             }
         }
-        let write = Op::Write { path: e.path.clone(), src: e.src.clone(), mode: 0o644 };
+        let write = Op::Write {
+            path: e.path.clone(),
+            src: e.data().to_owned(),
+            mode: 0o644,
+        };
         match e.target {
             Target::Root => root.push(write),
             Target::Oem => oem.push(write),
         }
-        root.push(Op::Symlink { path: e.symlink(), target: e.link_target.clone() });
+        root.push(Op::Symlink {
+            path: e.symlink(),
+            target: e.link_target.clone(),
+        });
         if let Some(c) = &e.conf {
-            root.push(Op::Write { path: e.conf_path(), src: c.clone(), mode: 0o644 });
+            root.push(Op::Write {
+                path: e.conf_path(),
+                src: c.clone(),
+                mode: 0o644,
+            });
         }
     }
     (root, oem)
@@ -308,12 +404,17 @@ mod tests {
         assert!("root:relative".parse::<InstallTo>().is_err());
         assert!("root:/a/../b".parse::<InstallTo>().is_err());
         assert!("nocolon".parse::<InstallTo>().is_err());
-        let rules: Vec<InstallRule> =
-            vec!["oem:/sysext".parse().unwrap(), "w=root:/opt/w".parse().unwrap()];
+        let rules: Vec<InstallRule> = vec![
+            "oem:/sysext".parse().unwrap(),
+            "w=root:/opt/w".parse().unwrap(),
+        ];
         assert_eq!(rules[1].name.as_deref(), Some("w"));
         assert_eq!(install_for(&rules, "w").path_for("w", "f"), "/opt/w/f");
         assert_eq!(install_for(&rules, "x").target, Target::Oem);
-        assert_eq!(install_for(&[], "x").path_for("x", "f"), "/opt/extensions/x/f");
+        assert_eq!(
+            install_for(&[], "x").path_for("x", "f"),
+            "/opt/extensions/x/f"
+        );
     }
 
     #[test]
@@ -329,16 +430,28 @@ mod tests {
             "d:/tmp/new\nline.raw".to_owned(),
         ];
         let confs = vec!["zzz=/tmp/x.conf".to_owned(), "bad".to_owned()];
-        let input = PlanInput { extensions: &exts, install_to: &install, sysupdate_confs: &confs, arch: None };
+        let input = PlanInput {
+            extensions: &exts,
+            install_to: &install,
+            sysupdate_confs: &confs,
+            arch: None,
+            stage: None,
+        };
         let ps = check_extensions(&input).unwrap_err();
         let all = ps.join("\n");
         assert!(all.contains("'nocolon': expected NAME:FILE"), "{all}");
         assert!(all.contains("'../x:/dev/null'"), "{all}");
         assert!(all.contains("starts with '.'"), "{all}");
         assert!(all.contains("/nonexistent/a.raw: No such file"), "{all}");
-        assert!(all.contains("/dev/null: not a regular file"), "{all}");
+        assert!(
+            all.contains("/dev/null: a character device, not a regular file"),
+            "{all}"
+        );
         assert!(all.contains("'c:': no FILE after NAME:"), "{all}");
-        assert!(all.contains("\"/tmp/new\\nline.raw\": contains a control character"), "{all}");
+        assert!(
+            all.contains("\"/tmp/new\\nline.raw\": contains a control character"),
+            "{all}"
+        );
         assert!(all.contains("--sysupdate-conf 'bad'"), "{all}");
         assert!(all.contains("no extension named zzz"), "{all}");
     }

@@ -117,7 +117,10 @@ pub struct Gpt {
 #[derive(Debug, thiserror::Error)]
 pub enum GptError {
     #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a disk image: {what}")]
     NotGpt { path: PathBuf, what: String },
     #[error("{path}: corrupt GPT: {what}")]
@@ -128,13 +131,29 @@ pub enum GptError {
         "{path}: corrupt GPT: {what}; the backup GPT at LBA {backup_lba} is intact: \
          repair the image with `sgdisk -e {path}` (it rebuilds the primary from the backup) and try again"
     )]
-    PrimaryCorrupt { path: PathBuf, what: String, backup_lba: u64 },
+    PrimaryCorrupt {
+        path: PathBuf,
+        what: String,
+        backup_lba: u64,
+    },
     #[error("{path}: a qcow2 image; flatbake bakes raw disk images: convert it first (qemu-img convert -O raw {path} IMAGE.bin)")]
     Qcow2 { path: PathBuf },
-    #[error("{path}: truncated: the partition table describes {needed} bytes but the file has {actual}")]
-    Truncated { path: PathBuf, needed: u64, actual: u64 },
+    #[error(
+        "{path}: truncated: the partition table describes {needed} bytes but the file has {actual}"
+    )]
+    Truncated {
+        path: PathBuf,
+        needed: u64,
+        actual: u64,
+    },
     #[error("{path}: truncated: partition {number} ({name}) ends at byte {end} but the file has {actual}")]
-    PartitionPastEnd { path: PathBuf, number: u32, name: String, end: u64, actual: u64 },
+    PartitionPastEnd {
+        path: PathBuf,
+        number: u32,
+        name: String,
+        end: u64,
+        actual: u64,
+    },
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
@@ -174,7 +193,9 @@ type ReadFn<'a> = dyn FnMut(u64, &mut [u8]) -> std::io::Result<()> + 'a;
 fn parse_header(hdr: &[u8], lba: u64, which: &str) -> Result<Header, TableError> {
     let corrupt = |what: String| TableError::Corrupt(format!("{which} {what}"));
     if &hdr[0..8] != b"EFI PART" {
-        return Err(TableError::Missing(format!("no 'EFI PART' signature at LBA {lba}")));
+        return Err(TableError::Missing(format!(
+            "no 'EFI PART' signature at LBA {lba}"
+        )));
     }
     let header_size = le32(hdr, 12) as usize;
     if !(92..=SECTOR as usize).contains(&header_size) {
@@ -185,7 +206,9 @@ fn parse_header(hdr: &[u8], lba: u64, which: &str) -> Result<Header, TableError>
     h[16..20].fill(0);
     let crc = crc32fast::hash(&h);
     if crc != stored_crc {
-        return Err(corrupt(format!("header CRC32 is {stored_crc:#010x}, computed {crc:#010x}")));
+        return Err(corrupt(format!(
+            "header CRC32 is {stored_crc:#010x}, computed {crc:#010x}"
+        )));
     }
     let my_lba = le64(hdr, 24);
     let alternate_lba = le64(hdr, 32);
@@ -198,16 +221,26 @@ fn parse_header(hdr: &[u8], lba: u64, which: &str) -> Result<Header, TableError>
     let entry_size = le32(hdr, 84);
     let entries_crc = le32(hdr, 88);
     if my_lba != lba {
-        return Err(corrupt(format!("header says it is at LBA {my_lba}, not {lba}")));
+        return Err(corrupt(format!(
+            "header says it is at LBA {my_lba}, not {lba}"
+        )));
     }
     if entry_size < 128 || entry_size % 8 != 0 || entry_size > 4096 {
-        return Err(corrupt(format!("header: partition entry size {entry_size} is invalid")));
+        return Err(corrupt(format!(
+            "header: partition entry size {entry_size} is invalid"
+        )));
     }
     if num_entries == 0 || num_entries > 1024 {
-        return Err(corrupt(format!("header: {num_entries} partition entries is out of range")));
+        return Err(corrupt(format!(
+            "header: {num_entries} partition entries is out of range"
+        )));
     }
     // The primary is at LBA 1 and the backup after the usable area, at the disk's end.
-    let (primary_lba, backup_lba) = if lba == 1 { (lba, alternate_lba) } else { (alternate_lba, lba) };
+    let (primary_lba, backup_lba) = if lba == 1 {
+        (lba, alternate_lba)
+    } else {
+        (alternate_lba, lba)
+    };
     if primary_lba != 1 || first_usable_lba > last_usable_lba || backup_lba <= last_usable_lba {
         return Err(corrupt(format!(
             "header: usable range {first_usable_lba}..={last_usable_lba} and backup header LBA {backup_lba} are inconsistent"
@@ -224,7 +257,9 @@ fn parse_header(hdr: &[u8], lba: u64, which: &str) -> Result<Header, TableError>
         entries_lba > last_usable_lba && entries_end <= lba.saturating_mul(SECTOR)
     };
     if !fits {
-        return Err(corrupt(format!("partition entry array at LBA {entries_lba} overlaps the usable area")));
+        return Err(corrupt(format!(
+            "partition entry array at LBA {entries_lba} overlaps the usable area"
+        )));
     }
     Ok(Header {
         alternate_lba,
@@ -239,16 +274,22 @@ fn parse_header(hdr: &[u8], lba: u64, which: &str) -> Result<Header, TableError>
 }
 
 /// Read the header at `lba` and its partition entries, and check them.
-fn read_table(read: &mut ReadFn<'_>, len: u64, lba: u64, which: &str) -> Result<(Header, Vec<Partition>), TableError> {
+fn read_table(
+    read: &mut ReadFn<'_>,
+    len: u64,
+    lba: u64,
+    which: &str,
+) -> Result<(Header, Vec<Partition>), TableError> {
     let mut hdr = [0u8; SECTOR as usize];
     read(lba * SECTOR, &mut hdr).map_err(TableError::Io)?;
     let h = parse_header(&hdr, lba, which)?;
     let corrupt = |what: String| TableError::Corrupt(format!("{which} {what}"));
     let mut entries = vec![0u8; h.num_entries as usize * h.entry_size as usize];
     read(h.entries_lba * SECTOR, &mut entries).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => {
-            corrupt(format!("partition entry array at LBA {} lies past the end of the file", h.entries_lba))
-        }
+        std::io::ErrorKind::UnexpectedEof => corrupt(format!(
+            "partition entry array at LBA {} lies past the end of the file",
+            h.entries_lba
+        )),
         _ => TableError::Io(e),
     })?;
     let ecrc = crc32fast::hash(&entries);
@@ -286,13 +327,25 @@ fn read_table(read: &mut ReadFn<'_>, len: u64, lba: u64, which: &str) -> Result<
         }
         if first_lba < h.first_usable_lba || last_lba > h.last_usable_lba {
             let sectors = len / SECTOR;
-            let eof = if last_lba >= sectors { format!(", past the end of the file ({sectors} sectors)") } else { String::new() };
+            let eof = if last_lba >= sectors {
+                format!(", past the end of the file ({sectors} sectors)")
+            } else {
+                String::new()
+            };
             return Err(corrupt(format!(
                 "partition {number} ({name}) at LBA {first_lba}..={last_lba} lies outside the usable area {}..={}{eof}",
                 h.first_usable_lba, h.last_usable_lba
             )));
         }
-        partitions.push(Partition { number, type_guid, unique_guid: Guid(u), first_lba, last_lba, attributes, name });
+        partitions.push(Partition {
+            number,
+            type_guid,
+            unique_guid: Guid(u),
+            first_lba,
+            last_lba,
+            attributes,
+            name,
+        });
     }
     let mut sorted: Vec<&Partition> = partitions.iter().collect();
     sorted.sort_by_key(|p| p.first_lba);
@@ -310,8 +363,11 @@ fn read_table(read: &mut ReadFn<'_>, len: u64, lba: u64, which: &str) -> Result<
 impl Gpt {
     /// Read and validate the primary GPT of the disk image at `path`.
     pub fn read(path: &Path) -> Result<Gpt, GptError> {
-        let io = |source| GptError::Io { path: path.to_owned(), source };
-        let file = File::open(path).map_err(io)?;
+        let io = |source| GptError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = crate::input::open_regular(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         Gpt::read_from(&file, len, path)
     }
@@ -335,15 +391,25 @@ impl Gpt {
     /// Every partition must lie inside the file; a file shorter than the disk its table
     /// describes is [`GptError::PartitionPastEnd`] or [`GptError::Truncated`].
     pub fn parse(read: &mut ReadFn<'_>, len: u64, path: &Path) -> Result<Gpt, GptError> {
-        let not_gpt = |what: &str| GptError::NotGpt { path: path.to_owned(), what: what.to_owned() };
+        let not_gpt = |what: &str| GptError::NotGpt {
+            path: path.to_owned(),
+            what: what.to_owned(),
+        };
         let mut mbr = [0u8; SECTOR as usize];
         let head = len.min(SECTOR) as usize;
-        read(0, &mut mbr[..head]).map_err(|source| GptError::Io { path: path.to_owned(), source })?;
+        read(0, &mut mbr[..head]).map_err(|source| GptError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         if mbr[..4] == *b"QFI\xfb" {
-            return Err(GptError::Qcow2 { path: path.to_owned() });
+            return Err(GptError::Qcow2 {
+                path: path.to_owned(),
+            });
         }
         if len < 34 * SECTOR {
-            return Err(not_gpt(&format!("only {len} bytes, too small for a GPT disk")));
+            return Err(not_gpt(&format!(
+                "only {len} bytes, too small for a GPT disk"
+            )));
         }
         if mbr[510] != 0x55 || mbr[511] != 0xAA {
             return Err(not_gpt("no MBR boot signature (0x55AA) in sector 0"));
@@ -362,27 +428,50 @@ impl Gpt {
         }
         let (h, partitions) = match read_table(read, len, 1, "primary") {
             Ok(t) => t,
-            Err(TableError::Io(source)) => return Err(GptError::Io { path: path.to_owned(), source }),
+            Err(TableError::Io(source)) => {
+                return Err(GptError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
             Err(primary) => {
                 let last = len / SECTOR - 1;
                 let backup = read_table(read, len, last, "backup");
                 return Err(match (primary, backup) {
                     (TableError::Corrupt(what) | TableError::Missing(what), Ok(_)) => {
-                        GptError::PrimaryCorrupt { path: path.to_owned(), what, backup_lba: last }
+                        GptError::PrimaryCorrupt {
+                            path: path.to_owned(),
+                            what,
+                            backup_lba: last,
+                        }
                     }
-                    (TableError::Missing(what), Err(_)) => GptError::NotGpt { path: path.to_owned(), what },
-                    (TableError::Corrupt(what), Err(TableError::Corrupt(b) | TableError::Missing(b))) => {
-                        GptError::Corrupt { path: path.to_owned(), what: format!("{what}; no usable backup either ({b})") }
-                    }
-                    (TableError::Corrupt(what), Err(TableError::Io(_))) => {
-                        GptError::Corrupt { path: path.to_owned(), what }
-                    }
-                    (TableError::Io(source), _) => GptError::Io { path: path.to_owned(), source },
+                    (TableError::Missing(what), Err(_)) => GptError::NotGpt {
+                        path: path.to_owned(),
+                        what,
+                    },
+                    (
+                        TableError::Corrupt(what),
+                        Err(TableError::Corrupt(b) | TableError::Missing(b)),
+                    ) => GptError::Corrupt {
+                        path: path.to_owned(),
+                        what: format!("{what}; no usable backup either ({b})"),
+                    },
+                    (TableError::Corrupt(what), Err(TableError::Io(_))) => GptError::Corrupt {
+                        path: path.to_owned(),
+                        what,
+                    },
+                    (TableError::Io(source), _) => GptError::Io {
+                        path: path.to_owned(),
+                        source,
+                    },
                 });
             }
         };
         let actual = len;
-        if let Some(p) = partitions.iter().find(|p| p.last_lba.saturating_add(1).saturating_mul(SECTOR) > len) {
+        if let Some(p) = partitions
+            .iter()
+            .find(|p| p.last_lba.saturating_add(1).saturating_mul(SECTOR) > len)
+        {
             return Err(GptError::PartitionPastEnd {
                 path: path.to_owned(),
                 number: p.number,
@@ -393,13 +482,19 @@ impl Gpt {
         }
         let needed = h.alternate_lba.saturating_add(1).saturating_mul(SECTOR);
         if len < needed {
-            return Err(GptError::Truncated { path: path.to_owned(), needed, actual });
+            return Err(GptError::Truncated {
+                path: path.to_owned(),
+                needed,
+                actual,
+            });
         }
         // The backup is not used, but a damaged or stale one is worth a warning: a copy
         // of this image carries it on.
         let backup_problem = match read_table(read, len, h.alternate_lba, "backup") {
             Ok((_, b)) if b == partitions => None,
-            Ok(_) => Some("the backup GPT's partition entries differ from the primary's".to_owned()),
+            Ok(_) => {
+                Some("the backup GPT's partition entries differ from the primary's".to_owned())
+            }
             Err(TableError::Corrupt(w) | TableError::Missing(w)) => Some(w),
             Err(TableError::Io(e)) => Some(format!("backup GPT unreadable: {e}")),
         };
@@ -512,13 +607,27 @@ pub(crate) mod tests {
     #[test]
     fn damaged_primary_names_the_intact_backup() {
         let good = make_disk(2048, &[(LINUX, 40, 99, "A"), (LINUX, 100, 2000, "B")]);
-        assert!(Gpt::parse(&mut |o, b| slice_read(&good, o, b), 2048 * 512, Path::new("d")).is_ok());
+        assert!(Gpt::parse(
+            &mut |o, b| slice_read(&good, o, b),
+            2048 * 512,
+            Path::new("d")
+        )
+        .is_ok());
         // header CRC, entry CRC, missing signature: each with the backup intact
-        for (at, want) in [(512 + 40, "primary header CRC32"), (1024 + 33, "primary partition entry array CRC32"), (512, "no 'EFI PART' signature at LBA 1")] {
+        for (at, want) in [
+            (512 + 40, "primary header CRC32"),
+            (1024 + 33, "primary partition entry array CRC32"),
+            (512, "no 'EFI PART' signature at LBA 1"),
+        ] {
             let mut bad = good.clone();
             bad[at] ^= 1;
             let e = err_of(&bad);
-            assert!(e.contains(want) && e.contains("the backup GPT at LBA 2047 is intact") && e.contains("sgdisk -e"), "{e}");
+            assert!(
+                e.contains(want)
+                    && e.contains("the backup GPT at LBA 2047 is intact")
+                    && e.contains("sgdisk -e"),
+                "{e}"
+            );
         }
         // both copies damaged
         let mut bad = good.clone();
@@ -526,12 +635,18 @@ pub(crate) mod tests {
         let n = bad.len();
         bad[n - 512 + 40] ^= 1;
         let e = err_of(&bad);
-        assert!(e.contains("corrupt GPT: primary header CRC32") && e.contains("no usable backup either (backup header CRC32"), "{e}");
+        assert!(
+            e.contains("corrupt GPT: primary header CRC32")
+                && e.contains("no usable backup either (backup header CRC32"),
+            "{e}"
+        );
         // backup entries damaged
         let mut bad = good.clone();
         bad[512 + 40] ^= 1;
         bad[n - 512 - 128 * 128 + 33] ^= 1;
-        assert!(err_of(&bad).contains("no usable backup either (backup partition entry array CRC32"));
+        assert!(
+            err_of(&bad).contains("no usable backup either (backup partition entry array CRC32")
+        );
         // no signature in either copy: not a GPT disk at all
         let mut bad = good.clone();
         bad[512] = 0;
@@ -540,7 +655,9 @@ pub(crate) mod tests {
     }
 
     fn slice_read(d: &[u8], off: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        let s = d.get(off as usize..off as usize + buf.len()).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        let s = d
+            .get(off as usize..off as usize + buf.len())
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
         buf.copy_from_slice(s);
         Ok(())
     }
@@ -569,7 +686,12 @@ pub(crate) mod tests {
         // a partition past the end of the file (header and entries consistent, file short)
         let big = make_disk(4096, &[(LINUX, 40, 3000, "ROOT")]);
         let e = err_of(&big[..512 * 2048]);
-        assert!(e.contains("truncated: partition 1 (ROOT) ends at byte 1536512 but the file has 1048576"), "{e}");
+        assert!(
+            e.contains(
+                "truncated: partition 1 (ROOT) ends at byte 1536512 but the file has 1048576"
+            ),
+            "{e}"
+        );
         // a qcow2 file given as a raw disk
         let mut q = vec![0u8; 4096];
         q[..4].copy_from_slice(b"QFI\xfb");

@@ -25,7 +25,10 @@ pub const DISK_ALIGNMENT: u64 = 258048;
 #[derive(Debug, thiserror::Error)]
 pub enum GrowError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Tool(#[from] tools::ToolError),
     #[error("{0}")]
@@ -42,15 +45,29 @@ pub fn disk_sectors_for(end_lba: u64) -> u64 {
 /// Grow ROOT of the image at `path` (open as `file`) to `root_sectors`, the disk to
 /// fit, and ROOT's ext4 to fill it. A ROOT already that large is left alone.
 /// Returns the new disk size in bytes.
-pub fn grow_root(path: &Path, file: &File, layout: &FlatcarLayout, root_sectors: u64, work: &Path) -> Result<u64, GrowError> {
-    let io = |source| GrowError::Io { path: path.display().to_string(), source };
+pub fn grow_root(
+    path: &Path,
+    file: &File,
+    layout: &FlatcarLayout,
+    root_sectors: u64,
+    work: &Path,
+) -> Result<u64, GrowError> {
+    let io = |source| GrowError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let old_len = file.metadata().map_err(io)?.len();
     let root = &layout.root;
     let old_root_sectors = root.last_lba - root.first_lba + 1;
     if root_sectors <= old_root_sectors {
         return Ok(old_len);
     }
-    if layout.gpt.partitions.iter().any(|p| p.number != root.number && p.first_lba > root.first_lba) {
+    if layout
+        .gpt
+        .partitions
+        .iter()
+        .any(|p| p.number != root.number && p.first_lba > root.first_lba)
+    {
         return Err(GrowError::Invalid {
             path: path.display().to_string(),
             what: "ROOT is not the last partition; cannot grow it".into(),
@@ -61,14 +78,34 @@ pub fn grow_root(path: &Path, file: &File, layout: &FlatcarLayout, root_sectors:
 
     // 1. Grow the ext4 on an extracted copy.
     let tmp = work.join("root-grow.img");
-    let t = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).map_err(|source| GrowError::Io { path: tmp.display().to_string(), source })?;
-    let tio = |source| GrowError::Io { path: tmp.display().to_string(), source };
+    let t = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|source| GrowError::Io {
+            path: tmp.display().to_string(),
+            source,
+        })?;
+    let tio = |source| GrowError::Io {
+        path: tmp.display().to_string(),
+        source,
+    };
     t.set_len(root.size()).map_err(tio)?;
     sparse::copy_range(file, root.offset(), &t, 0, root.size()).map_err(tio)?;
     t.set_len(root_sectors * SECTOR).map_err(tio)?;
-    tools::run(Command::new("e2fsck").arg("-fn").arg(&tmp), "checking ROOT before growing it (e2fsck -fn)")?;
-    tools::run(Command::new("resize2fs").arg("-f").arg(&tmp), "growing ROOT's ext4 (resize2fs)")?;
-    tools::run(Command::new("e2fsck").arg("-fn").arg(&tmp), "checking the grown ROOT (e2fsck -fn)")?;
+    tools::run(
+        Command::new("e2fsck").arg("-fn").arg(&tmp),
+        "checking ROOT before growing it (e2fsck -fn)",
+    )?;
+    tools::run(
+        Command::new("resize2fs").arg("-f").arg(&tmp),
+        "growing ROOT's ext4 (resize2fs)",
+    )?;
+    tools::run(
+        Command::new("e2fsck").arg("-fn").arg(&tmp),
+        "checking the grown ROOT (e2fsck -fn)",
+    )?;
 
     // 2. Grow the disk, write the grown filesystem over the new ROOT range.
     file.set_len(disk * SECTOR).map_err(io)?;
@@ -91,11 +128,15 @@ pub fn grow_root(path: &Path, file: &File, layout: &FlatcarLayout, root_sectors:
 /// Write the primary and backup GPT for a disk of `disk` sectors, keeping every field
 /// of `gpt` (GUIDs, names, attributes), and resize a protective MBR's 0xEE entry.
 pub fn write_gpt(path: &Path, file: &File, gpt: &Gpt, disk: u64) -> Result<(), GrowError> {
-    let io = |source| GrowError::Io { path: path.display().to_string(), source };
+    let io = |source| GrowError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     // entries: start from the on-disk array so unknown bytes of used entries survive
     let entries_len = gpt.num_entries as usize * gpt.entry_size as usize;
     let mut entries = vec![0u8; entries_len];
-    file.read_exact_at(&mut entries, gpt.entries_lba * SECTOR).map_err(io)?;
+    file.read_exact_at(&mut entries, gpt.entries_lba * SECTOR)
+        .map_err(io)?;
     for p in &gpt.partitions {
         let at = (p.number as usize - 1) * gpt.entry_size as usize;
         entries[at + 32..at + 40].copy_from_slice(&p.first_lba.to_le_bytes());
@@ -107,7 +148,10 @@ pub fn write_gpt(path: &Path, file: &File, gpt: &Gpt, disk: u64) -> Result<(), G
     let backup_entries = backup_lba - entry_sectors;
     let last_usable = backup_entries - 1;
     if gpt.partitions.iter().any(|p| p.last_lba > last_usable) {
-        return Err(GrowError::Invalid { path: path.display().to_string(), what: "partitions do not fit the new disk".into() });
+        return Err(GrowError::Invalid {
+            path: path.display().to_string(),
+            what: "partitions do not fit the new disk".into(),
+        });
     }
     let mut hdr = [0u8; SECTOR as usize];
     file.read_exact_at(&mut hdr, SECTOR).map_err(io)?;
@@ -124,10 +168,14 @@ pub fn write_gpt(path: &Path, file: &File, gpt: &Gpt, disk: u64) -> Result<(), G
         h[16..20].copy_from_slice(&crc.to_le_bytes());
         h
     };
-    file.write_all_at(&entries, gpt.entries_lba * SECTOR).map_err(io)?;
-    file.write_all_at(&make(1, backup_lba, gpt.entries_lba), SECTOR).map_err(io)?;
-    file.write_all_at(&entries, backup_entries * SECTOR).map_err(io)?;
-    file.write_all_at(&make(backup_lba, 1, backup_entries), backup_lba * SECTOR).map_err(io)?;
+    file.write_all_at(&entries, gpt.entries_lba * SECTOR)
+        .map_err(io)?;
+    file.write_all_at(&make(1, backup_lba, gpt.entries_lba), SECTOR)
+        .map_err(io)?;
+    file.write_all_at(&entries, backup_entries * SECTOR)
+        .map_err(io)?;
+    file.write_all_at(&make(backup_lba, 1, backup_entries), backup_lba * SECTOR)
+        .map_err(io)?;
     // protective MBR: a lone 0xEE entry covers the whole disk (capped at 2^32-1)
     let mut mbr = [0u8; SECTOR as usize];
     file.read_exact_at(&mut mbr, 0).map_err(io)?;

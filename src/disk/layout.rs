@@ -10,7 +10,8 @@ pub const TYPE_ESP: Guid = Guid::from_str_const("C12A7328-F81F-11D2-BA4B-00A0C93
 pub const TYPE_BIOS_BOOT: Guid = Guid::from_str_const("21686148-6449-6E6F-744E-656564454649");
 pub const TYPE_FLATCAR_USR: Guid = Guid::from_str_const("5DFBF5F4-2848-4BAC-AA5E-0D9A20B745A6");
 pub const TYPE_LINUX_DATA: Guid = Guid::from_str_const("0FC63DAF-8483-4772-8E79-3D69D8477DE4");
-pub const TYPE_FLATCAR_RESERVED: Guid = Guid::from_str_const("C95DC21A-DF0E-4340-8D7B-26CBFA9A03E0");
+pub const TYPE_FLATCAR_RESERVED: Guid =
+    Guid::from_str_const("C95DC21A-DF0E-4340-8D7B-26CBFA9A03E0");
 pub const TYPE_FLATCAR_ROOT: Guid = Guid::from_str_const("3884DD41-8582-4404-B9A8-E9B84F2DF50E");
 
 /// A role a partition plays in a Flatcar disk.
@@ -67,7 +68,11 @@ impl FlatcarLayout {
                 what: format!(
                     "no partition named {} (partitions: {})",
                     role.label(),
-                    gpt.partitions.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                    gpt.partitions
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             })?;
             if hits.next().is_some() {

@@ -16,7 +16,12 @@ pub struct Region<'f> {
 
 impl<'f> Region<'f> {
     pub fn new(file: &'f File, offset: u64, len: u64) -> Self {
-        Region { file, offset, len, pos: 0 }
+        Region {
+            file,
+            offset,
+            len,
+            pos: 0,
+        }
     }
 }
 
@@ -39,14 +44,18 @@ impl Seek for Region<'_> {
             SeekFrom::End(d) => self.len.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        self.pos = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
+        self.pos =
+            new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
         Ok(self.pos)
     }
 }
 
 impl Write for Region<'_> {
     fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(io::ErrorKind::PermissionDenied, "partition opened read-only"))
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "partition opened read-only",
+        ))
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -61,10 +70,20 @@ pub struct OwnedRegion {
 }
 
 impl ext4_view::Ext4Read for OwnedRegion {
-    fn read(&mut self, start: u64, dst: &mut [u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        let end = start.checked_add(dst.len() as u64).filter(|&e| e <= self.len).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the partition")
-        })?;
+    fn read(
+        &mut self,
+        start: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        let end = start
+            .checked_add(dst.len() as u64)
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "read past the end of the partition",
+                )
+            })?;
         let _ = end;
         self.file.read_exact_at(dst, self.offset + start)?;
         Ok(())

@@ -51,7 +51,9 @@ fn bad(what: impl Into<String>) -> io::Error {
 }
 
 fn past_end(what: &str, at: u64, file_len: u64) -> io::Error {
-    bad(format!("qcow2 {what} at byte {at:#x} lies past the end of the file ({file_len} bytes; truncated?)"))
+    bad(format!(
+        "qcow2 {what} at byte {at:#x} lies past the end of the file ({file_len} bytes; truncated?)"
+    ))
 }
 
 fn be64(b: &[u8], o: usize) -> u64 {
@@ -91,7 +93,9 @@ impl Qcow2 {
         }
         let cluster_bits = be32(&h, 20);
         if !(9..=21).contains(&cluster_bits) {
-            return Err(bad(format!("qcow2 cluster_bits {cluster_bits} out of range")));
+            return Err(bad(format!(
+                "qcow2 cluster_bits {cluster_bits} out of range"
+            )));
         }
         let size = be64(&h, 24);
         if be32(&h, 32) != 0 {
@@ -101,7 +105,9 @@ impl Qcow2 {
             let incompat = be64(&h, 72);
             // bit 0 dirty, bit 1 corrupt, bit 2 external data, bit 3 compression type, bit 4 extended L2
             if incompat & !0b1 != 0 {
-                return Err(bad(format!("qcow2 incompatible features {incompat:#x} are not supported")));
+                return Err(bad(format!(
+                    "qcow2 incompatible features {incompat:#x} are not supported"
+                )));
             }
         }
         let l1_size = be32(&h, 36) as u64;
@@ -117,7 +123,15 @@ impl Qcow2 {
         let mut raw = vec![0u8; (l1_size * 8) as usize];
         file.read_exact_at(&mut raw, l1_off)?;
         let l1 = raw.chunks_exact(8).map(|c| be64(c, 0)).collect();
-        let q = Qcow2 { file, file_len, size, cluster_bits, l1, l2_cache: HashMap::new(), cluster_cache: None };
+        let q = Qcow2 {
+            file,
+            file_len,
+            size,
+            cluster_bits,
+            l1,
+            l2_cache: HashMap::new(),
+            cluster_cache: None,
+        };
         q.check_tables()?;
         Ok(q)
     }
@@ -147,7 +161,10 @@ impl Qcow2 {
                     continue;
                 }
                 let host = entry & L2_OFFSET_MASK;
-                if host != 0 && entry & 1 == 0 && host.checked_add(cl).is_none_or(|end| end > self.file_len) {
+                if host != 0
+                    && entry & 1 == 0
+                    && host.checked_add(cl).is_none_or(|end| end > self.file_len)
+                {
                     return Err(past_end("data cluster", host, self.file_len));
                 }
             }
@@ -173,10 +190,15 @@ impl Qcow2 {
             }
             let mut raw = vec![0u8; cl];
             self.file.read_exact_at(&mut raw, l2_off)?;
-            self.l2_cache.insert(l2_off, raw.chunks_exact(8).map(|c| be64(c, 0)).collect());
+            self.l2_cache
+                .insert(l2_off, raw.chunks_exact(8).map(|c| be64(c, 0)).collect());
         }
         let idx = ((off >> self.cluster_bits) & ((1 << l2_bits) - 1)) as usize;
-        Ok(self.l2_cache.get(&l2_off).and_then(|t| t.get(idx).copied()).unwrap_or(0))
+        Ok(self
+            .l2_cache
+            .get(&l2_off)
+            .and_then(|t| t.get(idx).copied())
+            .unwrap_or(0))
     }
 
     fn read_cluster_part(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -204,7 +226,9 @@ impl Qcow2 {
                     got += n;
                 }
                 if got != out.len() {
-                    return Err(bad(format!("qcow2 compressed cluster at {host:#x} decodes to {got} bytes")));
+                    return Err(bad(format!(
+                        "qcow2 compressed cluster at {host:#x} decodes to {got} bytes"
+                    )));
                 }
                 self.cluster_cache = Some((cluster_index, out));
             }
@@ -227,8 +251,14 @@ impl DiskSource for Qcow2 {
         self.size
     }
     fn read_at(&mut self, mut off: u64, mut buf: &mut [u8]) -> io::Result<()> {
-        if off.checked_add(buf.len() as u64).is_none_or(|e| e > self.size) {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the virtual disk"));
+        if off
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.size)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of the virtual disk",
+            ));
         }
         let cl = 1u64 << self.cluster_bits;
         while !buf.is_empty() {
@@ -259,7 +289,7 @@ impl DiskSource for Qcow2 {
 
 /// Open a disk image, raw or qcow2 (by its magic).
 pub fn open(path: &Path) -> io::Result<Box<dyn DiskSource>> {
-    let file = File::open(path)?;
+    let file = crate::input::open_regular(path)?;
     let len = file.metadata()?.len();
     let mut magic = [0u8; 4];
     if len >= 4 {
@@ -321,7 +351,8 @@ impl io::Seek for SourceRegion<'_> {
             io::SeekFrom::End(d) => self.len.checked_add_signed(d),
             io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        self.pos = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
+        self.pos =
+            new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
         Ok(self.pos)
     }
 }
@@ -355,7 +386,8 @@ mod tests {
             for compat in ["0.10", "1.1"] {
                 let q = d.path().join(format!("a-{compress}-{compat}.qcow2"));
                 let mut c = Command::new("qemu-img");
-                c.args(["convert", "-f", "raw", "-O", "qcow2", "-o"]).arg(format!("compat={compat}"));
+                c.args(["convert", "-f", "raw", "-O", "qcow2", "-o"])
+                    .arg(format!("compat={compat}"));
                 if compress {
                     c.arg("-c");
                 }
@@ -371,7 +403,10 @@ mod tests {
                     src.read_at(pos as u64, &mut got[pos..pos + n]).unwrap();
                     pos += n;
                 }
-                assert!(got == want, "qcow2 (compressed={compress}, compat={compat}) differs from raw");
+                assert!(
+                    got == want,
+                    "qcow2 (compressed={compress}, compat={compat}) differs from raw"
+                );
                 assert!(!src.may_have_data(7 << 20, 1 << 20).unwrap());
             }
         }
@@ -393,10 +428,24 @@ mod tests {
         let raw = d.path().join("a.raw");
         std::fs::write(&raw, vec![7u8; 1 << 20]).unwrap();
         let q = d.path().join("t.qcow2");
-        assert!(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(&q).status().unwrap().success());
+        assert!(Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&q)
+            .status()
+            .unwrap()
+            .success());
         let len = std::fs::metadata(&q).unwrap().len();
-        File::options().write(true).open(&q).unwrap().set_len(len - 4096).unwrap();
+        File::options()
+            .write(true)
+            .open(&q)
+            .unwrap()
+            .set_len(len - 4096)
+            .unwrap();
         let e = open(&q).err().unwrap().to_string();
-        assert!(e.contains("qcow2 data cluster at byte") && e.contains("lies past the end of the file"), "{e}");
+        assert!(
+            e.contains("qcow2 data cluster at byte") && e.contains("lies past the end of the file"),
+            "{e}"
+        );
     }
 }

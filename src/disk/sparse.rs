@@ -48,7 +48,12 @@ pub fn copy_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) 
         while left > 0 {
             let chunk = left.min(1 << 30) as usize;
             let w = match rustix::fs::copy_file_range(src, Some(&mut s), dst, Some(&mut d), chunk) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source ended early")),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "source ended early",
+                    ))
+                }
                 Ok(w) => w as u64,
                 Err(rustix::io::Errno::XDEV)
                 | Err(rustix::io::Errno::INVAL)
@@ -127,7 +132,10 @@ mod tests {
         let dst = tempfile::tempfile().unwrap();
         dst.set_len(64 << 20).unwrap();
         let n = copy_range(&src, 0, &dst, 0, 64 << 20).unwrap();
-        assert!(n < 1 << 20, "copied {n} bytes, expected only the data extents");
+        assert!(
+            n < 1 << 20,
+            "copied {n} bytes, expected only the data extents"
+        );
         let mut b = [0u8; 5];
         dst.read_exact_at(&mut b, 4096).unwrap();
         assert_eq!(&b, b"hello");

@@ -117,7 +117,10 @@ pub fn deflate_whole(
     out.clear();
     let st = c
         .compress_vec(input, out, flate2::FlushCompress::Finish)
-        .map_err(|e| super::FormatError::Compress { path: path.to_path_buf(), problem: e.to_string() })?;
+        .map_err(|e| super::FormatError::Compress {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })?;
     Ok(st == flate2::Status::StreamEnd)
 }
 

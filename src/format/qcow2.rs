@@ -119,7 +119,9 @@ fn compress_job(job: Job, compress: bool, path: &std::path::Path) -> Result<Done
         let mut out = Vec::with_capacity(CLUSTER as usize);
         for (i, slot) in compressed.iter_mut().enumerate() {
             let input = &job.data[i * CLUSTER as usize..(i + 1) * CLUSTER as usize];
-            if pipeline::deflate_whole(&mut c, input, &mut out, path)? && (out.len() as u64) < CLUSTER {
+            if pipeline::deflate_whole(&mut c, input, &mut out, path)?
+                && (out.len() as u64) < CLUSTER
+            {
                 *slot = Some((packed.len(), out.len()));
                 packed.extend_from_slice(&out);
             }

@@ -18,7 +18,7 @@ pub struct Source {
 
 impl Source {
     pub fn open(path: &Path) -> Result<Source, FormatError> {
-        let file = File::open(path).map_err(FormatError::read(path))?;
+        let file = crate::input::open_regular(path).map_err(FormatError::read(path))?;
         Self::from_file(file, path)
     }
 
@@ -123,7 +123,10 @@ impl<'a> Clusters<'a> {
     /// Up to `max` next non-zero clusters, concatenated, with their indices: one unit of
     /// work for the compression pipeline. `None` at the end.
     pub fn next_job(&mut self, max: usize) -> Result<Option<ClusterJob>, FormatError> {
-        let mut job = ClusterJob { indices: Vec::with_capacity(max), data: Vec::with_capacity(max * self.cluster) };
+        let mut job = ClusterJob {
+            indices: Vec::with_capacity(max),
+            data: Vec::with_capacity(max * self.cluster),
+        };
         while job.indices.len() < max {
             match self.next_cluster()? {
                 Some((i, c)) => {
@@ -133,7 +136,11 @@ impl<'a> Clusters<'a> {
                 None => break,
             }
         }
-        Ok(if job.indices.is_empty() { None } else { Some(job) })
+        Ok(if job.indices.is_empty() {
+            None
+        } else {
+            Some(job)
+        })
     }
 
     pub fn next_cluster(&mut self) -> Result<Option<(u64, &[u8])>, FormatError> {

@@ -46,11 +46,24 @@ impl Super {
     }
     pub fn uuid(&self) -> String {
         let h: String = self.fsid.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     }
     /// `mkfs.btrfs -O` list reproducing the feature flags that matter.
     fn features(&self) -> String {
-        let f = |bit: u64, name: &str| if self.incompat & bit != 0 { name.to_owned() } else { format!("^{name}") };
+        let f = |bit: u64, name: &str| {
+            if self.incompat & bit != 0 {
+                name.to_owned()
+            } else {
+                format!("^{name}")
+            }
+        };
         [
             f(INCOMPAT_EXTENDED_IREF, "extref"),
             f(INCOMPAT_SKINNY_METADATA, "skinny-metadata"),
@@ -63,11 +76,16 @@ impl Super {
 /// Read the btrfs superblock of `part` inside the open image.
 pub fn read_super(file: &File, image: &Path, part: &Partition) -> Result<Super, FsError> {
     let mut sb = [0u8; 4096];
-    file.read_exact_at(&mut sb, part.offset() + SB_OFFSET).map_err(FsError::io(image))?;
+    file.read_exact_at(&mut sb, part.offset() + SB_OFFSET)
+        .map_err(FsError::io(image))?;
     if &sb[0x40..0x48] != b"_BHRfS_M" {
         return Err(FsError::Invalid {
             part: PART,
-            what: format!("{}: partition {} holds no btrfs filesystem", image.display(), part.number),
+            what: format!(
+                "{}: partition {} holds no btrfs filesystem",
+                image.display(),
+                part.number
+            ),
         });
     }
     let u64at = |o: usize| u64::from_le_bytes(sb[o..o + 8].try_into().unwrap_or([0; 8]));
@@ -97,12 +115,23 @@ pub fn footprint(len: u64) -> u64 {
 pub const OVERHEAD: u64 = 6 << 20;
 
 fn check(img: &Path, doing: &str) -> Result<(), FsError> {
-    tools::run(Command::new("btrfs").arg("check").arg("--readonly").arg(img), doing)?;
+    tools::run(
+        Command::new("btrfs")
+            .arg("check")
+            .arg("--readonly")
+            .arg(img),
+        doing,
+    )?;
     Ok(())
 }
 
 /// Check the btrfs in `part` of `file` with `btrfs check` on an extracted sparse copy.
-pub fn check_partition(file: &File, part: &Partition, work: &Path, doing: &str) -> Result<(), FsError> {
+pub fn check_partition(
+    file: &File,
+    part: &Partition,
+    work: &Path,
+    doing: &str,
+) -> Result<(), FsError> {
     let copy = work.join("oem-check.img");
     {
         let f = File::create(&copy).map_err(FsError::io(&copy))?;
@@ -115,7 +144,13 @@ pub fn check_partition(file: &File, part: &Partition, work: &Path, doing: &str) 
 }
 
 /// Apply `edits` to the btrfs in `part` of `image` (opened read-write as `out`).
-pub fn apply(image: &Path, out: &File, part: &Partition, edits: &Edits, work: &Path) -> Result<(), FsError> {
+pub fn apply(
+    image: &Path,
+    out: &File,
+    part: &Partition,
+    edits: &Edits,
+    work: &Path,
+) -> Result<(), FsError> {
     if edits.is_empty() {
         return Ok(());
     }
@@ -131,7 +166,12 @@ pub fn apply(image: &Path, out: &File, part: &Partition, edits: &Edits, work: &P
     std::fs::create_dir(&root).map_err(FsError::io(&root))?;
     let state = work.join("fakeroot.state");
     tools::run(
-        tools::as_root("btrfs", &state).arg("restore").arg("-m").arg("-S").arg(&old).arg(&root),
+        tools::as_root("btrfs", &state)
+            .arg("restore")
+            .arg("-m")
+            .arg("-S")
+            .arg(&old)
+            .arg(&root),
         "unpacking OEM (btrfs restore)",
     )?;
     std::fs::remove_file(&old).map_err(FsError::io(&old))?;
@@ -154,10 +194,32 @@ pub fn apply(image: &Path, out: &File, part: &Partition, edits: &Edits, work: &P
         args.push(a.into());
     }
     args.push(sup.label.clone().into());
-    args.extend(["-U".into(), sup.uuid().into(), "-s".into(), sup.sectorsize.to_string().into()]);
-    args.extend(["-n".into(), sup.nodesize.to_string().into(), "-O".into(), sup.features().into(), "-R".into()]);
-    args.push(if sup.compat_ro & COMPAT_RO_FREE_SPACE_TREE != 0 { "free-space-tree" } else { "^free-space-tree" }.into());
-    args.extend(["-r".into(), root.clone().into_os_string(), new.clone().into_os_string()]);
+    args.extend([
+        "-U".into(),
+        sup.uuid().into(),
+        "-s".into(),
+        sup.sectorsize.to_string().into(),
+    ]);
+    args.extend([
+        "-n".into(),
+        sup.nodesize.to_string().into(),
+        "-O".into(),
+        sup.features().into(),
+        "-R".into(),
+    ]);
+    args.push(
+        if sup.compat_ro & COMPAT_RO_FREE_SPACE_TREE != 0 {
+            "free-space-tree"
+        } else {
+            "^free-space-tree"
+        }
+        .into(),
+    );
+    args.extend([
+        "-r".into(),
+        root.clone().into_os_string(),
+        new.clone().into_os_string(),
+    ]);
     let doing = "packing OEM (mkfs.btrfs --rootdir)";
     match tools::run(tools::as_root("mkfs.btrfs", &state).args(&args), doing) {
         // mkfs.btrfs refuses a UUID it finds on any block device it can open: as root
@@ -165,14 +227,26 @@ pub fn apply(image: &Path, out: &File, part: &Partition, edits: &Edits, work: &P
         // host's own). Keeping the image's UUID matters more: run it where it sees no
         // block devices, a private mount namespace with a /dev of only null, zero and
         // the random devices.
-        Err(tools::ToolError::Failed { message, .. }) if message.contains("non-unique UUID") && rustix::process::geteuid().is_root() => {
+        Err(tools::ToolError::Failed { message, .. })
+            if message.contains("non-unique UUID") && rustix::process::geteuid().is_root() =>
+        {
             let real = work.join("realdev");
             std::fs::create_dir_all(&real).map_err(FsError::io(&real))?;
             let script = "set -e; mount --bind /dev \"$0\"; mount -t tmpfs tmpfs /dev; \
                 for n in null zero random urandom; do touch /dev/$n; mount --bind \"$0/$n\" /dev/$n; done; \
                 exec mkfs.btrfs \"$@\"";
             let mut c = std::process::Command::new("unshare");
-            c.args(["--mount", "--propagation", "private", "--", "sh", "-c", script]).arg(&real).args(&args);
+            c.args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
+            .arg(&real)
+            .args(&args);
             tools::run(&mut c, doing)?;
         }
         r => {
@@ -190,6 +264,12 @@ fn own_by_root(paths: &[PathBuf], state: &Path) -> Result<(), FsError> {
     if paths.is_empty() {
         return Ok(());
     }
-    tools::run(tools::as_root("chown", state).arg("-h").arg("0:0").args(paths), "recording root ownership (fakeroot chown)")?;
+    tools::run(
+        tools::as_root("chown", state)
+            .arg("-h")
+            .arg("0:0")
+            .args(paths),
+        "recording root ownership (fakeroot chown)",
+    )?;
     Ok(())
 }

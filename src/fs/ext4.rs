@@ -22,10 +22,18 @@ const PART: &str = "ROOT";
 /// Open the ext4 filesystem of `part` inside `image` for reading.
 pub fn open(image: &Path, part: &Partition) -> Result<ext4_view::Ext4, FsError> {
     let file = File::open(image).map_err(FsError::io(image))?;
-    let region = OwnedRegion { file, offset: part.offset(), len: part.size() };
+    let region = OwnedRegion {
+        file,
+        offset: part.offset(),
+        len: part.size(),
+    };
     ext4_view::Ext4::load(Box::new(region)).map_err(|e| FsError::Invalid {
         part: PART,
-        what: format!("{}: no readable ext4 filesystem in partition {}: {e}", image.display(), part.number),
+        what: format!(
+            "{}: no readable ext4 filesystem in partition {}: {e}",
+            image.display(),
+            part.number
+        ),
     })
 }
 
@@ -48,10 +56,14 @@ impl Space {
 pub fn space(image: &Path, part: &Partition) -> Result<Space, FsError> {
     let file = File::open(image).map_err(FsError::io(image))?;
     let mut sb = [0u8; 1024];
-    file.read_exact_at(&mut sb, part.offset() + 1024).map_err(FsError::io(image))?;
+    file.read_exact_at(&mut sb, part.offset() + 1024)
+        .map_err(FsError::io(image))?;
     let u32at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]) as u64;
     if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
-        return Err(FsError::Invalid { part: PART, what: format!("{}: no ext4 superblock", image.display()) });
+        return Err(FsError::Invalid {
+            part: PART,
+            what: format!("{}: no ext4 superblock", image.display()),
+        });
     }
     let is64 = u32at(0x60) & 0x80 != 0;
     let hi = |o: usize| if is64 { u32at(o) << 32 } else { 0 };
@@ -94,7 +106,12 @@ impl Planner {
             Ok(m) if m.is_symlink() => Kind::Symlink,
             Ok(_) => Kind::Other,
             Err(ext4_view::Ext4Error::NotFound) => Kind::Absent,
-            Err(e) => return Err(FsError::Invalid { part: PART, what: format!("{p}: {e}") }),
+            Err(e) => {
+                return Err(FsError::Invalid {
+                    part: PART,
+                    what: format!("{p}: {e}"),
+                })
+            }
         };
         self.known.insert(p.to_owned(), k);
         Ok(k)
@@ -105,17 +122,23 @@ impl Planner {
             match self.kind(&d)? {
                 Kind::Dir => {}
                 Kind::Absent => {
-                    self.script.push_str(&format!("mkdir {d}\nsif {d} uid 0\nsif {d} gid 0\n"));
+                    self.script
+                        .push_str(&format!("mkdir {d}\nsif {d} uid 0\nsif {d} gid 0\n"));
                     self.known.insert(d, Kind::Dir);
                 }
                 Kind::Symlink => {
                     return Err(FsError::Invalid {
                         part: PART,
-                        what: format!("{d} is a symlink in the image; refusing to write through it"),
+                        what: format!(
+                            "{d} is a symlink in the image; refusing to write through it"
+                        ),
                     })
                 }
                 Kind::Other => {
-                    return Err(FsError::Invalid { part: PART, what: format!("{d} exists and is not a directory") })
+                    return Err(FsError::Invalid {
+                        part: PART,
+                        what: format!("{d} exists and is not a directory"),
+                    })
                 }
             }
         }
@@ -126,7 +149,10 @@ impl Planner {
         match self.kind(path)? {
             Kind::Absent => {}
             Kind::Dir => {
-                return Err(FsError::Invalid { part: PART, what: format!("{path} exists and is a directory") })
+                return Err(FsError::Invalid {
+                    part: PART,
+                    what: format!("{path} exists and is a directory"),
+                })
             }
             Kind::Other | Kind::Symlink => {
                 self.script.push_str(&format!("rm {path}\n"));
@@ -143,7 +169,11 @@ pub fn apply(image: &Path, part: &Partition, edits: &Edits, work: &Path) -> Resu
     if edits.is_empty() {
         return Ok(());
     }
-    let mut pl = Planner { fs: open(image, part)?, known: HashMap::new(), script: String::new() };
+    let mut pl = Planner {
+        fs: open(image, part)?,
+        known: HashMap::new(),
+        script: String::new(),
+    };
     for (i, op) in edits.ops.iter().enumerate() {
         match op {
             Op::MkdirP(p) => {
@@ -169,8 +199,15 @@ pub fn apply(image: &Path, part: &Partition, edits: &Edits, work: &Path) -> Resu
             }
             Op::Symlink { path, target } => {
                 check_path(PART, path)?;
-                if target.is_empty() || target.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"') {
-                    return Err(FsError::Invalid { part: PART, what: format!("symlink target {target:?} is not usable") });
+                if target.is_empty()
+                    || target
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+                {
+                    return Err(FsError::Invalid {
+                        part: PART,
+                        what: format!("symlink target {target:?} is not usable"),
+                    });
                 }
                 pl.ensure_dirs(parents(path))?;
                 pl.remove_existing(path)?;
@@ -182,7 +219,10 @@ pub fn apply(image: &Path, part: &Partition, edits: &Edits, work: &Path) -> Resu
                 pl.remove_existing(path)?;
             }
             Op::Append { path, .. } => {
-                return Err(FsError::Invalid { part: PART, what: format!("{path}: appending is only done on OEM") });
+                return Err(FsError::Invalid {
+                    part: PART,
+                    what: format!("{path}: appending is only done on OEM"),
+                });
             }
         }
     }
@@ -195,11 +235,20 @@ pub fn apply(image: &Path, part: &Partition, edits: &Edits, work: &Path) -> Resu
 /// file with a `?offset=` suffix, so the file name itself must not contain `?`.
 fn addressed(image: &Path, part: &Partition) -> Result<(PathBuf, String), FsError> {
     let abs = std::path::absolute(image).map_err(FsError::io(image))?;
-    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if name.contains('?') || name.is_empty() {
-        return Err(FsError::Invalid { part: PART, what: format!("{}: file name unusable for debugfs", image.display()) });
+        return Err(FsError::Invalid {
+            part: PART,
+            what: format!("{}: file name unusable for debugfs", image.display()),
+        });
     }
-    let dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let dir = abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
     Ok((dir, format!("{name}?offset={}", part.offset())))
 }
 
@@ -208,7 +257,12 @@ fn run_debugfs(image: &Path, part: &Partition, script: &str, work: &Path) -> Res
     std::fs::write(&cmds, script).map_err(FsError::io(&cmds))?;
     let (dir, target) = addressed(image, part)?;
     let out = tools::run(
-        Command::new("debugfs").current_dir(dir).arg("-w").arg("-f").arg(&cmds).arg(&target),
+        Command::new("debugfs")
+            .current_dir(dir)
+            .arg("-w")
+            .arg("-f")
+            .arg(&cmds)
+            .arg(&target),
         "editing ROOT",
     )?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -218,7 +272,10 @@ fn run_debugfs(image: &Path, part: &Partition, script: &str, work: &Path) -> Res
         .filter(|l| !l.is_empty() && !l.starts_with("debugfs "))
         .collect();
     if !errors.is_empty() {
-        return Err(FsError::Invalid { part: PART, what: format!("debugfs: {}", errors.join(" | ")) });
+        return Err(FsError::Invalid {
+            part: PART,
+            what: format!("debugfs: {}", errors.join(" | ")),
+        });
     }
     Ok(())
 }
@@ -226,6 +283,12 @@ fn run_debugfs(image: &Path, part: &Partition, script: &str, work: &Path) -> Res
 /// Check the ext4 in `part` with `e2fsck -fn`; any problem is an error.
 pub fn fsck(image: &Path, part: &Partition) -> Result<(), FsError> {
     let (dir, target) = addressed(image, part)?;
-    tools::run(Command::new("e2fsck").current_dir(dir).arg("-fn").arg(&target), "checking ROOT (e2fsck -fn)")?;
+    tools::run(
+        Command::new("e2fsck")
+            .current_dir(dir)
+            .arg("-fn")
+            .arg(&target),
+        "checking ROOT (e2fsck -fn)",
+    )?;
     Ok(())
 }

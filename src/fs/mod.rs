@@ -17,13 +17,21 @@ pub enum Op {
     /// Create a directory and its missing parents (mode 0755).
     MkdirP(String),
     /// Put the content of a host file at `path` (replacing a file or symlink there).
-    Write { path: String, src: PathBuf, mode: u32 },
+    Write {
+        path: String,
+        src: PathBuf,
+        mode: u32,
+    },
     /// Make `path` a symlink to `target` (replacing a file or symlink there).
     Symlink { path: String, target: String },
     /// Remove a file or symlink if it is there.
     Remove(String),
     /// Append `text` to the file at `path`, creating it with `header` first if missing.
-    Append { path: String, header: String, text: String },
+    Append {
+        path: String,
+        header: String,
+        text: String,
+    },
 }
 
 /// An ordered list of changes to one filesystem.
@@ -46,7 +54,10 @@ pub enum FsError {
     #[error(transparent)]
     Tool(#[from] crate::tools::ToolError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{part} partition: {what}")]
     Invalid { part: &'static str, what: String },
 }
@@ -81,7 +92,13 @@ impl Backend {
 }
 
 /// Apply `edits` to ROOT's ext4 with `backend`; the result is checked by e2fsck -fn.
-pub fn apply_root(backend: Backend, image: &std::path::Path, part: &crate::disk::gpt::Partition, edits: &Edits, work: &std::path::Path) -> Result<(), FsError> {
+pub fn apply_root(
+    backend: Backend,
+    image: &std::path::Path,
+    part: &crate::disk::gpt::Partition,
+    edits: &Edits,
+    work: &std::path::Path,
+) -> Result<(), FsError> {
     match backend.resolve() {
         Backend::Mount if !edits.is_empty() => {
             mount::apply(image, part, "ROOT", "ext4", edits, work)?;
@@ -113,19 +130,29 @@ pub fn apply_oem(
 /// `/a/b/c` gives `/a`, `/a/b`.
 pub fn parents(path: &str) -> Vec<String> {
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    (1..comps.len()).map(|i| format!("/{}", comps[..i].join("/"))).collect()
+    (1..comps.len())
+        .map(|i| format!("/{}", comps[..i].join("/")))
+        .collect()
 }
 
 /// Reject paths that are not plain absolute paths of safe characters.
 pub fn check_path(part: &'static str, path: &str) -> Result<(), FsError> {
-    let bad = |what: &str| Err(FsError::Invalid { part, what: format!("path {path:?}: {what}") });
+    let bad = |what: &str| {
+        Err(FsError::Invalid {
+            part,
+            what: format!("path {path:?}: {what}"),
+        })
+    };
     if !path.starts_with('/') {
         return bad("not absolute");
     }
     if path.split('/').any(|c| c == ".." || c == ".") {
         return bad("contains '.' or '..'");
     }
-    if let Some(c) = path.chars().find(|c| c.is_whitespace() || c.is_control() || "\"'\\".contains(*c)) {
+    if let Some(c) = path
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || "\"'\\".contains(*c))
+    {
         return bad(&format!("contains {c:?}"));
     }
     Ok(())

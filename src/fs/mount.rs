@@ -41,14 +41,22 @@ fn part_name(part: &str) -> &'static str {
 }
 
 /// Apply `edits` to the `fstype` filesystem in `part` of `image` through a mount.
-pub fn apply(image: &Path, part: &Partition, label: &'static str, fstype: &str, edits: &Edits, work: &Path) -> Result<(), FsError> {
+pub fn apply(
+    image: &Path,
+    part: &Partition,
+    label: &'static str,
+    fstype: &str,
+    edits: &Edits,
+    work: &Path,
+) -> Result<(), FsError> {
     if edits.is_empty() {
         return Ok(());
     }
     if !available() {
         return Err(FsError::Invalid {
             part: label,
-            what: "the mount backend needs root and /dev/loop-control; use --backend rootless".into(),
+            what: "the mount backend needs root and /dev/loop-control; use --backend rootless"
+                .into(),
         });
     }
     let job = Job {
@@ -62,7 +70,10 @@ pub fn apply(image: &Path, part: &Partition, label: &'static str, fstype: &str, 
     };
     std::fs::create_dir_all(&job.mountpoint).map_err(FsError::io(&job.mountpoint))?;
     let path = work.join(format!("mount-job-{label}.json"));
-    let text = serde_json::to_vec(&job).map_err(|e| FsError::Invalid { part: label, what: e.to_string() })?;
+    let text = serde_json::to_vec(&job).map_err(|e| FsError::Invalid {
+        part: label,
+        what: e.to_string(),
+    })?;
     std::fs::write(&path, text).map_err(FsError::io(&path))?;
     let exe = std::env::current_exe().map_err(FsError::io("/proc/self/exe"))?;
     let err_file = path.with_extension("error");
@@ -73,10 +84,20 @@ pub fn apply(image: &Path, part: &Partition, label: &'static str, fstype: &str, 
         .arg(&path)
         .stdin(std::process::Stdio::null())
         .status()
-        .map_err(|source| FsError::Tool(tools::ToolError::Spawn { tool: "unshare".into(), source }))?;
+        .map_err(|source| {
+            FsError::Tool(tools::ToolError::Spawn {
+                tool: "unshare".into(),
+                source,
+            })
+        })?;
     if !status.success() {
-        let msg = std::fs::read_to_string(&err_file).ok().filter(|m| !m.trim().is_empty());
-        return Err(FsError::Invalid { part: label, what: msg.unwrap_or_else(|| format!("mount backend failed ({status})")) });
+        let msg = std::fs::read_to_string(&err_file)
+            .ok()
+            .filter(|m| !m.trim().is_empty());
+        return Err(FsError::Invalid {
+            part: label,
+            what: msg.unwrap_or_else(|| format!("mount backend failed ({status})")),
+        });
     }
     Ok(())
 }
@@ -94,17 +115,29 @@ pub fn run_job(path: &Path) -> Result<(), FsError> {
 fn run_job_inner(path: &Path) -> Result<(), FsError> {
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let text = std::fs::read(path).map_err(FsError::io(path))?;
-    let job: Job = serde_json::from_slice(&text).map_err(|e| FsError::Invalid { part: "partition", what: format!("{}: {e}", path.display()) })?;
+    let job: Job = serde_json::from_slice(&text).map_err(|e| FsError::Invalid {
+        part: "partition",
+        what: format!("{}: {e}", path.display()),
+    })?;
     let label = part_name(&job.part);
     let invalid = |what: String| FsError::Invalid { part: label, what };
     // belt and braces: nothing mounted here propagates to the parent namespace
-    rustix::mount::mount_change("/", rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC)
-        .map_err(|e| invalid(format!("making mounts private: {e}")))?;
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )
+    .map_err(|e| invalid(format!("making mounts private: {e}")))?;
     let ctl = loopdev::LoopControl::open().map_err(FsError::io("/dev/loop-control"))?;
     let mut attached = None;
     for _ in 0..20 {
         let dev = ctl.next_free().map_err(FsError::io("/dev/loop-control"))?;
-        match dev.with().offset(job.offset).size_limit(job.size).autoclear(true).attach(&job.image) {
+        match dev
+            .with()
+            .offset(job.offset)
+            .size_limit(job.size)
+            .autoclear(true)
+            .attach(&job.image)
+        {
             Ok(()) => {
                 attached = Some(dev);
                 break;
@@ -115,11 +148,20 @@ fn run_job_inner(path: &Path) -> Result<(), FsError> {
         }
     }
     let dev = attached.ok_or_else(|| invalid("no free loop device".into()))?;
-    let dev_path = dev.path().ok_or_else(|| invalid("loop device has no path".into()))?;
+    let dev_path = dev
+        .path()
+        .ok_or_else(|| invalid("loop device has no path".into()))?;
     let mount = sys_mount::Mount::builder()
         .fstype(job.fstype.as_str())
         .mount(&dev_path, &job.mountpoint)
-        .map_err(|e| invalid(format!("mounting {} ({}) on {}: {e}", dev_path.display(), job.fstype, job.mountpoint.display())))?;
+        .map_err(|e| {
+            invalid(format!(
+                "mounting {} ({}) on {}: {e}",
+                dev_path.display(),
+                job.fstype,
+                job.mountpoint.display()
+            ))
+        })?;
     crate::cleanup::pause_point("mounted");
     let result = super::tree::apply(label, &job.mountpoint, &job.edits, true);
     let unmounted = sys_mount::Unmount::unmount(&mount, sys_mount::UnmountFlags::empty());

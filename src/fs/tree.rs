@@ -25,7 +25,9 @@ struct Tree<'a> {
     created: Vec<PathBuf>,
 }
 
-const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
+const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
 
 fn split(path: &str) -> (&str, &str) {
     match path.rsplit_once('/') {
@@ -37,34 +39,58 @@ fn split(path: &str) -> (&str, &str) {
 impl Tree<'_> {
     fn err(&self, path: &str, e: Errno, doing: &str) -> FsError {
         let what = match e {
-            Errno::LOOP | Errno::XDEV => format!("{path}: a component is a symlink in the image; refusing to write through it"),
+            Errno::LOOP | Errno::XDEV => format!(
+                "{path}: a component is a symlink in the image; refusing to write through it"
+            ),
             Errno::NOTDIR => format!("{path}: a component exists and is not a directory"),
             _ => format!("{path}: {doing}: {}", std::io::Error::from(e)),
         };
-        FsError::Invalid { part: self.part, what }
+        FsError::Invalid {
+            part: self.part,
+            what,
+        }
     }
 
     /// Open directory `dir` (absolute in the tree), creating missing components.
     fn dir(&mut self, dir: &str) -> Result<OwnedFd, FsError> {
         let mut cur = String::new();
-        let mut fd = rustix::fs::openat2(&self.root, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), RESOLVE)
-            .map_err(|e| self.err("/", e, "opening"))?;
+        let mut fd = rustix::fs::openat2(
+            &self.root,
+            ".",
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )
+        .map_err(|e| self.err("/", e, "opening"))?;
         for comp in dir.split('/').filter(|c| !c.is_empty()) {
             cur.push('/');
             cur.push_str(comp);
             match rustix::fs::mkdirat(&fd, comp, Mode::from_raw_mode(0o755)) {
                 Ok(()) => {
                     if self.chown {
-                        rustix::fs::chownat(&fd, comp, Some(rustix::process::Uid::ROOT), Some(rustix::process::Gid::ROOT), AtFlags::SYMLINK_NOFOLLOW)
-                            .map_err(|e| self.err(&cur, e, "chown"))?;
+                        rustix::fs::chownat(
+                            &fd,
+                            comp,
+                            Some(rustix::process::Uid::ROOT),
+                            Some(rustix::process::Gid::ROOT),
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        )
+                        .map_err(|e| self.err(&cur, e, "chown"))?;
                     }
-                    self.created.push(PathBuf::from(cur.trim_start_matches('/')));
+                    self.created
+                        .push(PathBuf::from(cur.trim_start_matches('/')));
                 }
                 Err(Errno::EXIST) => {}
                 Err(e) => return Err(self.err(&cur, e, "creating directory")),
             }
-            fd = rustix::fs::openat2(&fd, comp, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), RESOLVE)
-                .map_err(|e| self.err(&cur, e, "opening directory"))?;
+            fd = rustix::fs::openat2(
+                &fd,
+                comp,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+                RESOLVE,
+            )
+            .map_err(|e| self.err(&cur, e, "opening directory"))?;
         }
         Ok(fd)
     }
@@ -72,16 +98,29 @@ impl Tree<'_> {
     /// Remove a non-directory entry `name` in `dir` if present.
     fn remove(&self, dir: &OwnedFd, path: &str, name: &str) -> Result<(), FsError> {
         match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory => {
-                Err(FsError::Invalid { part: self.part, what: format!("{path} exists and is a directory") })
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::Directory =>
+            {
+                Err(FsError::Invalid {
+                    part: self.part,
+                    what: format!("{path} exists and is a directory"),
+                })
             }
-            Ok(_) => rustix::fs::unlinkat(dir, name, AtFlags::empty()).map_err(|e| self.err(path, e, "removing")),
+            Ok(_) => rustix::fs::unlinkat(dir, name, AtFlags::empty())
+                .map_err(|e| self.err(path, e, "removing")),
             Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(self.err(path, e, "inspecting")),
         }
     }
 
-    fn create(&mut self, dir: &OwnedFd, path: &str, name: &str, mode: u32) -> Result<File, FsError> {
+    fn create(
+        &mut self,
+        dir: &OwnedFd,
+        path: &str,
+        name: &str,
+        mode: u32,
+    ) -> Result<File, FsError> {
         let fd = rustix::fs::openat(
             dir,
             name,
@@ -89,11 +128,18 @@ impl Tree<'_> {
             Mode::from_raw_mode(mode & 0o7777),
         )
         .map_err(|e| self.err(path, e, "creating"))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777)).map_err(|e| self.err(path, e, "chmod"))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))
+            .map_err(|e| self.err(path, e, "chmod"))?;
         if self.chown {
-            rustix::fs::fchown(&fd, Some(rustix::process::Uid::ROOT), Some(rustix::process::Gid::ROOT)).map_err(|e| self.err(path, e, "chown"))?;
+            rustix::fs::fchown(
+                &fd,
+                Some(rustix::process::Uid::ROOT),
+                Some(rustix::process::Gid::ROOT),
+            )
+            .map_err(|e| self.err(path, e, "chown"))?;
         }
-        self.created.push(PathBuf::from(path.trim_start_matches('/')));
+        self.created
+            .push(PathBuf::from(path.trim_start_matches('/')));
         Ok(File::from(fd))
     }
 
@@ -108,27 +154,45 @@ impl Tree<'_> {
                 let (d, name) = split(path);
                 let dir = self.dir(d)?;
                 self.remove(&dir, path, name)?;
-                let mut from = File::open(src).map_err(FsError::io(src))?;
+                let mut from = crate::input::open_regular(src).map_err(FsError::io(src))?;
                 let mut to = self.create(&dir, path, name, *mode)?;
-                std::io::copy(&mut from, &mut to).map_err(FsError::io(self.root_path.join(path.trim_start_matches('/'))))?;
-                to.sync_all().map_err(FsError::io(self.root_path.join(path.trim_start_matches('/'))))?;
+                std::io::copy(&mut from, &mut to).map_err(FsError::io(
+                    self.root_path.join(path.trim_start_matches('/')),
+                ))?;
+                to.sync_all().map_err(FsError::io(
+                    self.root_path.join(path.trim_start_matches('/')),
+                ))?;
             }
             Op::Symlink { path, target } => {
                 check_path(self.part, path)?;
                 let (d, name) = split(path);
                 let dir = self.dir(d)?;
                 self.remove(&dir, path, name)?;
-                rustix::fs::symlinkat(target.as_str(), &dir, name).map_err(|e| self.err(path, e, "symlink"))?;
+                rustix::fs::symlinkat(target.as_str(), &dir, name)
+                    .map_err(|e| self.err(path, e, "symlink"))?;
                 if self.chown {
-                    rustix::fs::chownat(&dir, name, Some(rustix::process::Uid::ROOT), Some(rustix::process::Gid::ROOT), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(|e| self.err(path, e, "chown"))?;
+                    rustix::fs::chownat(
+                        &dir,
+                        name,
+                        Some(rustix::process::Uid::ROOT),
+                        Some(rustix::process::Gid::ROOT),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| self.err(path, e, "chown"))?;
                 }
-                self.created.push(PathBuf::from(path.trim_start_matches('/')));
+                self.created
+                    .push(PathBuf::from(path.trim_start_matches('/')));
             }
             Op::Remove(path) => {
                 check_path(self.part, path)?;
                 let (d, name) = split(path);
-                match rustix::fs::openat2(&self.root, d.trim_start_matches('/').to_owned() + "/.", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), RESOLVE) {
+                match rustix::fs::openat2(
+                    &self.root,
+                    d.trim_start_matches('/').to_owned() + "/.",
+                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    RESOLVE,
+                ) {
                     Ok(dir) => self.remove(&dir, path, name)?,
                     Err(Errno::NOENT) => {}
                     Err(e) => return Err(self.err(path, e, "opening")),
@@ -138,10 +202,16 @@ impl Tree<'_> {
                 check_path(self.part, path)?;
                 let (d, name) = split(path);
                 let dir = self.dir(d)?;
-                let existing = match rustix::fs::openat(&dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                let existing = match rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
                     Ok(fd) => {
                         let mut s = String::new();
-                        std::io::Read::read_to_string(&mut File::from(fd), &mut s).map_err(FsError::io(self.root_path.join(name)))?;
+                        std::io::Read::read_to_string(&mut File::from(fd), &mut s)
+                            .map_err(FsError::io(self.root_path.join(name)))?;
                         Some(s)
                     }
                     Err(Errno::NOENT) => None,
@@ -153,12 +223,15 @@ impl Tree<'_> {
                 }
                 body.push_str(text);
                 let mode = match &existing {
-                    Some(_) => rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map(|s| s.st_mode & 0o7777).unwrap_or(0o644),
+                    Some(_) => rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                        .map(|s| s.st_mode & 0o7777)
+                        .unwrap_or(0o644),
                     None => 0o644,
                 };
                 self.remove(&dir, path, name)?;
                 let mut f = self.create(&dir, path, name, mode)?;
-                std::io::Write::write_all(&mut f, body.as_bytes()).map_err(FsError::io(self.root_path.join(name)))?;
+                std::io::Write::write_all(&mut f, body.as_bytes())
+                    .map_err(FsError::io(self.root_path.join(name)))?;
             }
         }
         Ok(())
@@ -167,10 +240,25 @@ impl Tree<'_> {
 
 /// Apply `edits` inside the tree at `root`. With `chown`, everything created is owned by
 /// root (needs privileges); otherwise the created paths are returned for the caller.
-pub fn apply(part: &'static str, root: &Path, edits: &Edits, chown: bool) -> Result<Applied, FsError> {
-    let fd = rustix::fs::open(root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| FsError::io(root)(e.into()))?;
-    let mut t = Tree { part, root: fd, root_path: root, chown, created: Vec::new() };
+pub fn apply(
+    part: &'static str,
+    root: &Path,
+    edits: &Edits,
+    chown: bool,
+) -> Result<Applied, FsError> {
+    let fd = rustix::fs::open(
+        root,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| FsError::io(root)(e.into()))?;
+    let mut t = Tree {
+        part,
+        root: fd,
+        root_path: root,
+        chown,
+        created: Vec::new(),
+    };
     for op in &edits.ops {
         t.op(op)?;
     }
@@ -193,18 +281,33 @@ mod tests {
         let src = d.path().join("src");
         std::fs::write(&src, b"data").unwrap();
         let mut e = Edits::default();
-        e.push(Op::Write { path: "/usr/x/y.raw".into(), src: src.clone(), mode: 0o644 });
-        e.push(Op::Symlink { path: "/usr/x/link".into(), target: "/usr/x/y.raw".into() });
+        e.push(Op::Write {
+            path: "/usr/x/y.raw".into(),
+            src: src.clone(),
+            mode: 0o644,
+        });
+        e.push(Op::Symlink {
+            path: "/usr/x/link".into(),
+            target: "/usr/x/y.raw".into(),
+        });
         let a = apply("TEST", &root, &e, false).unwrap();
         assert_eq!(std::fs::read(root.join("usr/x/y.raw")).unwrap(), b"data");
         assert!(a.created.contains(&PathBuf::from("usr/x/y.raw")));
         for path in ["/etc/extensions/a.raw", "/opt/extensions/w/w.raw"] {
             let mut e = Edits::default();
-            e.push(Op::Write { path: path.into(), src: src.clone(), mode: 0o644 });
+            e.push(Op::Write {
+                path: path.into(),
+                src: src.clone(),
+                mode: 0o644,
+            });
             let err = apply("TEST", &root, &e, false).err().unwrap().to_string();
             assert!(err.contains("symlink in the image"), "{err}");
         }
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "wrote outside the tree");
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "wrote outside the tree"
+        );
         assert!(!Path::new("/extensions/a.raw").exists());
     }
 }

@@ -171,8 +171,14 @@ pub enum ScanError {
 }
 
 enum State {
-    Header { byte: u64 },
-    InStream { level: u8, piece_start: u64, search_from: u64 },
+    Header {
+        byte: u64,
+    },
+    InStream {
+        level: u8,
+        piece_start: u64,
+        search_from: u64,
+    },
     Done,
 }
 
@@ -426,7 +432,11 @@ impl<R: Read> Scanner<R> {
                     }
                     let piece = |s: &Self, stream_end| Piece {
                         level,
-                        bits: BitBuf::extract(&s.buf, piece_start - s.buf_off * 8, q - s.buf_off * 8),
+                        bits: BitBuf::extract(
+                            &s.buf,
+                            piece_start - s.buf_off * 8,
+                            q - s.buf_off * 8,
+                        ),
                         start_bit: piece_start,
                         end_bit: q,
                         stream_end,
@@ -519,7 +529,10 @@ mod tests {
     fn errors() {
         let e = Scanner::new(&b""[..]).next().unwrap().unwrap_err();
         assert!(matches!(e, ScanError::Empty));
-        let e = Scanner::new(&b"hello world"[..]).next().unwrap().unwrap_err();
+        let e = Scanner::new(&b"hello world"[..])
+            .next()
+            .unwrap()
+            .unwrap_err();
         assert!(matches!(e, ScanError::NotBzip2(0)));
         // header followed by an empty stream: valid, no pieces
         let mut empty = BitBuf {

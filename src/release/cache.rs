@@ -39,9 +39,8 @@ fn stat(file: &Path) -> Option<(u64, u64, u32)> {
 
 /// Records that `file`, as it is now, was checked by `verified_by`.
 pub fn write_marker(file: &Path, verified_by: &str, sha256: &str) -> std::io::Result<Marker> {
-    let (size, mtime_secs, mtime_nanos) = stat(file).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "cannot stat the file")
-    })?;
+    let (size, mtime_secs, mtime_nanos) = stat(file)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "cannot stat the file"))?;
     let m = Marker {
         verified_by: verified_by.to_string(),
         sha256: sha256.to_string(),

@@ -49,10 +49,7 @@ pub enum ChannelError {
         err: Box<ChannelError>,
     },
     #[error("{source_name}: not valid releases.json: {err}")]
-    ReleasesJson {
-        source_name: String,
-        err: String,
-    },
+    ReleasesJson { source_name: String, err: String },
     #[error("{source_name}: no {channel} release for {arch}")]
     NoRelease {
         source_name: String,
@@ -205,7 +202,10 @@ impl FromStr for ReleaseSpec {
             return Ok(ReleaseSpec::Current(c));
         }
         // an LTS stream: lts-2024 (or the server's own name, current-2024)
-        if let Some(y) = t.strip_prefix("lts-").or_else(|| t.strip_prefix("current-")) {
+        if let Some(y) = t
+            .strip_prefix("lts-")
+            .or_else(|| t.strip_prefix("current-"))
+        {
             if let Ok(year) = y.parse::<u16>() {
                 if (2000..=2100).contains(&year) {
                     return Ok(ReleaseSpec::LtsStream(year));
@@ -405,9 +405,18 @@ mod tests {
         assert_eq!("x86-64".parse::<Arch>().unwrap(), Arch::X86_64);
         assert_eq!("arm64-usr".parse::<Arch>().unwrap(), Arch::Arm64);
         assert!("riscv".parse::<Arch>().is_err());
-        assert_eq!("lts-2024".parse::<ReleaseSpec>().unwrap(), ReleaseSpec::LtsStream(2024));
-        assert_eq!("current-2023".parse::<ReleaseSpec>().unwrap(), ReleaseSpec::LtsStream(2023));
-        assert_eq!(ReleaseSpec::LtsStream(2024).channel().unwrap(), Channel::Lts);
+        assert_eq!(
+            "lts-2024".parse::<ReleaseSpec>().unwrap(),
+            ReleaseSpec::LtsStream(2024)
+        );
+        assert_eq!(
+            "current-2023".parse::<ReleaseSpec>().unwrap(),
+            ReleaseSpec::LtsStream(2023)
+        );
+        assert_eq!(
+            ReleaseSpec::LtsStream(2024).channel().unwrap(),
+            Channel::Lts
+        );
         assert!("lts-99".parse::<ReleaseSpec>().is_err());
         assert_eq!(Arch::Arm64.to_string(), "arm64");
     }
@@ -426,7 +435,11 @@ mod tests {
         assert_eq!(s, ReleaseSpec::Exact(Version::new(4593, 2, 5)));
         assert_eq!(s.channel().unwrap(), Channel::Stable);
         assert_eq!(
-            "4081.3.6".parse::<ReleaseSpec>().unwrap().channel().unwrap(),
+            "4081.3.6"
+                .parse::<ReleaseSpec>()
+                .unwrap()
+                .channel()
+                .unwrap(),
             Channel::Lts
         );
         assert!(matches!(
@@ -476,10 +489,22 @@ mod tests {
           "4081.3.6": {"channel": "lts", "architectures": ["x86-64", "arm64"]}
         }"#;
         let f = |c, a| latest_from_releases_json(j, c, a, "r.json");
-        assert_eq!(f(Channel::Stable, Arch::X86_64).unwrap().to_string(), "4593.2.10");
-        assert_eq!(f(Channel::Stable, Arch::Arm64).unwrap().to_string(), "4593.2.5");
-        assert_eq!(f(Channel::Beta, Arch::Arm64).unwrap().to_string(), "4628.1.0");
-        assert_eq!(f(Channel::Lts, Arch::Arm64).unwrap().to_string(), "4081.3.6");
+        assert_eq!(
+            f(Channel::Stable, Arch::X86_64).unwrap().to_string(),
+            "4593.2.10"
+        );
+        assert_eq!(
+            f(Channel::Stable, Arch::Arm64).unwrap().to_string(),
+            "4593.2.5"
+        );
+        assert_eq!(
+            f(Channel::Beta, Arch::Arm64).unwrap().to_string(),
+            "4628.1.0"
+        );
+        assert_eq!(
+            f(Channel::Lts, Arch::Arm64).unwrap().to_string(),
+            "4081.3.6"
+        );
         assert!(matches!(
             f(Channel::Alpha, Arch::X86_64),
             Err(ChannelError::NoRelease { .. })

@@ -35,7 +35,11 @@ pub enum DecompressError {
     #[error("{}: {err}", path.display())]
     Input { path: PathBuf, err: ScanError },
     #[error("{}: corrupt bzip2 block at byte {byte}: {err}", path.display())]
-    Block { path: PathBuf, byte: u64, err: String },
+    Block {
+        path: PathBuf,
+        byte: u64,
+        err: String,
+    },
     #[error("{}: stream CRC mismatch at byte {byte} (stored {stored:08x}, computed {computed:08x})", path.display())]
     StreamCrc {
         path: PathBuf,
@@ -89,7 +93,9 @@ impl Segs {
             return;
         }
         let b = c[0];
-        let uniform = c.chunks(64).all(|w| w.iter().fold(0u8, |a, &x| a | (x ^ b)) == 0);
+        let uniform = c
+            .chunks(64)
+            .all(|w| w.iter().fold(0u8, |a, &x| a | (x ^ b)) == 0);
         if uniform {
             if let Some(Seg::Fill(fb, n)) = self.0.last_mut() {
                 if *fb == b {
@@ -283,7 +289,9 @@ fn decompress_inner(
             err,
         })?;
     let threads = match opts.threads {
-        0 => thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        0 => thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         n => n,
     };
     let in_flight = (threads * 2 + 2).min(64);

@@ -57,7 +57,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The delay after failed attempt number `attempt` (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.base_delay
             .checked_mul(factor)
             .unwrap_or(self.max_delay)
@@ -149,7 +151,10 @@ impl Downloader {
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(msg, after)) => {
                     let d = self.opts.retry.delay(n);
-                    (msg, after.map_or(d, |a| a.max(d).min(self.opts.retry.max_delay)))
+                    (
+                        msg,
+                        after.map_or(d, |a| a.max(d).min(self.opts.retry.max_delay)),
+                    )
                 }
                 Err(Attempt::Restart(msg)) => {
                     on_restart();
@@ -178,14 +183,18 @@ impl Downloader {
         }
         let code = status.as_u16();
         match status {
-            StatusCode::NOT_FOUND | StatusCode::GONE => Err(Attempt::Fatal(DownloadError::NotFound {
-                url: url.to_string(),
-                status: code,
-            })),
+            StatusCode::NOT_FOUND | StatusCode::GONE => {
+                Err(Attempt::Fatal(DownloadError::NotFound {
+                    url: url.to_string(),
+                    status: code,
+                }))
+            }
             StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => {
                 Err(Attempt::Retry(format!("HTTP {code}"), retry_after(resp)))
             }
-            s if s.is_server_error() => Err(Attempt::Retry(format!("HTTP {code}"), retry_after(resp))),
+            s if s.is_server_error() => {
+                Err(Attempt::Retry(format!("HTTP {code}"), retry_after(resp)))
+            }
             _ => Err(Attempt::Fatal(DownloadError::Http {
                 url: url.to_string(),
                 status: code,
@@ -205,9 +214,9 @@ impl Downloader {
                     .map_err(|e| Attempt::Retry(describe(&e), None))?;
                 Self::judge(url, &resp)?;
                 let expected = resp.content_length();
-                let body = resp
-                    .bytes()
-                    .map_err(|e| Attempt::Retry(format!("transfer failed: {}", describe(&e)), None))?;
+                let body = resp.bytes().map_err(|e| {
+                    Attempt::Retry(format!("transfer failed: {}", describe(&e)), None)
+                })?;
                 if let Some(n) = expected {
                     if body.len() as u64 != n {
                         return Err(Attempt::Retry(
@@ -267,9 +276,7 @@ impl Downloader {
                 req = req.header(IF_RANGE, v.as_str());
             }
         }
-        let resp = req
-            .send()
-            .map_err(|e| Attempt::Retry(describe(&e), None))?;
+        let resp = req.send().map_err(|e| Attempt::Retry(describe(&e), None))?;
         if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
             let total = resp
                 .headers()
@@ -455,7 +462,10 @@ mod tests {
 
     #[test]
     fn content_range() {
-        assert_eq!(parse_content_range("bytes 10-99/100"), Some((10, Some(100))));
+        assert_eq!(
+            parse_content_range("bytes 10-99/100"),
+            Some((10, Some(100)))
+        );
         assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, None)));
         assert_eq!(parse_content_range("bytes 5-1/10"), None);
         assert_eq!(parse_content_range("items 1-2/3"), None);

@@ -78,10 +78,7 @@ pub enum Error {
     #[error(transparent)]
     Decompress(#[from] DecompressError),
     #[error("{}: {err}", path.display())]
-    Io {
-        path: PathBuf,
-        err: std::io::Error,
-    },
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{}: says FLATCAR_VERSION={found}, expected {expected}", path.display())]
     VersionMismatch {
         path: PathBuf,
@@ -248,9 +245,18 @@ fn resolve_with(ctx: &Ctx<'_>) -> Result<ResolvedRelease, Error> {
         }
         ReleaseSpec::LtsStream(year) => {
             // each LTS stream has its own head on the lts server: <board>/current-YEAR/
-            let url = o.urls.release_file(Channel::Lts, o.arch, &format!("current-{year}"), VERSION_TXT);
+            let url = o.urls.release_file(
+                Channel::Lts,
+                o.arch,
+                &format!("current-{year}"),
+                VERSION_TXT,
+            );
             let version = VersionTxt::parse(&ctx.dl.get_text(&url)?, &url)?.version;
-            Ok(ResolvedRelease { channel: Channel::Lts, arch: o.arch, version })
+            Ok(ResolvedRelease {
+                channel: Channel::Lts,
+                arch: o.arch,
+                version,
+            })
         }
     }
 }
@@ -275,7 +281,9 @@ fn fetch_verified(
     }
     cache::remove_with_marker(&path);
     let version = release.version.to_string();
-    let url = o.urls.release_file(release.channel, release.arch, &version, name);
+    let url = o
+        .urls
+        .release_file(release.channel, release.arch, &version, name);
     let sig_url = format!("{url}.sig");
     let sig_path = download::with_suffix(&path, ".sig");
     let staging = download::with_suffix(&path, ".unverified");
@@ -322,10 +330,13 @@ pub fn fetch_release(opts: &FetchOptions) -> Result<FetchedRelease, Error> {
     let release = resolve_with(&ctx)?;
     let dir = opts.release_dir(&release);
     let (version_txt_path, vt_ok) = fetch_verified(&ctx, &release, VERSION_TXT)?;
-    let text = fs::read_to_string(&version_txt_path).map_err(|err| Error::Io {
-        path: version_txt_path.clone(),
-        err,
-    })?;
+    let text =
+        crate::input::read_text(&version_txt_path, crate::input::TEXT_CAP).map_err(|err| {
+            Error::Io {
+                path: version_txt_path.clone(),
+                err,
+            }
+        })?;
     let version_txt = VersionTxt::parse(&text, &version_txt_path.display().to_string())?;
     if version_txt.version != release.version {
         return Err(Error::VersionMismatch {
@@ -404,8 +415,11 @@ pub fn fetch_extension(
         Err(e) => return Err(e.into()),
     };
     let raw = dir.join(file);
-    let hit = cache::valid_marker(&raw, opts.insecure_skip_verify)
-        .filter(|m| expected.as_deref().is_none_or(|e| m.sha256.eq_ignore_ascii_case(e)));
+    let hit = cache::valid_marker(&raw, opts.insecure_skip_verify).filter(|m| {
+        expected
+            .as_deref()
+            .is_none_or(|e| m.sha256.eq_ignore_ascii_case(e))
+    });
     let sha256 = match hit {
         Some(m) => m.sha256,
         None => {

@@ -50,7 +50,10 @@ impl Progress {
                 bar.set_message(label.to_string());
                 (Some(bar), None)
             }
-            ProgressMode::Auto => (None, Some(Mutex::new((Instant::now(), DEFAULT_LOG_INTERVAL)))),
+            ProgressMode::Auto => (
+                None,
+                Some(Mutex::new((Instant::now(), DEFAULT_LOG_INTERVAL))),
+            ),
             ProgressMode::Log { interval } => (None, Some(Mutex::new((Instant::now(), interval)))),
         };
         Progress {

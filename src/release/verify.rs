@@ -78,7 +78,10 @@ pub struct Keyring {
 impl Keyring {
     /// The embedded Flatcar image signing key.
     pub fn flatcar() -> Result<Keyring, VerifyError> {
-        Keyring::from_armored(FLATCAR_SIGNING_KEY, "embedded Flatcar_Image_Signing_Key.asc")
+        Keyring::from_armored(
+            FLATCAR_SIGNING_KEY,
+            "embedded Flatcar_Image_Signing_Key.asc",
+        )
     }
 
     /// Parses one or more armored public keys; `source_name` is used in errors.
@@ -99,9 +102,11 @@ impl Keyring {
 
     /// Reads an armored key file.
     pub fn from_file(path: &Path) -> Result<Keyring, VerifyError> {
-        let data = std::fs::read(path).map_err(|err| VerifyError::Io {
-            path: path.to_path_buf(),
-            err,
+        let data = crate::input::read_bytes(path, crate::input::JSON_CAP).map_err(|err| {
+            VerifyError::Io {
+                path: path.to_path_buf(),
+                err,
+            }
         })?;
         Keyring::from_armored(&data, &path.display().to_string())
     }
@@ -135,18 +140,18 @@ pub fn verify_detached(
     file: &Path,
     sig: &Path,
 ) -> Result<GoodSignature, VerifyError> {
-    let sig_bytes = std::fs::read(sig).map_err(|err| VerifyError::Io {
-        path: sig.to_path_buf(),
-        err,
-    })?;
+    let sig_bytes =
+        crate::input::read_bytes(sig, crate::input::TEXT_CAP).map_err(|err| VerifyError::Io {
+            path: sig.to_path_buf(),
+            err,
+        })?;
     let signature = parse_signature(&sig_bytes, sig)?;
-    let sig_time = signature
-        .created()
-        .map(|t| t.timestamp())
-        .ok_or_else(|| VerifyError::BadSignatureFile {
+    let sig_time = signature.created().map(|t| t.timestamp()).ok_or_else(|| {
+        VerifyError::BadSignatureFile {
             path: sig.to_path_buf(),
             err: "no creation time".into(),
-        })?;
+        }
+    })?;
     if let Some(exp) = signature.signature_expiration_time() {
         let exp = exp.num_seconds();
         if exp > 0 && sig_time.saturating_add(exp) <= now() {
@@ -228,7 +233,11 @@ fn issuer_ids(sig: &Signature) -> Vec<String> {
         .iter()
         .map(|f| format!("{f:X}"))
         .collect();
-    ids.extend(sig.issuer().iter().map(|k| hex(k.as_ref()).to_ascii_uppercase()));
+    ids.extend(
+        sig.issuer()
+            .iter()
+            .map(|k| hex(k.as_ref()).to_ascii_uppercase()),
+    );
     ids
 }
 
@@ -444,10 +453,12 @@ impl<R: Read> Read for HashingReader<R> {
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// SHA-256 of a file, streamed.

@@ -24,14 +24,24 @@ const NOOP_CONF: &str =
 
 fn block(text: &str, indent: usize) -> String {
     let pad = " ".repeat(indent);
-    text.lines().map(|l| if l.is_empty() { "\n".to_owned() } else { format!("{pad}{l}\n") }).collect()
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("{pad}{l}\n")
+            }
+        })
+        .collect()
 }
 
 /// The Butane YAML.
 pub fn render(s: &Snippet<'_>) -> String {
     let path = format!("/opt/extensions/{0}/{1}", s.name, s.file);
     let mut y = String::from("variant: flatcar\nversion: 1.0.0\nstorage:\n  files:\n");
-    y.push_str(&format!("    - path: {path}\n      mode: 0644\n      contents:\n"));
+    y.push_str(&format!(
+        "    - path: {path}\n      mode: 0644\n      contents:\n"
+    ));
     match s.url {
         Some(u) => {
             y.push_str(&format!("        source: {u}\n        verification:\n          hash: sha256-{}\n", s.sha256))
@@ -57,7 +67,9 @@ pub fn render(s: &Snippet<'_>) -> String {
         s.name
     ));
     if s.sysupdate.is_some() {
-        y.push_str("systemd:\n  units:\n    - name: systemd-sysupdate.timer\n      enabled: true\n");
+        y.push_str(
+            "systemd:\n  units:\n    - name: systemd-sysupdate.timer\n      enabled: true\n",
+        );
         y.push_str("    - name: systemd-sysupdate.service\n      dropins:\n");
         y.push_str(&format!(
             "        - name: {0}.conf\n          contents: |\n            [Service]\n            ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C {0} update\n",
@@ -84,17 +96,29 @@ mod tests {
             sysupdate: Some("https://extensions.flatcar.org"),
         };
         let y = render(&s);
-        assert!(y.contains("    - path: /opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw\n"), "{y}");
+        assert!(
+            y.contains("    - path: /opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw\n"),
+            "{y}"
+        );
         assert!(y.contains("          hash: sha256-ab\n"), "{y}");
         assert!(y.contains("    - path: /etc/extensions/wasmtime.raw\n      target: /opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw\n"));
-        assert!(y.contains("          MatchPattern=wasmtime-@v-%a.raw\n"), "{y}");
+        assert!(
+            y.contains("          MatchPattern=wasmtime-@v-%a.raw\n"),
+            "{y}"
+        );
         assert!(y.contains("ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C wasmtime update"));
         assert!(y.contains("systemd-sysupdate.timer\n      enabled: true"));
     }
 
     #[test]
     fn renders_local_without_sysupdate() {
-        let s = Snippet { name: "x", file: "x.raw", url: None, sha256: "cd", sysupdate: None };
+        let s = Snippet {
+            name: "x",
+            file: "x.raw",
+            url: None,
+            sha256: "cd",
+            sysupdate: None,
+        };
         let y = render(&s);
         assert!(y.contains("        local: x.raw\n"), "{y}");
         assert!(!y.contains("systemd:"), "{y}");

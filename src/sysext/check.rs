@@ -24,10 +24,16 @@ pub fn release_problems(img: &SysextImage, name: &str, host: &HostOs<'_>) -> Vec
             } else {
                 format!(
                     "it has {}; systemd will refuse it under the name {name}",
-                    img.release_names.iter().map(|n| format!("extension-release.{n}")).collect::<Vec<_>>().join(", ")
+                    img.release_names
+                        .iter()
+                        .map(|n| format!("extension-release.{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             };
-            vec![format!("no {RELEASE_DIR}/extension-release.{name} ({found})")]
+            vec![format!(
+                "no {RELEASE_DIR}/extension-release.{name} ({found})"
+            )]
         }
         Some(rel) => release::problems(rel, host),
     }
@@ -55,7 +61,12 @@ fn judge(nodes: &[Node]) -> Vec<String> {
     let mut out = Vec::new();
     let mut outside: Vec<&str> = Vec::new();
     for n in nodes {
-        let top = n.path.trim_start_matches('/').split('/').next().unwrap_or("");
+        let top = n
+            .path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("");
         if !top.is_empty() && !MERGED_TOPS.contains(&top) && !outside.contains(&top) {
             outside.push(top);
         }
@@ -63,13 +74,20 @@ fn judge(nodes: &[Node]) -> Vec<String> {
     if !outside.is_empty() {
         out.push(format!(
             "holds {} outside /usr and /opt, which systemd-sysext does not merge",
-            outside.iter().map(|t| format!("/{t}")).collect::<Vec<_>>().join(", ")
+            outside
+                .iter()
+                .map(|t| format!("/{t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     let not_root: Vec<&Node> = nodes.iter().filter(|n| n.uid != 0 || n.gid != 0).collect();
     if let Some(first) = not_root.first() {
-        let examples: Vec<String> =
-            not_root.iter().take(EXAMPLES).map(|n| format!("{} ({}:{})", n.path, n.uid, n.gid)).collect();
+        let examples: Vec<String> = not_root
+            .iter()
+            .take(EXAMPLES)
+            .map(|n| format!("{} ({}:{})", n.path, n.uid, n.gid))
+            .collect();
         let more = not_root.len().saturating_sub(EXAMPLES);
         out.push(format!(
             "{} not owned by root:root: {}{}; the host would see them owned by whoever has uid {} there (build with root ownership, e.g. mksquashfs -all-root)",
@@ -83,43 +101,46 @@ fn judge(nodes: &[Node]) -> Vec<String> {
 }
 
 fn squashfs_nodes(path: &Path) -> Result<Vec<Node>, ImageError> {
-    let io = |source| ImageError::Io { path: path.to_owned(), source };
+    let io = |source| ImageError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let file = BufReader::new(File::open(path).map_err(io)?);
-    let fs = backhand::FilesystemReader::from_reader(file)
-        .map_err(|e| ImageError::Squashfs { path: path.to_owned(), what: e.to_string() })?;
+    let fs = backhand::FilesystemReader::from_reader(file).map_err(|e| ImageError::Squashfs {
+        path: path.to_owned(),
+        what: e.to_string(),
+    })?;
     Ok(fs
         .files()
-        .map(|n| Node { path: n.fullpath.to_string_lossy().into_owned(), uid: n.header.uid, gid: n.header.gid })
+        .map(|n| Node {
+            path: n.fullpath.to_string_lossy().into_owned(),
+            uid: n.header.uid,
+            gid: n.header.gid,
+        })
         .collect())
 }
 
-/// Every entry of an EROFS image, at most this many (a guard against corrupt loops).
-const MAX_EROFS_NODES: usize = 2_000_000;
-
+/// Every entry of an EROFS image, walked with the reader's bounds (each directory once,
+/// limited depth, path length and entry count).
 fn erofs_nodes(path: &Path) -> Result<Vec<Node>, ImageError> {
-    let er = |source| ImageError::Erofs { path: path.to_owned(), source };
-    let file = BufReader::new(File::open(path).map_err(|source| ImageError::Io { path: path.to_owned(), source })?);
+    let er = |source| ImageError::Erofs {
+        path: path.to_owned(),
+        source,
+    };
+    let file = BufReader::new(File::open(path).map_err(|source| ImageError::Io {
+        path: path.to_owned(),
+        source,
+    })?);
     let mut fs = Erofs::open(file).map_err(er)?;
-    let root = fs.lookup("/").map_err(er)?.ok_or_else(|| ImageError::UnknownFormat { path: path.to_owned() })?;
-    let mut out = vec![Node { path: "/".into(), uid: root.uid, gid: root.gid }];
-    let mut stack = vec![("".to_owned(), root)];
-    while let Some((dir_path, dir)) = stack.pop() {
-        let shown = if dir_path.is_empty() { "/".to_owned() } else { dir_path.clone() };
-        for d in fs.read_dir(&dir, &shown).map_err(er)? {
-            if d.name == "." || d.name == ".." {
-                continue;
-            }
-            let p = format!("{dir_path}/{}", d.name);
-            let ino = fs.inode(d.nid).map_err(er)?;
-            out.push(Node { path: p.clone(), uid: ino.uid, gid: ino.gid });
-            if out.len() > MAX_EROFS_NODES {
-                return Err(er(super::erofs::ErofsError::Corrupt(format!("more than {MAX_EROFS_NODES} entries"))));
-            }
-            if ino.is_dir() {
-                stack.push((p, ino));
-            }
-        }
-    }
+    let mut out = Vec::new();
+    fs.walk(|p, ino| {
+        out.push(Node {
+            path: p.to_owned(),
+            uid: ino.uid,
+            gid: ino.gid,
+        })
+    })
+    .map_err(er)?;
     Ok(out)
 }
 
@@ -133,7 +154,10 @@ pub fn infer_name(file_name: &str, release_names: &[String]) -> String {
     }
     if let Some(n) = release_names
         .iter()
-        .filter(|n| stem.strip_prefix(n.as_str()).is_some_and(|r| r.starts_with('-')))
+        .filter(|n| {
+            stem.strip_prefix(n.as_str())
+                .is_some_and(|r| r.starts_with('-'))
+        })
         .max_by_key(|n| n.len())
     {
         return n.clone();
@@ -151,7 +175,10 @@ pub fn infer_name(file_name: &str, release_names: &[String]) -> String {
 /// `NAME-VERSION-ARCH` → (arch, `NAME-VERSION`).
 fn split_arch(stem: &str) -> Option<(Arch, &str)> {
     for a in [Arch::X86_64, Arch::Arm64] {
-        if let Some(rest) = stem.strip_suffix(a.systemd_name()).and_then(|r| r.strip_suffix('-')) {
+        if let Some(rest) = stem
+            .strip_suffix(a.systemd_name())
+            .and_then(|r| r.strip_suffix('-'))
+        {
             return Some((a, rest));
         }
     }
@@ -175,8 +202,15 @@ pub struct CheckReport {
 
 /// Check `path` as extension `name` (inferred from the file name when `None`) for a
 /// Flatcar of architecture `arch` (from the file name when `None`).
-pub fn check_image(path: &Path, name: Option<&str>, arch: Option<Arch>) -> Result<CheckReport, ImageError> {
-    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+pub fn check_image(
+    path: &Path,
+    name: Option<&str>,
+    arch: Option<Arch>,
+) -> Result<CheckReport, ImageError> {
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name = match name {
         Some(n) => n.to_owned(),
         None => {
@@ -189,14 +223,22 @@ pub fn check_image(path: &Path, name: Option<&str>, arch: Option<Arch>) -> Resul
         Some(a) => Some((a, "--arch")),
         None => arch_from_file_name(&file_name).map(|a| (a, "file name")),
     };
-    let host = HostOs { id: "flatcar", arch: arch.map(|(a, _)| a.systemd_name()) };
+    let host = HostOs {
+        id: "flatcar",
+        arch: arch.map(|(a, _)| a.systemd_name()),
+    };
     let mut problems = Vec::new();
     if let Some(p) = super::name_problem(&name) {
         problems.push(p);
     }
     problems.extend(release_problems(&img, &name, &host));
     problems.extend(content_problems(path, img.format)?);
-    Ok(CheckReport { image: img, name, arch, problems })
+    Ok(CheckReport {
+        image: img,
+        name,
+        arch,
+        problems,
+    })
 }
 
 #[cfg(test)]
@@ -204,15 +246,35 @@ mod tests {
     use super::*;
 
     fn n(p: &str, uid: u32) -> Node {
-        Node { path: p.into(), uid, gid: uid }
+        Node {
+            path: p.into(),
+            uid,
+            gid: uid,
+        }
     }
 
     #[test]
     fn judges_content() {
         assert!(judge(&[n("/", 0), n("/usr", 0), n("/usr/bin/x", 0), n("/opt/y", 0)]).is_empty());
-        let p = judge(&[n("/", 0), n("/etc", 0), n("/etc/x", 0), n("/var", 0), n("/usr", 0)]);
-        assert_eq!(p, vec!["holds /etc, /var outside /usr and /opt, which systemd-sysext does not merge"]);
-        let p = judge(&[n("/", 0), n("/usr", 1000), n("/usr/a", 1000), n("/usr/b", 0), n("/usr/c", 5), n("/usr/d", 5)]);
+        let p = judge(&[
+            n("/", 0),
+            n("/etc", 0),
+            n("/etc/x", 0),
+            n("/var", 0),
+            n("/usr", 0),
+        ]);
+        assert_eq!(
+            p,
+            vec!["holds /etc, /var outside /usr and /opt, which systemd-sysext does not merge"]
+        );
+        let p = judge(&[
+            n("/", 0),
+            n("/usr", 1000),
+            n("/usr/a", 1000),
+            n("/usr/b", 0),
+            n("/usr/c", 5),
+            n("/usr/d", 5),
+        ]);
         assert_eq!(p.len(), 1);
         assert!(
             p[0].starts_with(
@@ -226,10 +288,22 @@ mod tests {
     #[test]
     fn infers_names() {
         let rn = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(infer_name("wasmtime-24.0.0-x86-64.raw", &rn(&["wasmtime"])), "wasmtime");
-        assert_eq!(infer_name("docker-flatcar.raw", &rn(&["docker-flatcar"])), "docker-flatcar");
-        assert_eq!(infer_name("misnamed-1.0-x86-64.raw", &rn(&["othername"])), "misnamed");
-        assert_eq!(infer_name("containerd-docker-1.7-arm64.raw", &rn(&[])), "containerd-docker");
+        assert_eq!(
+            infer_name("wasmtime-24.0.0-x86-64.raw", &rn(&["wasmtime"])),
+            "wasmtime"
+        );
+        assert_eq!(
+            infer_name("docker-flatcar.raw", &rn(&["docker-flatcar"])),
+            "docker-flatcar"
+        );
+        assert_eq!(
+            infer_name("misnamed-1.0-x86-64.raw", &rn(&["othername"])),
+            "misnamed"
+        );
+        assert_eq!(
+            infer_name("containerd-docker-1.7-arm64.raw", &rn(&[])),
+            "containerd-docker"
+        );
         assert_eq!(infer_name("plain.raw", &rn(&[])), "plain");
         assert_eq!(arch_from_file_name("x-1-arm64.raw"), Some(Arch::Arm64));
         assert_eq!(arch_from_file_name("x-1-x86-64.raw"), Some(Arch::X86_64));

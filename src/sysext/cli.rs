@@ -310,7 +310,14 @@ pub fn run(cmd: SysextCommand) -> anyhow::Result<()> {
     }
 }
 
-fn pack_options(name: &str, version: &str, arch: Arch, os: String, reload: bool, a: &ImageArgs) -> PackOptions {
+fn pack_options(
+    name: &str,
+    version: &str,
+    arch: Arch,
+    os: String,
+    reload: bool,
+    a: &ImageArgs,
+) -> PackOptions {
     PackOptions {
         name: name.to_owned(),
         version: version.to_owned(),
@@ -326,7 +333,9 @@ fn pack_options(name: &str, version: &str, arch: Arch, os: String, reload: bool,
 }
 
 fn output_for(opts: &PackOptions, a: &ImageArgs) -> PathBuf {
-    a.output.clone().unwrap_or_else(|| PathBuf::from(opts.file_name()))
+    a.output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(opts.file_name()))
 }
 
 fn dir_of(p: &Path) -> PathBuf {
@@ -340,13 +349,24 @@ fn dir_of(p: &Path) -> PathBuf {
 fn finish(report: &PackReport, opts: &PackOptions, a: &ImageArgs) -> anyhow::Result<()> {
     let checked = check::check_image(&report.output, Some(&opts.name), Some(opts.arch))?;
     if !checked.problems.is_empty() {
-        bail!("the image written fails its own check:\n  {}", checked.problems.join("\n  "));
+        bail!(
+            "the image written fails its own check:\n  {}",
+            checked.problems.join("\n  ")
+        );
     }
     let dir = dir_of(&report.output);
-    let file = report.output.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = report
+        .output
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let sums = pack::update_sums(&dir, &file, &report.sha256)?;
     let compression = match opts.format {
-        Format::Squashfs => format!("squashfs {}, {} KiB blocks", opts.compression, opts.block_size / 1024),
+        Format::Squashfs => format!(
+            "squashfs {}, {} KiB blocks",
+            opts.compression,
+            opts.block_size / 1024
+        ),
         Format::Erofs => "erofs".to_owned(),
     };
     println!(
@@ -359,7 +379,8 @@ fn finish(report: &PackReport, opts: &PackOptions, a: &ImageArgs) -> anyhow::Res
     println!("  {}", sums.display());
     if a.sysupdate {
         let conf = dir.join(format!("{}.conf", opts.name));
-        std::fs::write(&conf, bakery_conf(&opts.name, &a.bakery_url)).with_context(|| conf.display().to_string())?;
+        std::fs::write(&conf, bakery_conf(&opts.name, &a.bakery_url))
+            .with_context(|| conf.display().to_string())?;
         println!("  {}", conf.display());
     }
     Ok(())
@@ -459,7 +480,10 @@ fn print_report(r: &CheckReport) {
     println!("  size: {} ({} bytes)", human(img.size), img.size);
     match (&img.release, r.arch) {
         (_, Some((a, from))) => println!("  arch: {a} (from {from})"),
-        (Some(rel), None) => println!("  arch: {} (from extension-release)", rel.get("ARCHITECTURE").unwrap_or("any")),
+        (Some(rel), None) => println!(
+            "  arch: {} (from extension-release)",
+            rel.get("ARCHITECTURE").unwrap_or("any")
+        ),
         (None, None) => println!("  arch: unknown"),
     }
     match &img.release {
@@ -508,10 +532,21 @@ fn run_check(a: CheckArgs) -> anyhow::Result<()> {
 }
 
 fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
-    let file = a.archive.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    let version = match a.version.clone().or_else(|| super::torcx::version_from_file_name(&file)) {
+    let file = a
+        .archive
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let version = match a
+        .version
+        .clone()
+        .or_else(|| super::torcx::version_from_file_name(&file))
+    {
         Some(v) => v,
-        None => bail!("{}: no version in the file name (NAME:VERSION.torcx.tgz); pass --version", a.archive.display()),
+        None => bail!(
+            "{}: no version in the file name (NAME:VERSION.torcx.tgz); pass --version",
+            a.archive.display()
+        ),
     };
     let opts = pack_options(&a.name, &version, a.arch, a.os.clone(), true, &a.image);
     pack::validate(&opts)?;
@@ -519,7 +554,12 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
     let work = tempfile::Builder::new()
         .prefix(".flatbake-torcx")
         .tempdir_in(dir_of(&out))
-        .with_context(|| format!("{}: cannot create a scratch directory", dir_of(&out).display()))?;
+        .with_context(|| {
+            format!(
+                "{}: cannot create a scratch directory",
+                dir_of(&out).display()
+            )
+        })?;
     let root = work.path().join("root");
     let c = super::torcx::convert(&a.archive, &a.name, &root, work.path())?;
     for u in &c.rewritten {
@@ -540,7 +580,12 @@ fn scratch(out: &Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(dir_of(out))
-        .with_context(|| format!("{}: cannot create a scratch directory", dir_of(out).display()))
+        .with_context(|| {
+            format!(
+                "{}: cannot create a scratch directory",
+                dir_of(out).display()
+            )
+        })
 }
 
 /// The root filesystem as a directory: ROOTFS itself with --from-dir, else the image
@@ -573,7 +618,14 @@ fn bundle(
     what: &str,
     build: impl FnOnce(&Path, bool, &Path) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let opts = pack_options(&a.name, &a.version, a.arch, a.os.clone(), !a.unit.is_empty(), &a.image);
+    let opts = pack_options(
+        &a.name,
+        &a.version,
+        a.arch,
+        a.os.clone(),
+        !a.unit.is_empty(),
+        &a.image,
+    );
     pack::validate(&opts)?;
     let out = output_for(&opts, &a.image);
     let work = scratch(&out, &format!(".flatbake-{what}"))?;
@@ -606,7 +658,12 @@ fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
                 std::fs::create_dir_all(p).with_context(|| p.display().to_string())?;
             }
             crate::tools::run(
-                std::process::Command::new("cp").arg("-a").arg("--no-preserve=ownership").arg("-T").arg(&src).arg(&dst),
+                std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg("--no-preserve=ownership")
+                    .arg("-T")
+                    .arg(&src)
+                    .arg(&dst),
                 "copying a resource",
             )?;
         }
@@ -628,14 +685,20 @@ fn run_flatwrap(a: FlatwrapArgs) -> anyhow::Result<()> {
             },
             tree,
         )?;
-        eprintln!("wrapped {} around {}/rootfs", w.wrappers.join(", "), w.prefix);
+        eprintln!(
+            "wrapped {} around {}/rootfs",
+            w.wrappers.join(", "),
+            w.prefix
+        );
         eprintln!("  from the image: {}", w.from_image.join(" "));
         eprintln!("  from the host: {}", w.from_host.join(" "));
         for p in &w.dropped {
             eprintln!("warning: {p}: device, fifo or socket, left out");
         }
         for p in &w.unprivileged {
-            eprintln!("warning: {p}: setuid/setgid bits cleared (the sysext is owned by the host's root)");
+            eprintln!(
+                "warning: {p}: setuid/setgid bits cleared (the sysext is owned by the host's root)"
+            );
         }
         Ok(())
     })
@@ -644,9 +707,18 @@ fn run_flatwrap(a: FlatwrapArgs) -> anyhow::Result<()> {
 fn run_butane(a: ButaneArgs) -> anyhow::Result<()> {
     let r = check::check_image(&a.file, Some(&a.name), None)?;
     if !r.problems.is_empty() {
-        bail!("{} would be refused as {}:\n  {}", a.file.display(), a.name, r.problems.join("\n  "));
+        bail!(
+            "{} would be refused as {}:\n  {}",
+            a.file.display(),
+            a.name,
+            r.problems.join("\n  ")
+        );
     }
-    let file = a.file.file_name().map(|f| f.to_string_lossy().into_owned()).context("FILE has no file name")?;
+    let file = a
+        .file
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .context("FILE has no file name")?;
     let sha = pack::sha256_file(&a.file).with_context(|| a.file.display().to_string())?;
     let y = butane::render(&butane::Snippet {
         name: &a.name,

@@ -4,6 +4,11 @@
 //! Layout facts from the kernel's `fs/erofs/erofs_fs.h`: superblock at byte 1024,
 //! inodes at `meta_blkaddr * blksz + nid * 32`, compact (32-byte) or extended
 //! (64-byte) inodes, directories as blocks of 12-byte dirents followed by names.
+//!
+//! The image is untrusted: nothing is allocated beyond the image's own length, and
+//! [`Erofs::walk`] visits each directory once (a directory reached twice, by a cycle or
+//! a shared entry, is refused), iteratively, with limits on depth, path length and
+//! entry count.
 
 use std::io::{self, Read, Seek, SeekFrom};
 
@@ -28,7 +33,18 @@ pub struct Erofs<R> {
     blksz: u64,
     meta: u64,
     root_nid: u64,
+    /// Length of the image in bytes.
+    len: u64,
 }
+
+/// Directory depth [`Erofs::walk`] accepts (a sysext's deepest paths are far shallower).
+pub const MAX_DEPTH: usize = 256;
+/// Longest path [`Erofs::walk`] accepts (Linux's PATH_MAX).
+pub const MAX_PATH: usize = 4096;
+/// Entries [`Erofs::walk`] visits at most.
+pub const MAX_ENTRIES: usize = 2_000_000;
+/// Largest directory read (about a million names).
+const MAX_DIR_BYTES: u64 = 32 << 20;
 
 #[derive(Clone, Debug)]
 pub struct Inode {
@@ -73,6 +89,7 @@ impl<R: Read + Seek> Erofs<R> {
         if u32le(&sb, 0) != MAGIC {
             return Err(ErofsError::BadMagic);
         }
+        let len = r.seek(SeekFrom::End(0))?;
         let bits = sb[0x0C];
         if !(9..=16).contains(&bits) {
             return Err(ErofsError::Corrupt(format!("block size 2^{bits}")));
@@ -82,12 +99,27 @@ impl<R: Read + Seek> Erofs<R> {
             blksz: 1 << bits,
             meta: u32le(&sb, 0x28) as u64,
             root_nid: u16le(&sb, 0x0E) as u64,
+            len,
         })
     }
 
     fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), ErofsError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if off
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(ErofsError::Corrupt(format!(
+                "{} bytes at {off} lie past the end of the image",
+                buf.len()
+            )));
+        }
         self.r.seek(SeekFrom::Start(off))?;
-        self.r.read_exact(buf).map_err(|e| ErofsError::Corrupt(format!("read at {off}: {e}")))
+        self.r
+            .read_exact(buf)
+            .map_err(|e| ErofsError::Corrupt(format!("read at {off}: {e}")))
     }
 
     pub fn inode(&mut self, nid: u64) -> Result<Inode, ErofsError> {
@@ -108,9 +140,18 @@ impl<R: Read + Seek> Erofs<R> {
             let size = u64::from_le_bytes(b[8..16].try_into().unwrap_or([0; 8]));
             (size, u32le(&b, 24), u32le(&b, 28), 64)
         } else {
-            (u32le(&b, 8) as u64, u16le(&b, 24) as u32, u16le(&b, 26) as u32, 32)
+            (
+                u32le(&b, 8) as u64,
+                u16le(&b, 24) as u32,
+                u16le(&b, 26) as u32,
+                32,
+            )
         };
-        let xattr = if xattr_icount == 0 { 0 } else { 12 + (xattr_icount - 1) * 4 };
+        let xattr = if xattr_icount == 0 {
+            0
+        } else {
+            12 + (xattr_icount - 1) * 4
+        };
         Ok(Inode {
             nid,
             mode,
@@ -126,7 +167,16 @@ impl<R: Read + Seek> Erofs<R> {
     /// The whole content of a file or directory inode, at most `limit` bytes.
     pub fn read(&mut self, ino: &Inode, what: &str, limit: u64) -> Result<Vec<u8>, ErofsError> {
         if ino.size > limit {
-            return Err(ErofsError::Corrupt(format!("{what} is {} bytes, over {limit}", ino.size)));
+            return Err(ErofsError::Corrupt(format!(
+                "{what} is {} bytes, over {limit}",
+                ino.size
+            )));
+        }
+        if ino.size > self.len {
+            return Err(ErofsError::Corrupt(format!(
+                "{what} is {} bytes, more than the whole image",
+                ino.size
+            )));
         }
         let mut out = vec![0u8; ino.size as usize];
         match ino.layout {
@@ -142,17 +192,23 @@ impl<R: Read + Seek> Erofs<R> {
                 self.read_at(inline_at, &mut out[full as usize..])?;
             }
             1 | 3 => return Err(ErofsError::Compressed(what.to_owned())),
-            l => return Err(ErofsError::Corrupt(format!("{what}: unsupported data layout {l}"))),
+            l => {
+                return Err(ErofsError::Corrupt(format!(
+                    "{what}: unsupported data layout {l}"
+                )))
+            }
         }
         Ok(out)
     }
 
     pub fn read_dir(&mut self, dir: &Inode, what: &str) -> Result<Vec<Dirent>, ErofsError> {
-        let data = self.read(dir, what, 64 << 20)?;
+        let data = self.read(dir, what, MAX_DIR_BYTES)?;
         let mut out = Vec::new();
         for block in data.chunks(self.blksz as usize) {
             if block.len() < 12 {
-                return Err(ErofsError::Corrupt(format!("{what}: short directory block")));
+                return Err(ErofsError::Corrupt(format!(
+                    "{what}: short directory block"
+                )));
             }
             let n = u16le(block, 8) as usize / 12;
             if n == 0 || n * 12 > block.len() {
@@ -162,7 +218,11 @@ impl<R: Read + Seek> Erofs<R> {
                 let d = &block[i * 12..i * 12 + 12];
                 let nid = u64::from_le_bytes(d[0..8].try_into().unwrap_or([0; 8]));
                 let start = u16le(d, 8) as usize;
-                let end = if i + 1 < n { u16le(block, (i + 1) * 12 + 8) as usize } else { block.len() };
+                let end = if i + 1 < n {
+                    u16le(block, (i + 1) * 12 + 8) as usize
+                } else {
+                    block.len()
+                };
                 if start > end || end > block.len() {
                     return Err(ErofsError::Corrupt(format!("{what}: bad name offsets")));
                 }
@@ -171,10 +231,67 @@ impl<R: Read + Seek> Erofs<R> {
                     Some(z) => &raw[..z],
                     None => raw,
                 };
-                out.push(Dirent { name: String::from_utf8_lossy(raw).into_owned(), nid });
+                out.push(Dirent {
+                    name: String::from_utf8_lossy(raw).into_owned(),
+                    nid,
+                });
             }
         }
         Ok(out)
+    }
+
+    /// Call `f(path, inode)` for the root (`/`) and every entry below it, each directory
+    /// read once. Errors on a directory reached twice, and beyond [`MAX_DEPTH`],
+    /// [`MAX_PATH`] or [`MAX_ENTRIES`].
+    pub fn walk(&mut self, mut f: impl FnMut(&str, &Inode)) -> Result<(), ErofsError> {
+        let root = self.inode(self.root_nid)?;
+        f("/", &root);
+        let mut seen = std::collections::HashSet::from([root.nid]);
+        let mut count = 1usize;
+        let mut stack = vec![(String::new(), root, 0usize)];
+        while let Some((dir_path, dir, depth)) = stack.pop() {
+            let shown = if dir_path.is_empty() { "/" } else { &dir_path };
+            for d in self.read_dir(&dir, shown)? {
+                if d.name == "." || d.name == ".." {
+                    continue;
+                }
+                if d.name.is_empty() || d.name.contains('/') {
+                    return Err(ErofsError::Corrupt(format!(
+                        "{shown}: bad entry name {:?}",
+                        d.name
+                    )));
+                }
+                let p = format!("{dir_path}/{}", d.name);
+                if p.len() > MAX_PATH {
+                    return Err(ErofsError::Corrupt(format!(
+                        "a path is longer than {MAX_PATH} bytes: {}...",
+                        p.chars().take(64).collect::<String>()
+                    )));
+                }
+                count += 1;
+                if count > MAX_ENTRIES {
+                    return Err(ErofsError::Corrupt(format!(
+                        "more than {MAX_ENTRIES} entries"
+                    )));
+                }
+                let ino = self.inode(d.nid)?;
+                f(&p, &ino);
+                if ino.is_dir() {
+                    if !seen.insert(ino.nid) {
+                        return Err(ErofsError::Corrupt(format!(
+                            "directory {p} is reached twice (a directory cycle)"
+                        )));
+                    }
+                    if depth + 1 > MAX_DEPTH {
+                        return Err(ErofsError::Corrupt(format!(
+                            "directories nest deeper than {MAX_DEPTH} levels"
+                        )));
+                    }
+                    stack.push((p, ino, depth + 1));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Look up an absolute path (no symlinks followed).
@@ -207,7 +324,10 @@ mod tests {
         let mut e = Erofs::open(std::io::Cursor::new(&crash[..])).unwrap();
         assert!(e.lookup("/usr/lib/extension-release.d").is_err());
         let e = e.inode(u64::MAX).unwrap_err().to_string();
-        assert!(e.contains("inode number 18446744073709551615 is out of range"), "{e}");
+        assert!(
+            e.contains("inode number 18446744073709551615 is out of range"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -215,20 +335,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("usr/lib/extension-release.d")).unwrap();
-        std::fs::write(root.join("usr/lib/extension-release.d/extension-release.x"), "ID=_any\n").unwrap();
+        std::fs::write(
+            root.join("usr/lib/extension-release.d/extension-release.x"),
+            "ID=_any\n",
+        )
+        .unwrap();
         let big: Vec<u8> = (0..10000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(root.join("usr/big"), &big).unwrap();
         let img = dir.path().join("x.raw");
-        let st = Command::new("mkfs.erofs").arg("--quiet").arg(&img).arg(&root).status().unwrap();
+        let st = Command::new("mkfs.erofs")
+            .arg("--quiet")
+            .arg(&img)
+            .arg(&root)
+            .status()
+            .unwrap();
         assert!(st.success());
         let mut e = Erofs::open(std::fs::File::open(&img).unwrap()).unwrap();
-        let ino = e.lookup("/usr/lib/extension-release.d/extension-release.x").unwrap().unwrap();
+        let ino = e
+            .lookup("/usr/lib/extension-release.d/extension-release.x")
+            .unwrap()
+            .unwrap();
         assert_eq!(e.read(&ino, "x", 1 << 20).unwrap(), b"ID=_any\n");
         let ino = e.lookup("/usr/big").unwrap().unwrap();
         assert_eq!(e.read(&ino, "big", 1 << 20).unwrap(), big);
         assert!(e.lookup("/usr/nope").unwrap().is_none());
         let d = e.lookup("/usr/lib/extension-release.d").unwrap().unwrap();
-        let names: Vec<String> = e.read_dir(&d, "d").unwrap().into_iter().map(|d| d.name).collect();
+        let names: Vec<String> = e
+            .read_dir(&d, "d")
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
         assert!(names.contains(&"extension-release.x".to_owned()));
     }
 }

@@ -14,9 +14,16 @@ pub enum FetchError {
     #[error("GET {url}: {what}")]
     Http { url: String, what: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{url}: sha256 mismatch: expected {expected}, got {actual}")]
-    Mismatch { url: String, expected: String, actual: String },
+    Mismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{url}: {what}")]
     Checksum { url: String, what: String },
     #[error("{archive}: {what}")]
@@ -33,11 +40,18 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(mirror: Option<&str>) -> Result<Fetcher, FetchError> {
-        let dl = crate::release::download::Downloader::new(crate::release::download::DownloadOptions::default())
-            .map_err(|e| FetchError::Http { url: String::new(), what: e.to_string() })?;
+        let dl = crate::release::download::Downloader::new(
+            crate::release::download::DownloadOptions::default(),
+        )
+        .map_err(|e| FetchError::Http {
+            url: String::new(),
+            what: e.to_string(),
+        })?;
         Ok(Fetcher {
             dl: std::sync::Arc::new(dl),
-            mirror: mirror.map(|m| m.trim_end_matches('/').to_owned()).filter(|m| !m.is_empty()),
+            mirror: mirror
+                .map(|m| m.trim_end_matches('/').to_owned())
+                .filter(|m| !m.is_empty()),
         })
     }
 
@@ -55,9 +69,15 @@ impl Fetcher {
     /// A small text resource.
     pub fn text(&self, url: &str) -> Result<String, FetchError> {
         let real = self.resolve(url);
-        let text = self.dl.get_text(&real).map_err(|e| FetchError::Http { url: real.clone(), what: e.to_string() })?;
+        let text = self.dl.get_text(&real).map_err(|e| FetchError::Http {
+            url: real.clone(),
+            what: e.to_string(),
+        })?;
         if text.len() as u64 > MAX_TEXT {
-            return Err(FetchError::Http { url: real, what: format!("over {MAX_TEXT} bytes") });
+            return Err(FetchError::Http {
+                url: real,
+                what: format!("over {MAX_TEXT} bytes"),
+            });
         }
         Ok(text)
     }
@@ -65,15 +85,27 @@ impl Fetcher {
     /// Download `url` to `dest`, returning its sha256.
     pub fn download(&self, url: &str, dest: &Path) -> Result<String, FetchError> {
         let real = self.resolve(url);
-        self.dl.download(&real, dest).map_err(|e| FetchError::Http { url: real.clone(), what: e.to_string() })?;
-        crate::release::verify::sha256_file(dest).map_err(|e| FetchError::Http { url: real, what: e.to_string() })
+        self.dl
+            .download(&real, dest)
+            .map_err(|e| FetchError::Http {
+                url: real.clone(),
+                what: e.to_string(),
+            })?;
+        crate::release::verify::sha256_file(dest).map_err(|e| FetchError::Http {
+            url: real,
+            what: e.to_string(),
+        })
     }
 }
 
 /// Find the sha256 of `file` in a checksum file: `sha256sum` lines (`HEX  NAME` or
 /// `HEX *NAME`), or a file holding just one hex digest (as dl.k8s.io serves).
 pub fn sum_for(text: &str, file: &str) -> Option<String> {
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
     for l in &lines {
         let mut it = l.split_whitespace();
         let (Some(hex), Some(name)) = (it.next(), it.next()) else {
@@ -98,8 +130,12 @@ pub fn is_sha256(s: &str) -> bool {
 /// The `sha256:` digest GitHub records for release asset `file`, from the JSON of
 /// `GET /repos/OWNER/REPO/releases/tags/TAG`.
 pub fn github_digest(json: &str, file: &str) -> Result<String, String> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not GitHub release JSON: {e}"))?;
-    let assets = v.get("assets").and_then(|a| a.as_array()).ok_or("no assets in the release")?;
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("not GitHub release JSON: {e}"))?;
+    let assets = v
+        .get("assets")
+        .and_then(|a| a.as_array())
+        .ok_or("no assets in the release")?;
     let asset = assets
         .iter()
         .find(|a| a.get("name").and_then(|n| n.as_str()) == Some(file))
@@ -142,10 +178,17 @@ impl ArchiveKind {
 /// Only regular files, directories and symlinks are extracted; ownership is not kept.
 pub fn unpack(archive: &Path, kind: ArchiveKind, dest: &Path) -> Result<(), FetchError> {
     let name = archive.display().to_string();
-    let bad = |what: String| FetchError::Archive { archive: name.clone(), what };
-    let f = std::io::BufReader::new(
-        std::fs::File::open(archive).map_err(|source| FetchError::Io { path: archive.to_owned(), source })?,
-    );
+    let bad = |what: String| FetchError::Archive {
+        archive: name.clone(),
+        what,
+    };
+    let f =
+        std::io::BufReader::new(
+            std::fs::File::open(archive).map_err(|source| FetchError::Io {
+                path: archive.to_owned(),
+                source,
+            })?,
+        );
     let reader: Box<dyn Read> = match kind {
         ArchiveKind::TarGz => Box::new(flate2::read::GzDecoder::new(f)),
         ArchiveKind::TarXz => Box::new(liblzma::read::XzDecoder::new(f)),
@@ -159,14 +202,24 @@ pub fn unpack(archive: &Path, kind: ArchiveKind, dest: &Path) -> Result<(), Fetc
     for entry in tar.entries().map_err(|e| bad(e.to_string()))? {
         let mut entry = entry.map_err(|e| bad(e.to_string()))?;
         let path = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
-        if path.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_))) {
-            return Err(bad(format!("entry {} points outside the archive", path.display())));
+        if path.components().any(|c| {
+            matches!(
+                c,
+                Component::ParentDir | Component::RootDir | Component::Prefix(_)
+            )
+        }) {
+            return Err(bad(format!(
+                "entry {} points outside the archive",
+                path.display()
+            )));
         }
         let t = entry.header().entry_type();
         if !(t.is_file() || t.is_dir() || t.is_symlink() || t.is_hard_link()) {
             continue;
         }
-        entry.unpack_in(dest).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        entry
+            .unpack_in(dest)
+            .map_err(|e| bad(format!("{}: {e}", path.display())))?;
     }
     Ok(())
 }
@@ -184,13 +237,17 @@ mod tests {
         assert!(sum_for(&text, "k3s-arm64").unwrap().starts_with('f'));
         assert_eq!(sum_for(&text, "other"), None);
         assert_eq!(sum_for(&format!("{H}\n"), "kubelet").as_deref(), Some(H));
-        assert_eq!(sum_for(&format!("{H} *dir/x.tgz\n"), "x.tgz").as_deref(), Some(H));
+        assert_eq!(
+            sum_for(&format!("{H} *dir/x.tgz\n"), "x.tgz").as_deref(),
+            Some(H)
+        );
         assert_eq!(sum_for("nonsense\n", "x"), None);
     }
 
     #[test]
     fn reads_github_digests() {
-        let j = format!(r#"{{"assets":[{{"name":"a.tar.xz","digest":"sha256:{H}"}},{{"name":"b"}}]}}"#);
+        let j =
+            format!(r#"{{"assets":[{{"name":"a.tar.xz","digest":"sha256:{H}"}},{{"name":"b"}}]}}"#);
         assert_eq!(github_digest(&j, "a.tar.xz").unwrap(), H);
         assert!(github_digest(&j, "b").unwrap_err().contains("no digest"));
         assert!(github_digest(&j, "c").unwrap_err().contains("no asset"));
@@ -204,10 +261,22 @@ mod tests {
             f.resolve("https://dl.k8s.io/release/v1/kubelet"),
             "http://127.0.0.1:9/dl.k8s.io/release/v1/kubelet"
         );
-        assert_eq!(Fetcher::new(None).unwrap().resolve("https://x/y"), "https://x/y");
-        assert_eq!(ArchiveKind::from_url("https://x/docker-27.0.1.tgz"), ArchiveKind::TarGz);
-        assert_eq!(ArchiveKind::from_url("https://x/w.tar.xz"), ArchiveKind::TarXz);
-        assert_eq!(ArchiveKind::from_url("https://x/kubelet"), ArchiveKind::Plain);
+        assert_eq!(
+            Fetcher::new(None).unwrap().resolve("https://x/y"),
+            "https://x/y"
+        );
+        assert_eq!(
+            ArchiveKind::from_url("https://x/docker-27.0.1.tgz"),
+            ArchiveKind::TarGz
+        );
+        assert_eq!(
+            ArchiveKind::from_url("https://x/w.tar.xz"),
+            ArchiveKind::TarXz
+        );
+        assert_eq!(
+            ArchiveKind::from_url("https://x/kubelet"),
+            ArchiveKind::Plain
+        );
     }
 
     #[test]

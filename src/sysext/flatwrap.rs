@@ -27,7 +27,10 @@ use std::process::Command;
 #[derive(Debug, thiserror::Error)]
 pub enum FlatwrapError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -35,7 +38,10 @@ pub enum FlatwrapError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FlatwrapError + '_ {
-    move |source| FlatwrapError::Io { path: path.to_owned(), source }
+    move |source| FlatwrapError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Where a directory the program sees comes from.
@@ -88,7 +94,10 @@ fn q(s: &str) -> String {
 
 /// Host directories the program sees, parents before children.
 fn host_dirs(o: &Options) -> Vec<String> {
-    let mut v: Vec<String> = ["/dev", "/proc", "/sys", "/run", "/tmp", "/var/tmp"].iter().map(|s| (*s).to_owned()).collect();
+    let mut v: Vec<String> = ["/dev", "/proc", "/sys", "/run", "/tmp", "/var/tmp"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     for (m, d) in [(o.etc, "/etc"), (o.var, "/var"), (o.home, "/home")] {
         if m == Map::Host {
             v.push(d.to_owned());
@@ -101,7 +110,12 @@ fn host_dirs(o: &Options) -> Vec<String> {
 /// Build the flatwrap tree for `o.name` from `rootfs` into `out` (a sysext source
 /// directory: `usr/...`). With `take`, `rootfs` is a scratch extraction and is moved
 /// into the tree instead of copied.
-pub fn flatwrap(rootfs: &Path, take: bool, o: &Options, out: &Path) -> Result<Wrapped, FlatwrapError> {
+pub fn flatwrap(
+    rootfs: &Path,
+    take: bool,
+    o: &Options,
+    out: &Path,
+) -> Result<Wrapped, FlatwrapError> {
     if let Some(p) = super::name_problem(&o.name) {
         return Err(FlatwrapError::Invalid(p));
     }
@@ -109,18 +123,32 @@ pub fn flatwrap(rootfs: &Path, take: bool, o: &Options, out: &Path) -> Result<Wr
         return Err(FlatwrapError::Invalid("no programs to wrap".into()));
     }
     if !rootfs.is_dir() {
-        return Err(FlatwrapError::Invalid(format!("{}: not a directory", rootfs.display())));
+        return Err(FlatwrapError::Invalid(format!(
+            "{}: not a directory",
+            rootfs.display()
+        )));
     }
     for e in &o.entries {
         let host = resolve_in(rootfs, &e.src)
             .filter(|p| p.is_file())
-            .ok_or_else(|| FlatwrapError::Invalid(format!("{}: not a file in {}", e.src, rootfs.display())))?;
+            .ok_or_else(|| {
+                FlatwrapError::Invalid(format!("{}: not a file in {}", e.src, rootfs.display()))
+            })?;
         let m = std::fs::metadata(&host).map_err(io(&host))?;
         if m.permissions().mode() & 0o111 == 0 {
-            return Err(FlatwrapError::Invalid(format!("{}: not executable in {}", e.src, rootfs.display())));
+            return Err(FlatwrapError::Invalid(format!(
+                "{}: not executable in {}",
+                e.src,
+                rootfs.display()
+            )));
         }
-        if e.dst.starts_with(&format!("/usr/lib/{}/", o.name)) || e.dst == format!("/usr/lib/{}", o.name) {
-            return Err(FlatwrapError::Invalid(format!("{}: lies inside the private prefix /usr/lib/{}", e.dst, o.name)));
+        if e.dst.starts_with(&format!("/usr/lib/{}/", o.name))
+            || e.dst == format!("/usr/lib/{}", o.name)
+        {
+            return Err(FlatwrapError::Invalid(format!(
+                "{}: lies inside the private prefix /usr/lib/{}",
+                e.dst, o.name
+            )));
         }
     }
     let prefix = format!("/usr/lib/{}", o.name);
@@ -131,11 +159,19 @@ pub fn flatwrap(rootfs: &Path, take: bool, o: &Options, out: &Path) -> Result<Wr
         std::fs::rename(rootfs, &root).map_err(io(&root))?;
     } else {
         crate::tools::run(
-            Command::new("cp").arg("-a").arg("--no-preserve=ownership").arg("-T").arg(rootfs).arg(&root),
+            Command::new("cp")
+                .arg("-a")
+                .arg("--no-preserve=ownership")
+                .arg("-T")
+                .arg(rootfs)
+                .arg(&root),
             "copying the root filesystem",
         )?;
     }
-    let mut w = Wrapped { prefix: prefix.clone(), ..Wrapped::default() };
+    let mut w = Wrapped {
+        prefix: prefix.clone(),
+        ..Wrapped::default()
+    };
     sanitize(&root, &root, &mut w)?;
     let mnt = pdir.join("mnt");
     std::fs::create_dir_all(&mnt).map_err(io(&mnt))?;
@@ -188,7 +224,11 @@ pub fn flatwrap(rootfs: &Path, take: bool, o: &Options, out: &Path) -> Result<Wr
 /// Leave out what a sysext cannot or should not hold: devices, fifos, sockets, and
 /// setuid/setgid bits on files that will be owned by the host's root.
 fn sanitize(root: &Path, dir: &Path, w: &mut Wrapped) -> Result<(), FlatwrapError> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io(dir))?.flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     for p in entries {
         let m = std::fs::symlink_metadata(&p).map_err(io(&p))?;
@@ -226,11 +266,17 @@ fn enter_script(o: &Options, tops: &[Top], host: &[String]) -> String {
     for t in tops {
         match t {
             Top::Dir(p) => {
-                setup += &format!("  mkdir \"$M\"{0} && mount --rbind \"$R\"{0} \"$M\"{0}\n", q(p));
+                setup += &format!(
+                    "  mkdir \"$M\"{0} && mount --rbind \"$R\"{0} \"$M\"{0}\n",
+                    q(p)
+                );
                 bw += &format!(" --ro-bind \"$R\"{0} {0}", q(p));
             }
             Top::File(p) => {
-                setup += &format!("  : > \"$M\"{0} && mount --bind \"$R\"{0} \"$M\"{0}\n", q(p));
+                setup += &format!(
+                    "  : > \"$M\"{0} && mount --bind \"$R\"{0} \"$M\"{0}\n",
+                    q(p)
+                );
                 bw += &format!(" --ro-bind \"$R\"{0} {0}", q(p));
             }
             Top::Symlink(p, t) => {
@@ -240,7 +286,11 @@ fn enter_script(o: &Options, tops: &[Top], host: &[String]) -> String {
         }
     }
     for h in host {
-        bw += &format!(" --{}bind-try {1} {1}", if h == "/dev" { "dev-" } else { "" }, q(h));
+        bw += &format!(
+            " --{}bind-try {1} {1}",
+            if h == "/dev" { "dev-" } else { "" },
+            q(h)
+        );
     }
     let hosts: Vec<String> = host.iter().map(|h| q(h)).collect();
     let from_image: Vec<&str> = tops
@@ -292,7 +342,11 @@ if [ "$(id -u)" = 0 ] && [ -z "${{FLATWRAP_USERNS-}}" ]; then
 fi
 exec unshare --user --map-root-user --mount --propagation private -- "$P/enter" --setup "$(id -u)" "$(id -g)" "$@"
 "#,
-        img = if from_image.is_empty() { "nothing".to_owned() } else { from_image.join(" ") },
+        img = if from_image.is_empty() {
+            "nothing".to_owned()
+        } else {
+            from_image.join(" ")
+        },
         hst = host.join(" "),
         prefix = q(&format!("/usr/lib/{name}")),
         hosts = hosts.join(" "),
@@ -304,7 +358,13 @@ mod tests {
     use super::*;
 
     fn opts(etc: Map) -> Options {
-        Options { name: "demo".into(), entries: vec!["/usr/bin/tool".parse().unwrap()], etc, var: Map::Host, home: Map::Chroot }
+        Options {
+            name: "demo".into(),
+            entries: vec!["/usr/bin/tool".parse().unwrap()],
+            etc,
+            var: Map::Host,
+            home: Map::Chroot,
+        }
     }
 
     #[test]
@@ -314,7 +374,11 @@ mod tests {
         std::fs::create_dir_all(r.join("usr/bin")).unwrap();
         std::fs::create_dir_all(r.join("etc")).unwrap();
         std::fs::write(r.join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(r.join("usr/bin/tool"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+        std::fs::set_permissions(
+            r.join("usr/bin/tool"),
+            std::fs::Permissions::from_mode(0o4755),
+        )
+        .unwrap();
         std::fs::write(r.join("usr/bin/data"), "x").unwrap();
         std::os::unix::fs::symlink("usr/bin", r.join("bin")).unwrap();
         std::fs::write(r.join("it's"), "quote").unwrap();
@@ -322,25 +386,54 @@ mod tests {
         let w = flatwrap(&r, false, &opts(Map::Host), &out).unwrap();
         assert_eq!(w.wrappers, vec!["/usr/bin/tool"]);
         assert_eq!(w.unprivileged, vec!["/usr/bin/tool"]);
-        assert_eq!(std::fs::metadata(out.join("usr/lib/demo/rootfs/usr/bin/tool")).unwrap().permissions().mode() & 0o7777, 0o755);
-        assert_eq!(w.from_image, vec!["/bin", "/it's", "/usr"], "etc comes from the host");
-        assert!(w.from_host.contains(&"/etc".to_owned()) && !w.from_host.contains(&"/home".to_owned()));
+        assert_eq!(
+            std::fs::metadata(out.join("usr/lib/demo/rootfs/usr/bin/tool"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o755
+        );
+        assert_eq!(
+            w.from_image,
+            vec!["/bin", "/it's", "/usr"],
+            "etc comes from the host"
+        );
+        assert!(
+            w.from_host.contains(&"/etc".to_owned()) && !w.from_host.contains(&"/home".to_owned())
+        );
         assert!(out.join("usr/lib/demo/mnt").is_dir());
         let wrapper = std::fs::read_to_string(out.join("usr/bin/tool")).unwrap();
-        assert!(wrapper.contains(r#"exec "${FLATWRAP_ROOT-}"'/usr/lib/demo/enter' '/usr/bin/tool' "$@""#), "{wrapper}");
+        assert!(
+            wrapper
+                .contains(r#"exec "${FLATWRAP_ROOT-}"'/usr/lib/demo/enter' '/usr/bin/tool' "$@""#),
+            "{wrapper}"
+        );
         let enter = std::fs::read_to_string(out.join("usr/lib/demo/enter")).unwrap();
         assert!(enter.contains(r#"ln -s 'usr/bin' "$M"'/bin'"#), "{enter}");
-        assert!(enter.contains(r#": > "$M"'/it'\''s' && mount --bind"#), "{enter}");
-        assert!(enter.contains(" --symlink 'usr/bin' '/bin'") && enter.contains(" --dev-bind-try '/dev' '/dev'"), "{enter}");
+        assert!(
+            enter.contains(r#": > "$M"'/it'\''s' && mount --bind"#),
+            "{enter}"
+        );
+        assert!(
+            enter.contains(" --symlink 'usr/bin' '/bin'")
+                && enter.contains(" --dev-bind-try '/dev' '/dev'"),
+            "{enter}"
+        );
         assert!(!enter.contains(r#""$R"'/etc'"#), "{enter}");
         // the source is untouched; with chroot the image's /etc is mounted instead
         assert!(r.join("usr/bin/tool").is_file());
         let out2 = d.path().join("tree2");
         let w = flatwrap(&r, true, &opts(Map::Chroot), &out2).unwrap();
-        assert!(w.from_image.contains(&"/etc".to_owned()) && !w.from_host.contains(&"/etc".to_owned()));
+        assert!(
+            w.from_image.contains(&"/etc".to_owned()) && !w.from_host.contains(&"/etc".to_owned())
+        );
         assert!(!r.exists(), "taken, not copied");
         let enter = std::fs::read_to_string(out2.join("usr/lib/demo/enter")).unwrap();
-        assert!(enter.contains(r#"mkdir "$M"'/etc' && mount --rbind "$R"'/etc' "$M"'/etc'"#), "{enter}");
+        assert!(
+            enter.contains(r#"mkdir "$M"'/etc' && mount --rbind "$R"'/etc' "$M"'/etc'"#),
+            "{enter}"
+        );
     }
 
     #[test]
@@ -350,14 +443,24 @@ mod tests {
         std::fs::create_dir_all(r.join("usr/bin")).unwrap();
         std::fs::write(r.join("usr/bin/data"), "x").unwrap();
         let mut o = opts(Map::Host);
-        let e = flatwrap(&r, false, &o, &d.path().join("a")).unwrap_err().to_string();
+        let e = flatwrap(&r, false, &o, &d.path().join("a"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/usr/bin/tool: not a file"), "{e}");
         o.entries = vec!["/usr/bin/data".parse().unwrap()];
-        let e = flatwrap(&r, false, &o, &d.path().join("b")).unwrap_err().to_string();
+        let e = flatwrap(&r, false, &o, &d.path().join("b"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not executable"), "{e}");
         o.entries = vec!["/usr/bin/data:/usr/lib/demo/rootfs/x".parse().unwrap()];
-        std::fs::set_permissions(r.join("usr/bin/data"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let e = flatwrap(&r, false, &o, &d.path().join("c")).unwrap_err().to_string();
+        std::fs::set_permissions(
+            r.join("usr/bin/data"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let e = flatwrap(&r, false, &o, &d.path().join("c"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("inside the private prefix"), "{e}");
     }
 }

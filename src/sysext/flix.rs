@@ -16,7 +16,10 @@ use std::process::Command;
 #[derive(Debug, thiserror::Error)]
 pub enum FlixError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("{path}: not an ELF file we can read: {what}")]
@@ -26,7 +29,10 @@ pub enum FlixError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FlixError + '_ {
-    move |source| FlixError::Io { path: path.to_owned(), source }
+    move |source| FlixError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// `SRC[:DST]`: a binary in the root filesystem and where it appears in the sysext
@@ -48,12 +54,18 @@ impl std::str::FromStr for BinSpec {
             }
         };
         for p in [&src, &dst] {
-            if !p.starts_with('/') || Path::new(p).components().any(|c| matches!(c, Component::ParentDir)) {
+            if !p.starts_with('/')
+                || Path::new(p)
+                    .components()
+                    .any(|c| matches!(c, Component::ParentDir))
+            {
                 return Err(format!("'{s}': paths must be absolute, without '..'"));
             }
         }
         if !(dst.starts_with("/usr/") || dst.starts_with("/opt/")) {
-            return Err(format!("'{s}': {dst} must lie under /usr or /opt (systemd-sysext merges nothing else)"));
+            return Err(format!(
+                "'{s}': {dst} must lie under /usr or /opt (systemd-sysext merges nothing else)"
+            ));
         }
         Ok(BinSpec { src, dst })
     }
@@ -73,7 +85,12 @@ pub struct Flixed {
 /// never leaving it. Returns the real path on the host.
 pub fn resolve_in(root: &Path, p: &str) -> Option<PathBuf> {
     let mut cur = PathBuf::new(); // relative to root
-    let mut todo: Vec<String> = p.split('/').filter(|c| !c.is_empty()).map(str::to_owned).rev().collect();
+    let mut todo: Vec<String> = p
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .rev()
+        .collect();
     let mut hops = 0;
     while let Some(c) = todo.pop() {
         match c.as_str() {
@@ -97,7 +114,12 @@ pub fn resolve_in(root: &Path, p: &str) -> Option<PathBuf> {
             if t.starts_with('/') {
                 cur = PathBuf::new();
             }
-            todo.extend(t.split('/').filter(|c| !c.is_empty()).map(str::to_owned).rev());
+            todo.extend(
+                t.split('/')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .rev(),
+            );
         } else {
             cur = next;
         }
@@ -106,8 +128,12 @@ pub fn resolve_in(root: &Path, p: &str) -> Option<PathBuf> {
 }
 
 fn ld_so_conf_dirs(root: &Path, file: &str, depth: u32, out: &mut Vec<String>) {
-    let Some(p) = resolve_in(root, file) else { return };
-    let Ok(text) = std::fs::read_to_string(p) else { return };
+    let Some(p) = resolve_in(root, file) else {
+        return;
+    };
+    let Ok(text) = std::fs::read_to_string(p) else {
+        return;
+    };
     for l in text.lines().map(str::trim) {
         if l.is_empty() || l.starts_with('#') {
             continue;
@@ -120,10 +146,17 @@ fn ld_so_conf_dirs(root: &Path, file: &str, depth: u32, out: &mut Vec<String>) {
             let (dir, glob) = pat.rsplit_once('/').unwrap_or(("/etc", pat));
             if let Some(d) = resolve_in(root, dir) {
                 let mut names: Vec<String> = std::fs::read_dir(d)
-                    .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect())
+                    .map(|rd| {
+                        rd.flatten()
+                            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 names.sort();
-                for n in names.into_iter().filter(|n| super::recipe::glob_match(glob, n)) {
+                for n in names
+                    .into_iter()
+                    .filter(|n| super::recipe::glob_match(glob, n))
+                {
                     ld_so_conf_dirs(root, &format!("{dir}/{n}"), depth + 1, out);
                 }
             }
@@ -162,7 +195,10 @@ struct ElfInfo {
 
 fn elf_info(path: &Path) -> Result<ElfInfo, FlixError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
-    let e = Elf::parse(&bytes).map_err(|e| FlixError::Elf { path: path.to_owned(), what: e.to_string() })?;
+    let e = Elf::parse(&bytes).map_err(|e| FlixError::Elf {
+        path: path.to_owned(),
+        what: e.to_string(),
+    })?;
     let mut runpath: Vec<String> = Vec::new();
     for r in e.runpaths.iter().chain(e.rpaths.iter()) {
         runpath.extend(r.split(':').filter(|s| !s.is_empty()).map(str::to_owned));
@@ -183,14 +219,19 @@ pub fn flix(rootfs: &Path, name: &str, bins: &[BinSpec], out: &Path) -> Result<F
     std::fs::create_dir_all(&pbin).map_err(io(&pbin))?;
     std::fs::create_dir_all(&plib).map_err(io(&plib))?;
     let dirs = library_dirs(rootfs);
-    let mut f = Flixed { prefix: prefix.clone(), ..Flixed::default() };
+    let mut f = Flixed {
+        prefix: prefix.clone(),
+        ..Flixed::default()
+    };
     // (soname, root path) still to copy and scan
     let mut queue: Vec<(String, String, Vec<String>)> = Vec::new();
     let mut patch_bins = Vec::new();
     for b in bins {
         let host = resolve_in(rootfs, &b.src)
             .filter(|p| p.is_file())
-            .ok_or_else(|| FlixError::Invalid(format!("{}: not a file in {}", b.src, rootfs.display())))?;
+            .ok_or_else(|| {
+                FlixError::Invalid(format!("{}: not a file in {}", b.src, rootfs.display()))
+            })?;
         let info = elf_info(&host)?;
         let base = b.dst.rsplit('/').next().unwrap_or(&b.dst).to_owned();
         let dst = pbin.join(&base);
@@ -207,7 +248,11 @@ pub fn flix(rootfs: &Path, name: &str, bins: &[BinSpec], out: &Path) -> Result<F
         f.binaries.push(b.dst.clone());
         if let Some(i) = &info.interp {
             if f.interpreter.as_ref().is_some_and(|x| x != i) {
-                return Err(FlixError::Invalid(format!("{}: interpreter {i} differs from {}", b.src, f.interpreter.as_deref().unwrap_or_default())));
+                return Err(FlixError::Invalid(format!(
+                    "{}: interpreter {i} differs from {}",
+                    b.src,
+                    f.interpreter.as_deref().unwrap_or_default()
+                )));
             }
             f.interpreter = Some(i.clone());
             patch_bins.push(dst);
@@ -225,14 +270,21 @@ pub fn flix(rootfs: &Path, name: &str, bins: &[BinSpec], out: &Path) -> Result<F
         let found = if soname.contains('/') {
             Some(soname.clone())
         } else {
-            runpath.iter().chain(dirs.iter()).map(|d| format!("{}/{soname}", d.trim_end_matches('/'))).find(|p| {
-                resolve_in(rootfs, p).is_some_and(|h| h.is_file())
-            })
+            runpath
+                .iter()
+                .chain(dirs.iter())
+                .map(|d| format!("{}/{soname}", d.trim_end_matches('/')))
+                .find(|p| resolve_in(rootfs, p).is_some_and(|h| h.is_file()))
         };
         let Some(path) = found else {
-            return Err(FlixError::Invalid(format!("library {soname} not found in {} (searched {})", rootfs.display(), dirs.join(", "))));
+            return Err(FlixError::Invalid(format!(
+                "library {soname} not found in {} (searched {})",
+                rootfs.display(),
+                dirs.join(", ")
+            )));
         };
-        let host = resolve_in(rootfs, &path).ok_or_else(|| FlixError::Invalid(format!("{path}: unresolvable")))?;
+        let host = resolve_in(rootfs, &path)
+            .ok_or_else(|| FlixError::Invalid(format!("{path}: unresolvable")))?;
         let base = soname.rsplit('/').next().unwrap_or(&soname).to_owned();
         let dst = plib.join(&base);
         std::fs::copy(&host, &dst).map_err(io(&dst))?;
@@ -248,7 +300,9 @@ pub fn flix(rootfs: &Path, name: &str, bins: &[BinSpec], out: &Path) -> Result<F
     if let Some(i) = &f.interpreter {
         let host = resolve_in(rootfs, i)
             .filter(|p| p.is_file())
-            .ok_or_else(|| FlixError::Invalid(format!("interpreter {i} not found in {}", rootfs.display())))?;
+            .ok_or_else(|| {
+                FlixError::Invalid(format!("interpreter {i} not found in {}", rootfs.display()))
+            })?;
         let base = i.rsplit('/').next().unwrap_or(i);
         let dst = plib.join(base);
         std::fs::copy(&host, &dst).map_err(io(&dst))?;
@@ -259,13 +313,21 @@ pub fn flix(rootfs: &Path, name: &str, bins: &[BinSpec], out: &Path) -> Result<F
         let rpath = format!("{prefix}/lib");
         for b in &patch_bins {
             crate::tools::run(
-                Command::new("patchelf").arg("--set-interpreter").arg(&interp).arg("--set-rpath").arg(&rpath).arg(b),
+                Command::new("patchelf")
+                    .arg("--set-interpreter")
+                    .arg(&interp)
+                    .arg("--set-rpath")
+                    .arg(&rpath)
+                    .arg(b),
                 "rewriting a binary's interpreter and run path (patchelf)",
             )?;
         }
         for l in &patch_libs {
             crate::tools::run(
-                Command::new("patchelf").arg("--set-rpath").arg(&rpath).arg(l),
+                Command::new("patchelf")
+                    .arg("--set-rpath")
+                    .arg(&rpath)
+                    .arg(l),
                 "rewriting a library's run path (patchelf)",
             )?;
         }
@@ -281,7 +343,10 @@ fn parent_of(p: &str) -> String {
 }
 
 fn expand_origin(runpath: &[String], origin: &str) -> Vec<String> {
-    runpath.iter().map(|r| r.replace("${ORIGIN}", origin).replace("$ORIGIN", origin)).collect()
+    runpath
+        .iter()
+        .map(|r| r.replace("${ORIGIN}", origin).replace("$ORIGIN", origin))
+        .collect()
 }
 
 #[cfg(test)]
@@ -293,7 +358,10 @@ mod tests {
         let b: BinSpec = "/bin/busybox:/usr/bin/busybox".parse().unwrap();
         assert_eq!(b.dst, "/usr/bin/busybox");
         let b: BinSpec = "/usr/bin/b3sum".parse().unwrap();
-        assert_eq!((b.src.as_str(), b.dst.as_str()), ("/usr/bin/b3sum", "/usr/bin/b3sum"));
+        assert_eq!(
+            (b.src.as_str(), b.dst.as_str()),
+            ("/usr/bin/b3sum", "/usr/bin/b3sum")
+        );
         assert!("rel".parse::<BinSpec>().is_err());
         assert!("/bin/x:/etc/x".parse::<BinSpec>().is_err());
         assert!("/bin/../x".parse::<BinSpec>().is_err());
@@ -308,11 +376,18 @@ mod tests {
         std::os::unix::fs::symlink("usr/lib", r.join("lib")).unwrap();
         std::os::unix::fs::symlink("/usr/lib/libx.so.1.2", r.join("usr/lib/libx.so.1")).unwrap();
         std::os::unix::fs::symlink("../../../../../etc/passwd", r.join("usr/lib/evil")).unwrap();
-        assert_eq!(resolve_in(r, "/lib/libx.so.1"), Some(r.join("usr/lib/libx.so.1.2")));
+        assert_eq!(
+            resolve_in(r, "/lib/libx.so.1"),
+            Some(r.join("usr/lib/libx.so.1.2"))
+        );
         // '..' stops at the root
         assert_eq!(resolve_in(r, "/usr/lib/evil"), None);
         std::fs::create_dir_all(r.join("etc/ld.so.conf.d")).unwrap();
-        std::fs::write(r.join("etc/ld.so.conf"), "include /etc/ld.so.conf.d/*.conf\n").unwrap();
+        std::fs::write(
+            r.join("etc/ld.so.conf"),
+            "include /etc/ld.so.conf.d/*.conf\n",
+        )
+        .unwrap();
         std::fs::write(r.join("etc/ld.so.conf.d/a.conf"), "# c\n/opt/lib\n").unwrap();
         assert_eq!(library_dirs(r)[0], "/opt/lib");
     }

@@ -39,7 +39,10 @@ pub struct SysextImage {
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a squashfs or erofs image")]
     UnknownFormat { path: PathBuf },
     #[error("{path}: unreadable squashfs: {what}")]
@@ -47,22 +50,34 @@ pub enum ImageError {
     #[error("{path}: {source}")]
     Erofs { path: PathBuf, source: ErofsError },
     #[error("{path}: {RELEASE_DIR}/extension-release.{name}: {what}")]
-    BadRelease { path: PathBuf, name: String, what: String },
+    BadRelease {
+        path: PathBuf,
+        name: String,
+        what: String,
+    },
 }
 
 /// Sniff the format from the magic numbers.
 pub fn detect(path: &Path) -> Result<Format, ImageError> {
-    let io = |source| ImageError::Io { path: path.to_owned(), source };
+    let io = |source| ImageError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut f = File::open(path).map_err(io)?;
     let mut head = vec![0u8; 1028];
     let n = read_up_to(&mut f, &mut head).map_err(io)?;
     if n >= 4 && &head[..4] == b"hsqs" {
         return Ok(Format::Squashfs);
     }
-    if n >= 1028 && u32::from_le_bytes([head[1024], head[1025], head[1026], head[1027]]) == super::erofs::MAGIC {
+    if n >= 1028
+        && u32::from_le_bytes([head[1024], head[1025], head[1026], head[1027]])
+            == super::erofs::MAGIC
+    {
         return Ok(Format::Erofs);
     }
-    Err(ImageError::UnknownFormat { path: path.to_owned() })
+    Err(ImageError::UnknownFormat {
+        path: path.to_owned(),
+    })
 }
 
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -78,7 +93,10 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Open `path` and read its extension-release for `name`.
 pub fn open(path: &Path, name: &str) -> Result<SysextImage, ImageError> {
-    let io = |source| ImageError::Io { path: path.to_owned(), source };
+    let io = |source| ImageError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let format = detect(path)?;
     let size = std::fs::metadata(path).map_err(io)?.len();
     let (release_names, raw) = match format {
@@ -87,32 +105,58 @@ pub fn open(path: &Path, name: &str) -> Result<SysextImage, ImageError> {
     };
     let release = match raw {
         None => None,
-        Some(bytes) => Some(ReleaseFile::parse_bytes(&bytes).map_err(|e| ImageError::BadRelease {
-            path: path.to_owned(),
-            name: name.to_owned(),
-            what: e.to_string(),
-        })?),
+        Some(bytes) => {
+            Some(
+                ReleaseFile::parse_bytes(&bytes).map_err(|e| ImageError::BadRelease {
+                    path: path.to_owned(),
+                    name: name.to_owned(),
+                    what: e.to_string(),
+                })?,
+            )
+        }
     };
-    Ok(SysextImage { path: path.to_owned(), format, size, release_names, release })
+    Ok(SysextImage {
+        path: path.to_owned(),
+        format,
+        size,
+        release_names,
+        release,
+    })
 }
 
 fn read_squashfs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>>), ImageError> {
-    let io = |source| ImageError::Io { path: path.to_owned(), source };
-    let sq = |e: backhand::BackhandError| ImageError::Squashfs { path: path.to_owned(), what: e.to_string() };
+    let io = |source| ImageError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let sq = |e: backhand::BackhandError| ImageError::Squashfs {
+        path: path.to_owned(),
+        what: e.to_string(),
+    };
     let mut file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     let mut head = [0u8; super::squashfs::SUPERBLOCK_BYTES];
     let n = read_up_to(&mut file, &mut head).map_err(io)?;
-    super::squashfs::Superblock::parse(&head[..n], len)
-        .map_err(|e| ImageError::Squashfs { path: path.to_owned(), what: e.to_string() })?;
+    super::squashfs::Superblock::parse(&head[..n], len).map_err(|e| ImageError::Squashfs {
+        path: path.to_owned(),
+        what: e.to_string(),
+    })?;
     file.seek(SeekFrom::Start(0)).map_err(io)?;
-    let fs = backhand::FilesystemReader::from_reader(BufReader::new(file)).map_err(sq)?;
+    let tables = backhand::Squashfs::from_reader(BufReader::new(file)).map_err(sq)?;
+    super::squashfs::check_depth(&tables).map_err(|what| ImageError::Squashfs {
+        path: path.to_owned(),
+        what,
+    })?;
+    let fs = tables.into_filesystem_reader().map_err(sq)?;
     let want = format!("{RELEASE_DIR}/extension-release.{name}");
     let mut names = Vec::new();
     let mut content = None;
     for node in fs.files() {
         let full = node.fullpath.to_string_lossy();
-        let Some(rest) = full.strip_prefix(RELEASE_DIR).and_then(|r| r.strip_prefix("/extension-release.")) else {
+        let Some(rest) = full
+            .strip_prefix(RELEASE_DIR)
+            .and_then(|r| r.strip_prefix("/extension-release."))
+        else {
             continue;
         };
         if rest.contains('/') {
@@ -147,8 +191,14 @@ fn read_squashfs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>
 }
 
 fn read_erofs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>>), ImageError> {
-    let er = |source| ImageError::Erofs { path: path.to_owned(), source };
-    let file = BufReader::new(File::open(path).map_err(|source| ImageError::Io { path: path.to_owned(), source })?);
+    let er = |source| ImageError::Erofs {
+        path: path.to_owned(),
+        source,
+    };
+    let file = BufReader::new(File::open(path).map_err(|source| ImageError::Io {
+        path: path.to_owned(),
+        source,
+    })?);
     let mut fs = Erofs::open(file).map_err(er)?;
     let Some(dir) = fs.lookup(RELEASE_DIR).map_err(er)? else {
         return Ok((Vec::new(), None));
@@ -161,7 +211,9 @@ fn read_erofs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>>),
         .collect();
     let want = format!("{RELEASE_DIR}/extension-release.{name}");
     let content = match fs.lookup(&want).map_err(er)? {
-        Some(ino) if ino.is_file() => Some(fs.read(&ino, &want, MAX_RELEASE_BYTES as u64).map_err(er)?),
+        Some(ino) if ino.is_file() => {
+            Some(fs.read(&ino, &want, MAX_RELEASE_BYTES as u64).map_err(er)?)
+        }
         Some(_) => {
             return Err(ImageError::BadRelease {
                 path: path.to_owned(),

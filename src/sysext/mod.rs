@@ -48,10 +48,18 @@ pub fn name_problem(name: &str) -> Option<String> {
     }
     if name.len() > 200 {
         let head: String = name.chars().take(20).collect();
-        return Some(format!("extension name '{head}...' is too long ({} bytes, at most 200)", name.len()));
+        return Some(format!(
+            "extension name '{head}...' is too long ({} bytes, at most 200)",
+            name.len()
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.+@".contains(*c))) {
-        return Some(format!("extension name '{name}' contains {c:?}; use letters, digits and - _ . + @"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.+@".contains(*c)))
+    {
+        return Some(format!(
+            "extension name '{name}' contains {c:?}; use letters, digits and - _ . + @"
+        ));
     }
     None
 }

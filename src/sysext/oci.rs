@@ -11,13 +11,19 @@ use std::path::{Component, Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {what}")]
     Invalid { path: PathBuf, what: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OciError + '_ {
-    move |source| OciError::Io { path: path.to_owned(), source }
+    move |source| OciError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Extract the image at `src` (directory or tarball) into `dest`; `scratch` holds an
@@ -30,9 +36,12 @@ pub fn extract(src: &Path, dest: &Path, scratch: &Path) -> Result<(), OciError> 
     } else {
         unpacked = scratch.join("archive");
         std::fs::create_dir_all(&unpacked).map_err(io(&unpacked))?;
-        let f = std::fs::File::open(src).map_err(io(src))?;
+        let f = crate::input::open_regular(src).map_err(io(src))?;
         let mut t = tar::Archive::new(decompressed(std::io::BufReader::new(f), src)?);
-        t.unpack(&unpacked).map_err(|e| OciError::Invalid { path: src.to_owned(), what: format!("not a tar archive: {e}") })?;
+        t.unpack(&unpacked).map_err(|e| OciError::Invalid {
+            path: src.to_owned(),
+            what: format!("not a tar archive: {e}"),
+        })?;
         &unpacked
     };
     let layers = layers(dir)?;
@@ -44,14 +53,26 @@ pub fn extract(src: &Path, dest: &Path, scratch: &Path) -> Result<(), OciError> 
 }
 
 fn read_json(p: &Path) -> Result<serde_json::Value, OciError> {
-    let text = std::fs::read_to_string(p).map_err(io(p))?;
-    serde_json::from_str(&text).map_err(|e| OciError::Invalid { path: p.to_owned(), what: e.to_string() })
+    let text = crate::input::read_text(p, crate::input::JSON_CAP).map_err(io(p))?;
+    serde_json::from_str(&text).map_err(|e| OciError::Invalid {
+        path: p.to_owned(),
+        what: e.to_string(),
+    })
 }
 
 fn blob(dir: &Path, digest: &str) -> Result<PathBuf, OciError> {
-    let bad = |what: String| OciError::Invalid { path: dir.join("index.json"), what };
-    let (alg, hex) = digest.split_once(':').ok_or_else(|| bad(format!("digest '{digest}' has no algorithm")))?;
-    if alg.is_empty() || hex.is_empty() || !hex.chars().all(|c| c.is_ascii_alphanumeric()) || !alg.chars().all(|c| c.is_ascii_alphanumeric()) {
+    let bad = |what: String| OciError::Invalid {
+        path: dir.join("index.json"),
+        what,
+    };
+    let (alg, hex) = digest
+        .split_once(':')
+        .ok_or_else(|| bad(format!("digest '{digest}' has no algorithm")))?;
+    if alg.is_empty()
+        || hex.is_empty()
+        || !hex.chars().all(|c| c.is_ascii_alphanumeric())
+        || !alg.chars().all(|c| c.is_ascii_alphanumeric())
+    {
         return Err(bad(format!("bad digest '{digest}'")));
     }
     Ok(dir.join("blobs").join(alg).join(hex))
@@ -69,7 +90,9 @@ pub fn layers(dir: &Path) -> Result<Vec<PathBuf>, OciError> {
                 .and_then(|m| m.as_array())
                 .and_then(|a| {
                     a.iter().find(|m| {
-                        m.pointer("/platform/architecture").and_then(|x| x.as_str()).is_none_or(|a| a == std::env::consts::ARCH || a == host_oci_arch())
+                        m.pointer("/platform/architecture")
+                            .and_then(|x| x.as_str())
+                            .is_none_or(|a| a == std::env::consts::ARCH || a == host_oci_arch())
                     })
                 })
                 .and_then(|m| m.get("digest"))
@@ -79,17 +102,23 @@ pub fn layers(dir: &Path) -> Result<Vec<PathBuf>, OciError> {
                 None => break,
             }
         }
-        let layers = v.get("layers").and_then(|l| l.as_array()).ok_or_else(|| OciError::Invalid {
-            path: index.clone(),
-            what: "no image manifest with layers".into(),
-        })?;
+        let layers =
+            v.get("layers")
+                .and_then(|l| l.as_array())
+                .ok_or_else(|| OciError::Invalid {
+                    path: index.clone(),
+                    what: "no image manifest with layers".into(),
+                })?;
         return layers
             .iter()
             .map(|l| {
-                let d = l.get("digest").and_then(|d| d.as_str()).ok_or_else(|| OciError::Invalid {
-                    path: index.clone(),
-                    what: "a layer has no digest".into(),
-                })?;
+                let d =
+                    l.get("digest")
+                        .and_then(|d| d.as_str())
+                        .ok_or_else(|| OciError::Invalid {
+                            path: index.clone(),
+                            what: "a layer has no digest".into(),
+                        })?;
                 blob(dir, d)
             })
             .collect();
@@ -97,16 +126,26 @@ pub fn layers(dir: &Path) -> Result<Vec<PathBuf>, OciError> {
     let manifest = dir.join("manifest.json");
     if manifest.is_file() {
         let v = read_json(&manifest)?;
-        let layers = v.pointer("/0/Layers").and_then(|l| l.as_array()).ok_or_else(|| OciError::Invalid {
-            path: manifest.clone(),
-            what: "no Layers in the first image".into(),
-        })?;
+        let layers = v
+            .pointer("/0/Layers")
+            .and_then(|l| l.as_array())
+            .ok_or_else(|| OciError::Invalid {
+                path: manifest.clone(),
+                what: "no Layers in the first image".into(),
+            })?;
         return layers
             .iter()
             .map(|l| {
                 let p = l.as_str().unwrap_or_default();
-                if p.is_empty() || Path::new(p).components().any(|c| !matches!(c, Component::Normal(_))) {
-                    return Err(OciError::Invalid { path: manifest.clone(), what: format!("bad layer path '{p}'") });
+                if p.is_empty()
+                    || Path::new(p)
+                        .components()
+                        .any(|c| !matches!(c, Component::Normal(_)))
+                {
+                    return Err(OciError::Invalid {
+                        path: manifest.clone(),
+                        what: format!("bad layer path '{p}'"),
+                    });
                 }
                 Ok(dir.join(p))
             })
@@ -114,7 +153,8 @@ pub fn layers(dir: &Path) -> Result<Vec<PathBuf>, OciError> {
     }
     Err(OciError::Invalid {
         path: dir.to_owned(),
-        what: "neither an OCI image layout (index.json) nor a docker save image (manifest.json)".into(),
+        what: "neither an OCI image layout (index.json) nor a docker save image (manifest.json)"
+            .into(),
     })
 }
 
@@ -126,13 +166,19 @@ fn host_oci_arch() -> &'static str {
     }
 }
 
-fn decompressed<R: Read + 'static>(mut r: std::io::BufReader<R>, path: &Path) -> Result<Box<dyn Read>, OciError> {
+fn decompressed<R: Read + 'static>(
+    mut r: std::io::BufReader<R>,
+    path: &Path,
+) -> Result<Box<dyn Read>, OciError> {
     use std::io::BufRead;
     let head = r.fill_buf().map_err(io(path))?;
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::read::GzDecoder::new(r)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Err(OciError::Invalid { path: path.to_owned(), what: "zstd-compressed layers are not supported".into() })
+        Err(OciError::Invalid {
+            path: path.to_owned(),
+            what: "zstd-compressed layers are not supported".into(),
+        })
     } else {
         Ok(Box::new(r))
     }
@@ -140,8 +186,11 @@ fn decompressed<R: Read + 'static>(mut r: std::io::BufReader<R>, path: &Path) ->
 
 /// Apply one layer tarball onto `dest`.
 pub fn apply_layer(layer: &Path, dest: &Path) -> Result<(), OciError> {
-    let bad = |what: String| OciError::Invalid { path: layer.to_owned(), what };
-    let f = std::fs::File::open(layer).map_err(io(layer))?;
+    let bad = |what: String| OciError::Invalid {
+        path: layer.to_owned(),
+        what,
+    };
+    let f = crate::input::open_regular(layer).map_err(io(layer))?;
     let mut t = tar::Archive::new(decompressed(std::io::BufReader::new(f), layer)?);
     t.set_preserve_permissions(true);
     t.set_unpack_xattrs(false);
@@ -151,14 +200,23 @@ pub fn apply_layer(layer: &Path, dest: &Path) -> Result<(), OciError> {
     for entry in t.entries().map_err(|e| bad(e.to_string()))? {
         let mut entry = entry.map_err(|e| bad(e.to_string()))?;
         let raw = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
-        let rel: PathBuf = raw.components().filter(|c| !matches!(c, Component::CurDir)).collect();
+        let rel: PathBuf = raw
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect();
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(bad(format!("entry {} points outside the image", raw.display())));
+            return Err(bad(format!(
+                "entry {} points outside the image",
+                raw.display()
+            )));
         }
         if rel.as_os_str().is_empty() {
             continue;
         }
-        let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
         if name == ".wh..wh..opq" {
             let d = dest.join(&parent);
@@ -185,7 +243,9 @@ pub fn apply_layer(layer: &Path, dest: &Path) -> Result<(), OciError> {
                 remove(&target)?;
             }
         }
-        entry.unpack_in(dest).map_err(|e| bad(format!("{}: {e}", rel.display())))?;
+        entry
+            .unpack_in(dest)
+            .map_err(|e| bad(format!("{}: {e}", rel.display())))?;
         ours.insert(rel);
     }
     Ok(())
@@ -226,13 +286,36 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let l1 = d.path().join("l1.tar");
         let l2 = d.path().join("l2.tar");
-        std::fs::write(&l1, layer(&[("a/", b""), ("a/x", b"1"), ("a/y", b"2"), ("b", b"b"), ("c/", b""), ("c/k", b"k")])).unwrap();
-        std::fs::write(&l2, layer(&[("./a/z", b"3"), ("a/.wh..wh..opq", b""), ("./.wh.b", b""), ("c/new", b"n")])).unwrap();
+        std::fs::write(
+            &l1,
+            layer(&[
+                ("a/", b""),
+                ("a/x", b"1"),
+                ("a/y", b"2"),
+                ("b", b"b"),
+                ("c/", b""),
+                ("c/k", b"k"),
+            ]),
+        )
+        .unwrap();
+        std::fs::write(
+            &l2,
+            layer(&[
+                ("./a/z", b"3"),
+                ("a/.wh..wh..opq", b""),
+                ("./.wh.b", b""),
+                ("c/new", b"n"),
+            ]),
+        )
+        .unwrap();
         let root = d.path().join("root");
         std::fs::create_dir(&root).unwrap();
         apply_layer(&l1, &root).unwrap();
         apply_layer(&l2, &root).unwrap();
-        assert!(root.join("a/z").is_file(), "written by the opaque layer itself");
+        assert!(
+            root.join("a/z").is_file(),
+            "written by the opaque layer itself"
+        );
         assert!(!root.join("a/x").exists() && !root.join("a/y").exists());
         assert!(!root.join("b").exists());
         assert!(root.join("c/k").is_file() && root.join("c/new").is_file());

@@ -64,7 +64,12 @@ pub struct PackOptions {
 impl PackOptions {
     /// `NAME-VERSION-ARCH.raw`, the bakery's file name.
     pub fn file_name(&self) -> String {
-        format!("{}-{}-{}.raw", self.name, self.version, self.arch.systemd_name())
+        format!(
+            "{}-{}-{}.raw",
+            self.name,
+            self.version,
+            self.arch.systemd_name()
+        )
     }
 
     /// The text of `extension-release.NAME`, in the bakery's field order.
@@ -86,7 +91,10 @@ pub enum PackError {
     #[error("{0}")]
     Invalid(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {what}")]
     Unsupported { path: PathBuf, what: String },
     #[error("writing squashfs: {0}")]
@@ -96,7 +104,10 @@ pub enum PackError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
-    move |source| PackError::Io { path: path.to_owned(), source }
+    move |source| PackError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// What `pack` did.
@@ -113,10 +124,24 @@ pub struct PackReport {
 /// One entry of the tree to write, by its path inside the image (no leading `/`).
 #[derive(Clone, Debug)]
 enum Entry {
-    Dir { mode: u16, mtime: u32 },
-    File { src: PathBuf, mode: u16, mtime: u32 },
-    Data { bytes: Vec<u8>, mode: u16, mtime: u32 },
-    Symlink { target: PathBuf, mtime: u32 },
+    Dir {
+        mode: u16,
+        mtime: u32,
+    },
+    File {
+        src: PathBuf,
+        mode: u16,
+        mtime: u32,
+    },
+    Data {
+        bytes: Vec<u8>,
+        mode: u16,
+        mtime: u32,
+    },
+    Symlink {
+        target: PathBuf,
+        mtime: u32,
+    },
 }
 
 /// Check the options before anything is read or written.
@@ -130,28 +155,51 @@ pub fn validate(opts: &PackOptions) -> Result<(), PackError> {
             "version '{v}' must be non-empty without '-', '/' or spaces (the bakery splits file names on the last two dashes)"
         )));
     }
-    if opts.os.is_empty() || !opts.os.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+    if opts.os.is_empty()
+        || !opts
+            .os
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
     {
-        return Err(PackError::Invalid(format!("--os '{}': use _any or an os-release ID such as flatcar", opts.os)));
+        return Err(PackError::Invalid(format!(
+            "--os '{}': use _any or an os-release ID such as flatcar",
+            opts.os
+        )));
     }
     let b = opts.block_size;
     if !b.is_power_of_two() || !(4096..=1024 * 1024).contains(&b) {
-        return Err(PackError::Invalid(format!("block size {b}: must be a power of two from 4 KiB to 1 MiB")));
+        return Err(PackError::Invalid(format!(
+            "block size {b}: must be a power of two from 4 KiB to 1 MiB"
+        )));
     }
     match (opts.compression, opts.level) {
         (_, None) => {}
-        (Compression::Gzip, Some(1..=9)) | (Compression::Xz, Some(0..=9)) | (Compression::Zstd, Some(1..=22)) => {}
-        (Compression::Lz4, Some(_)) => return Err(PackError::Invalid("lz4 takes no compression level".into())),
-        (c, Some(l)) => return Err(PackError::Invalid(format!("{c} compression level {l} is out of range"))),
+        (Compression::Gzip, Some(1..=9))
+        | (Compression::Xz, Some(0..=9))
+        | (Compression::Zstd, Some(1..=22)) => {}
+        (Compression::Lz4, Some(_)) => {
+            return Err(PackError::Invalid("lz4 takes no compression level".into()))
+        }
+        (c, Some(l)) => {
+            return Err(PackError::Invalid(format!(
+                "{c} compression level {l} is out of range"
+            )))
+        }
     }
     Ok(())
 }
 
 /// Collect the tree: `usr/` and `opt/` of `src`, plus the generated release file.
-fn collect(src: &Path, opts: &PackOptions) -> Result<(BTreeMap<String, Entry>, Vec<String>), PackError> {
+fn collect(
+    src: &Path,
+    opts: &PackOptions,
+) -> Result<(BTreeMap<String, Entry>, Vec<String>), PackError> {
     let meta = std::fs::metadata(src).map_err(io(src))?;
     if !meta.is_dir() {
-        return Err(PackError::Invalid(format!("{}: not a directory", src.display())));
+        return Err(PackError::Invalid(format!(
+            "{}: not a directory",
+            src.display()
+        )));
     }
     let mut skipped = Vec::new();
     for e in std::fs::read_dir(src).map_err(io(src))? {
@@ -163,7 +211,10 @@ fn collect(src: &Path, opts: &PackOptions) -> Result<(BTreeMap<String, Entry>, V
     }
     skipped.sort();
     let mut out = BTreeMap::new();
-    let time = |m: &std::fs::Metadata| opts.epoch.unwrap_or_else(|| m.mtime().clamp(0, u32::MAX as i64) as u32);
+    let time = |m: &std::fs::Metadata| {
+        opts.epoch
+            .unwrap_or_else(|| m.mtime().clamp(0, u32::MAX as i64) as u32)
+    };
     for top in MERGED_TOPS {
         let p = src.join(top);
         match std::fs::symlink_metadata(&p) {
@@ -172,14 +223,19 @@ fn collect(src: &Path, opts: &PackOptions) -> Result<(BTreeMap<String, Entry>, V
             Ok(m) if !m.is_dir() => {
                 return Err(PackError::Unsupported {
                     path: p,
-                    what: "must be a directory (systemd-sysext merges /usr and /opt as directories)".into(),
+                    what:
+                        "must be a directory (systemd-sysext merges /usr and /opt as directories)"
+                            .into(),
                 })
             }
             Ok(_) => walk(&p, top, &mut out, &time)?,
         }
     }
     let epoch_or_now = opts.epoch.unwrap_or_else(now);
-    let dir = Entry::Dir { mode: 0o755, mtime: epoch_or_now };
+    let dir = Entry::Dir {
+        mode: 0o755,
+        mtime: epoch_or_now,
+    };
     let rel_dir = RELEASE_DIR.trim_start_matches('/');
     let mut acc = String::new();
     for comp in rel_dir.split('/') {
@@ -192,7 +248,10 @@ fn collect(src: &Path, opts: &PackOptions) -> Result<(BTreeMap<String, Entry>, V
             Some(_) => {
                 return Err(PackError::Unsupported {
                     path: src.join(&acc),
-                    what: format!("must be a directory: {RELEASE_DIR}/extension-release.{} goes inside", opts.name),
+                    what: format!(
+                        "must be a directory: {RELEASE_DIR}/extension-release.{} goes inside",
+                        opts.name
+                    ),
                 })
             }
             None => {
@@ -202,7 +261,11 @@ fn collect(src: &Path, opts: &PackOptions) -> Result<(BTreeMap<String, Entry>, V
     }
     out.insert(
         format!("{rel_dir}/extension-release.{}", opts.name),
-        Entry::Data { bytes: opts.release_text().into_bytes(), mode: 0o644, mtime: epoch_or_now },
+        Entry::Data {
+            bytes: opts.release_text().into_bytes(),
+            mode: 0o644,
+            mtime: epoch_or_now,
+        },
     );
     Ok((out, skipped))
 }
@@ -221,7 +284,13 @@ fn walk(
     time: &dyn Fn(&std::fs::Metadata) -> u32,
 ) -> Result<(), PackError> {
     let m = std::fs::symlink_metadata(dir).map_err(io(dir))?;
-    out.insert(rel.to_owned(), Entry::Dir { mode: (m.permissions().mode() & 0o7777) as u16, mtime: time(&m) });
+    out.insert(
+        rel.to_owned(),
+        Entry::Dir {
+            mode: (m.permissions().mode() & 0o7777) as u16,
+            mtime: time(&m),
+        },
+    );
     let mut names = Vec::new();
     for e in std::fs::read_dir(dir).map_err(io(dir))? {
         names.push(e.map_err(io(dir))?.file_name());
@@ -230,7 +299,10 @@ fn walk(
     for n in names {
         let p = dir.join(&n);
         let Some(name) = n.to_str() else {
-            return Err(PackError::Unsupported { path: p, what: "file name is not UTF-8".into() });
+            return Err(PackError::Unsupported {
+                path: p,
+                what: "file name is not UTF-8".into(),
+            });
         };
         let child = format!("{rel}/{name}");
         let m = std::fs::symlink_metadata(&p).map_err(io(&p))?;
@@ -239,14 +311,28 @@ fn walk(
         if ft.is_dir() {
             walk(&p, &child, out, time)?;
         } else if ft.is_file() {
-            out.insert(child, Entry::File { src: p, mode, mtime: time(&m) });
+            out.insert(
+                child,
+                Entry::File {
+                    src: p,
+                    mode,
+                    mtime: time(&m),
+                },
+            );
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&p).map_err(io(&p))?;
-            out.insert(child, Entry::Symlink { target, mtime: time(&m) });
+            out.insert(
+                child,
+                Entry::Symlink {
+                    target,
+                    mtime: time(&m),
+                },
+            );
         } else {
             return Err(PackError::Unsupported {
                 path: p,
-                what: "device, fifo or socket: a sysext holds only files, directories and symlinks".into(),
+                what: "device, fifo or socket: a sysext holds only files, directories and symlinks"
+                    .into(),
             });
         }
     }
@@ -257,24 +343,40 @@ fn walk(
 pub fn pack(src: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport, PackError> {
     validate(opts)?;
     let (tree, skipped) = collect(src, opts)?;
-    let files = tree.values().filter(|e| matches!(e, Entry::File { .. } | Entry::Data { .. })).count();
+    let files = tree
+        .values()
+        .filter(|e| matches!(e, Entry::File { .. } | Entry::Data { .. }))
+        .count();
     let dir = match output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    let tmp =
-        tempfile::Builder::new().prefix(".flatbake-pack").suffix(".partial").tempfile_in(&dir).map_err(io(&dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".flatbake-pack")
+        .suffix(".partial")
+        .tempfile_in(&dir)
+        .map_err(io(&dir))?;
     match opts.format {
         Format::Squashfs => write_squashfs(&tree, tmp.path(), opts)?,
         Format::Erofs => write_erofs(&tree, tmp.path(), opts, &dir)?,
     }
     let f = tmp.as_file();
-    f.set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io(tmp.path()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(io(tmp.path()))?;
     f.sync_all().map_err(io(tmp.path()))?;
-    tmp.persist(output).map_err(|e| PackError::Io { path: output.to_owned(), source: e.error })?;
+    tmp.persist(output).map_err(|e| PackError::Io {
+        path: output.to_owned(),
+        source: e.error,
+    })?;
     let size = std::fs::metadata(output).map_err(io(output))?.len();
     let sha256 = sha256_file(output).map_err(io(output))?;
-    Ok(PackReport { output: output.to_owned(), size, sha256, files, skipped })
+    Ok(PackReport {
+        output: output.to_owned(),
+        size,
+        sha256,
+        files,
+        skipped,
+    })
 }
 
 fn compressor(opts: &PackOptions) -> Result<FilesystemCompressor, backhand::BackhandError> {
@@ -284,7 +386,11 @@ fn compressor(opts: &PackOptions) -> Result<FilesystemCompressor, backhand::Back
             None | Some(9) => FilesystemCompressor::new(Compressor::Gzip, None)?,
             Some(l) => FilesystemCompressor::new(
                 Compressor::Gzip,
-                Some(O::Gzip(backhand::compression::Gzip { compression_level: l, window_size: 15, strategies: 0 })),
+                Some(O::Gzip(backhand::compression::Gzip {
+                    compression_level: l,
+                    window_size: 15,
+                    strategies: 0,
+                })),
             )?,
         },
         Compression::Xz => {
@@ -299,14 +405,26 @@ fn compressor(opts: &PackOptions) -> Result<FilesystemCompressor, backhand::Back
         // mksquashfs' zstd default is level 15
         Compression::Zstd => FilesystemCompressor::new(
             Compressor::Zstd,
-            Some(O::Zstd(Zstd { compression_level: opts.level.unwrap_or(15) })),
+            Some(O::Zstd(Zstd {
+                compression_level: opts.level.unwrap_or(15),
+            })),
         )?,
         // version 1 is the only lz4 format the kernel reads
-        Compression::Lz4 => FilesystemCompressor::new(Compressor::Lz4, Some(O::Lz4(Lz4 { version: 1, flags: 0 })))?,
+        Compression::Lz4 => FilesystemCompressor::new(
+            Compressor::Lz4,
+            Some(O::Lz4(Lz4 {
+                version: 1,
+                flags: 0,
+            })),
+        )?,
     })
 }
 
-fn write_squashfs(tree: &BTreeMap<String, Entry>, out: &Path, opts: &PackOptions) -> Result<(), PackError> {
+fn write_squashfs(
+    tree: &BTreeMap<String, Entry>,
+    out: &Path,
+    opts: &PackOptions,
+) -> Result<(), PackError> {
     let sq = |e: backhand::BackhandError| PackError::Squashfs(e.to_string());
     let mut fs = FilesystemWriter::default();
     fs.set_block_size(opts.block_size);
@@ -320,13 +438,23 @@ fn write_squashfs(tree: &BTreeMap<String, Entry>, out: &Path, opts: &PackOptions
     for (path, e) in tree {
         match e {
             Entry::Dir { mode, mtime } => fs.push_dir(path, h(*mode, *mtime)),
-            Entry::File { src, mode, mtime } => fs.push_file_from_path(src.clone(), path, h(*mode, *mtime)),
-            Entry::Data { bytes, mode, mtime } => fs.push_file(Cursor::new(bytes.clone()), path, h(*mode, *mtime)),
-            Entry::Symlink { target, mtime } => fs.push_symlink(target.clone(), path, h(0o777, *mtime)),
+            Entry::File { src, mode, mtime } => {
+                fs.push_file_from_path(src.clone(), path, h(*mode, *mtime))
+            }
+            Entry::Data { bytes, mode, mtime } => {
+                fs.push_file(Cursor::new(bytes.clone()), path, h(*mode, *mtime))
+            }
+            Entry::Symlink { target, mtime } => {
+                fs.push_symlink(target.clone(), path, h(0o777, *mtime))
+            }
         }
         .map_err(|e| PackError::Squashfs(format!("{path}: {e}")))?;
     }
-    let f = std::fs::OpenOptions::new().write(true).truncate(true).open(out).map_err(io(out))?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(out)
+        .map_err(io(out))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     fs.write(&mut w).map_err(sq)?;
     w.flush().map_err(io(out))?;
@@ -341,7 +469,10 @@ fn write_erofs(
     opts: &PackOptions,
     scratch: &Path,
 ) -> Result<(), PackError> {
-    let stage = tempfile::Builder::new().prefix(".flatbake-stage").tempdir_in(scratch).map_err(io(scratch))?;
+    let stage = tempfile::Builder::new()
+        .prefix(".flatbake-stage")
+        .tempdir_in(scratch)
+        .map_err(io(scratch))?;
     let root = stage.path();
     let mut dirs = Vec::new();
     for (path, e) in tree {
@@ -354,19 +485,26 @@ fn write_erofs(
             Entry::File { src, mode, .. } => {
                 if std::fs::hard_link(src, &dst).is_err() {
                     std::fs::copy(src, &dst).map_err(io(&dst))?;
-                    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(u32::from(*mode)))
-                        .map_err(io(&dst))?;
+                    std::fs::set_permissions(
+                        &dst,
+                        std::fs::Permissions::from_mode(u32::from(*mode)),
+                    )
+                    .map_err(io(&dst))?;
                 }
             }
             Entry::Data { bytes, mode, .. } => {
                 std::fs::write(&dst, bytes).map_err(io(&dst))?;
-                std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(u32::from(*mode))).map_err(io(&dst))?;
+                std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(u32::from(*mode)))
+                    .map_err(io(&dst))?;
             }
-            Entry::Symlink { target, .. } => std::os::unix::fs::symlink(target, &dst).map_err(io(&dst))?,
+            Entry::Symlink { target, .. } => {
+                std::os::unix::fs::symlink(target, &dst).map_err(io(&dst))?
+            }
         }
     }
     for (d, mode, _) in dirs.iter().rev() {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(u32::from(*mode))).map_err(io(d))?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(u32::from(*mode)))
+            .map_err(io(d))?;
     }
     let mut cmd = Command::new("mkfs.erofs");
     cmd.arg("--quiet").arg("--all-root").arg("-x-1");
@@ -412,13 +550,20 @@ pub fn update_sums(dir: &Path, file: &str, sha256: &str) -> Result<PathBuf, Pack
     let mut lines: Vec<String> = old
         .lines()
         .filter(|l| {
-            let n = l.split_whitespace().nth(1).map(|n| n.trim_start_matches('*'));
+            let n = l
+                .split_whitespace()
+                .nth(1)
+                .map(|n| n.trim_start_matches('*'));
             !l.trim().is_empty() && n != Some(file)
         })
         .map(str::to_owned)
         .collect();
     lines.push(format!("{sha256}  {file}"));
-    lines.sort_by(|a, b| a.split_whitespace().nth(1).cmp(&b.split_whitespace().nth(1)));
+    lines.sort_by(|a, b| {
+        a.split_whitespace()
+            .nth(1)
+            .cmp(&b.split_whitespace().nth(1))
+    });
     let mut text = lines.join("\n");
     text.push('\n');
     std::fs::write(&path, text).map_err(io(&path))?;
@@ -450,7 +595,10 @@ mod tests {
         assert_eq!(o.release_text(), "ID=_any\nARCHITECTURE=x86-64\n");
         o.os = "flatcar".into();
         o.reload_manager = true;
-        assert_eq!(o.release_text(), "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n");
+        assert_eq!(
+            o.release_text(),
+            "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n"
+        );
         assert_eq!(o.file_name(), "myext-1.2.3-x86-64.raw");
     }
 
@@ -480,7 +628,11 @@ mod tests {
         std::fs::create_dir_all(src.join("opt/x")).unwrap();
         std::fs::create_dir_all(src.join("etc")).unwrap();
         std::fs::write(src.join("usr/bin/hello"), "#!/bin/sh\necho hi\n").unwrap();
-        std::fs::set_permissions(src.join("usr/bin/hello"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            src.join("usr/bin/hello"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         std::fs::write(src.join("opt/x/data"), vec![7u8; 300_000]).unwrap();
         std::fs::write(src.join("etc/ignored"), "x").unwrap();
         std::os::unix::fs::symlink("hello", src.join("usr/bin/hi")).unwrap();
@@ -490,12 +642,19 @@ mod tests {
         assert_eq!(r.files, 3);
         let img = super::super::image::open(&out, "myext").unwrap();
         assert_eq!(img.release.unwrap().get("ARCHITECTURE"), Some("x86-64"));
-        let f = backhand::FilesystemReader::from_reader(std::io::BufReader::new(std::fs::File::open(&out).unwrap()))
-            .unwrap();
-        let paths: Vec<String> = f.files().map(|n| n.fullpath.to_string_lossy().into_owned()).collect();
+        let f = backhand::FilesystemReader::from_reader(std::io::BufReader::new(
+            std::fs::File::open(&out).unwrap(),
+        ))
+        .unwrap();
+        let paths: Vec<String> = f
+            .files()
+            .map(|n| n.fullpath.to_string_lossy().into_owned())
+            .collect();
         assert!(paths.contains(&"/usr/bin/hi".to_owned()), "{paths:?}");
         assert!(!paths.iter().any(|p| p.starts_with("/etc")), "{paths:?}");
-        assert!(f.files().all(|n| n.header.uid == 0 && n.header.gid == 0 && n.header.mtime == 0));
+        assert!(f
+            .files()
+            .all(|n| n.header.uid == 0 && n.header.gid == 0 && n.header.mtime == 0));
     }
 
     #[test]
@@ -504,6 +663,9 @@ mod tests {
         update_sums(d.path(), "b.raw", "bb").unwrap();
         update_sums(d.path(), "a.raw", "aa").unwrap();
         update_sums(d.path(), "b.raw", "cc").unwrap();
-        assert_eq!(std::fs::read_to_string(d.path().join("SHA256SUMS")).unwrap(), "aa  a.raw\ncc  b.raw\n");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("SHA256SUMS")).unwrap(),
+            "aa  a.raw\ncc  b.raw\n"
+        );
     }
 }

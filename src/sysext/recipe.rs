@@ -173,7 +173,10 @@ pub enum RecipeError {
     #[error("no recipe named '{0}' (known: {1})")]
     Unknown(String, String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error(transparent)]
@@ -181,13 +184,18 @@ pub enum RecipeError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RecipeError + '_ {
-    move |source| RecipeError::Io { path: path.to_owned(), source }
+    move |source| RecipeError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 impl Recipe {
     pub fn parse(text: &str, origin: &str) -> Result<Recipe, RecipeError> {
-        let r: Recipe = toml::from_str(text).map_err(|e| RecipeError::Invalid(origin.to_owned(), e.to_string()))?;
-        r.validate().map_err(|e| RecipeError::Invalid(origin.to_owned(), e))?;
+        let r: Recipe = toml::from_str(text)
+            .map_err(|e| RecipeError::Invalid(origin.to_owned(), e.to_string()))?;
+        r.validate()
+            .map_err(|e| RecipeError::Invalid(origin.to_owned(), e))?;
         Ok(r)
     }
 
@@ -198,7 +206,10 @@ impl Recipe {
         for a in self.arch.keys() {
             let parsed: Arch = a.parse()?;
             if parsed.systemd_name() != a {
-                return Err(format!("[arch.{a}]: use the systemd name {}", parsed.systemd_name()));
+                return Err(format!(
+                    "[arch.{a}]: use the systemd name {}",
+                    parsed.systemd_name()
+                ));
             }
         }
         if self.arch.is_empty() {
@@ -206,15 +217,26 @@ impl Recipe {
         }
         for d in &self.downloads {
             let c = &d.checksum;
-            let n = [c.sums.is_some(), c.github.is_some(), !c.sha256.is_empty(), c.unpublished.is_some()]
-                .iter()
-                .filter(|b| **b)
-                .count();
+            let n = [
+                c.sums.is_some(),
+                c.github.is_some(),
+                !c.sha256.is_empty(),
+                c.unpublished.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
             if n != 1 {
-                return Err(format!("{}: checksum needs exactly one of sums, github, sha256, unpublished", d.url));
+                return Err(format!(
+                    "{}: checksum needs exactly one of sums, github, sha256, unpublished",
+                    d.url
+                ));
             }
             if c.github.is_some() != c.tag.is_some() {
-                return Err(format!("{}: checksum.github and checksum.tag go together", d.url));
+                return Err(format!(
+                    "{}: checksum.github and checksum.tag go together",
+                    d.url
+                ));
             }
             if d.install.is_empty() {
                 return Err(format!("{}: nothing to install from it", d.url));
@@ -290,14 +312,19 @@ impl Recipe {
     /// variant's groups, downloads left with nothing to install dropped, renamed if the
     /// variant says so. `None` is the whole recipe.
     pub fn select(&self, name: Option<&str>) -> Result<Recipe, RecipeError> {
-        let Some(name) = name else { return Ok(self.clone()) };
+        let Some(name) = name else {
+            return Ok(self.clone());
+        };
         let v = self.variants.get(name).ok_or_else(|| {
             RecipeError::Invalid(
                 self.name.clone(),
                 if self.variants.is_empty() {
                     format!("has no variant {name} (it has no variants)")
                 } else {
-                    format!("has no variant {name} (it has {})", self.variants.keys().cloned().collect::<Vec<_>>().join(", "))
+                    format!(
+                        "has no variant {name} (it has {})",
+                        self.variants.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
                 },
             )
         })?;
@@ -322,7 +349,10 @@ impl Recipe {
         let per = self.arch.get(arch.systemd_name()).ok_or_else(|| {
             RecipeError::Invalid(
                 self.name.clone(),
-                format!("no build for {arch} (it builds {})", self.arch.keys().cloned().collect::<Vec<_>>().join(", ")),
+                format!(
+                    "no build for {arch} (it builds {})",
+                    self.arch.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
             )
         })?;
         let mut v = self.vars.clone();
@@ -344,14 +374,23 @@ fn parse_mode(m: &str) -> Result<u32, String> {
 /// A destination inside the sysext: relative, under `usr/` or `opt/`, no `..`.
 fn check_dest(p: &str) -> Result<(), String> {
     let path = Path::new(p);
-    if path.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(format!("'{p}': must be a relative path without '.' or '..'"));
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return Err(format!(
+            "'{p}': must be a relative path without '.' or '..'"
+        ));
     }
     match path.components().next() {
-        Some(Component::Normal(t)) if pack::MERGED_TOPS.iter().any(|m| t == *m) && path.components().count() > 1 => {
+        Some(Component::Normal(t))
+            if pack::MERGED_TOPS.iter().any(|m| t == *m) && path.components().count() > 1 =>
+        {
             Ok(())
         }
-        _ => Err(format!("'{p}': must lie under usr/ or opt/ (systemd-sysext merges nothing else)")),
+        _ => Err(format!(
+            "'{p}': must lie under usr/ or opt/ (systemd-sysext merges nothing else)"
+        )),
     }
 }
 
@@ -362,9 +401,13 @@ pub fn expand(template: &str, vars: &BTreeMap<String, String>) -> Result<String,
     while let Some(i) = rest.find('{') {
         out.push_str(&rest[..i]);
         let after = &rest[i + 1..];
-        let j = after.find('}').ok_or_else(|| format!("'{template}': unclosed '{{'"))?;
+        let j = after
+            .find('}')
+            .ok_or_else(|| format!("'{template}': unclosed '{{'"))?;
         let key = &after[..j];
-        let v = vars.get(key).ok_or_else(|| format!("'{template}': unknown variable {{{key}}}"))?;
+        let v = vars
+            .get(key)
+            .ok_or_else(|| format!("'{template}': unknown variable {{{key}}}"))?;
         out.push_str(v);
         rest = &after[j + 1..];
     }
@@ -376,19 +419,22 @@ pub fn expand(template: &str, vars: &BTreeMap<String, String>) -> Result<String,
 pub fn load(name_or_path: &str, dir: Option<&Path>) -> Result<Recipe, RecipeError> {
     let as_path = Path::new(name_or_path);
     if name_or_path.ends_with(".toml") {
-        let text = std::fs::read_to_string(as_path).map_err(io(as_path))?;
+        let text = crate::input::read_text(as_path, crate::input::TEXT_CAP).map_err(io(as_path))?;
         return Recipe::parse(&text, name_or_path);
     }
     if let Some(d) = dir {
         let p = d.join(format!("{name_or_path}.toml"));
         if p.is_file() {
-            let text = std::fs::read_to_string(&p).map_err(io(&p))?;
+            let text = crate::input::read_text(&p, crate::input::TEXT_CAP).map_err(io(&p))?;
             return Recipe::parse(&text, &p.display().to_string());
         }
     }
     match BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
         Some((n, text)) => Recipe::parse(text, n),
-        None => Err(RecipeError::Unknown(name_or_path.to_owned(), names(dir).join(", "))),
+        None => Err(RecipeError::Unknown(
+            name_or_path.to_owned(),
+            names(dir).join(", "),
+        )),
     }
 }
 
@@ -429,18 +475,31 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
     let bad = |what: String| RecipeError::Invalid(r.name.clone(), what);
     let vars = r.vars(o.version, o.arch)?;
     pack::validate(&o.pack)?;
-    let work = tempfile::Builder::new().prefix(".flatbake-recipe").tempdir_in(o.work_dir).map_err(io(o.work_dir))?;
+    let work = tempfile::Builder::new()
+        .prefix(".flatbake-recipe")
+        .tempdir_in(o.work_dir)
+        .map_err(io(o.work_dir))?;
     let root = work.path().join("root");
     std::fs::create_dir(&root).map_err(io(&root))?;
     for (i, d) in r.downloads.iter().enumerate() {
         let url = expand(&d.url, &vars).map_err(bad)?;
-        let file = url.rsplit('/').next().filter(|f| !f.is_empty()).unwrap_or("download").to_owned();
+        let file = url
+            .rsplit('/')
+            .next()
+            .filter(|f| !f.is_empty())
+            .unwrap_or("download")
+            .to_owned();
         let dl = work.path().join(format!("dl{i}-{file}"));
         (o.log)(&format!("fetching {}", o.fetcher.resolve(&url)));
         let actual = o.fetcher.download(&url, &dl)?;
         let expected = expected_sum(r, d, &vars, &url, &file, o, &actual)?;
         if expected != actual {
-            return Err(FetchError::Mismatch { url, expected, actual }.into());
+            return Err(FetchError::Mismatch {
+                url,
+                expected,
+                actual,
+            }
+            .into());
         }
         (o.log)(&format!("verified {file}: sha256 {actual}"));
         let kind = ArchiveKind::from_url(&url);
@@ -455,30 +514,58 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
         for inst in &d.install {
             let to = expand(&inst.to, &vars).map_err(bad)?;
             check_dest(&to).map_err(bad)?;
-            let mode = inst.mode.as_deref().map(parse_mode).transpose().map_err(bad)?;
+            let mode = inst
+                .mode
+                .as_deref()
+                .map(parse_mode)
+                .transpose()
+                .map_err(bad)?;
             match (&src_root, &inst.from) {
                 (None, None) => {
                     let dst = dest_file(&root, &to, &file);
                     copy_file(&dl, &dst, Some(mode.unwrap_or(0o644)))?;
                 }
-                (None, Some(_)) => return Err(bad(format!("{url} is not an archive: install.from does not apply"))),
-                (Some(_), None) => return Err(bad(format!("{url} is an archive: say which files (install.from)"))),
+                (None, Some(_)) => {
+                    return Err(bad(format!(
+                        "{url} is not an archive: install.from does not apply"
+                    )))
+                }
+                (Some(_), None) => {
+                    return Err(bad(format!(
+                        "{url} is an archive: say which files (install.from)"
+                    )))
+                }
                 (Some(x), Some(from)) => {
                     let from = expand(from, &vars).map_err(bad)?;
-                    if Path::new(&from).components().any(|c| !matches!(c, Component::Normal(_))) {
-                        return Err(bad(format!("install.from '{from}': relative, without '..'")));
+                    if Path::new(&from)
+                        .components()
+                        .any(|c| !matches!(c, Component::Normal(_)))
+                    {
+                        return Err(bad(format!(
+                            "install.from '{from}': relative, without '..'"
+                        )));
                     }
-                    let whole = if from == "*" { Some("") } else { from.strip_suffix("/*") };
+                    let whole = if from == "*" {
+                        Some("")
+                    } else {
+                        from.strip_suffix("/*")
+                    };
                     if let Some(dir) = whole {
                         let sd = x.join(dir);
                         let dd = root.join(to.trim_end_matches('/'));
                         copy_tree(&sd, &dd, mode).map_err(|e| match e {
-                            RecipeError::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+                            RecipeError::Io { path, source }
+                                if source.kind() == std::io::ErrorKind::NotFound =>
+                            {
                                 bad(format!("{url} has no {} ({})", from, path.display()))
                             }
                             e => e,
                         })?;
-                    } else if let Some(pattern) = Path::new(&from).file_name().and_then(|f| f.to_str()).filter(|f| f.contains('*')) {
+                    } else if let Some(pattern) = Path::new(&from)
+                        .file_name()
+                        .and_then(|f| f.to_str())
+                        .filter(|f| f.contains('*'))
+                    {
                         let sd = match Path::new(&from).parent() {
                             Some(p) if !p.as_os_str().is_empty() => x.join(p),
                             _ => x.clone(),
@@ -487,7 +574,11 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
                             Ok(rd) => rd
                                 .flatten()
                                 .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                                .filter(|e| e.file_name().to_str().is_some_and(|n| glob_match(pattern, n)))
+                                .filter(|e| {
+                                    e.file_name()
+                                        .to_str()
+                                        .is_some_and(|n| glob_match(pattern, n))
+                                })
                                 .map(|e| e.path())
                                 .collect(),
                             Err(_) => Vec::new(),
@@ -497,7 +588,10 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
                         }
                         matched.sort();
                         for m in matched {
-                            let base = m.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                            let base = m
+                                .file_name()
+                                .map(|f| f.to_string_lossy().into_owned())
+                                .unwrap_or_default();
                             copy_file(&m, &dest_file(&root, &to, &base), mode)?;
                         }
                     } else {
@@ -505,8 +599,10 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
                         if !s.is_file() {
                             return Err(bad(format!("{url} has no file {from}")));
                         }
-                        let base =
-                            Path::new(&from).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                        let base = Path::new(&from)
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default();
                         copy_file(&s, &dest_file(&root, &to, &base), mode)?;
                     }
                 }
@@ -517,11 +613,20 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
         let p = root.join(&f.path);
         mkparent(&p)?;
         std::fs::write(&p, &f.content).map_err(io(&p))?;
-        let mode = f.mode.as_deref().map(parse_mode).transpose().map_err(bad)?.unwrap_or(0o644);
+        let mode = f
+            .mode
+            .as_deref()
+            .map(parse_mode)
+            .transpose()
+            .map_err(bad)?
+            .unwrap_or(0o644);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(io(&p))?;
     }
     for u in &r.upholds {
-        let p = root.join(format!("usr/lib/systemd/system/{}.d/10-{}-{}.conf", u.target, r.name, u.unit));
+        let p = root.join(format!(
+            "usr/lib/systemd/system/{}.d/10-{}-{}.conf",
+            u.target, r.name, u.unit
+        ));
         mkparent(&p)?;
         std::fs::write(&p, format!("[Unit]\nUpholds={}\n", u.unit)).map_err(io(&p))?;
     }
@@ -587,7 +692,11 @@ fn expected_sum(
             None => Err(unverifiable(format!("the recipe pins no sha256 for {key}"))),
         };
     }
-    Err(unverifiable(c.unpublished.clone().unwrap_or_else(|| "no checksum source".into())))
+    Err(unverifiable(
+        c.unpublished
+            .clone()
+            .unwrap_or_else(|| "no checksum source".into()),
+    ))
 }
 
 /// Whether `name` matches `pattern`, where `*` stands for any run of characters.
@@ -638,7 +747,10 @@ fn copy_file(src: &Path, dst: &Path, mode: Option<u32>) -> Result<(), RecipeErro
 /// Copy the content of `src` into `dst`: files (with `mode` if given), symlinks, subdirs.
 fn copy_tree(src: &Path, dst: &Path, mode: Option<u32>) -> Result<(), RecipeError> {
     std::fs::create_dir_all(dst).map_err(io(dst))?;
-    let mut entries: Vec<_> = std::fs::read_dir(src).map_err(io(src))?.collect::<Result<_, _>>().map_err(io(src))?;
+    let mut entries: Vec<_> = std::fs::read_dir(src)
+        .map_err(io(src))?
+        .collect::<Result<_, _>>()
+        .map_err(io(src))?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let s = e.path();
@@ -657,7 +769,6 @@ fn copy_tree(src: &Path, dst: &Path, mode: Option<u32>) -> Result<(), RecipeErro
     Ok(())
 }
 
-
 /// Upstream versions usable as sysext versions (no `-`), newest first.
 pub fn versions(r: &Recipe, fetcher: &Fetcher) -> Result<Vec<String>, RecipeError> {
     let strip = r.versions.strip_prefix.as_deref().unwrap_or("");
@@ -665,14 +776,20 @@ pub fn versions(r: &Recipe, fetcher: &Fetcher) -> Result<Vec<String>, RecipeErro
         let url = format!("https://api.github.com/repos/{repo}/releases?per_page=100");
         let json = fetcher.text(&url)?;
         let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| {
-            RecipeError::Invalid(r.name.clone(), format!("{}: not GitHub releases JSON: {e}", fetcher.resolve(&url)))
+            RecipeError::Invalid(
+                r.name.clone(),
+                format!("{}: not GitHub releases JSON: {e}", fetcher.resolve(&url)),
+            )
         })?;
         v.as_array()
             .map(|a| {
                 a.iter()
                     .filter(|rel| {
                         !rel.get("draft").and_then(|d| d.as_bool()).unwrap_or(false)
-                            && !rel.get("prerelease").and_then(|d| d.as_bool()).unwrap_or(false)
+                            && !rel
+                                .get("prerelease")
+                                .and_then(|d| d.as_bool())
+                                .unwrap_or(false)
                     })
                     .filter_map(|rel| rel.get("tag_name").and_then(|t| t.as_str()))
                     .map(|t| t.strip_prefix(strip).unwrap_or(t).to_owned())
@@ -681,7 +798,10 @@ pub fn versions(r: &Recipe, fetcher: &Fetcher) -> Result<Vec<String>, RecipeErro
             .unwrap_or_default()
     } else if let (Some(index), Some(pattern)) = (&r.versions.index, &r.versions.pattern) {
         let text = fetcher.text(index)?;
-        scan_versions(&text, pattern).into_iter().map(|t| t.strip_prefix(strip).unwrap_or(&t).to_owned()).collect()
+        scan_versions(&text, pattern)
+            .into_iter()
+            .map(|t| t.strip_prefix(strip).unwrap_or(&t).to_owned())
+            .collect()
     } else {
         Vec::new()
     };
@@ -700,12 +820,16 @@ pub fn scan_versions(text: &str, pattern: &str) -> Vec<String> {
     let mut rest = text;
     while let Some(i) = rest.find(pre) {
         let after = &rest[i + pre.len()..];
-        let n = after.find(|c: char| !(c.is_ascii_alphanumeric() || ".+_-".contains(c))).unwrap_or(after.len());
+        let n = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || ".+_-".contains(c)))
+            .unwrap_or(after.len());
         // the version must be followed by `post`; back off to the longest prefix that is
         let cand = &after[..n];
         let mut found = None;
         for end in (1..=cand.len()).rev() {
-            if after[end..].starts_with(post) && cand[..end].starts_with(|c: char| c.is_ascii_digit()) {
+            if after[end..].starts_with(post)
+                && cand[..end].starts_with(|c: char| c.is_ascii_digit())
+            {
                 found = Some(&cand[..end]);
                 break;
             }
@@ -764,8 +888,15 @@ mod tests {
     #[test]
     fn globs() {
         assert!(glob_match("docker*", "docker") && glob_match("docker*", "docker-proxy"));
-        assert!(glob_match("containerd*", "containerd-shim-runc-v2") && !glob_match("containerd*", "ctr"));
-        assert!(glob_match("*-v2", "containerd-shim-runc-v2") && glob_match("a*b*c", "a-b-c") && !glob_match("a*b*c", "a-c"));
+        assert!(
+            glob_match("containerd*", "containerd-shim-runc-v2")
+                && !glob_match("containerd*", "ctr")
+        );
+        assert!(
+            glob_match("*-v2", "containerd-shim-runc-v2")
+                && glob_match("a*b*c", "a-b-c")
+                && !glob_match("a*b*c", "a-c")
+        );
         assert!(glob_match("runc", "runc") && !glob_match("runc", "runc2"));
     }
 
@@ -773,7 +904,11 @@ mod tests {
     fn docker_variants_split_the_recipe() {
         let r = load("docker", None).unwrap();
         let files = |r: &Recipe| -> Vec<String> {
-            let mut v: Vec<String> = r.downloads.iter().flat_map(|d| d.install.iter().filter_map(|i| i.from.clone())).collect();
+            let mut v: Vec<String> = r
+                .downloads
+                .iter()
+                .flat_map(|d| d.install.iter().filter_map(|i| i.from.clone()))
+                .collect();
             v.extend(r.files.iter().map(|f| f.path.clone()));
             v.extend(r.upholds.iter().map(|u| u.unit.clone()));
             v
@@ -784,12 +919,31 @@ mod tests {
         assert_eq!(d.name, "docker");
         assert_eq!(c.name, "containerd");
         let (fd, fc) = (files(&d), files(&c));
-        assert!(fd.iter().all(|f| !f.contains("containerd") && !f.contains("runc")), "{fd:?}");
-        assert!(fc.iter().all(|f| !f.rsplit('/').next().unwrap_or(f).contains("docker")), "{fc:?}");
-        assert_eq!(fd.len() + fc.len(), all.len(), "every item is in exactly one variant");
-        assert!(r.select(Some("nope")).unwrap_err().to_string().contains("has no variant nope (it has only-containerd, only-docker)"));
+        assert!(
+            fd.iter()
+                .all(|f| !f.contains("containerd") && !f.contains("runc")),
+            "{fd:?}"
+        );
+        assert!(
+            fc.iter()
+                .all(|f| !f.rsplit('/').next().unwrap_or(f).contains("docker")),
+            "{fc:?}"
+        );
+        assert_eq!(
+            fd.len() + fc.len(),
+            all.len(),
+            "every item is in exactly one variant"
+        );
+        assert!(r
+            .select(Some("nope"))
+            .unwrap_err()
+            .to_string()
+            .contains("has no variant nope (it has only-containerd, only-docker)"));
         let bad = "name='x'\ndescription='d'\n[versions]\ngithub='a/b'\n[arch.x86-64]\n[variant.v]\ngroups=['g']\n";
-        assert!(Recipe::parse(bad, "x").unwrap_err().to_string().contains("no item is in group 'g'"));
+        assert!(Recipe::parse(bad, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("no item is in group 'g'"));
     }
 
     #[test]
@@ -797,7 +951,9 @@ mod tests {
         let mut v = BTreeMap::new();
         v.insert("version".to_owned(), "1.0".to_owned());
         assert_eq!(expand("a-{version}.tgz", &v).unwrap(), "a-1.0.tgz");
-        assert!(expand("{nope}", &v).unwrap_err().contains("unknown variable {nope}"));
+        assert!(expand("{nope}", &v)
+            .unwrap_err()
+            .contains("unknown variable {nope}"));
         assert!(expand("{version", &v).is_err());
     }
 
@@ -808,17 +964,30 @@ mod tests {
         let bad_dest = format!(
             "{base}[[download]]\nurl='https://h/x'\nchecksum={{sums='https://h/s'}}\ninstall=[{{to='etc/x'}}]\n"
         );
-        assert!(Recipe::parse(&bad_dest, "x").unwrap_err().to_string().contains("under usr/ or opt/"));
+        assert!(Recipe::parse(&bad_dest, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("under usr/ or opt/"));
         let two = format!("{base}[[download]]\nurl='https://h/x'\nchecksum={{sums='s', unpublished='no'}}\ninstall=[{{to='usr/bin/x'}}]\n");
-        assert!(Recipe::parse(&two, "x").unwrap_err().to_string().contains("exactly one"));
+        assert!(Recipe::parse(&two, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("exactly one"));
         assert!(Recipe::parse(&format!("{base}typo=1\n"), "x").is_err());
-        assert!(Recipe::parse("name='x'\ndescription='d'\n[versions]\ngithub='a/b'\n[arch.amd64]\n", "x").is_err());
+        assert!(Recipe::parse(
+            "name='x'\ndescription='d'\n[versions]\ngithub='a/b'\n[arch.amd64]\n",
+            "x"
+        )
+        .is_err());
     }
 
     #[test]
     fn scans_and_sorts_versions() {
         let html = r#"<a href="docker-27.0.1.tgz">docker-27.0.1.tgz</a> <a href="docker-9.1.tgz">x</a> docker-rootless-extras-27.0.1.tgz docker-28.0.0-rc.1.tgz"#;
-        assert_eq!(scan_versions(html, "docker-{version}.tgz"), vec!["27.0.1", "27.0.1", "9.1", "28.0.0-rc.1"]);
+        assert_eq!(
+            scan_versions(html, "docker-{version}.tgz"),
+            vec!["27.0.1", "27.0.1", "9.1", "28.0.0-rc.1"]
+        );
         let mut s = vec!["1.9.0".to_owned(), "1.10.0".into(), "1.31.1+k3s1".into()];
         s.sort_by(|a, b| version_cmp(b, a));
         assert_eq!(s, vec!["1.31.1+k3s1", "1.10.0", "1.9.0"]);

@@ -55,7 +55,11 @@ impl ReleaseFile {
 
     /// The last value of `key`, as a shell would see it.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -111,11 +115,16 @@ pub fn problems(rel: &ReleaseFile, host: &HostOs<'_>) -> Vec<String> {
                 ));
             }
         }
-        Some(id) => out.push(format!("extension-release has ID={id}, expected {} or _any", host.id)),
+        Some(id) => out.push(format!(
+            "extension-release has ID={id}, expected {} or _any",
+            host.id
+        )),
     }
     if let (Some(want), Some(have)) = (host.arch, rel.get("ARCHITECTURE")) {
         if want != have {
-            out.push(format!("extension-release has ARCHITECTURE={have}, but the image is {want}"));
+            out.push(format!(
+                "extension-release has ARCHITECTURE={have}, but the image is {want}"
+            ));
         }
     }
     out
@@ -127,7 +136,8 @@ mod tests {
 
     #[test]
     fn parses_quotes_and_comments() {
-        let r = ReleaseFile::parse("# c\nID=flatcar\nNAME=\"Flat car\"\nX='a\"b'\nY=a\\ b\n\n").unwrap();
+        let r = ReleaseFile::parse("# c\nID=flatcar\nNAME=\"Flat car\"\nX='a\"b'\nY=a\\ b\n\n")
+            .unwrap();
         assert_eq!(r.get("ID"), Some("flatcar"));
         assert_eq!(r.get("NAME"), Some("Flat car"));
         assert_eq!(r.get("X"), Some("a\"b"));
@@ -137,9 +147,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert_eq!(ReleaseFile::parse("ID=flatcar\nnonsense\n"), Err(ReleaseError::Syntax(2)));
+        assert_eq!(
+            ReleaseFile::parse("ID=flatcar\nnonsense\n"),
+            Err(ReleaseError::Syntax(2))
+        );
         assert_eq!(ReleaseFile::parse("ID=\"x\n"), Err(ReleaseError::Quote(1)));
-        assert_eq!(ReleaseFile::parse_bytes(&[0xff, 0, 1]), Err(ReleaseError::NotText));
+        assert_eq!(
+            ReleaseFile::parse_bytes(&[0xff, 0, 1]),
+            Err(ReleaseError::NotText)
+        );
         assert!(matches!(
             ReleaseFile::parse_bytes(&vec![b'#'; MAX_RELEASE_BYTES + 1]),
             Err(ReleaseError::TooLarge(_))
@@ -148,7 +164,10 @@ mod tests {
 
     #[test]
     fn judges_like_systemd() {
-        let host = HostOs { id: "flatcar", arch: Some("x86-64") };
+        let host = HostOs {
+            id: "flatcar",
+            arch: Some("x86-64"),
+        };
         let p = |s: &str| problems(&ReleaseFile::parse(s).unwrap(), &host);
         assert!(p("ID=_any\n").is_empty());
         assert!(p("ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n").is_empty());

@@ -27,7 +27,11 @@ pub fn problems(text: &str) -> Vec<String> {
                     out.push(format!("line {}: setting before any [Section]", i + 1));
                 }
             }
-            _ => out.push(format!("line {}: not KEY=value: {:?}", i + 1, truncate(line))),
+            _ => out.push(format!(
+                "line {}: not KEY=value: {:?}",
+                i + 1,
+                truncate(line)
+            )),
         }
         if out.len() >= 3 {
             break;

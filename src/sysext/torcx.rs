@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum TorcxError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Archive(#[from] FetchError),
     #[error("{archive}: not a Torcx image: {what}")]
@@ -31,7 +34,10 @@ pub enum TorcxError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TorcxError + '_ {
-    move |source| TorcxError::Io { path: path.to_owned(), source }
+    move |source| TorcxError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// What the conversion found and did.
@@ -57,21 +63,31 @@ pub struct Manifest {
 
 /// Parse `.torcx/manifest.json`.
 pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!(".torcx/manifest.json: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!(".torcx/manifest.json: {e}"))?;
     let value = v.get("value").unwrap_or(&v);
     let list = |keys: &[&str]| -> Result<Vec<String>, String> {
         for k in keys {
             if let Some(x) = value.get(*k) {
-                let arr = x.as_array().ok_or_else(|| format!(".torcx/manifest.json: '{k}' is not a list"))?;
+                let arr = x
+                    .as_array()
+                    .ok_or_else(|| format!(".torcx/manifest.json: '{k}' is not a list"))?;
                 return arr
                     .iter()
-                    .map(|e| e.as_str().map(str::to_owned).ok_or_else(|| format!(".torcx/manifest.json: '{k}' holds a non-string")))
+                    .map(|e| {
+                        e.as_str().map(str::to_owned).ok_or_else(|| {
+                            format!(".torcx/manifest.json: '{k}' holds a non-string")
+                        })
+                    })
                     .collect();
             }
         }
         Ok(Vec::new())
     };
-    Ok(Manifest { bin: list(&["bin", "binaries"])?, units: list(&["units"])? })
+    Ok(Manifest {
+        bin: list(&["bin", "binaries"])?,
+        units: list(&["units"])?,
+    })
 }
 
 /// Rewrite Torcx run-time paths in unit text; returns the new text and whether anything changed.
@@ -121,8 +137,16 @@ pub fn install_targets(text: &str) -> Vec<String> {
 const UNIT_DIR: &str = "usr/lib/systemd/system";
 
 /// Unpack `archive` and build the sysext tree in `root` (which must be empty).
-pub fn convert(archive: &Path, name: &str, root: &Path, scratch: &Path) -> Result<Converted, TorcxError> {
-    let not = |what: String| TorcxError::NotTorcx { archive: archive.to_owned(), what };
+pub fn convert(
+    archive: &Path,
+    name: &str,
+    root: &Path,
+    scratch: &Path,
+) -> Result<Converted, TorcxError> {
+    let not = |what: String| TorcxError::NotTorcx {
+        archive: archive.to_owned(),
+        what,
+    };
     let x = scratch.join("torcx");
     std::fs::create_dir_all(&x).map_err(io(&x))?;
     let kind = match ArchiveKind::from_url(&archive.to_string_lossy()) {
@@ -131,14 +155,19 @@ pub fn convert(archive: &Path, name: &str, root: &Path, scratch: &Path) -> Resul
     };
     fetch::unpack(archive, kind, &x)?;
     let mpath = x.join(".torcx/manifest.json");
-    let text = std::fs::read_to_string(&mpath).map_err(|e| not(format!("no readable .torcx/manifest.json ({e})")))?;
+    let text = crate::input::read_text(&mpath, crate::input::JSON_CAP)
+        .map_err(|e| not(format!("no readable .torcx/manifest.json ({e})")))?;
     let manifest = parse_manifest(&text).map_err(not)?;
     let mut c = Converted::default();
 
     // top-level entries move under usr/
     let usr = root.join("usr");
     std::fs::create_dir_all(&usr).map_err(io(&usr))?;
-    let mut tops: Vec<_> = std::fs::read_dir(&x).map_err(io(&x))?.flatten().map(|e| e.file_name()).collect();
+    let mut tops: Vec<_> = std::fs::read_dir(&x)
+        .map_err(io(&x))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     tops.sort();
     for t in tops {
         let src = x.join(&t);
@@ -162,13 +191,21 @@ pub fn convert(archive: &Path, name: &str, root: &Path, scratch: &Path) -> Resul
     let bin = usr.join("bin");
     for b in &manifest.bin {
         let at = landed(b);
-        let file = at.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = at
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !at.is_file() {
-            c.warnings.push(format!("manifest binary {b} is not in the image; left out"));
+            c.warnings
+                .push(format!("manifest binary {b} is not in the image; left out"));
             continue;
         }
-        let mode = std::fs::metadata(&at).map_err(io(&at))?.permissions().mode();
-        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(mode | 0o755)).map_err(io(&at))?;
+        let mode = std::fs::metadata(&at)
+            .map_err(io(&at))?
+            .permissions()
+            .mode();
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(mode | 0o755))
+            .map_err(io(&at))?;
         if at.parent() != Some(bin.as_path()) {
             std::fs::create_dir_all(&bin).map_err(io(&bin))?;
             let link = bin.join(&file);
@@ -182,9 +219,13 @@ pub fn convert(archive: &Path, name: &str, root: &Path, scratch: &Path) -> Resul
     let units = root.join(UNIT_DIR);
     for u in &manifest.units {
         let at = landed(u);
-        let file = at.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = at
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !at.is_file() {
-            c.warnings.push(format!("manifest unit {u} is not in the image; left out"));
+            c.warnings
+                .push(format!("manifest unit {u} is not in the image; left out"));
             continue;
         }
         if at.parent() != Some(units.as_path()) {
@@ -199,7 +240,9 @@ pub fn convert(archive: &Path, name: &str, root: &Path, scratch: &Path) -> Resul
         collect_files(&units, &mut files)?;
         files.sort();
         for f in files {
-            let Ok(text) = std::fs::read_to_string(&f) else { continue };
+            let Ok(text) = std::fs::read_to_string(&f) else {
+                continue;
+            };
             let rel = f.strip_prefix(root).unwrap_or(&f).display().to_string();
             let (new, changed) = rewrite_unit(&text);
             if changed {
@@ -207,11 +250,16 @@ pub fn convert(archive: &Path, name: &str, root: &Path, scratch: &Path) -> Resul
                 c.rewritten.push(rel.clone());
             }
             if new.contains("/run/torcx") {
-                c.warnings.push(format!("{rel} still refers to /run/torcx after rewriting; check it by hand"));
+                c.warnings.push(format!(
+                    "{rel} still refers to /run/torcx after rewriting; check it by hand"
+                ));
             }
             let is_unit = f.parent() == Some(units.as_path());
             if is_unit {
-                let unit = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let unit = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 for t in install_targets(&new) {
                     let d = units.join(format!("{t}.d"));
                     std::fs::create_dir_all(&d).map_err(io(&d))?;
@@ -271,10 +319,11 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), TorcxError> {
     Ok(())
 }
 
-
 /// The version in a Torcx file name, `NAME:VERSION.torcx.tgz`.
 pub fn version_from_file_name(file: &str) -> Option<String> {
-    let stem = file.strip_suffix(".torcx.tgz").or_else(|| file.strip_suffix(".torcx.tar.gz"))?;
+    let stem = file
+        .strip_suffix(".torcx.tgz")
+        .or_else(|| file.strip_suffix(".torcx.tar.gz"))?;
     let v = stem.split_once(':').map(|(_, v)| v)?;
     (!v.is_empty() && !v.contains('-') && !v.contains('/')).then(|| v.to_owned())
 }
@@ -304,8 +353,16 @@ mod tests {
         assert_eq!(m.bin, vec!["/bin/x"]);
         assert!(parse_manifest(r#"{"value":{"bin":"x"}}"#).is_err());
         assert!(parse_manifest("nope").is_err());
-        assert_eq!(version_from_file_name("docker:20.10.torcx.tgz").as_deref(), Some("20.10"));
+        assert_eq!(
+            version_from_file_name("docker:20.10.torcx.tgz").as_deref(),
+            Some("20.10")
+        );
         assert_eq!(version_from_file_name("docker.tgz"), None);
-        assert_eq!(install_targets("[Unit]\nWantedBy=no\n[Install]\nWantedBy=multi-user.target sockets.target\n"), vec!["multi-user.target", "sockets.target"]);
+        assert_eq!(
+            install_targets(
+                "[Unit]\nWantedBy=no\n[Install]\nWantedBy=multi-user.target sockets.target\n"
+            ),
+            vec!["multi-user.target", "sockets.target"]
+        );
     }
 }

@@ -44,14 +44,22 @@ fn mtime() -> u64 {
     std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        })
 }
 
 /// Write a tar of `files` then the disk at `disk` named `disk_name`, to `out`.
 fn write_tar<W: Write>(out: W, files: &[GenFile], disk: &Path, disk_name: &str) -> io::Result<W> {
     let mut b = tar::Builder::new(out);
     for f in files {
-        b.append(&header(&f.name, f.content.len() as u64, f.mode)?, f.content.as_slice())?;
+        b.append(
+            &header(&f.name, f.content.len() as u64, f.mode)?,
+            f.content.as_slice(),
+        )?;
     }
     let len = std::fs::metadata(disk)?.len();
     b.append(&header(disk_name, len, 0o644)?, File::open(disk)?)?;
@@ -63,8 +71,20 @@ pub fn ova(out: &Path, ovf: &GenFile, disk: &Path, disk_name: &str) -> io::Resul
     let mf_name = ovf.name.replace(".ovf", ".mf");
     let mut sha = Sha1::new();
     sha.update(&ovf.content);
-    let mf = format!("SHA1({})= {:x}\nSHA1({disk_name})= {}\n", ovf.name, sha.finalize(), sha1_file(disk)?);
-    let files = [ovf.clone(), GenFile { name: mf_name, content: mf.into_bytes(), mode: 0o644 }];
+    let mf = format!(
+        "SHA1({})= {:x}\nSHA1({disk_name})= {}\n",
+        ovf.name,
+        sha.finalize(),
+        sha1_file(disk)?
+    );
+    let files = [
+        ovf.clone(),
+        GenFile {
+            name: mf_name,
+            content: mf.into_bytes(),
+            mode: 0o644,
+        },
+    ];
     let f = write_tar(File::create(out)?, &files, disk, disk_name)?;
     f.sync_all()
 }
@@ -153,7 +173,10 @@ fn append_sparse<W: Write>(w: &mut W, raw: &File, name: &str) -> io::Result<()> 
 
 /// GCE's image: `disk.raw` in a gzip-compressed tar, sparse.
 pub fn gce_tar(out: &Path, raw: &Path) -> io::Result<()> {
-    let mut gz = GzEncoder::new(io::BufWriter::new(File::create(out)?), flate2::Compression::default());
+    let mut gz = GzEncoder::new(
+        io::BufWriter::new(File::create(out)?),
+        flate2::Compression::default(),
+    );
     append_sparse(&mut gz, &File::open(raw)?, "disk.raw")?;
     gz.write_all(&[0u8; 1024])?;
     let f = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
@@ -173,7 +196,8 @@ mod tests {
         f.set_len(64 << 20).unwrap();
         // more than 4 extents, to need extension blocks
         for i in 0..30u64 {
-            f.write_all_at(&[i as u8 + 1; 5000], i * (2 << 20) + 4096).unwrap();
+            f.write_all_at(&[i as u8 + 1; 5000], i * (2 << 20) + 4096)
+                .unwrap();
         }
         drop(f);
         let tgz = d.path().join("x.tar.gz");
@@ -181,7 +205,13 @@ mod tests {
         assert!(std::fs::metadata(&tgz).unwrap().len() < 1 << 20);
         let x = d.path().join("x");
         std::fs::create_dir(&x).unwrap();
-        let st = Command::new("tar").arg("-xzf").arg(&tgz).arg("-C").arg(&x).status().unwrap();
+        let st = Command::new("tar")
+            .arg("-xzf")
+            .arg(&tgz)
+            .arg("-C")
+            .arg(&x)
+            .status()
+            .unwrap();
         assert!(st.success());
         let a = std::fs::read(&raw).unwrap();
         let b = std::fs::read(x.join("disk.raw")).unwrap();

@@ -36,7 +36,11 @@ pub struct GenFile {
 
 impl GenFile {
     fn text(name: String, content: String) -> GenFile {
-        GenFile { name, content: content.into_bytes(), mode: 0o644 }
+        GenFile {
+            name,
+            content: content.into_bytes(),
+            mode: 0o644,
+        }
     }
 }
 
@@ -93,7 +97,13 @@ pub fn files(vendor: &Vendor, arch: Arch, disk: &DiskFacts<'_>) -> Vec<GenFile> 
                 ),
             );
             sh.mode = 0o755;
-            vec![sh, GenFile::text(vendor.file_name(".README"), render(QEMU_README, &[("SCRIPT", script)]))]
+            vec![
+                sh,
+                GenFile::text(
+                    vendor.file_name(".README"),
+                    render(QEMU_README, &[("SCRIPT", script)]),
+                ),
+            ]
         }
         Some("vmx") => vec![GenFile::text(
             vendor.file_name(".vmx"),
@@ -107,18 +117,41 @@ pub fn files(vendor: &Vendor, arch: Arch, disk: &DiskFacts<'_>) -> Vec<GenFile> 
                 ],
             ),
         )],
-        Some("ovf_vmware") => vec![GenFile::text(vendor.file_name(".ovf"), ovf(vendor, disk, false))],
-        Some("ovf_virtualbox") => vec![GenFile::text(vendor.file_name(".ovf"), ovf(vendor, disk, true))],
+        Some("ovf_vmware") => vec![GenFile::text(
+            vendor.file_name(".ovf"),
+            ovf(vendor, disk, false),
+        )],
+        Some("ovf_virtualbox") => vec![GenFile::text(
+            vendor.file_name(".ovf"),
+            ovf(vendor, disk, true),
+        )],
         Some("vagrant") => vec![
-            GenFile::text("Vagrantfile".into(), render(VAGRANTFILE, &[("NAME", name), ("MEMORY", MEMORY_MIB.to_string())])),
+            GenFile::text(
+                "Vagrantfile".into(),
+                render(
+                    VAGRANTFILE,
+                    &[("NAME", name), ("MEMORY", MEMORY_MIB.to_string())],
+                ),
+            ),
             GenFile::text("box.ovf".into(), ovf(vendor, disk, true)),
-            GenFile::text("metadata.json".into(), "{\"provider\": \"virtualbox\"}\n".into()),
+            GenFile::text(
+                "metadata.json".into(),
+                "{\"provider\": \"virtualbox\"}\n".into(),
+            ),
         ],
         Some("xl") => {
             let pygrub = vendor.file_name("_pygrub.cfg");
             let pvgrub = vendor.file_name("_pvgrub.cfg");
             let cfg = |boot: &str| {
-                render(XL, &[("BOOT", boot.to_owned()), ("NAME", name.clone()), ("MEMORY", MEMORY_MIB.to_string()), ("DISK", disk.file_name.to_owned())])
+                render(
+                    XL,
+                    &[
+                        ("BOOT", boot.to_owned()),
+                        ("NAME", name.clone()),
+                        ("MEMORY", MEMORY_MIB.to_string()),
+                        ("DISK", disk.file_name.to_owned()),
+                    ],
+                )
             };
             vec![
                 GenFile::text(pygrub.clone(), cfg("# Xen PV config using pygrub\nbootloader = \"pygrub\"")),
@@ -141,13 +174,22 @@ mod tests {
     #[test]
     fn templates_fill_every_placeholder() {
         let reg = Registry::load(None).unwrap();
-        let disk = DiskFacts { file_name: "d.vmdk", file_size: 123, capacity: 456 };
+        let disk = DiskFacts {
+            file_name: "d.vmdk",
+            file_size: 123,
+            capacity: 456,
+        };
         for v in reg.vendors.values().filter(|v| v.conf.is_some()) {
             let fs = files(v, Arch::X86_64, &disk);
             assert!(!fs.is_empty(), "{}", v.name);
             for f in fs {
                 let text = String::from_utf8(f.content).unwrap();
-                assert!(!text.contains("@@"), "{} {}: unfilled placeholder", v.name, f.name);
+                assert!(
+                    !text.contains("@@"),
+                    "{} {}: unfilled placeholder",
+                    v.name,
+                    f.name
+                );
             }
         }
         let ovf = ovf(reg.get("vmware_ova").unwrap(), &disk, false);

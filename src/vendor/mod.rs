@@ -25,13 +25,25 @@ pub enum VendorError {
     #[error("{}", crate::bake::problem_list(.0))]
     Preflight(Vec<String>),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{vendor}: {source}")]
-    Grow { vendor: String, source: grow::GrowError },
+    Grow {
+        vendor: String,
+        source: grow::GrowError,
+    },
     #[error("{vendor}: {source}")]
-    Fs { vendor: String, source: crate::fs::FsError },
+    Fs {
+        vendor: String,
+        source: crate::fs::FsError,
+    },
     #[error("{vendor}: {source}")]
-    Format { vendor: String, source: format::FormatError },
+    Format {
+        vendor: String,
+        source: format::FormatError,
+    },
     #[error(transparent)]
     Gpt(#[from] crate::disk::gpt::GptError),
     #[error(transparent)]
@@ -39,7 +51,10 @@ pub enum VendorError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VendorError + '_ {
-    move |source| VendorError::Io { path: path.to_owned(), source }
+    move |source| VendorError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// What the user asked for.
@@ -74,9 +89,12 @@ pub struct VendorPlan {
 
 /// Read `FLATCAR_VERSION` from a `version.txt`.
 pub fn version_from_file(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = crate::input::read_text(path, crate::input::TEXT_CAP)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let rel = ReleaseFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    rel.get("FLATCAR_VERSION").map(str::to_owned).ok_or_else(|| format!("{}: no FLATCAR_VERSION=", path.display()))
+    rel.get("FLATCAR_VERSION")
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{}: no FLATCAR_VERSION=", path.display()))
 }
 
 /// Check the vendor request before anything is written.
@@ -87,11 +105,20 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
         match input.registry.get(n) {
             None => ps.push(format!(
                 "unknown vendor '{n}' (known: {})",
-                input.registry.vendors.values().filter(|v| v.unsupported.is_none()).map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
+                input
+                    .registry
+                    .vendors
+                    .values()
+                    .filter(|v| v.unsupported.is_none())
+                    .map(|v| v.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             Some(v) => match &v.unsupported {
                 Some(why) => ps.push(format!("vendor '{n}' cannot be made by flatbake: {why}")),
-                None if vendors.iter().any(|x: &Vendor| x.name == v.name) => ps.push(format!("vendor '{n}' is given twice")),
+                None if vendors.iter().any(|x: &Vendor| x.name == v.name) => {
+                    ps.push(format!("vendor '{n}' is given twice"))
+                }
                 None if disk_format(v).is_none() => ps.push(format!(
                     "vendor '{n}': flatbake cannot write disk format {} yet",
                     v.disk_format.as_deref().unwrap_or("?")
@@ -118,16 +145,26 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
         for f in &v.release_files {
             let p = input.release_dir.join(f);
             if !p.is_file() {
-                ps.push(format!("{}: missing (vendor {} ships this release file)", p.display(), v.name));
+                ps.push(format!(
+                    "{}: missing (vendor {} ships this release file)",
+                    p.display(),
+                    v.name
+                ));
             }
         }
-        let (Some(id), Some(ver)) = (&v.oem_id, &version) else { continue };
+        let (Some(id), Some(ver)) = (&v.oem_id, &version) else {
+            continue;
+        };
         if oem.contains_key(id) {
             continue;
         }
         let p = input.release_dir.join(format!("oem-{id}.raw"));
         if !p.is_file() {
-            ps.push(format!("{}: missing: vendor {} needs the OEM sysext oem-{id}.raw of Flatcar {ver}", p.display(), v.name));
+            ps.push(format!(
+                "{}: missing: vendor {} needs the OEM sysext oem-{id}.raw of Flatcar {ver}",
+                p.display(),
+                v.name
+            ));
             continue;
         }
         match oem::check_sysext(id, &p, ver, Some(arch.systemd_name())) {
@@ -140,8 +177,22 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
     if !ps.is_empty() {
         return Err(VendorError::Preflight(ps));
     }
-    let layouts = input.registry.layouts.iter().map(|(k, l)| (k.clone(), l.root_sectors)).collect();
-    Ok(VendorPlan { vendors, version: version.unwrap_or_default(), arch, oem, release_dir: input.release_dir.to_owned(), layouts, kernel_args: input.kernel_args.to_vec(), backend: input.backend })
+    let layouts = input
+        .registry
+        .layouts
+        .iter()
+        .map(|(k, l)| (k.clone(), l.root_sectors))
+        .collect();
+    Ok(VendorPlan {
+        vendors,
+        version: version.unwrap_or_default(),
+        arch,
+        oem,
+        release_dir: input.release_dir.to_owned(),
+        layouts,
+        kernel_args: input.kernel_args.to_vec(),
+        backend: input.backend,
+    })
 }
 
 /// The disk format a vendor's `disk_format` (Flatcar's `DISK_FORMAT` names) means.
@@ -172,7 +223,13 @@ pub struct Output {
 
 /// Emit every planned vendor from the baked `base` image into `out_dir`. Outputs are
 /// staged as hidden temporary files in `out_dir` and renamed into place at the end.
-pub fn emit(plan: &VendorPlan, base: &Path, out_dir: &Path, work: &Path, threads: usize) -> Result<Vec<PathBuf>, VendorError> {
+pub fn emit(
+    plan: &VendorPlan,
+    base: &Path,
+    out_dir: &Path,
+    work: &Path,
+    threads: usize,
+) -> Result<Vec<PathBuf>, VendorError> {
     let mut outputs: Vec<Output> = Vec::new();
     let mut guards = Vec::new();
     let result = (|| -> Result<(), VendorError> {
@@ -202,10 +259,21 @@ pub fn emit(plan: &VendorPlan, base: &Path, out_dir: &Path, work: &Path, threads
 
 fn stage(out_dir: &Path, v: &Vendor, name: &str) -> Output {
     let staged = out_dir.join(format!("{}{name}.partial", crate::cleanup::prefix()));
-    Output { vendor: v.name.clone(), staged, path: out_dir.join(name) }
+    Output {
+        vendor: v.name.clone(),
+        staged,
+        path: out_dir.join(name),
+    }
 }
 
-fn emit_one(plan: &VendorPlan, v: &Vendor, base: &Path, out_dir: &Path, work: &Path, threads: usize) -> Result<Vec<Output>, VendorError> {
+fn emit_one(
+    plan: &VendorPlan,
+    v: &Vendor,
+    base: &Path,
+    out_dir: &Path,
+    work: &Path,
+    threads: usize,
+) -> Result<Vec<Output>, VendorError> {
     let vwork = work.join(&v.name);
     std::fs::create_dir_all(&vwork).map_err(io(&vwork))?;
     let img = vwork.join("disk.bin");
@@ -214,12 +282,26 @@ fn emit_one(plan: &VendorPlan, v: &Vendor, base: &Path, out_dir: &Path, work: &P
         let dst = File::create(&img).map_err(io(&img))?;
         sparse::clone_file(&src, &dst).map_err(io(&img))?;
     }
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&img).map_err(io(&img))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .map_err(io(&img))?;
     let len = file.metadata().map_err(io(&img))?.len();
     let layout = FlatcarLayout::find(Gpt::read_from(&file, len, &img)?, &img)?;
-    let grown = match v.layout.as_ref().and_then(|l| plan.layouts.get(l).copied().flatten()) {
-        Some(sectors) => grow::grow_root(&img, &file, &layout, sectors, &vwork)
-            .map_err(|source| VendorError::Grow { vendor: v.name.clone(), source })?,
+    let grown = match v
+        .layout
+        .as_ref()
+        .and_then(|l| plan.layouts.get(l).copied().flatten())
+    {
+        Some(sectors) => {
+            grow::grow_root(&img, &file, &layout, sectors, &vwork).map_err(|source| {
+                VendorError::Grow {
+                    vendor: v.name.clone(),
+                    source,
+                }
+            })?
+        }
         None => len,
     };
     // A fixed virtual size (exoscale): grow the raw disk and move the backup GPT to its
@@ -228,39 +310,74 @@ fn emit_one(plan: &VendorPlan, v: &Vendor, base: &Path, out_dir: &Path, work: &P
     let grown = match v.virtual_size {
         Some(vs) if vs > grown => {
             if vs % crate::disk::gpt::SECTOR != 0 {
-                return Err(VendorError::Preflight(vec![format!("vendor {}: virtual_size {vs} is not a multiple of 512", v.name)]));
+                return Err(VendorError::Preflight(vec![format!(
+                    "vendor {}: virtual_size {vs} is not a multiple of 512",
+                    v.name
+                )]));
             }
             let layout = FlatcarLayout::find(Gpt::read_from(&file, grown, &img)?, &img)?;
             file.set_len(vs).map_err(io(&img))?;
-            grow::write_gpt(&img, &file, &layout.gpt, vs / crate::disk::gpt::SECTOR)
-                .map_err(|source| VendorError::Grow { vendor: v.name.clone(), source })?;
+            grow::write_gpt(&img, &file, &layout.gpt, vs / crate::disk::gpt::SECTOR).map_err(
+                |source| VendorError::Grow {
+                    vendor: v.name.clone(),
+                    source,
+                },
+            )?;
             vs
         }
         _ => grown,
     };
     if let Some(id) = &v.oem_id {
-        let (sysext, rel) = plan.oem.get(id).ok_or_else(|| VendorError::Preflight(vec![format!("no OEM sysext for {id}")]))?;
-        let edits = oem::edits(v, &plan.version, sysext, rel, &plan.kernel_args, &vwork).map_err(io(&vwork))?;
+        let (sysext, rel) = plan
+            .oem
+            .get(id)
+            .ok_or_else(|| VendorError::Preflight(vec![format!("no OEM sysext for {id}")]))?;
+        let edits = oem::edits(v, &plan.version, sysext, rel, &plan.kernel_args, &vwork)
+            .map_err(io(&vwork))?;
         let layout = FlatcarLayout::find(Gpt::read_from(&file, grown, &img)?, &img)?;
         let oem_work = vwork.join("oem");
         std::fs::create_dir_all(&oem_work).map_err(io(&oem_work))?;
-        crate::fs::apply_oem(plan.backend, &img, &file, &layout.oem, &edits, &oem_work).map_err(|source| VendorError::Fs { vendor: v.name.clone(), source })?;
+        crate::fs::apply_oem(plan.backend, &img, &file, &layout.oem, &edits, &oem_work).map_err(
+            |source| VendorError::Fs {
+                vendor: v.name.clone(),
+                source,
+            },
+        )?;
     }
     file.sync_all().map_err(io(&img))?;
     drop(file);
 
     let mut outs = Vec::new();
-    let fmt = disk_format(v).ok_or_else(|| VendorError::Preflight(vec![format!("vendor {}: unknown disk format", v.name)]))?;
+    let fmt = disk_format(v).ok_or_else(|| {
+        VendorError::Preflight(vec![format!("vendor {}: unknown disk format", v.name)])
+    })?;
     let disk_name = v.disk_name();
     let disk_out = stage(out_dir, v, &disk_name);
-    let disk_staged = if v.bundle.is_some() { vwork.join(&disk_name) } else { disk_out.staged.clone() };
+    let disk_staged = if v.bundle.is_some() {
+        vwork.join(&disk_name)
+    } else {
+        disk_out.staged.clone()
+    };
     if v.bundle.as_deref() != Some("gce_tar") {
-        let opts = WriteOptions { virtual_size: v.virtual_size, threads, final_name: Some(disk_name.clone()) };
-        format::write(&fmt, &img, &disk_staged, &opts).map_err(|source| VendorError::Format { vendor: v.name.clone(), source })?;
+        let opts = WriteOptions {
+            virtual_size: v.virtual_size,
+            threads,
+            final_name: Some(disk_name.clone()),
+        };
+        format::write(&fmt, &img, &disk_staged, &opts).map_err(|source| VendorError::Format {
+            vendor: v.name.clone(),
+            source,
+        })?;
     }
-    let facts_size = std::fs::metadata(&disk_staged).map(|m| m.len()).unwrap_or(0);
+    let facts_size = std::fs::metadata(&disk_staged)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let capacity = v.virtual_size.unwrap_or(grown).max(grown);
-    let facts = conf::DiskFacts { file_name: &disk_name, file_size: facts_size, capacity };
+    let facts = conf::DiskFacts {
+        file_name: &disk_name,
+        file_size: facts_size,
+        capacity,
+    };
     let confs = conf::files(v, plan.arch, &facts);
     match v.bundle.as_deref() {
         None => {
@@ -278,20 +395,30 @@ fn emit_one(plan: &VendorPlan, v: &Vendor, base: &Path, out_dir: &Path, work: &P
         }
         Some("ova") => {
             let o = stage(out_dir, v, &v.file_name(".ova"));
-            let ovf = confs.iter().find(|c| c.name.ends_with(".ovf")).cloned().unwrap_or_else(|| conf::GenFile {
-                name: v.file_name(".ovf"),
-                content: conf::ovf(v, &facts, false).into_bytes(),
-                mode: 0o644,
-            });
+            let ovf = confs
+                .iter()
+                .find(|c| c.name.ends_with(".ovf"))
+                .cloned()
+                .unwrap_or_else(|| conf::GenFile {
+                    name: v.file_name(".ovf"),
+                    content: conf::ovf(v, &facts, false).into_bytes(),
+                    mode: 0o644,
+                });
             bundle::ova(&o.staged, &ovf, &disk_staged, &disk_name).map_err(io(&o.staged))?;
             outs.push(o);
         }
         Some("box") => {
             let o = stage(out_dir, v, &v.file_name(".box"));
-            bundle::vagrant_box(&o.staged, &confs, &disk_staged, &disk_name).map_err(io(&o.staged))?;
+            bundle::vagrant_box(&o.staged, &confs, &disk_staged, &disk_name)
+                .map_err(io(&o.staged))?;
             outs.push(o);
         }
-        Some(other) => return Err(VendorError::Preflight(vec![format!("vendor {}: unknown bundle {other}", v.name)])),
+        Some(other) => {
+            return Err(VendorError::Preflight(vec![format!(
+                "vendor {}: unknown bundle {other}",
+                v.name
+            )]))
+        }
     }
     for f in &v.release_files {
         let src = plan.release_dir.join(f);
@@ -306,7 +433,13 @@ fn emit_one(plan: &VendorPlan, v: &Vendor, base: &Path, out_dir: &Path, work: &P
 
 /// Every output name `v` may stage, so an interrupted run can remove them.
 fn staged_names(v: &Vendor) -> Vec<String> {
-    let mut n = vec![v.disk_name(), v.file_name(".tar.gz"), v.file_name(".ova"), v.file_name(".box"), v.file_name(".ovf")];
+    let mut n = vec![
+        v.disk_name(),
+        v.file_name(".tar.gz"),
+        v.file_name(".ova"),
+        v.file_name(".box"),
+        v.file_name(".ovf"),
+    ];
     for s in [".sh", ".README", ".vmx", "_pygrub.cfg", "_pvgrub.cfg"] {
         n.push(v.file_name(s));
     }

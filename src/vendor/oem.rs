@@ -21,17 +21,29 @@ pub fn kernel_args_line(args: &[String]) -> String {
 /// Problems with kernel arguments that cannot be put in a grub.cfg string safely.
 pub fn kernel_arg_problems(args: &[String]) -> Vec<String> {
     args.iter()
-        .filter(|a| a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control() || "\"$\\;`'".contains(c)))
+        .filter(|a| {
+            a.is_empty()
+                || a.chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "\"$\\;`'".contains(c))
+        })
         .map(|a| format!("--kernel-arg {a:?}: one argument without blanks, quotes, $, \\, ; or `"))
         .collect()
 }
 
 /// Problems with an OEM sysext for `vendor` and Flatcar `version`; empty when usable.
-pub fn check_sysext(oem_id: &str, sysext: &Path, version: &str, arch: Option<&str>) -> Result<ReleaseFile, String> {
+pub fn check_sysext(
+    oem_id: &str,
+    sysext: &Path,
+    version: &str,
+    arch: Option<&str>,
+) -> Result<ReleaseFile, String> {
     let name = format!("oem-{oem_id}");
     let img = image::open(sysext, &name).map_err(|e| e.to_string())?;
     let rel = img.release.ok_or_else(|| {
-        format!("{}: no usr/lib/extension-release.d/extension-release.{name}", sysext.display())
+        format!(
+            "{}: no usr/lib/extension-release.d/extension-release.{name}",
+            sysext.display()
+        )
     })?;
     // Flatcar's OEM sysexts pin VERSION_ID: one of another release is refused at boot.
     if let Some(v) = rel.get("VERSION_ID") {
@@ -44,7 +56,10 @@ pub fn check_sysext(oem_id: &str, sysext: &Path, version: &str, arch: Option<&st
     }
     if let (Some(want), Some(have)) = (arch, rel.get("ARCHITECTURE")) {
         if want != have {
-            return Err(format!("{}: OEM sysext is for {have}, the image is {want}", sysext.display()));
+            return Err(format!(
+                "{}: OEM sysext is for {have}, the image is {want}",
+                sysext.display()
+            ));
         }
     }
     Ok(rel)
@@ -55,7 +70,9 @@ pub fn oem_release(oem_id: &str, rel: &ReleaseFile) -> String {
     let mut id = None;
     let mut rest = String::new();
     for (k, v) in &rel.fields {
-        let Some(key) = k.strip_prefix("SYSEXT_") else { continue };
+        let Some(key) = k.strip_prefix("SYSEXT_") else {
+            continue;
+        };
         if key == "ID" {
             id = Some(v.strip_prefix("oem-").unwrap_or(v).to_owned());
         } else {
@@ -67,7 +84,14 @@ pub fn oem_release(oem_id: &str, rel: &ReleaseFile) -> String {
 
 /// The OEM edits for `vendor`: files are staged in `work`. `kernel_args` are appended
 /// to linux_append in its grub.cfg.
-pub fn edits(vendor: &Vendor, version: &str, sysext: &Path, rel: &ReleaseFile, kernel_args: &[String], work: &Path) -> std::io::Result<Edits> {
+pub fn edits(
+    vendor: &Vendor,
+    version: &str,
+    sysext: &Path,
+    rel: &ReleaseFile,
+    kernel_args: &[String],
+    work: &Path,
+) -> std::io::Result<Edits> {
     let mut e = Edits::default();
     let (Some(oem_id), Some(grub)) = (&vendor.oem_id, &vendor.grub_cfg) else {
         return Ok(e);
@@ -81,14 +105,26 @@ pub fn edits(vendor: &Vendor, version: &str, sysext: &Path, rel: &ReleaseFile, k
     if !kernel_args.is_empty() {
         cfg.push_str(&kernel_args_line(kernel_args));
     }
-    e.push(Op::Write { path: "/grub.cfg".into(), src: stage("grub.cfg", &cfg)?, mode: 0o644 });
-    e.push(Op::Write { path: "/oem-release".into(), src: stage("oem-release", &oem_release(oem_id, rel))?, mode: 0o644 });
+    e.push(Op::Write {
+        path: "/grub.cfg".into(),
+        src: stage("grub.cfg", &cfg)?,
+        mode: 0o644,
+    });
+    e.push(Op::Write {
+        path: "/oem-release".into(),
+        src: stage("oem-release", &oem_release(oem_id, rel))?,
+        mode: 0o644,
+    });
     e.push(Op::Write {
         path: format!("/sysext/oem-{oem_id}-{version}.raw"),
         src: sysext.to_owned(),
         mode: 0o644,
     });
-    e.push(Op::Write { path: format!("/sysext/active-oem-{oem_id}"), src: stage("active", "")?, mode: 0o644 });
+    e.push(Op::Write {
+        path: format!("/sysext/active-oem-{oem_id}"),
+        src: stage("active", "")?,
+        mode: 0o644,
+    });
     Ok(e)
 }
 
@@ -99,9 +135,15 @@ mod tests {
     #[test]
     fn kernel_args() {
         let a = vec!["console=ttyS0,115200n8".to_owned(), "quiet".to_owned()];
-        assert_eq!(kernel_args_line(&a), "set linux_append=\"$linux_append console=ttyS0,115200n8 quiet\"\n");
+        assert_eq!(
+            kernel_args_line(&a),
+            "set linux_append=\"$linux_append console=ttyS0,115200n8 quiet\"\n"
+        );
         assert!(kernel_arg_problems(&a).is_empty());
-        assert_eq!(kernel_arg_problems(&["a\"b".to_owned(), "$x".to_owned(), "a b".to_owned()]).len(), 3);
+        assert_eq!(
+            kernel_arg_problems(&["a\"b".to_owned(), "$x".to_owned(), "a b".to_owned()]).len(),
+            3
+        );
     }
 
     #[test]
@@ -110,7 +152,10 @@ mod tests {
             "ID='flatcar'\nVERSION_ID='4593.2.5'\nARCHITECTURE='x86-64'\nEXTENSION_RELOAD_MANAGER=1\nSYSEXT_ID='oem-qemu'\nSYSEXT_NAME='QEMU OEM'\nSYSEXT_BUG_REPORT_URL='https://issues.flatcar.org'\n",
         )
         .unwrap();
-        assert_eq!(oem_release("qemu", &rel), "ID=qemu\nNAME=QEMU OEM\nBUG_REPORT_URL=https://issues.flatcar.org\n");
+        assert_eq!(
+            oem_release("qemu", &rel),
+            "ID=qemu\nNAME=QEMU OEM\nBUG_REPORT_URL=https://issues.flatcar.org\n"
+        );
         assert_eq!(oem_release("gce", &ReleaseFile::default()), "ID=gce\n");
     }
 }

@@ -53,8 +53,24 @@ pub enum RegistryError {
     Io(String, std::io::Error),
 }
 
-pub const DISK_FORMATS: &[&str] = &["raw", "qcow2", "vhd", "vhd_fixed", "vhdx", "vmdk_ide", "vmdk_scsi", "vmdk_stream"];
-pub const CONFS: &[&str] = &["qemu_uefi", "vmx", "ovf_vmware", "ovf_virtualbox", "vagrant", "xl"];
+pub const DISK_FORMATS: &[&str] = &[
+    "raw",
+    "qcow2",
+    "vhd",
+    "vhd_fixed",
+    "vhdx",
+    "vmdk_ide",
+    "vmdk_scsi",
+    "vmdk_stream",
+];
+pub const CONFS: &[&str] = &[
+    "qemu_uefi",
+    "vmx",
+    "ovf_vmware",
+    "ovf_virtualbox",
+    "vagrant",
+    "xl",
+];
 pub const BUNDLES: &[&str] = &["gce_tar", "ova", "box"];
 
 /// All known vendors and layouts.
@@ -67,21 +83,32 @@ pub struct Registry {
 impl Registry {
     /// The built-in vendors, plus `*.toml` in `extra` (which override built-ins).
     pub fn load(extra: Option<&Path>) -> Result<Registry, RegistryError> {
-        let layouts: BTreeMap<String, Layout> = toml::from_str(LAYOUTS)
-            .map_err(|e| RegistryError::Bad { file: "layouts.toml".into(), what: e.to_string() })?;
-        let mut reg = Registry { vendors: BTreeMap::new(), layouts };
+        let layouts: BTreeMap<String, Layout> =
+            toml::from_str(LAYOUTS).map_err(|e| RegistryError::Bad {
+                file: "layouts.toml".into(),
+                what: e.to_string(),
+            })?;
+        let mut reg = Registry {
+            vendors: BTreeMap::new(),
+            layouts,
+        };
         for (name, text) in VENDOR_FILES {
             reg.add(name, text, &format!("vendors/{name}.toml"))?;
         }
         if let Some(dir) = extra {
-            let rd = std::fs::read_dir(dir).map_err(|e| RegistryError::Io(dir.display().to_string(), e))?;
+            let rd = std::fs::read_dir(dir)
+                .map_err(|e| RegistryError::Io(dir.display().to_string(), e))?;
             for entry in rd.flatten() {
                 let path = entry.path();
                 if path.extension().and_then(|e| e.to_str()) != Some("toml") {
                     continue;
                 }
-                let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                let text = std::fs::read_to_string(&path).map_err(|e| RegistryError::Io(path.display().to_string(), e))?;
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let text = crate::input::read_text(&path, crate::input::TEXT_CAP)
+                    .map_err(|e| RegistryError::Io(path.display().to_string(), e))?;
                 reg.add(&name, &text, &path.display().to_string())?;
             }
         }
@@ -89,17 +116,27 @@ impl Registry {
     }
 
     fn add(&mut self, name: &str, text: &str, file: &str) -> Result<(), RegistryError> {
-        let bad = |what: String| RegistryError::Bad { file: file.to_owned(), what };
-        let mut v: Vendor = toml::from_str(text).map_err(|e| bad(e.to_string().trim().replace('\n', " ")))?;
+        let bad = |what: String| RegistryError::Bad {
+            file: file.to_owned(),
+            what,
+        };
+        let mut v: Vendor =
+            toml::from_str(text).map_err(|e| bad(e.to_string().trim().replace('\n', " ")))?;
         v.name = name.to_owned();
         if v.unsupported.is_none() {
             let layout = v.layout.as_deref().ok_or_else(|| bad("no layout".into()))?;
             if !self.layouts.contains_key(layout) {
                 return Err(bad(format!("unknown layout {layout}")));
             }
-            let fmt = v.disk_format.as_deref().ok_or_else(|| bad("no disk_format".into()))?;
+            let fmt = v
+                .disk_format
+                .as_deref()
+                .ok_or_else(|| bad("no disk_format".into()))?;
             if !DISK_FORMATS.contains(&fmt) {
-                return Err(bad(format!("unknown disk_format {fmt} (known: {})", DISK_FORMATS.join(", "))));
+                return Err(bad(format!(
+                    "unknown disk_format {fmt} (known: {})",
+                    DISK_FORMATS.join(", ")
+                )));
             }
             if let Some(c) = &v.conf {
                 if !CONFS.contains(&c.as_str()) {
@@ -142,7 +179,11 @@ impl Vendor {
 
     /// Flatcar's name for the disk image: `flatcar_production_<vendor>_image.<ext>`.
     pub fn disk_name(&self) -> String {
-        format!("flatcar_production_{}_image.{}", self.name, self.disk_extension())
+        format!(
+            "flatcar_production_{}_image.{}",
+            self.name,
+            self.disk_extension()
+        )
     }
 
     /// `flatcar_production_<vendor><suffix>` for the other outputs.
@@ -158,14 +199,37 @@ mod tests {
     #[test]
     fn every_builtin_vendor_parses() {
         let r = Registry::load(None).unwrap();
-        for name in ["qemu_uefi", "azure", "gce", "vmware", "vmware_ova", "vagrant", "exoscale", "xen", "hyperv_vhdx"] {
+        for name in [
+            "qemu_uefi",
+            "azure",
+            "gce",
+            "vmware",
+            "vmware_ova",
+            "vagrant",
+            "exoscale",
+            "xen",
+            "hyperv_vhdx",
+        ] {
             assert!(r.get(name).is_some(), "{name}");
         }
         assert!(r.get("pxe").unwrap().unsupported.is_some());
         let q = r.get("qemu_uefi").unwrap();
         assert_eq!(q.disk_name(), "flatcar_production_qemu_uefi_image.img");
-        assert!(q.grub_cfg.as_deref().unwrap().starts_with("set oem_id=\"qemu\"\n"));
-        assert_eq!(r.get("ami").unwrap().grub_cfg.as_deref().unwrap().lines().next(), Some("set oem_id=\"ec2\""));
+        assert!(q
+            .grub_cfg
+            .as_deref()
+            .unwrap()
+            .starts_with("set oem_id=\"qemu\"\n"));
+        assert_eq!(
+            r.get("ami")
+                .unwrap()
+                .grub_cfg
+                .as_deref()
+                .unwrap()
+                .lines()
+                .next(),
+            Some("set oem_id=\"ec2\"")
+        );
         assert_eq!(r.layouts["vm"].root_sectors, Some(12943360));
         assert_eq!(r.get("exoscale").unwrap().virtual_size, Some(10 << 30));
     }
@@ -173,11 +237,25 @@ mod tests {
     #[test]
     fn extra_dir_and_bad_files() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("mycloud.toml"), "description = \"x\"\nlayout = \"vm\"\ndisk_format = \"qcow2\"\n").unwrap();
+        std::fs::write(
+            d.path().join("mycloud.toml"),
+            "description = \"x\"\nlayout = \"vm\"\ndisk_format = \"qcow2\"\n",
+        )
+        .unwrap();
         let r = Registry::load(Some(d.path())).unwrap();
-        assert_eq!(r.get("mycloud").unwrap().disk_name(), "flatcar_production_mycloud_image.img");
-        std::fs::write(d.path().join("bad.toml"), "description = \"x\"\nlayout = \"vm\"\ndisk_format = \"floppy\"\n").unwrap();
+        assert_eq!(
+            r.get("mycloud").unwrap().disk_name(),
+            "flatcar_production_mycloud_image.img"
+        );
+        std::fs::write(
+            d.path().join("bad.toml"),
+            "description = \"x\"\nlayout = \"vm\"\ndisk_format = \"floppy\"\n",
+        )
+        .unwrap();
         let e = Registry::load(Some(d.path())).unwrap_err().to_string();
-        assert!(e.contains("bad.toml") && e.contains("unknown disk_format floppy"), "{e}");
+        assert!(
+            e.contains("bad.toml") && e.contains("unknown disk_format floppy"),
+            "{e}"
+        );
     }
 }
