@@ -39,7 +39,11 @@ fn zero_heavy() -> Vec<u8> {
 fn identical_to_bunzip2_and_sparse() {
     let dir = tempfile::tempdir().unwrap();
     let image = zero_heavy();
-    let bz2 = write(dir.path(), "img.bz2", &support::compress_with("lbzip2", &["-9", "-n", "2"], &image));
+    let bz2 = write(
+        dir.path(),
+        "img.bz2",
+        &support::compress_with("lbzip2", &["-9", "-n", "2"], &image),
+    );
     let reference = support::bunzip2(&bz2);
     for threads in [1, 2, 4] {
         let out = dir.path().join(format!("img-{threads}.bin"));
@@ -47,7 +51,10 @@ fn identical_to_bunzip2_and_sparse() {
         let got = std::fs::read(&out).unwrap();
         assert_eq!(support::sha256(&got), support::sha256(&reference));
         assert_eq!(stats.decompressed_bytes, reference.len() as u64);
-        assert_eq!(stats.compressed_bytes, std::fs::metadata(&bz2).unwrap().len());
+        assert_eq!(
+            stats.compressed_bytes,
+            std::fs::metadata(&bz2).unwrap().len()
+        );
         assert_eq!(stats.streams, 1);
         assert!(stats.blocks >= 1);
         // Sparse: far fewer allocated bytes than the size.
@@ -67,7 +74,11 @@ fn identical_to_bunzip2_and_sparse() {
 fn many_blocks_from_bzip2_1() {
     let dir = tempfile::tempdir().unwrap();
     let image = support::sample_image(99);
-    let bz2 = write(dir.path(), "s.bz2", &support::compress_with("bzip2", &["-1"], &image));
+    let bz2 = write(
+        dir.path(),
+        "s.bz2",
+        &support::compress_with("bzip2", &["-1"], &image),
+    );
     let out = dir.path().join("s.bin");
     let stats = decompress_file(&bz2, &out, &opts(0)).unwrap();
     assert!(stats.blocks > 10, "{stats:?}");
@@ -139,6 +150,9 @@ fn corrupt_block_is_an_error() {
     let bz2 = write(dir.path(), "bad.bz2", &data);
     let out = dir.path().join("bad.bin");
     let e = decompress_file(&bz2, &out, &opts(2)).unwrap_err();
-    assert!(e.to_string().starts_with(&format!("{}: ", bz2.display())), "{e}");
+    assert!(
+        e.to_string().starts_with(&format!("{}: ", bz2.display())),
+        "{e}"
+    );
     assert!(!out.exists() && !part_path(&out).exists());
 }

@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use flatbake::release::{
-    self, Arch, DownloadError, Error, FetchOptions, HeadSource, Keyring, ProgressMode,
-    ReleaseUrls, RetryPolicy, VerifyError, IMAGE, IMAGE_BZ2, VERSION_TXT,
+    self, Arch, DownloadError, Error, FetchOptions, HeadSource, Keyring, ProgressMode, ReleaseUrls,
+    RetryPolicy, VerifyError, IMAGE, IMAGE_BZ2, VERSION_TXT,
 };
 use support::{Fault, Gpg, Server};
 
@@ -69,21 +69,52 @@ fn fixtures() -> &'static Fixtures {
             put(format!("{DIR}/{IMAGE_BZ2}"), bz2.clone(), true);
             put(format!("{DIR}/{VERSION_TXT}"), version_txt.clone(), true);
             put(format!("{DIR}/oem-qemu.raw"), oem.clone(), true);
-            put("/amd64-usr/current/version.txt".into(), version_txt.clone(), true);
+            put(
+                "/amd64-usr/current/version.txt".into(),
+                version_txt.clone(),
+                true,
+            );
             put("/releases.json".into(), releases_json.clone(), false);
-            put("/extensions/SHA256SUMS".into(), sums.clone().into_bytes(), false);
-            put("/extensions/test-1.0-x86-64.raw".into(), ext_raw.clone(), false);
-            put("/extensions/noconf-2.0-x86-64.raw".into(), ext_raw.clone(), false);
-            put("/extensions/bad-1.0-x86-64.raw".into(), ext_raw.clone(), false);
-            put("/extensions/missing-1.0-x86-64.raw".into(), ext_raw.clone(), false);
-            put("/extensions/test.conf".into(), b"[Transfer]\nVerify=false\n".to_vec(), false);
+            put(
+                "/extensions/SHA256SUMS".into(),
+                sums.clone().into_bytes(),
+                false,
+            );
+            put(
+                "/extensions/test-1.0-x86-64.raw".into(),
+                ext_raw.clone(),
+                false,
+            );
+            put(
+                "/extensions/noconf-2.0-x86-64.raw".into(),
+                ext_raw.clone(),
+                false,
+            );
+            put(
+                "/extensions/bad-1.0-x86-64.raw".into(),
+                ext_raw.clone(),
+                false,
+            );
+            put(
+                "/extensions/missing-1.0-x86-64.raw".into(),
+                ext_raw.clone(),
+                false,
+            );
+            put(
+                "/extensions/test.conf".into(),
+                b"[Transfer]\nVerify=false\n".to_vec(),
+                false,
+            );
             t
         };
         let tree_a = tree(&a);
         let tree_b = tree(&b);
         // The subkey, not the primary key, made B's signatures.
         let sig = &tree_b[&format!("{DIR}/{VERSION_TXT}.sig")];
-        assert!(!b.fingerprint.ends_with(&b.signer_of(sig)), "B signed with its primary");
+        assert!(
+            !b.fingerprint.ends_with(&b.signer_of(sig)),
+            "B signed with its primary"
+        );
         let sig = &tree_a[&format!("{DIR}/{VERSION_TXT}.sig")];
         assert!(a.fingerprint.ends_with(&a.signer_of(sig)));
         Fixtures {
@@ -148,7 +179,9 @@ fn fetch_exact_version_then_cache_hit() {
     let got = std::fs::read(&r.image).unwrap();
     assert_eq!(support::sha256(&got), support::sha256(&f.image));
     assert_eq!(r.image, release_dir(cache.path()).join(IMAGE));
-    assert!(server.requests_for("/amd64-usr/current/version.txt").is_empty());
+    assert!(server
+        .requests_for("/amd64-usr/current/version.txt")
+        .is_empty());
 
     // Second run: everything comes from the cache, no request at all.
     server.clear_log();
@@ -162,7 +195,10 @@ fn fetch_exact_version_then_cache_hit() {
     let r3 = release::fetch_release(&o).unwrap();
     assert!(r3.decompressed.is_some());
     assert_eq!(server.log(), vec![]);
-    assert_eq!(std::fs::metadata(&r3.image).unwrap().len(), f.image.len() as u64);
+    assert_eq!(
+        std::fs::metadata(&r3.image).unwrap().len(),
+        f.image.len() as u64
+    );
 }
 
 #[test]
@@ -173,7 +209,10 @@ fn fetch_current_via_version_txt_and_releases_json() {
     let o = options(&server, cache.path(), &f.key_a, "current");
     let r = release::resolve(&o).unwrap();
     assert_eq!(r.version.to_string(), VERSION);
-    assert_eq!(server.requests_for("/amd64-usr/current/version.txt").len(), 1);
+    assert_eq!(
+        server.requests_for("/amd64-usr/current/version.txt").len(),
+        1
+    );
 
     let mut o = options(&server, cache.path(), &f.key_a, "stable");
     o.head_source = HeadSource::ReleasesJson;
@@ -181,7 +220,9 @@ fn fetch_current_via_version_txt_and_releases_json() {
     let r = release::fetch_release(&o).unwrap();
     assert_eq!(r.release.version.to_string(), VERSION);
     assert_eq!(server.requests_for("/releases.json").len(), 1);
-    assert!(server.requests_for("/amd64-usr/current/version.txt").is_empty());
+    assert!(server
+        .requests_for("/amd64-usr/current/version.txt")
+        .is_empty());
 
     let mut o = options(&server, cache.path(), &f.key_a, "beta");
     o.head_source = HeadSource::ReleasesJson;
@@ -194,13 +235,21 @@ fn lts_stream_resolves_through_its_own_head() {
     let f = fixtures();
     let server = Server::start(f.tree_a.clone());
     let lts = "FLATCAR_BUILD=4081\nFLATCAR_BRANCH=3\nFLATCAR_PATCH=6\nFLATCAR_VERSION=4081.3.6\n";
-    server.set("/amd64-usr/current-2024/version.txt", lts.as_bytes().to_vec());
+    server.set(
+        "/amd64-usr/current-2024/version.txt",
+        lts.as_bytes().to_vec(),
+    );
     let cache = tempfile::tempdir().unwrap();
     let o = options(&server, cache.path(), &f.key_a, "lts-2024");
     let r = release::resolve(&o).unwrap();
     assert_eq!(r.version.to_string(), "4081.3.6");
     assert_eq!(r.channel.to_string(), "lts");
-    assert_eq!(server.requests_for("/amd64-usr/current-2024/version.txt").len(), 1);
+    assert_eq!(
+        server
+            .requests_for("/amd64-usr/current-2024/version.txt")
+            .len(),
+        1
+    );
     let o = options(&server, cache.path(), &f.key_a, "lts-2022");
     let e = release::resolve(&o).unwrap_err();
     assert!(e.to_string().contains("current-2022/version.txt"), "{e}");
@@ -214,9 +263,9 @@ fn subkey_signatures_verify() {
     let o = options(&server, cache.path(), &f.key_b, VERSION);
     let r = release::fetch_release(&o).unwrap();
     assert!(r.verified);
-    let marker = std::fs::read_to_string(
-        release::cache::marker_path(&release_dir(cache.path()).join(IMAGE_BZ2)),
-    )
+    let marker = std::fs::read_to_string(release::cache::marker_path(
+        &release_dir(cache.path()).join(IMAGE_BZ2),
+    ))
     .unwrap();
     // Signed by the subkey, not the primary key.
     let primary = Keyring::from_armored(&f.key_b, "b").unwrap().fingerprints()[0].clone();
@@ -238,8 +287,14 @@ fn missing_image_is_not_found() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(e.to_string().ends_with("flatcar_production_image.bin.bz2: not found (HTTP 404)"));
-    assert_eq!(server.requests_for(&image_path()).len(), 1, "404 is not retried");
+    assert!(e
+        .to_string()
+        .ends_with("flatcar_production_image.bin.bz2: not found (HTTP 404)"));
+    assert_eq!(
+        server.requests_for(&image_path()).len(),
+        1,
+        "404 is not retried"
+    );
     assert_no_image(cache.path());
 }
 
@@ -300,7 +355,10 @@ fn insecure_mode_accepts_bad_signature_and_marks_it() {
     // A secure run does not trust what the insecure one cached.
     o.insecure_skip_verify = false;
     let e = release::fetch_release(&o).unwrap_err();
-    assert!(matches!(e, Error::Download(DownloadError::NotFound { .. })), "{e:?}");
+    assert!(
+        matches!(e, Error::Download(DownloadError::NotFound { .. })),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -318,7 +376,10 @@ fn truncated_body_is_resumed() {
     assert_eq!(reqs[0].range, None);
     assert_eq!(reqs[1].range, Some(format!("bytes={}-", size / 3)));
     assert_eq!(reqs[1].status, 206);
-    assert_eq!(support::sha256(&std::fs::read(&r.image).unwrap()), support::sha256(&f.image));
+    assert_eq!(
+        support::sha256(&std::fs::read(&r.image).unwrap()),
+        support::sha256(&f.image)
+    );
 }
 
 #[test]
@@ -369,7 +430,10 @@ fn server_without_range_support_restarts_cleanly() {
     assert_eq!(reqs.len(), 2, "{reqs:?}");
     assert!(reqs[1].range.is_some());
     assert_eq!(reqs[1].status, 200);
-    assert_eq!(support::sha256(&std::fs::read(&r.image).unwrap()), support::sha256(&f.image));
+    assert_eq!(
+        support::sha256(&std::fs::read(&r.image).unwrap()),
+        support::sha256(&f.image)
+    );
 }
 
 #[test]
@@ -408,7 +472,10 @@ fn changed_file_restarts_download() {
     let r = release::fetch_release(&o).unwrap();
     let reqs = server.requests_for(&image_path());
     assert_eq!(reqs.last().unwrap().status, 200, "{reqs:?}");
-    assert_eq!(support::sha256(&std::fs::read(&r.image).unwrap()), support::sha256(&f.image));
+    assert_eq!(
+        support::sha256(&std::fs::read(&r.image).unwrap()),
+        support::sha256(&f.image)
+    );
 }
 
 #[test]
@@ -453,11 +520,17 @@ fn release_file_is_verified() {
     let rel = release::resolve(&o).unwrap();
     let p = release::fetch_release_file(&o, &rel, "oem-qemu.raw").unwrap();
     assert_eq!(p, release_dir(cache.path()).join("oem-qemu.raw"));
-    assert_eq!(std::fs::read(&p).unwrap(), f.tree_a[&format!("{DIR}/oem-qemu.raw")]);
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        f.tree_a[&format!("{DIR}/oem-qemu.raw")]
+    );
     server.set(&format!("{DIR}/oem-qemu.raw"), b"evil".to_vec());
     std::fs::remove_file(&p).unwrap();
     let e = release::fetch_release_file(&o, &rel, "oem-qemu.raw").unwrap_err();
-    assert!(matches!(e, Error::Verify(VerifyError::BadSignature { .. })), "{e:?}");
+    assert!(
+        matches!(e, Error::Verify(VerifyError::BadSignature { .. })),
+        "{e:?}"
+    );
     assert!(!p.exists());
     let e = release::fetch_release_file(&o, &rel, "../x").unwrap_err();
     assert!(matches!(e, Error::BadName(_)));
@@ -473,12 +546,16 @@ fn extensions_checked_against_sha256sums() {
     assert_eq!(std::fs::read(&ext.raw).unwrap(), f.ext_raw);
     assert_eq!(ext.sha256, support::sha256(&f.ext_raw));
     let conf = ext.conf.unwrap();
-    assert!(std::fs::read_to_string(conf).unwrap().contains("[Transfer]"));
+    assert!(std::fs::read_to_string(conf)
+        .unwrap()
+        .contains("[Transfer]"));
 
     // Cached: only SHA256SUMS and the conf are fetched again.
     server.clear_log();
     release::fetch_extension(&o, "test", "test-1.0-x86-64.raw").unwrap();
-    assert!(server.requests_for("/extensions/test-1.0-x86-64.raw").is_empty());
+    assert!(server
+        .requests_for("/extensions/test-1.0-x86-64.raw")
+        .is_empty());
 
     let ext = release::fetch_extension(&o, "noconf", "noconf-2.0-x86-64.raw").unwrap();
     assert_eq!(ext.conf, None);
@@ -491,8 +568,18 @@ fn extensions_checked_against_sha256sums() {
     assert!(!cache.path().join("extensions/bad-1.0-x86-64.raw").exists());
 
     let e = release::fetch_extension(&o, "missing", "missing-1.0-x86-64.raw").unwrap_err();
-    assert!(matches!(e, Error::Verify(VerifyError::NoChecksum { .. })), "{e:?}");
-    assert!(e.to_string().contains("SHA256SUMS: no SHA256 checksum for missing-1.0-x86-64.raw"));
-    assert!(server.requests_for("/extensions/missing-1.0-x86-64.raw").is_empty());
-    assert!(!cache.path().join("extensions/missing-1.0-x86-64.raw").exists());
+    assert!(
+        matches!(e, Error::Verify(VerifyError::NoChecksum { .. })),
+        "{e:?}"
+    );
+    assert!(e
+        .to_string()
+        .contains("SHA256SUMS: no SHA256 checksum for missing-1.0-x86-64.raw"));
+    assert!(server
+        .requests_for("/extensions/missing-1.0-x86-64.raw")
+        .is_empty());
+    assert!(!cache
+        .path()
+        .join("extensions/missing-1.0-x86-64.raw")
+        .exists());
 }

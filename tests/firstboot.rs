@@ -12,14 +12,22 @@ fn bake(args: &[&str]) -> (tempfile::TempDir, PathBuf, std::process::Output) {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("out.bin");
     let img = fixtures().join("current.bin");
-    let mut all = vec!["--image", img.to_str().expect("p"), "-o", out.to_str().expect("p")];
+    let mut all = vec![
+        "--image",
+        img.to_str().expect("p"),
+        "-o",
+        out.to_str().expect("p"),
+    ];
     all.extend_from_slice(args);
     let o = flatbake(&all);
     (dir, out, o)
 }
 
 fn wasm() -> String {
-    format!("wasmtime:{}", sysext("wasmtime-24.0.0-x86-64.raw").display())
+    format!(
+        "wasmtime:{}",
+        sysext("wasmtime-24.0.0-x86-64.raw").display()
+    )
 }
 
 fn ign(dir: &Path, text: &str) -> PathBuf {
@@ -34,11 +42,18 @@ fn sysupdate_wiring_is_valid_for_systemd() {
     assert!(o.status.success(), "{}", stderr(&o));
     e2fsck_root(&out);
     assert_eq!(
-        root_link(&out, "/etc/systemd/system/timers.target.wants/systemd-sysupdate.timer").as_deref(),
+        root_link(
+            &out,
+            "/etc/systemd/system/timers.target.wants/systemd-sysupdate.timer"
+        )
+        .as_deref(),
         Some("/usr/lib/systemd/system/systemd-sysupdate.timer")
     );
     let noop = String::from_utf8(root_file(&out, "/etc/sysupdate.d/noop.conf")).expect("utf8");
-    assert!(noop.contains("[Source]") && noop.contains("[Target]"), "{noop}");
+    assert!(
+        noop.contains("[Source]") && noop.contains("[Target]"),
+        "{noop}"
+    );
     let d = "/etc/systemd/system/systemd-sysupdate.service.d";
     assert_eq!(
         String::from_utf8(root_file(&out, &format!("{d}/wasmtime.conf"))).expect("utf8"),
@@ -53,13 +68,24 @@ fn sysupdate_wiring_is_valid_for_systemd() {
 
 #[test]
 fn sysupdate_reboot_required_action() {
-    let (_d, out, o) = bake(&["--sysupdate", "--sysupdate-action", "reboot-required", &wasm()]);
+    let (_d, out, o) = bake(&[
+        "--sysupdate",
+        "--sysupdate-action",
+        "reboot-required",
+        &wasm(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let d = "/etc/systemd/system/systemd-sysupdate.service.d";
     let dropin = String::from_utf8(root_file(&out, &format!("{d}/wasmtime.conf"))).expect("utf8");
-    assert!(dropin.contains("ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C wasmtime update"), "{dropin}");
+    assert!(
+        dropin.contains("ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C wasmtime update"),
+        "{dropin}"
+    );
     assert!(dropin.contains("touch /run/reboot-required"), "{dropin}");
-    assert!(!debugfs(&out, &format!("ls {d}")).contains("sysext.conf"), "no systemd-sysext restart with reboot-required");
+    assert!(
+        !debugfs(&out, &format!("ls {d}")).contains("sysext.conf"),
+        "no systemd-sysext restart with reboot-required"
+    );
     verify_dropins(&out, &["wasmtime.conf"]);
 }
 
@@ -68,11 +94,21 @@ fn verify_dropins(out: &Path, names: &[&str]) {
     let d = "/etc/systemd/system/systemd-sysupdate.service.d";
     let root = tempfile::tempdir().expect("tmp");
     let r = root.path();
-    for sub in ["etc/systemd/system/systemd-sysupdate.service.d", "usr/lib/systemd/system", "usr/bin"] {
+    for sub in [
+        "etc/systemd/system/systemd-sysupdate.service.d",
+        "usr/lib/systemd/system",
+        "usr/bin",
+    ] {
         std::fs::create_dir_all(r.join(sub)).expect("mkdir");
     }
     for f in names {
-        std::fs::write(r.join(format!("etc/systemd/system/systemd-sysupdate.service.d/{f}")), root_file(out, &format!("{d}/{f}"))).expect("w");
+        std::fs::write(
+            r.join(format!(
+                "etc/systemd/system/systemd-sysupdate.service.d/{f}"
+            )),
+            root_file(out, &format!("{d}/{f}")),
+        )
+        .expect("w");
     }
     std::fs::write(
         r.join("usr/lib/systemd/system/systemd-sysupdate.service"),
@@ -83,19 +119,40 @@ fn verify_dropins(out: &Path, names: &[&str]) {
     for b in ["systemctl", "sh"] {
         std::fs::copy("/bin/true", r.join(format!("usr/bin/{b}"))).expect("cp");
     }
-    let v = sh(Command::new("systemd-analyze").arg("verify").arg(format!("--root={}", r.display())).arg("systemd-sysupdate.service"));
-    assert!(v.stderr.is_empty(), "systemd-analyze verify: {}", String::from_utf8_lossy(&v.stderr));
+    let v = sh(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", r.display()))
+        .arg("systemd-sysupdate.service"));
+    assert!(
+        v.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&v.stderr)
+    );
 }
 
 #[test]
 fn ignition_and_kernel_args_on_oem() {
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = ign(dir.path(), r#"{"ignition":{"version":"3.4.0"},"passwd":{"users":[{"name":"core"}]}}"#);
-    let (_d, out, o) = bake(&["--ignition", cfg.to_str().expect("p"), "--kernel-arg", "console=ttyS0,115200n8", "--kernel-arg", "flatcar.autologin", &wasm()]);
+    let cfg = ign(
+        dir.path(),
+        r#"{"ignition":{"version":"3.4.0"},"passwd":{"users":[{"name":"core"}]}}"#,
+    );
+    let (_d, out, o) = bake(&[
+        "--ignition",
+        cfg.to_str().expect("p"),
+        "--kernel-arg",
+        "console=ttyS0,115200n8",
+        "--kernel-arg",
+        "flatcar.autologin",
+        &wasm(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let oem = oem_tree(&out);
     let t = oem.path().join("tree");
-    assert_eq!(std::fs::read(t.join("config.ign")).expect("ign"), std::fs::read(&cfg).expect("ign"));
+    assert_eq!(
+        std::fs::read(t.join("config.ign")).expect("ign"),
+        std::fs::read(&cfg).expect("ign")
+    );
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(t.join("config.ign")).expect("m");
     assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o600));
@@ -109,16 +166,35 @@ fn kernel_args_keep_the_vendor_lines() {
     let img = fixtures().join("current.bin");
     let rel = fixtures().join("release");
     let o = flatbake(&[
-        "--image", img.to_str().expect("p"), "--release-dir", rel.to_str().expect("p"),
-        "--output-dir", dir.path().to_str().expect("p"), "--vendor", "gce", "--kernel-arg", "quiet",
+        "--image",
+        img.to_str().expect("p"),
+        "--release-dir",
+        rel.to_str().expect("p"),
+        "--output-dir",
+        dir.path().to_str().expect("p"),
+        "--vendor",
+        "gce",
+        "--kernel-arg",
+        "quiet",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let x = dir.path().join("x");
     std::fs::create_dir(&x).expect("mkdir");
-    sh(Command::new("tar").arg("-xSzf").arg(dir.path().join("flatcar_production_gce.tar.gz")).arg("-C").arg(&x));
-    let grub = std::fs::read_to_string(oem_tree(&x.join("disk.raw")).path().join("tree/grub.cfg")).expect("grub");
-    assert!(grub.contains("set oem_id=\"gce\"\nset linux_console=\"console=ttyS0,115200n8\""), "{grub}");
-    assert!(grub.ends_with("set linux_append=\"$linux_append quiet\"\n"), "{grub}");
+    sh(Command::new("tar")
+        .arg("-xSzf")
+        .arg(dir.path().join("flatcar_production_gce.tar.gz"))
+        .arg("-C")
+        .arg(&x));
+    let grub = std::fs::read_to_string(oem_tree(&x.join("disk.raw")).path().join("tree/grub.cfg"))
+        .expect("grub");
+    assert!(
+        grub.contains("set oem_id=\"gce\"\nset linux_console=\"console=ttyS0,115200n8\""),
+        "{grub}"
+    );
+    assert!(
+        grub.ends_with("set linux_append=\"$linux_append quiet\"\n"),
+        "{grub}"
+    );
 }
 
 fn refused(args: &[&str], want: &str) {
@@ -134,21 +210,51 @@ fn bad_first_boot_settings_are_refused() {
     let dir = tempfile::tempdir().expect("tmp");
     let butane = dir.path().join("config.bu");
     std::fs::write(&butane, "variant: flatcar\nversion: 1.0.0\n").expect("w");
-    refused(&["--ignition", butane.to_str().expect("p"), &wasm()], "config.bu: this is a Butane config");
+    refused(
+        &["--ignition", butane.to_str().expect("p"), &wasm()],
+        "config.bu: this is a Butane config",
+    );
     let bad = ign(dir.path(), "{\"ignition\": ");
-    refused(&["--ignition", bad.to_str().expect("p"), &wasm()], "config.ign: not valid JSON");
-    refused(&["--sysupdate", &format!("myext:{}", sysext("myext-1.0-x86-64.raw").display())], "--sysupdate: no extension");
+    refused(
+        &["--ignition", bad.to_str().expect("p"), &wasm()],
+        "config.ign: not valid JSON",
+    );
+    refused(
+        &[
+            "--sysupdate",
+            &format!("myext:{}", sysext("myext-1.0-x86-64.raw").display()),
+        ],
+        "--sysupdate: no extension",
+    );
     refused(&["--kernel-arg", "a\"b", &wasm()], "--kernel-arg");
 
     // an image whose first-boot flag is gone: Ignition would never run
     let img = dir.path().join("booted.bin");
-    sh(Command::new("cp").arg("--sparse=always").arg(fixtures().join("current.bin")).arg(&img));
+    sh(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(fixtures().join("current.bin"))
+        .arg(&img));
     let (esp, _) = part(&img, ESP);
-    sh(Command::new("mdel").arg("-i").arg(format!("{}@@{esp}", img.display())).arg("::/flatcar/first_boot"));
+    sh(Command::new("mdel")
+        .arg("-i")
+        .arg(format!("{}@@{esp}", img.display()))
+        .arg("::/flatcar/first_boot"));
     let good = ign(dir.path(), r#"{"ignition":{"version":"3.3.0"}}"#);
     let out = dir.path().join("out.bin");
-    let o = flatbake(&["--image", img.to_str().expect("p"), "-o", out.to_str().expect("p"), "--ignition", good.to_str().expect("p"), &wasm()]);
+    let o = flatbake(&[
+        "--image",
+        img.to_str().expect("p"),
+        "-o",
+        out.to_str().expect("p"),
+        "--ignition",
+        good.to_str().expect("p"),
+        &wasm(),
+    ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("no /flatcar/first_boot flag"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no /flatcar/first_boot flag"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!out.exists());
 }

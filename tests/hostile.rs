@@ -15,7 +15,9 @@ use std::process::{Command, Output};
 use support::*;
 
 fn hostile(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hostile").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/hostile")
+        .join(name)
 }
 
 fn current() -> PathBuf {
@@ -25,7 +27,15 @@ fn current() -> PathBuf {
 /// Size, mtime and ctime: any write changes one of them (hashing the sparse disk
 /// images for every case would read all of their holes).
 fn stamp(p: &Path) -> Option<(u64, i64, i64, i64, i64)> {
-    std::fs::metadata(p).ok().map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
+    std::fs::metadata(p).ok().map(|m| {
+        (
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    })
 }
 
 /// Check the shape of a failed run's stderr: one `error:` line, or a pre-flight list
@@ -37,8 +47,15 @@ fn one_error(o: &Output, what: &str) -> String {
     let lines: Vec<&str> = err.lines().collect();
     let errors: Vec<&&str> = lines.iter().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{what}: want one error line: {err}");
-    assert!(lines[lines.len() - 1 - count_list(&err)].starts_with("error: "), "{what}: {err}");
-    if let Some(n) = err.split(" problems, nothing was written:").next().and_then(|h| h.strip_prefix("error: ")) {
+    assert!(
+        lines[lines.len() - 1 - count_list(&err)].starts_with("error: "),
+        "{what}: {err}"
+    );
+    if let Some(n) = err
+        .split(" problems, nothing was written:")
+        .next()
+        .and_then(|h| h.strip_prefix("error: "))
+    {
         if let Ok(n) = n.parse::<usize>() {
             assert_eq!(count_list(&err), n, "{what}: {err}");
         }
@@ -64,19 +81,31 @@ fn bake_refused_maybe(image: &Path, input: Option<&Path>, args: &[String]) -> St
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("out.bin");
     let (img_before, in_before) = (stamp(image), input.map(sha256_file));
-    let mut all: Vec<String> = vec!["--image".into(), image.display().to_string(), "-o".into(), out.display().to_string()];
+    let mut all: Vec<String> = vec![
+        "--image".into(),
+        image.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+    ];
     all.extend_from_slice(args);
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let err = one_error(&flatbake(&refs), &format!("{all:?}"));
     assert!(!out.exists(), "output written despite the error");
-    assert!(leftovers(dir.path()).is_empty(), "temporary files left: {:?}", leftovers(dir.path()));
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "temporary files left: {:?}",
+        leftovers(dir.path())
+    );
     assert_eq!(stamp(image), img_before, "image modified");
     assert_eq!(input.map(sha256_file), in_before, "input modified");
     err
 }
 
 fn wasm() -> String {
-    format!("wasmtime:{}", sysext("wasmtime-24.0.0-x86-64.raw").display())
+    format!(
+        "wasmtime:{}",
+        sysext("wasmtime-24.0.0-x86-64.raw").display()
+    )
 }
 
 /// A bake of a damaged disk image: the image is the input.
@@ -87,7 +116,10 @@ fn bad_disk(image: &Path) -> String {
 /// A sparse copy of the fixture image, in `dir`.
 fn copy_image(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
-    sh(Command::new("cp").arg("--sparse=always").arg(current()).arg(&p));
+    sh(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(current())
+        .arg(&p));
     p
 }
 
@@ -104,14 +136,19 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// Edit the primary GPT's entry array of `img` with `f(entries)`, then rewrite both
 /// CRCs so the table is consistent and only the edit is wrong.
 fn edit_primary_entries(img: &Path, f: impl FnOnce(&mut [u8])) {
-    let file = OpenOptions::new().read(true).write(true).open(img).expect("open");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .expect("open");
     let mut hdr = rd(&file, 512, 512);
     let entries_lba = u64_at(&hdr, 72);
     let n = u32::from_le_bytes(hdr[80..84].try_into().expect("4")) as usize;
     let size = u32::from_le_bytes(hdr[84..88].try_into().expect("4")) as usize;
     let mut entries = rd(&file, entries_lba * 512, n * size);
     f(&mut entries);
-    file.write_all_at(&entries, entries_lba * 512).expect("write");
+    file.write_all_at(&entries, entries_lba * 512)
+        .expect("write");
     hdr[88..92].copy_from_slice(&crc32fast::hash(&entries).to_le_bytes());
     hdr[16..20].fill(0);
     let hsize = u32::from_le_bytes(hdr[12..16].try_into().expect("4")) as usize;
@@ -143,10 +180,21 @@ fn truncated_image() {
     let img = copy_image(dir.path(), "trunc.bin");
     let (root_off, root_size) = part(&img, ROOT);
     let len = root_off + (1 << 20);
-    File::options().write(true).open(&img).expect("open").set_len(len).expect("truncate");
+    File::options()
+        .write(true)
+        .open(&img)
+        .expect("open")
+        .set_len(len)
+        .expect("truncate");
     let err = bad_disk(&img);
     let end = root_off + root_size;
-    contains_all(&err, &[&format!("{}: truncated: partition 9 (ROOT) ends at byte {end} but the file has {len}", img.display())]);
+    contains_all(
+        &err,
+        &[&format!(
+            "{}: truncated: partition 9 (ROOT) ends at byte {end} but the file has {len}",
+            img.display()
+        )],
+    );
 }
 
 #[test]
@@ -161,7 +209,11 @@ fn corrupt_primary_gpt_with_good_backup() {
     let p = img.display().to_string();
     contains_all(
         &err,
-        &[&format!("{p}: corrupt GPT: primary header CRC32"), &format!("the backup GPT at LBA {last} is intact"), &format!("sgdisk -e {p}")],
+        &[
+            &format!("{p}: corrupt GPT: primary header CRC32"),
+            &format!("the backup GPT at LBA {last} is intact"),
+            &format!("sgdisk -e {p}"),
+        ],
     );
     // The advice works: after `sgdisk -e` the image is read again.
     sh(Command::new("sgdisk").arg("-e").arg(&img));
@@ -181,7 +233,10 @@ fn corrupt_primary_gpt_and_backup() {
     let err = bad_disk(&img);
     contains_all(
         &err,
-        &[&format!("{}: corrupt GPT: primary header CRC32", img.display()), "no usable backup either (backup header CRC32"],
+        &[
+            &format!("{}: corrupt GPT: primary header CRC32", img.display()),
+            "no usable backup either (backup header CRC32",
+        ],
     );
     assert!(!err.contains("sgdisk"), "{err}");
 }
@@ -191,9 +246,19 @@ fn overlapping_partitions() {
     let dir = tempfile::tempdir().expect("tmp");
     let img = copy_image(dir.path(), "overlap.bin");
     let (oem_off, _) = part(&img, OEM);
-    edit_primary_entries(&img, |e| set_lbas(e, ROOT as usize, Some(oem_off / 512 + 8), None));
+    edit_primary_entries(&img, |e| {
+        set_lbas(e, ROOT as usize, Some(oem_off / 512 + 8), None)
+    });
     let err = bad_disk(&img);
-    contains_all(&err, &[&format!("{}: corrupt GPT: partitions", img.display()), "(OEM)", "(ROOT)", "overlap"]);
+    contains_all(
+        &err,
+        &[
+            &format!("{}: corrupt GPT: partitions", img.display()),
+            "(OEM)",
+            "(ROOT)",
+            "overlap",
+        ],
+    );
 }
 
 #[test]
@@ -203,7 +268,16 @@ fn partition_outside_the_usable_area() {
     // the ESP starting on the partition table itself
     edit_primary_entries(&img, |e| set_lbas(e, ESP as usize, Some(1), None));
     let err = bad_disk(&img);
-    contains_all(&err, &[&format!("{}: corrupt GPT: partition 1 (EFI-SYSTEM) at LBA 1..=", img.display()), "lies outside the usable area"]);
+    contains_all(
+        &err,
+        &[
+            &format!(
+                "{}: corrupt GPT: partition 1 (EFI-SYSTEM) at LBA 1..=",
+                img.display()
+            ),
+            "lies outside the usable area",
+        ],
+    );
     assert!(!err.contains("past the end of the file"), "{err}");
 }
 
@@ -212,7 +286,9 @@ fn partition_past_the_end_of_the_disk() {
     let dir = tempfile::tempdir().expect("tmp");
     let img = copy_image(dir.path(), "past.bin");
     let sectors = std::fs::metadata(&img).expect("meta").len() / 512;
-    edit_primary_entries(&img, |e| set_lbas(e, ROOT as usize, None, Some(sectors + 100)));
+    edit_primary_entries(&img, |e| {
+        set_lbas(e, ROOT as usize, None, Some(sectors + 100))
+    });
     let err = bad_disk(&img);
     contains_all(
         &err,
@@ -251,7 +327,11 @@ fn extension_release_with_odd_contents() {
     ] {
         let input = hostile(&format!("{name}-1.0-x86-64.raw"));
         let err = bake_refused(&current(), &input, &[format!("{name}:{}", input.display())]);
-        let named = if name == "release-noid" { format!("{}: ", input.display()) } else { format!("{}: {rel}{name}: ", input.display()) };
+        let named = if name == "release-noid" {
+            format!("{}: ", input.display())
+        } else {
+            format!("{}: {rel}{name}: ", input.display())
+        };
         contains_all(&err, &[&named, why]);
     }
 }
@@ -274,15 +354,54 @@ fn name_file_with_path_tricks() {
     let cases: Vec<(String, Option<PathBuf>, String)> = vec![
         ("x:".into(), none(), "'x:': no FILE after NAME:".into()),
         (format!("x:{d}"), none(), format!("{d}: not a regular file")),
-        (format!("x:{d}/.."), none(), format!("{d}/..: not a regular file")),
-        ("x:/dev/zero".into(), none(), "/dev/zero: not a regular file".into()),
-        (format!("x:{}", fifo.display()), none(), format!("{}: not a regular file", fifo.display())),
-        (format!("wasmtime:{}", space.display()), Some(space.clone()), format!("{}: cannot be installed under that name", space.display())),
-        (format!("wasmtime:{}", quote.display()), Some(quote.clone()), format!("{}: cannot be installed under that name", quote.display())),
-        (format!("wasmtime:{}", newline.display()), Some(newline.clone()), format!("{:?}: contains a control character", newline.display().to_string())),
-        (format!("{}:{}", "a".to_owned() + &"é".repeat(120), good.display()), Some(good.clone()), "is too long".into()),
-        (format!("../../etc:{}", good.display()), Some(good.clone()), "'../../etc".into()),
-        (format!("wasmtime:{}", hostile("sysupdate-not-unit.conf").display()), Some(hostile("sysupdate-not-unit.conf")), "sysupdate-not-unit.conf: not a squashfs or erofs image".into()),
+        (
+            format!("x:{d}/.."),
+            none(),
+            format!("{d}/..: not a regular file"),
+        ),
+        (
+            "x:/dev/zero".into(),
+            none(),
+            "/dev/zero: not a regular file".into(),
+        ),
+        (
+            format!("x:{}", fifo.display()),
+            none(),
+            format!("{}: not a regular file", fifo.display()),
+        ),
+        (
+            format!("wasmtime:{}", space.display()),
+            Some(space.clone()),
+            format!("{}: cannot be installed under that name", space.display()),
+        ),
+        (
+            format!("wasmtime:{}", quote.display()),
+            Some(quote.clone()),
+            format!("{}: cannot be installed under that name", quote.display()),
+        ),
+        (
+            format!("wasmtime:{}", newline.display()),
+            Some(newline.clone()),
+            format!(
+                "{:?}: contains a control character",
+                newline.display().to_string()
+            ),
+        ),
+        (
+            format!("{}:{}", "a".to_owned() + &"é".repeat(120), good.display()),
+            Some(good.clone()),
+            "is too long".into(),
+        ),
+        (
+            format!("../../etc:{}", good.display()),
+            Some(good.clone()),
+            "'../../etc".into(),
+        ),
+        (
+            format!("wasmtime:{}", hostile("sysupdate-not-unit.conf").display()),
+            Some(hostile("sysupdate-not-unit.conf")),
+            "sysupdate-not-unit.conf: not a squashfs or erofs image".into(),
+        ),
     ];
     for (arg, input, why) in cases {
         let err = bake_refused_maybe(&current(), input.as_deref(), std::slice::from_ref(&arg));
@@ -293,11 +412,25 @@ fn name_file_with_path_tricks() {
 #[test]
 fn sysupdate_conf_not_a_unit_file() {
     for (file, why) in [
-        ("sysupdate-not-unit.conf", "sysupdate-not-unit.conf: not a sysupdate transfer file: line 1: not KEY=value"),
-        ("sysupdate-binary.conf", "sysupdate-binary.conf: not a text file"),
+        (
+            "sysupdate-not-unit.conf",
+            "sysupdate-not-unit.conf: not a sysupdate transfer file: line 1: not KEY=value",
+        ),
+        (
+            "sysupdate-binary.conf",
+            "sysupdate-binary.conf: not a text file",
+        ),
     ] {
         let conf = hostile(file);
-        let err = bake_refused(&current(), &conf, &["--sysupdate-conf".into(), format!("wasmtime={}", conf.display()), wasm()]);
+        let err = bake_refused(
+            &current(),
+            &conf,
+            &[
+                "--sysupdate-conf".into(),
+                format!("wasmtime={}", conf.display()),
+                wasm(),
+            ],
+        );
         contains_all(&err, &[&format!("{}", conf.display()), why]);
     }
 }
@@ -307,7 +440,12 @@ fn sysupdate_conf_not_a_unit_file() {
 fn inspect_refused(input: &Path) -> String {
     let tmp = tempfile::tempdir().expect("tmp");
     let before = sha256_file(input);
-    let o = Command::new(BIN).arg("inspect").arg(input).env("TMPDIR", tmp.path()).output().expect("run");
+    let o = Command::new(BIN)
+        .arg("inspect")
+        .arg(input)
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("run");
     let err = one_error(&o, &input.display().to_string());
     assert_eq!(sha256_file(input), before, "input modified");
     let left: Vec<_> = std::fs::read_dir(tmp.path()).expect("ls").collect();
@@ -335,14 +473,25 @@ fn qcow2_with_a_bad_header() {
 fn truncated_qcow2() {
     let dir = tempfile::tempdir().expect("tmp");
     let q = dir.path().join("flatcar.qcow2");
-    sh(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(current()).arg(&q));
+    sh(Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(current())
+        .arg(&q));
     let len = std::fs::metadata(&q).expect("meta").len();
     for cut in [len / 2, 300_000, 70_000] {
         let t = dir.path().join(format!("cut-{cut}.qcow2"));
         std::fs::copy(&q, &t).expect("copy");
-        File::options().write(true).open(&t).expect("open").set_len(cut).expect("truncate");
+        File::options()
+            .write(true)
+            .open(&t)
+            .expect("open")
+            .set_len(cut)
+            .expect("truncate");
         let err = inspect_refused(&t);
-        contains_all(&err, &[&format!("{}: ", t.display()), "past the end of the file"]);
+        contains_all(
+            &err,
+            &[&format!("{}: ", t.display()), "past the end of the file"],
+        );
     }
 }
 
@@ -353,10 +502,21 @@ fn decompress_refused(input: &Path) -> String {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("image.bin");
     let before = sha256_file(input);
-    let opts = DecompressOptions { threads: 2, progress: flatbake::release::ProgressMode::Quiet };
-    let err = decompress_file(input, &out, &opts).expect_err("decompressed a broken bzip2 file").to_string();
-    assert!(!out.exists() && !part_path(&out).exists(), "output left behind");
-    assert!(std::fs::read_dir(dir.path()).expect("ls").next().is_none(), "files left behind");
+    let opts = DecompressOptions {
+        threads: 2,
+        progress: flatbake::release::ProgressMode::Quiet,
+    };
+    let err = decompress_file(input, &out, &opts)
+        .expect_err("decompressed a broken bzip2 file")
+        .to_string();
+    assert!(
+        !out.exists() && !part_path(&out).exists(),
+        "output left behind"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).expect("ls").next().is_none(),
+        "files left behind"
+    );
     assert_eq!(sha256_file(input), before);
     assert!(!err.contains('\n'), "{err}");
     err
@@ -373,5 +533,11 @@ fn truncated_bz2() {
 fn bz2_with_trailing_garbage() {
     let input = hostile("trailing-garbage.bin.bz2");
     let err = decompress_refused(&input);
-    contains_all(&err, &[&format!("{}: trailing garbage after the last bzip2 stream", input.display())]);
+    contains_all(
+        &err,
+        &[&format!(
+            "{}: trailing garbage after the last bzip2 stream",
+            input.display()
+        )],
+    );
 }

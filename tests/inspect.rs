@@ -20,14 +20,25 @@ fn inspect_reports_what_was_baked_raw_and_qcow2() {
     let summary = dir.path().join("summary.json");
     let img = fixtures().join("current.bin");
     let o = flatbake(&[
-        "--image", img.to_str().expect("p"),
-        "--release-dir", fixtures().join("release").to_str().expect("p"),
-        "--output-dir", dir.path().to_str().expect("p"),
-        "--vendor", "qemu_uefi,hetzner",
-        "--sysupdate", "--ignition", ign.to_str().expect("p"),
-        "--install-to", "myext=oem:/sysext",
-        "--json", summary.to_str().expect("p"),
-        &format!("wasmtime:{}", sysext("wasmtime-24.0.0-x86-64.raw").display()),
+        "--image",
+        img.to_str().expect("p"),
+        "--release-dir",
+        fixtures().join("release").to_str().expect("p"),
+        "--output-dir",
+        dir.path().to_str().expect("p"),
+        "--vendor",
+        "qemu_uefi,hetzner",
+        "--sysupdate",
+        "--ignition",
+        ign.to_str().expect("p"),
+        "--install-to",
+        "myext=oem:/sysext",
+        "--json",
+        summary.to_str().expect("p"),
+        &format!(
+            "wasmtime:{}",
+            sysext("wasmtime-24.0.0-x86-64.raw").display()
+        ),
         &format!("myext:{}", sysext("myext-1.0-x86-64.raw").display()),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -48,13 +59,29 @@ fn inspect_reports_what_was_baked_raw_and_qcow2() {
         assert_eq!(root["sectors"].as_u64(), Some(12943360));
         let exts = r["extensions"].as_array().expect("exts");
         assert_eq!(exts.len(), 2, "{exts:?}");
-        let w = exts.iter().find(|e| e["name"] == "wasmtime").expect("wasmtime");
-        assert_eq!(w["target"], "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw");
+        let w = exts
+            .iter()
+            .find(|e| e["name"] == "wasmtime")
+            .expect("wasmtime");
+        assert_eq!(
+            w["target"],
+            "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"
+        );
         assert_eq!(w["partition"], "ROOT");
         assert_eq!(w["format"], "squashfs");
         assert_eq!(w["extension_release"]["ID"], "flatcar");
-        assert_eq!(w["sysupdate_conf"], "/etc/sysupdate.wasmtime.d/wasmtime.conf");
-        assert_eq!(w["size"].as_u64(), Some(std::fs::metadata(sysext("wasmtime-24.0.0-x86-64.raw")).expect("m").len()));
+        assert_eq!(
+            w["sysupdate_conf"],
+            "/etc/sysupdate.wasmtime.d/wasmtime.conf"
+        );
+        assert_eq!(
+            w["size"].as_u64(),
+            Some(
+                std::fs::metadata(sysext("wasmtime-24.0.0-x86-64.raw"))
+                    .expect("m")
+                    .len()
+            )
+        );
         let m = exts.iter().find(|e| e["name"] == "myext").expect("myext");
         assert_eq!(m["target"], "/oem/sysext/myext-1.0-x86-64.raw");
         assert_eq!(m["partition"], "OEM");
@@ -62,23 +89,51 @@ fn inspect_reports_what_was_baked_raw_and_qcow2() {
         assert!(m["problems"].as_array().expect("p").is_empty());
         assert_eq!(r["oem"]["id"], oem_id);
         assert_eq!(r["oem"]["ignition"], true);
-        let files: Vec<&str> = r["oem"]["files"].as_array().expect("files").iter().filter_map(|f| f.as_str()).collect();
-        assert!(files.contains(&format!("/sysext/oem-{oem_id}-4593.2.5.raw").as_str()), "{files:?}");
+        let files: Vec<&str> = r["oem"]["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .filter_map(|f| f.as_str())
+            .collect();
+        assert!(
+            files.contains(&format!("/sysext/oem-{oem_id}-4593.2.5.raw").as_str()),
+            "{files:?}"
+        );
         assert!(files.contains(&"/config.ign"), "{files:?}");
     }
     // text form names the same things
     let t = flatbake(&["inspect", qcow.to_str().expect("p")]);
     let text = String::from_utf8_lossy(&t.stdout);
-    assert!(text.contains("qcow2") && text.contains("wasmtime") && text.contains("Ignition config present"), "{text}");
+    assert!(
+        text.contains("qcow2")
+            && text.contains("wasmtime")
+            && text.contains("Ignition config present"),
+        "{text}"
+    );
 
     // the bake's --json summary: every output with the sha256 sha256sum computes
-    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
     let outs = s["outputs"].as_array().expect("outputs");
-    assert_eq!(outs.len(), std::fs::read_dir(dir.path()).expect("ls").filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("flatcar_production_")).count());
+    assert_eq!(
+        outs.len(),
+        std::fs::read_dir(dir.path())
+            .expect("ls")
+            .filter_map(|e| e.ok())
+            .filter(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("flatcar_production_"))
+            .count()
+    );
     for o in outs {
         let p = o["path"].as_str().expect("path");
         let sum = sh(Command::new("sha256sum").arg(p));
-        let want = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().expect("sum").to_owned();
+        let want = String::from_utf8_lossy(&sum.stdout)
+            .split_whitespace()
+            .next()
+            .expect("sum")
+            .to_owned();
         assert_eq!(o["sha256"].as_str(), Some(want.as_str()), "{p}");
     }
     assert_eq!(s["images"].as_array().expect("images").len(), 2);
@@ -91,7 +146,11 @@ fn inspect_refuses_what_it_cannot_read() {
     std::fs::write(&junk, vec![7u8; 4096]).expect("w");
     let o = flatbake(&["inspect", junk.to_str().expect("p")]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("junk.img: not a disk image"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("junk.img: not a disk image"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A sound primary GPT with a damaged backup: the bake goes on but says so, and
@@ -100,7 +159,10 @@ fn inspect_refuses_what_it_cannot_read() {
 fn damaged_backup_gpt_is_reported() {
     let dir = tempfile::tempdir().expect("tmp");
     let img = dir.path().join("img.bin");
-    sh(Command::new("cp").arg("--sparse=always").arg(fixtures().join("current.bin")).arg(&img));
+    sh(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(fixtures().join("current.bin"))
+        .arg(&img));
     let len = std::fs::metadata(&img).expect("m").len();
     // flip a byte in the backup header (last sector)
     sh(Command::new("sh").arg("-c").arg(format!(
@@ -109,11 +171,31 @@ fn damaged_backup_gpt_is_reported() {
         len - 512 + 40
     )));
     let out = dir.path().join("out.bin");
-    let o = flatbake(&["--image", img.to_str().expect("p"), "-o", out.to_str().expect("p"), &format!("myext:{}", sysext("myext-1.0-x86-64.raw").display())]);
+    let o = flatbake(&[
+        "--image",
+        img.to_str().expect("p"),
+        "-o",
+        out.to_str().expect("p"),
+        &format!("myext:{}", sysext("myext-1.0-x86-64.raw").display()),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("warning:") && stderr(&o).contains("backup header CRC32"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning:") && stderr(&o).contains("backup header CRC32"),
+        "{}",
+        stderr(&o)
+    );
     let r = json(&["inspect", "--json", img.to_str().expect("p")]);
-    assert!(r["gpt_backup_problem"].as_str().unwrap_or("").contains("backup header CRC32"), "{r}");
-    let clean = json(&["inspect", "--json", fixtures().join("current.bin").to_str().expect("p")]);
+    assert!(
+        r["gpt_backup_problem"]
+            .as_str()
+            .unwrap_or("")
+            .contains("backup header CRC32"),
+        "{r}"
+    );
+    let clean = json(&[
+        "inspect",
+        "--json",
+        fixtures().join("current.bin").to_str().expect("p"),
+    ]);
     assert!(clean["gpt_backup_problem"].is_null(), "{clean}");
 }

@@ -39,7 +39,9 @@ fn kill_at(stage: &str, signal: &str, args: &[String]) -> std::process::ExitStat
             _ => panic!("flatbake ended before reaching {stage}: {seen:?}"),
         }
     }
-    sh(Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()));
+    sh(Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string()));
     let status = child.wait().expect("wait");
     for l in lines.map_while(Result::ok) {
         seen.push(l);
@@ -55,7 +57,10 @@ fn bake_args(out: &Path) -> Vec<String> {
         out.display().to_string(),
         "--install-to".into(),
         "myext=oem:/sysext".into(),
-        format!("wasmtime:{}", sysext("wasmtime-24.0.0-x86-64.raw").display()),
+        format!(
+            "wasmtime:{}",
+            sysext("wasmtime-24.0.0-x86-64.raw").display()
+        ),
         format!("myext:{}", sysext("myext-1.0-x86-64.raw").display()),
     ]
 }
@@ -64,13 +69,21 @@ fn bake_args(out: &Path) -> Vec<String> {
 fn sigterm_and_sigint_at_every_stage_leave_nothing() {
     let input = fixtures().join("current.bin");
     let before = stamp(&input);
-    for (stage, sig, code) in [("copied", "TERM", 143), ("oem", "INT", 130), ("before-rename", "TERM", 143)] {
+    for (stage, sig, code) in [
+        ("copied", "TERM", 143),
+        ("oem", "INT", 130),
+        ("before-rename", "TERM", 143),
+    ] {
         let dir = tempfile::tempdir().expect("tmp");
         let out = dir.path().join("out.bin");
         let st = kill_at(stage, sig, &bake_args(&out));
         assert_eq!(st.code(), Some(code), "{stage}");
         assert!(!out.exists(), "{stage}: output written");
-        assert!(leftovers(dir.path()).is_empty(), "{stage}: left {:?}", leftovers(dir.path()));
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{stage}: left {:?}",
+            leftovers(dir.path())
+        );
     }
     // vendor run interrupted after its first vendor
     let dir = tempfile::tempdir().expect("tmp");
@@ -98,12 +111,23 @@ fn after_sigkill_the_next_run_cleans_up_and_succeeds() {
     let st = kill_at("oem", "KILL", &bake_args(&out));
     assert_eq!(st.code(), None);
     assert!(!out.exists());
-    assert!(!leftovers(dir.path()).is_empty(), "SIGKILL cannot clean up: expected debris");
+    assert!(
+        !leftovers(dir.path()).is_empty(),
+        "SIGKILL cannot clean up: expected debris"
+    );
     let refs: Vec<String> = bake_args(&out);
     let o = Command::new(BIN).args(&refs).output().expect("run");
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("left by an interrupted run"), "{}", stderr(&o));
-    assert!(leftovers(dir.path()).is_empty(), "left {:?}", leftovers(dir.path()));
+    assert!(
+        stderr(&o).contains("left by an interrupted run"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "left {:?}",
+        leftovers(dir.path())
+    );
     e2fsck_root(&out);
 }
 
@@ -113,23 +137,40 @@ fn full_disk_gives_a_clear_error_and_no_partial_output() {
     let small = dir.path().join("small");
     std::fs::create_dir(&small).expect("mkdir");
     let out = small.join("out.bin");
-    let mut cmd = format!("mount -t tmpfs -o size=640k tmpfs {0} && {BIN}", small.display());
+    let mut cmd = format!(
+        "mount -t tmpfs -o size=640k tmpfs {0} && {BIN}",
+        small.display()
+    );
     for a in bake_args(&out) {
         cmd.push_str(&format!(" '{a}'"));
     }
     cmd.push_str(&format!("; rc=$?; ls -A {}; exit $rc", small.display()));
-    let o = Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &cmd]).output().expect("unshare");
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &cmd])
+        .output()
+        .expect("unshare");
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("out.bin") && err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains("out.bin") && err.contains("No space left on device"),
+        "{err}"
+    );
     assert_eq!(err.matches("error:").count(), 1, "{err}");
-    assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty(), "left in the full filesystem: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+        "left in the full filesystem: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
 
 /// Loop devices backed by `dir`'s files, per losetup.
 fn loops_on(dir: &Path) -> Vec<String> {
     let o = sh(Command::new("losetup").arg("-a"));
-    String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains(&dir.display().to_string())).map(str::to_owned).collect()
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains(&dir.display().to_string()))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -151,12 +192,22 @@ fn killing_the_mount_backend_leaves_no_mount_or_loop_device() {
             std::thread::sleep(std::time::Duration::from_millis(100));
             left = loops_on(dir.path());
         }
-        assert!(left.is_empty(), "loop devices left after SIG{sig}: {left:?}");
+        assert!(
+            left.is_empty(),
+            "loop devices left after SIG{sig}: {left:?}"
+        );
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-        assert!(!mounts.contains(&dir.path().display().to_string()), "mount left after SIG{sig}");
+        assert!(
+            !mounts.contains(&dir.path().display().to_string()),
+            "mount left after SIG{sig}"
+        );
         assert!(!out.exists());
         if sig == "TERM" {
-            assert!(leftovers(dir.path()).is_empty(), "left {:?}", leftovers(dir.path()));
+            assert!(
+                leftovers(dir.path()).is_empty(),
+                "left {:?}",
+                leftovers(dir.path())
+            );
         }
     }
 }

@@ -15,9 +15,24 @@ fn refused(image: &Path, args: &[String]) -> String {
     let out = dir.path().join("out.bin");
     // Any write would change the size, mtime or ctime; hashing the image for every
     // case would read all of its holes.
-    let stamp = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()));
+    let stamp = |p: &Path| {
+        std::fs::metadata(p).ok().map(|m| {
+            (
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+        })
+    };
     let before = stamp(image);
-    let mut all: Vec<String> = vec!["--image".into(), image.display().to_string(), "-o".into(), out.display().to_string()];
+    let mut all: Vec<String> = vec![
+        "--image".into(),
+        image.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+    ];
     all.extend_from_slice(args);
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let o = flatbake(&refs);
@@ -26,7 +41,11 @@ fn refused(image: &Path, args: &[String]) -> String {
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("error: "), "{err}");
     assert!(!out.exists(), "output written despite the error");
-    assert!(leftovers(dir.path()).is_empty(), "temporary files left: {:?}", leftovers(dir.path()));
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "temporary files left: {:?}",
+        leftovers(dir.path())
+    );
     assert_eq!(stamp(image), before, "input modified");
     err
 }
@@ -42,11 +61,23 @@ fn current() -> std::path::PathBuf {
 #[test]
 fn bad_sysexts() {
     let cases = [
-        ("misnamed", "misnamed-1.0-x86-64.raw", "extension-release.othername"),
+        (
+            "misnamed",
+            "misnamed-1.0-x86-64.raw",
+            "extension-release.othername",
+        ),
         ("norelease", "norelease-1.0-x86-64.raw", "it has none"),
         ("wrongid", "wrongid-1.0-x86-64.raw", "ID=fedora"),
-        ("wrongarch", "wrongarch-1.0-arm64.raw", "ARCHITECTURE=arm64, but the image is x86-64"),
-        ("notsquash", "notsquash-1.0-x86-64.raw", "not a squashfs or erofs image"),
+        (
+            "wrongarch",
+            "wrongarch-1.0-arm64.raw",
+            "ARCHITECTURE=arm64, but the image is x86-64",
+        ),
+        (
+            "notsquash",
+            "notsquash-1.0-x86-64.raw",
+            "not a squashfs or erofs image",
+        ),
     ];
     for (name, file, why) in cases {
         let err = refused(&current(), &[ext(name, file)]);
@@ -58,10 +89,22 @@ fn bad_sysexts() {
 fn all_problems_are_reported_together() {
     let err = refused(
         &current(),
-        &[ext("misnamed", "misnamed-1.0-x86-64.raw"), ext("wrongid", "wrongid-1.0-x86-64.raw"), ext("wrongid", "wrongid-1.0-x86-64.raw"), "bad/name:x".into(), "nocolon".into()],
+        &[
+            ext("misnamed", "misnamed-1.0-x86-64.raw"),
+            ext("wrongid", "wrongid-1.0-x86-64.raw"),
+            ext("wrongid", "wrongid-1.0-x86-64.raw"),
+            "bad/name:x".into(),
+            "nocolon".into(),
+        ],
     );
     assert!(err.contains("5 problems"), "{err}");
-    for s in ["misnamed-1.0-x86-64.raw", "ID=fedora", "more than once", "'bad/name:x'", "'nocolon'"] {
+    for s in [
+        "misnamed-1.0-x86-64.raw",
+        "ID=fedora",
+        "more than once",
+        "'bad/name:x'",
+        "'nocolon'",
+    ] {
         assert!(err.contains(s), "missing {s}: {err}");
     }
 }
@@ -72,7 +115,10 @@ fn bad_names_and_files() {
         (":x.raw".to_owned(), "empty"),
         ("..:x.raw".to_owned(), "starts with '.'"),
         ("a/b:x.raw".to_owned(), "contains '/'"),
-        (format!("gone:{}", "/nonexistent/gone.raw"), "/nonexistent/gone.raw: No such file"),
+        (
+            format!("gone:{}", "/nonexistent/gone.raw"),
+            "/nonexistent/gone.raw: No such file",
+        ),
     ] {
         let err = refused(&current(), std::slice::from_ref(&arg));
         assert!(err.contains(why), "{arg}: {err}");
@@ -82,12 +128,22 @@ fn bad_names_and_files() {
 #[test]
 fn no_room_in_root() {
     let err = refused(&current(), &[ext("big", "big-1.0-x86-64.raw")]);
-    assert!(err.contains("ROOT has") && err.contains("free but the extensions need"), "{err}");
+    assert!(
+        err.contains("ROOT has") && err.contains("free but the extensions need"),
+        "{err}"
+    );
 }
 
 #[test]
 fn no_room_in_oem() {
-    let err = refused(&current(), &["--install-to".into(), "oem:/sysext".into(), ext("big", "big-1.0-x86-64.raw")]);
+    let err = refused(
+        &current(),
+        &[
+            "--install-to".into(),
+            "oem:/sysext".into(),
+            ext("big", "big-1.0-x86-64.raw"),
+        ],
+    );
     assert!(err.contains("OEM is 32.0 MiB"), "{err}");
 }
 
@@ -96,9 +152,26 @@ fn bad_sysupdate_conf() {
     let dir = tempfile::tempdir().expect("tmp");
     let conf = dir.path().join("bad.conf");
     std::fs::write(&conf, "this is not a unit file\n").expect("w");
-    let err = refused(&current(), &["--sysupdate-conf".into(), format!("wasmtime={}", conf.display()), ext("wasmtime", "wasmtime-24.0.0-x86-64.raw")]);
-    assert!(err.contains("bad.conf: not a sysupdate transfer file"), "{err}");
-    let err = refused(&current(), &["--sysupdate-conf".into(), format!("other={}", conf.display()), ext("wasmtime", "wasmtime-24.0.0-x86-64.raw")]);
+    let err = refused(
+        &current(),
+        &[
+            "--sysupdate-conf".into(),
+            format!("wasmtime={}", conf.display()),
+            ext("wasmtime", "wasmtime-24.0.0-x86-64.raw"),
+        ],
+    );
+    assert!(
+        err.contains("bad.conf: not a sysupdate transfer file"),
+        "{err}"
+    );
+    let err = refused(
+        &current(),
+        &[
+            "--sysupdate-conf".into(),
+            format!("other={}", conf.display()),
+            ext("wasmtime", "wasmtime-24.0.0-x86-64.raw"),
+        ],
+    );
     assert!(err.contains("no extension named other"), "{err}");
 }
 
@@ -107,39 +180,78 @@ fn bad_images() {
     let dir = tempfile::tempdir().expect("tmp");
     let wasm = ext("wasmtime", "wasmtime-24.0.0-x86-64.raw");
     // not a disk image at all
-    let err = refused(&sysext("wasmtime-24.0.0-x86-64.raw"), std::slice::from_ref(&wasm));
-    assert!(err.contains("wasmtime-24.0.0-x86-64.raw: not a disk image"), "{err}");
+    let err = refused(
+        &sysext("wasmtime-24.0.0-x86-64.raw"),
+        std::slice::from_ref(&wasm),
+    );
+    assert!(
+        err.contains("wasmtime-24.0.0-x86-64.raw: not a disk image"),
+        "{err}"
+    );
     // missing
-    let err = refused(Path::new("/nonexistent/image.bin"), std::slice::from_ref(&wasm));
+    let err = refused(
+        Path::new("/nonexistent/image.bin"),
+        std::slice::from_ref(&wasm),
+    );
     assert!(err.contains("/nonexistent/image.bin"), "{err}");
     // truncated
     let trunc = dir.path().join("trunc.bin");
-    sh(Command::new("dd").arg(format!("if={}", current().display())).arg(format!("of={}", trunc.display())).args(["bs=1M", "count=100", "conv=sparse", "status=none"]));
+    sh(Command::new("dd")
+        .arg(format!("if={}", current().display()))
+        .arg(format!("of={}", trunc.display()))
+        .args(["bs=1M", "count=100", "conv=sparse", "status=none"]));
     let err = refused(&trunc, std::slice::from_ref(&wasm));
     assert!(err.contains("trunc.bin: truncated"), "{err}");
     // a GPT disk that is not Flatcar's
     let foreign = dir.path().join("foreign.bin");
     sh(Command::new("truncate").arg("-s").arg("64M").arg(&foreign));
-    sh(Command::new("sgdisk").args(["-n", "1:2048:0", "-t", "1:8300", "-c", "1:data"]).arg(&foreign));
+    sh(Command::new("sgdisk")
+        .args(["-n", "1:2048:0", "-t", "1:8300", "-c", "1:data"])
+        .arg(&foreign));
     let err = refused(&foreign, std::slice::from_ref(&wasm));
-    assert!(err.contains("foreign.bin: not a Flatcar image: no partition named EFI-SYSTEM"), "{err}");
+    assert!(
+        err.contains("foreign.bin: not a Flatcar image: no partition named EFI-SYSTEM"),
+        "{err}"
+    );
     // corrupt primary GPT header
     let corrupt = dir.path().join("corrupt.bin");
-    sh(Command::new("cp").arg("--sparse=always").arg(current()).arg(&corrupt));
-    sh(Command::new("sh").arg("-c").arg(format!("printf 'X' | dd of={} bs=1 seek=600 conv=notrunc status=none", corrupt.display())));
+    sh(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(current())
+        .arg(&corrupt));
+    sh(Command::new("sh").arg("-c").arg(format!(
+        "printf 'X' | dd of={} bs=1 seek=600 conv=notrunc status=none",
+        corrupt.display()
+    )));
     let err = refused(&corrupt, &[wasm]);
-    assert!(err.contains("corrupt.bin: corrupt GPT: primary header CRC32"), "{err}");
+    assert!(
+        err.contains("corrupt.bin: corrupt GPT: primary header CRC32"),
+        "{err}"
+    );
 }
 
 #[test]
 fn output_must_not_be_the_input() {
     let dir = tempfile::tempdir().expect("tmp");
     let img = dir.path().join("img.bin");
-    sh(Command::new("cp").arg("--sparse=always").arg(current()).arg(&img));
+    sh(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(current())
+        .arg(&img));
     let before = sha256_file(&img);
-    let o = flatbake(&["--image", img.to_str().expect("p"), "-o", img.to_str().expect("p"), &ext("wasmtime", "wasmtime-24.0.0-x86-64.raw")]);
+    let o = flatbake(&[
+        "--image",
+        img.to_str().expect("p"),
+        "-o",
+        img.to_str().expect("p"),
+        &ext("wasmtime", "wasmtime-24.0.0-x86-64.raw"),
+    ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("the output is the input image"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the output is the input image"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(sha256_file(&img), before);
     assert!(leftovers(dir.path()).is_empty());
 }

@@ -61,7 +61,10 @@ fn handle(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
     } else {
         ("404 Not Found", b"not found\n".to_vec())
     };
-    let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     let _ = stream.write_all(head.as_bytes());
     let _ = stream.write_all(&body);
     let _ = stream.flush();

@@ -23,18 +23,28 @@ pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("test exe");
-        let stem = exe.file_stem().expect("stem").to_string_lossy().into_owned();
+        let stem = exe
+            .file_stem()
+            .expect("stem")
+            .to_string_lossy()
+            .into_owned();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fixtures-{stem}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("fixture dir");
         let root = env!("CARGO_MANIFEST_DIR");
-        sh(Command::new("bash").arg(format!("{root}/scripts/make-fixture-image.sh")).arg(dir.join("current.bin")));
+        sh(Command::new("bash")
+            .arg(format!("{root}/scripts/make-fixture-image.sh"))
+            .arg(dir.join("current.bin")));
         sh(Command::new("bash")
             .arg(format!("{root}/scripts/make-fixture-image.sh"))
             .arg(dir.join("lts.bin"))
             .args(["--layout", "lts"]));
-        sh(Command::new("bash").arg(format!("{root}/scripts/make-fixture-sysexts.sh")).arg(dir.join("sysexts")));
-        sh(Command::new("bash").arg(format!("{root}/scripts/make-fixture-release.sh")).arg(dir.join("release")));
+        sh(Command::new("bash")
+            .arg(format!("{root}/scripts/make-fixture-sysexts.sh"))
+            .arg(dir.join("sysexts")));
+        sh(Command::new("bash")
+            .arg(format!("{root}/scripts/make-fixture-release.sh"))
+            .arg(dir.join("release")));
         // make everything readable for the unprivileged-user tests
         sh(Command::new("chmod").arg("-R").arg("a+rX").arg(&dir));
         dir
@@ -67,11 +77,22 @@ pub fn stderr(o: &Output) -> String {
 
 /// A partition's (offset, size) in bytes, as sgdisk reports it.
 pub fn part(img: &Path, number: u32) -> (u64, u64) {
-    let out = sh(Command::new("sgdisk").arg("-i").arg(number.to_string()).arg(img));
+    let out = sh(Command::new("sgdisk")
+        .arg("-i")
+        .arg(number.to_string())
+        .arg(img));
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |key: &str| -> u64 {
-        let line = text.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} in {text}"));
-        line[key.len()..].split_whitespace().next().expect("value").parse().expect("number")
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key} in {text}"));
+        line[key.len()..]
+            .split_whitespace()
+            .next()
+            .expect("value")
+            .parse()
+            .expect("number")
     };
     let first = field("First sector:");
     let size = field("Partition size:");
@@ -108,7 +129,10 @@ pub fn sha256_file(p: &Path) -> String {
 /// `debugfs -R CMD` on ROOT of `img`; returns stdout.
 pub fn debugfs(img: &Path, cmd: &str) -> String {
     let (off, _) = part(img, ROOT);
-    let out = sh(Command::new("debugfs").arg("-R").arg(cmd).arg(format!("{}?offset={off}", img.display())));
+    let out = sh(Command::new("debugfs")
+        .arg("-R")
+        .arg(cmd)
+        .arg(format!("{}?offset={off}", img.display())));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -129,16 +153,27 @@ pub fn root_link(img: &Path, path: &str) -> Option<String> {
 /// `(mode, uid, gid)` of a path in ROOT, from debugfs stat.
 pub fn root_owner_mode(img: &Path, path: &str) -> (String, u32, u32) {
     let s = debugfs(img, &format!("stat {path}"));
-    let mode = s.split("Mode:").nth(1).and_then(|r| r.split_whitespace().next()).expect("mode").to_owned();
+    let mode = s
+        .split("Mode:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("mode")
+        .to_owned();
     let num = |key: &str| -> u32 {
-        s.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()).expect("id")
+        s.split(key)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("id")
     };
     (mode, num("User:"), num("Group:"))
 }
 
 pub fn e2fsck_root(img: &Path) {
     let (off, _) = part(img, ROOT);
-    sh(Command::new("e2fsck").arg("-fn").arg(format!("{}?offset={off}", img.display())));
+    sh(Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={off}", img.display())));
 }
 
 pub fn sgdisk_verify(img: &Path) {
@@ -160,13 +195,26 @@ pub fn partition_tree(img: &Path, off: u64, size: u64) -> tempfile::TempDir {
     sh(Command::new("dd")
         .arg(format!("if={}", img.display()))
         .arg(format!("of={}", raw.display()))
-        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse", "status=none"])
+        .args([
+            "bs=1M",
+            "iflag=skip_bytes,count_bytes",
+            "conv=sparse",
+            "status=none",
+        ])
         .arg(format!("skip={off}"))
         .arg(format!("count={size}")));
-    sh(Command::new("btrfs").arg("check").arg("--readonly").arg(&raw));
+    sh(Command::new("btrfs")
+        .arg("check")
+        .arg("--readonly")
+        .arg(&raw));
     let tree = dir.path().join("tree");
     std::fs::create_dir(&tree).expect("mkdir");
-    sh(Command::new("btrfs").arg("restore").arg("-m").arg("-S").arg(&raw).arg(&tree));
+    sh(Command::new("btrfs")
+        .arg("restore")
+        .arg("-m")
+        .arg("-S")
+        .arg(&raw)
+        .arg(&tree));
     std::fs::remove_file(&raw).expect("rm");
     dir
 }
@@ -205,7 +253,11 @@ pub fn sysext_merge(images: &[(&str, &Path)], extra: &str) -> String {
 pub fn sysext_merge_as(images: &[(&str, &Path)], extra: &str, token: &str) -> String {
     let root = tempfile::tempdir().expect("tmp");
     let r = root.path();
-    write(&r.join("usr/lib/os-release"), b"ID=flatcar\nVERSION_ID=4081.2.0\nSYSEXT_LEVEL=1.0\n", 0o644);
+    write(
+        &r.join("usr/lib/os-release"),
+        b"ID=flatcar\nVERSION_ID=4081.2.0\nSYSEXT_LEVEL=1.0\n",
+        0o644,
+    );
     std::fs::create_dir_all(r.join("etc/extensions")).expect("mkdir");
     std::fs::create_dir_all(r.join("opt")).expect("mkdir");
     for (name, img) in images {
@@ -219,6 +271,13 @@ pub fn sysext_merge_as(images: &[(&str, &Path)], extra: &str, token: &str) -> St
         r.display(),
         extra.replace(token, s(r))
     );
-    let out = sh(Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]));
+    let out = sh(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -80,7 +80,11 @@ impl Server {
     }
 
     pub fn set(&self, path: &str, data: Vec<u8>) {
-        self.state.lock().unwrap().files.insert(path.to_string(), data);
+        self.state
+            .lock()
+            .unwrap()
+            .files
+            .insert(path.to_string(), data);
     }
 
     pub fn remove(&self, path: &str) {
@@ -130,7 +134,14 @@ impl Drop for Server {
 
 fn etag(data: &[u8]) -> String {
     let h = Sha256::digest(data);
-    format!("\"{:02x}{:02x}{:02x}{:02x}-{}\"", h[0], h[1], h[2], h[3], data.len())
+    format!(
+        "\"{:02x}{:02x}{:02x}{:02x}-{}\"",
+        h[0],
+        h[1],
+        h[2],
+        h[3],
+        data.len()
+    )
 }
 
 fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
@@ -166,14 +177,21 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     // Decide the whole response first and log the request before sending it: a client
     // may act on the response (and the test read the log) before this thread goes on.
     let empty = |code: u16, reason: &str, extra: &str| {
-        (code, format!("HTTP/1.1 {code} {reason}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"), Vec::new())
+        (
+            code,
+            format!(
+                "HTTP/1.1 {code} {reason}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+            Vec::new(),
+        )
     };
     let (status, head, send): (u16, String, Vec<u8>) = match (fault.clone(), file) {
         (Some(Fault::Status(code)), _) => empty(code, "Oops", ""),
         (_, None) => empty(404, "Not Found", ""),
         (_, Some(data)) => {
             let tag = etag(&data);
-            let honour = fault != Some(Fault::IgnoreRange) && if_range.as_deref().is_none_or(|v| v == tag);
+            let honour =
+                fault != Some(Fault::IgnoreRange) && if_range.as_deref().is_none_or(|v| v == tag);
             let wanted = range
                 .as_deref()
                 .filter(|_| honour)
@@ -181,7 +199,11 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                 .and_then(|r| r.strip_suffix('-'))
                 .and_then(|n| n.parse::<usize>().ok());
             match wanted {
-                Some(n) if n >= data.len() => empty(416, "Range Not Satisfiable", &format!("Content-Range: bytes */{}\r\n", data.len())),
+                Some(n) if n >= data.len() => empty(
+                    416,
+                    "Range Not Satisfiable",
+                    &format!("Content-Range: bytes */{}\r\n", data.len()),
+                ),
                 _ => {
                     let start = wanted.unwrap_or(0);
                     let body = &data[start..];
@@ -203,9 +225,16 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             }
         }
     };
-    state.lock().unwrap().log.push(Request { path, range, status });
+    state.lock().unwrap().log.push(Request {
+        path,
+        range,
+        status,
+    });
     let mut out = conn;
-    let result = out.write_all(head.as_bytes()).and_then(|_| out.write_all(&send)).and_then(|_| out.flush());
+    let result = out
+        .write_all(head.as_bytes())
+        .and_then(|_| out.write_all(&send))
+        .and_then(|_| out.flush());
     let _ = out.shutdown(std::net::Shutdown::Both);
     result
 }
@@ -219,8 +248,14 @@ pub struct Gpg {
 impl Gpg {
     fn gpg(&self) -> Command {
         let mut c = Command::new("gpg");
-        c.env("GNUPGHOME", self.home.path())
-            .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]);
+        c.env("GNUPGHOME", self.home.path()).args([
+            "--batch",
+            "--quiet",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ]);
         c
     }
 
@@ -235,7 +270,10 @@ impl Gpg {
     }
 
     fn new_home(uid: &str, algo: &str, usage: &str) -> Gpg {
-        let home = tempfile::Builder::new().prefix("gpg").tempdir_in("/tmp").unwrap();
+        let home = tempfile::Builder::new()
+            .prefix("gpg")
+            .tempdir_in("/tmp")
+            .unwrap();
         let mut g = Gpg {
             home,
             fingerprint: String::new(),
@@ -341,14 +379,26 @@ pub fn compress_with(tool: &str, args: &[&str], data: &[u8]) -> Vec<u8> {
         .arg(&f)
         .output()
         .unwrap_or_else(|e| panic!("{tool} not installed? {e}"));
-    assert!(out.status.success(), "{tool}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{tool}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
 /// `bunzip2 -c` of a file.
 pub fn bunzip2(path: &Path) -> Vec<u8> {
-    let out = Command::new("bunzip2").arg("-c").arg(path).output().unwrap();
-    assert!(out.status.success(), "bunzip2: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bunzip2")
+        .arg("-c")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bunzip2: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -364,7 +414,9 @@ pub fn list_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
