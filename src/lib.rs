@@ -17,6 +17,7 @@ pub mod disk;
 pub mod format;
 pub mod fs;
 pub mod ignition;
+pub mod input;
 pub mod inspect;
 pub mod release;
 pub mod sysext;

@@ -154,7 +154,7 @@ impl Tree<'_> {
                 let (d, name) = split(path);
                 let dir = self.dir(d)?;
                 self.remove(&dir, path, name)?;
-                let mut from = File::open(src).map_err(FsError::io(src))?;
+                let mut from = crate::input::open_regular(src).map_err(FsError::io(src))?;
                 let mut to = self.create(&dir, path, name, *mode)?;
                 std::io::copy(&mut from, &mut to).map_err(FsError::io(
                     self.root_path.join(path.trim_start_matches('/')),
