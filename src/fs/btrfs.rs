@@ -314,6 +314,9 @@ fn run_worker(job: &btrfs_stage::Job, work: &Path) -> Result<btrfs_tree::Listing
         c
     };
     cmd.arg(exe).arg("__oem-rebuild").arg(&path);
+    // mkfs.btrfs checks its UUID against libblkid's cache, which may remember a loop
+    // device it cannot open (not as root) or that is gone: give it a cache of its own
+    cmd.env("BLKID_FILE", work.join("blkid.tab"));
     let err_file = path.with_extension("error");
     if let Err(e) = tools::run(&mut cmd, "rebuilding OEM") {
         let msg = std::fs::read_to_string(&err_file)
