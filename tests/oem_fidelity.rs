@@ -38,6 +38,8 @@ fn listing(img: &Path) -> BTreeMap<String, String> {
         find . -exec getfattr -h -d -m - -e hex --absolute-names {} + 2>/dev/null || true
         echo ===
         find . -type f -exec sha256sum {} +
+        echo ===
+        find . \( -type f -o -type d \) -exec lsattr -d {} +
         cd /; umount "$m"; rmdir "$m""#;
     let out = sh(Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", script])
@@ -46,11 +48,16 @@ fn listing(img: &Path) -> BTreeMap<String, String> {
         .arg(size.to_string()));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut parts = text.split("===\n");
-    let (stat, xattr, sums) = (
+    let (stat, xattr, sums, attrs) = (
         parts.next().expect("stat"),
         parts.next().expect("xattr"),
         parts.next().expect("sums"),
+        parts.next().expect("lsattr"),
     );
+    let attrs: BTreeMap<String, String> = attrs
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(a, p)| (p.to_owned(), a.to_owned())))
+        .collect();
     let mut group: BTreeMap<String, String> = BTreeMap::new();
     let mut rows: BTreeMap<String, (String, String)> = BTreeMap::new();
     for l in stat.lines() {
@@ -81,14 +88,20 @@ fn listing(img: &Path) -> BTreeMap<String, String> {
             let mut x = xattrs.get(p).cloned().unwrap_or_default();
             x.sort();
             let row = format!(
-                "{st} group={} xattrs=[{}] sha={}",
+                "{st} group={} xattrs=[{}] sha={} attrs={}",
                 group[ino],
                 x.join(","),
-                sums.get(p).map_or("-", |s| s.as_str())
+                sums.get(p).map_or("-", |s| s.as_str()),
+                attrs.get(p).map_or("-", |s| s.as_str())
             );
             (p.clone(), row)
         })
         .collect()
+}
+
+/// The lsattr flags of a listing row ('c': btrfs compresses new writes).
+fn attrs(row: &str) -> &str {
+    row.rsplit("attrs=").next().unwrap_or("")
 }
 
 fn bake(backend: &str, input: &Path, out: &Path, args: &[&str]) -> std::process::Output {
@@ -128,6 +141,7 @@ fn both_backends_carry_everything() {
     let before = listing(&input);
     // the fixture really holds what a rebuild could lose
     let ping = &before["./bin/ping"];
+    assert!(attrs(ping).contains('c'), "{ping}");
     assert!(
         ping.contains("security.capability=") && ping.contains("btrfs.compression=0x7a6c6962"),
         "{ping}"
@@ -186,6 +200,7 @@ fn both_backends_carry_everything() {
             "{backend}"
         );
         let f = &after["./sysext/deep/new/myext-1.0-x86-64.raw"];
+        assert!(attrs(f).contains('c'), "{backend}: {f}");
         assert!(
             f.starts_with("f 644 0 0 1 ")
                 && f.contains("btrfs.compression=0x7a6c6962")

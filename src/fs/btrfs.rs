@@ -169,11 +169,6 @@ pub fn apply(
     let listing = btrfs_tree::list(&File::open(&old).map_err(FsError::io(&old))?, 0)
         .map_err(tree_err(image))?;
     refuse_unsupported(&listing)?;
-    let root_inode = listing
-        .inodes
-        .get(&btrfs_tree::ROOT_DIR)
-        .cloned()
-        .unwrap_or_default();
     let root = work.join("oem-root");
     std::fs::create_dir(&root).map_err(FsError::io(&root))?;
     let new = work.join("oem-new.img");
@@ -181,6 +176,7 @@ pub fn apply(
         let f = File::create(&new).map_err(FsError::io(&new))?;
         f.set_len(part.size()).map_err(FsError::io(&new))?;
     }
+    let original = listing.clone();
     let job = btrfs_stage::Job {
         old: old.clone(),
         root: root.clone(),
@@ -197,21 +193,86 @@ pub fn apply(
         .write(true)
         .open(&new)
         .map_err(FsError::io(&new))?;
-    btrfs_tree::set_root(&nf, 0, &root_inode).map_err(tree_err(image))?;
-    nf.sync_all().map_err(FsError::io(&new))?;
+    finish(image, &nf, &original, staged)?;
     check(&new, "checking the rebuilt OEM filesystem (btrfs check)")?;
-    let got = btrfs_tree::list(&nf, 0).map_err(tree_err(image))?;
-    if let Some(d) = btrfs_tree::diff(&btrfs_stage::with_root(staged, &root_inode), &got) {
-        return Err(FsError::Invalid {
-            part: PART,
-            what: format!(
-                "the rebuilt filesystem would differ from the plan: {d}; use --backend mount"
-            ),
-        });
-    }
     sparse::zero_range(out, part.offset(), part.size()).map_err(FsError::io(image))?;
     sparse::copy_range(&nf, 0, out, part.offset(), part.size()).map_err(FsError::io(image))?;
     Ok(())
+}
+
+/// Give the freshly packed filesystem `nf` what mkfs.btrfs cannot (the root directory's
+/// mode, owner and xattrs; inode flags), then check that its listing equals the staged
+/// tree's (the original plus the plan).
+fn finish(
+    image: &Path,
+    nf: &File,
+    original: &btrfs_tree::Listing,
+    staged: btrfs_tree::Listing,
+) -> Result<(), FsError> {
+    let differs = |what: String| FsError::Invalid {
+        part: PART,
+        what: format!(
+            "the rebuilt filesystem would differ from the plan: {what}; use --backend mount"
+        ),
+    };
+    let root_inode = original
+        .inodes
+        .get(&btrfs_tree::ROOT_DIR)
+        .cloned()
+        .unwrap_or_default();
+    btrfs_tree::set_root(nf, 0, &root_inode)
+        .map_err(|e| differs(format!("root directory: {e}")))?;
+    let mut want = btrfs_stage::with_root(staged, &root_inode);
+    carry_flags(original, &mut want);
+    let packed = btrfs_tree::list(nf, 0).map_err(tree_err(image))?;
+    let mut flags = std::collections::BTreeMap::new();
+    for (p, ino) in &packed.paths {
+        let f = want
+            .paths
+            .get(p)
+            .and_then(|w| want.inodes.get(w))
+            .map_or(0, |i| i.flags);
+        flags.insert(*ino, f);
+    }
+    btrfs_tree::set_flags(nf, 0, &flags).map_err(tree_err(image))?;
+    nf.sync_all().map_err(FsError::io(image))?;
+    let got = btrfs_tree::list(nf, 0).map_err(tree_err(image))?;
+    match btrfs_tree::diff(&want, &got) {
+        Some(d) => Err(differs(d)),
+        None => Ok(()),
+    }
+}
+
+const FLAG_NOCOMPRESS: u64 = 1 << 3;
+const FLAG_COMPRESS: u64 = 1 << 11;
+/// Inode flags the rebuild carries: nocompress, sync, immutable, append, nodump,
+/// noatime, dirsync, compress (not nodatasum, nodatacow, readonly, prealloc, verity,
+/// which describe data mkfs.btrfs writes its own way).
+const CARRIED_FLAGS: u64 =
+    FLAG_NOCOMPRESS | 0x20 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | FLAG_COMPRESS;
+
+/// Expected inode flags in `want` (the staged tree): each original path keeps its own;
+/// a new file or directory gets its parent's compress/nocompress, as btrfs gives it.
+fn carry_flags(original: &btrfs_tree::Listing, want: &mut btrfs_tree::Listing) {
+    let mut by_path = std::collections::BTreeMap::new();
+    for (p, ino) in &want.paths {
+        let from_original = original.paths.get(p).and_then(|o| original.inodes.get(o));
+        let kind = want.inodes.get(ino).map_or(0, |i| i.mode & 0o170000);
+        let parent = p.rsplit_once('/').map_or("", |(d, _)| d);
+        let f = match from_original {
+            Some(o) => o.flags,
+            None if matches!(kind, 0o100000 | 0o040000) => {
+                by_path.get(parent).copied().unwrap_or(0) & (FLAG_COMPRESS | FLAG_NOCOMPRESS)
+            }
+            None => 0,
+        };
+        by_path.insert(p.clone(), f);
+    }
+    for (p, ino) in &want.paths {
+        if let (Some(i), Some(f)) = (want.inodes.get_mut(ino), by_path.get(p)) {
+            i.flags = *f;
+        }
+    }
 }
 
 fn tree_err(image: &Path) -> impl Fn(btrfs_tree::TreeError) -> FsError + '_ {
@@ -236,6 +297,12 @@ fn refuse_unsupported(l: &btrfs_tree::Listing) -> Result<(), FsError> {
     }
     for (p, ino) in &l.paths {
         let Some(i) = l.inodes.get(ino) else { continue };
+        if i.flags & !CARRIED_FLAGS != 0 {
+            return no(format!(
+                "/{p} has inode flags {:#x} (nodatacow, nodatasum, prealloc or verity) that the rootless rebuild cannot carry",
+                i.flags & !CARRIED_FLAGS
+            ));
+        }
         if matches!(i.mode & 0o170000, 0o020000 | 0o060000) && i.rdev != 0 {
             return no(format!("/{p} is a device node, whose number the rootless rebuild (mkfs.btrfs 6.2) cannot record"));
         }

@@ -147,6 +147,7 @@ pub fn list_tree(root: &Path) -> Result<Listing, FsError> {
             nlink: st.st_nlink as u32,
             rdev: st.st_rdev,
             size: st.st_size as u64,
+            flags: 0,
             xattrs: xattrs(&full)?,
         };
         l.inodes.insert(ino, inode);
@@ -253,8 +254,13 @@ pub fn run_job(path: &Path) -> Result<(), FsError> {
         .get(&ROOT_DIR)
         .cloned()
         .unwrap_or_default();
-    let staged = with_root(list_tree(&job.root)?, &root_inode);
-    if let Some(d) = super::btrfs_tree::diff(&job.listing, &staged) {
+    // inode flags are set on the packed filesystem, not in the staging tree
+    let unflagged = |mut l: Listing| {
+        l.inodes.values_mut().for_each(|i| i.flags = 0);
+        l
+    };
+    let staged = unflagged(with_root(list_tree(&job.root)?, &root_inode));
+    if let Some(d) = super::btrfs_tree::diff(&unflagged(job.listing.clone()), &staged) {
         return Err(invalid(format!(
             "unpacking would change {d}; use --backend mount"
         )));

@@ -251,10 +251,11 @@ impl<'a> Image<'a> {
     }
 
     /// Call `f` on every item of the tree rooted at `root`, in key order.
-    fn walk(
+    /// Call `f` on every leaf (address, bytes) of the tree rooted at `root`, in key order.
+    fn leaves(
         &self,
         root: u64,
-        f: &mut dyn FnMut(Key, &[u8]) -> Result<(), TreeError>,
+        f: &mut dyn FnMut(u64, Vec<u8>) -> Result<(), TreeError>,
     ) -> Result<(), TreeError> {
         let mut seen = HashSet::new();
         let mut stack = vec![(root, MAX_LEVEL + 1)];
@@ -268,9 +269,7 @@ impl<'a> Image<'a> {
                 return bad(format!("node {at} has level {level} under a lower node"));
             }
             if level == 0 {
-                for (k, d) in self.items(&b)? {
-                    f(k, d)?;
-                }
+                f(at, b)?;
             } else {
                 for (_, p) in self.ptrs(&b)?.into_iter().rev() {
                     stack.push((p, level));
@@ -278,6 +277,20 @@ impl<'a> Image<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Call `f` on every item of the tree rooted at `root`, in key order.
+    fn walk(
+        &self,
+        root: u64,
+        f: &mut dyn FnMut(Key, &[u8]) -> Result<(), TreeError>,
+    ) -> Result<(), TreeError> {
+        self.leaves(root, &mut |_, b| {
+            for (k, d) in self.items(&b)? {
+                f(k, d)?;
+            }
+            Ok(())
+        })
     }
 
     /// The bytenr of subvolume tree `id`, and ids of all subvolumes besides the top one.
@@ -307,12 +320,15 @@ pub struct Inode {
     pub nlink: u32,
     pub rdev: u64,
     pub size: u64,
+    /// Inode flags (BTRFS_INODE_*: compress, nocompress, immutable, ...).
+    #[serde(default)]
+    pub flags: u64,
     pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 /// The whole tree: each path (relative, "" for the root) with its inode number and
 /// inode, plus what cannot be carried by a rebuild (subvolumes).
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Listing {
     pub paths: BTreeMap<String, u64>,
     pub inodes: BTreeMap<u64, Inode>,
@@ -359,6 +375,7 @@ pub fn list(file: &File, base: u64) -> Result<Listing, TreeError> {
                 i.gid = le32(d, 48)?;
                 i.mode = le32(d, 52)?;
                 i.rdev = le64(d, 56)?;
+                i.flags = le64(d, 64)?;
             }
             XATTR_ITEM => xattrs_of(d, &mut inodes.entry(k.objectid).or_default().xattrs)?,
             DIR_INDEX => {
@@ -367,8 +384,19 @@ pub fn list(file: &File, base: u64) -> Result<Listing, TreeError> {
                     .get(30..30 + nlen)
                     .ok_or_else(|| TreeError::Bad("dir entry name".into()))?;
                 let loc = key_at(d, 0)?;
+                let name = match std::str::from_utf8(name) {
+                    Ok(n) if !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\0']) => {
+                        n
+                    }
+                    _ => {
+                        return bad(format!(
+                            "invalid file name {:?}",
+                            String::from_utf8_lossy(name)
+                        ))
+                    }
+                };
                 children.entry(k.objectid).or_default().push((
-                    String::from_utf8_lossy(name).into_owned(),
+                    name.to_owned(),
                     loc.objectid,
                     loc.ty,
                 ));
@@ -447,6 +475,41 @@ pub fn set_root(file: &File, base: u64, want: &Inode) -> Result<(), TreeError> {
         at = next;
     }
     bad("filesystem tree too deep")
+}
+
+/// Set the inode flags of the btrfs at `base`: `flags` maps inode numbers to flags;
+/// every leaf holding an inode whose flags change is rewritten with a new checksum.
+pub fn set_flags(file: &File, base: u64, flags: &BTreeMap<u64, u64>) -> Result<(), TreeError> {
+    let img = Image::open(file, base)?;
+    let (fs_root, _) = img.roots()?;
+    let mut changed = Vec::new();
+    img.leaves(fs_root, &mut |at, mut b| {
+        let mut dirty = false;
+        let n = le32(&b, 96)? as usize;
+        for i in 0..n.min((b.len() - HEADER) / ITEM) {
+            let o = HEADER + i * ITEM;
+            let k = key_at(&b, o)?;
+            let Some(want) = flags.get(&k.objectid).filter(|_| k.ty == INODE_ITEM) else {
+                continue;
+            };
+            let at_flags = HEADER + le32(&b, o + 17)? as usize + 64;
+            if at_flags + 8 > b.len() || le32(&b, o + 21)? < 72 {
+                return bad("short inode item");
+            }
+            if le64(&b, at_flags)? != *want {
+                b[at_flags..at_flags + 8].copy_from_slice(&want.to_le_bytes());
+                dirty = true;
+            }
+        }
+        if dirty {
+            changed.push((at, b));
+        }
+        Ok(())
+    })?;
+    for (at, mut b) in changed {
+        img.write_node(at, &mut b)?;
+    }
+    Ok(())
 }
 
 type Items = Vec<(Key, Vec<u8>)>;
@@ -603,6 +666,7 @@ type Shape = (
     u64,
     BTreeMap<String, Vec<u8>>,
     String,
+    u64,
 );
 
 fn shapes(l: &Listing) -> BTreeMap<&str, Shape> {
@@ -626,6 +690,7 @@ fn shapes(l: &Listing) -> BTreeMap<&str, Shape> {
                 if sized { i.size } else { 0 },
                 i.xattrs.clone(),
                 first.get(ino).map(|s| s.to_string()).unwrap_or_default(),
+                i.flags,
             );
             (p.as_str(), shape)
         })
@@ -658,6 +723,8 @@ pub fn diff(want: &Listing, got: &Listing) -> Option<String> {
                     )
                 } else if gs.4 != ws.4 {
                     "device number differs".to_owned()
+                } else if gs.8 != ws.8 {
+                    format!("inode flags {:#x} instead of {:#x}", gs.8, ws.8)
                 } else if gs.5 != ws.5 {
                     format!("size {} instead of {}", gs.5, ws.5)
                 } else {
