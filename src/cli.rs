@@ -76,6 +76,9 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Internal: the rootless OEM rebuild's worker, run inside fakeroot.
+    #[command(name = "__oem-rebuild", hide = true)]
+    OemRebuild { job: PathBuf },
     /// List the vendor image types --vendor accepts, with layout and disk format.
     Vendors {
         /// Also load vendor definitions (*.toml) from DIR.

@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Vendors { vendors_dir }) => report::list_vendors(vendors_dir.as_deref()),
         Some(Command::Inspect { image, json }) => report::inspect(&image, json),
         Some(Command::MountApply { job }) => Ok(crate::fs::mount::run_job(&job)?),
+        Some(Command::OemRebuild { job }) => Ok(crate::fs::btrfs::run_job(&job)?),
         Some(Command::Sysext { cmd }) => crate::sysext::cli::run(cmd),
         None => bake::run(cli.bake),
     }
