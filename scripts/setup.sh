@@ -9,7 +9,7 @@ set -euo pipefail
 
 pkgs=(e2fsprogs btrfs-progs fakeroot dosfstools mtools squashfs-tools erofs-utils gdisk
       util-linux systemd bzip2 lbzip2 pbzip2 gnupg python3 time qemu-utils libclang-dev bc
-      patchelf bubblewrap)
+      patchelf bubblewrap groff-base)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

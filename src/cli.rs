@@ -60,6 +60,25 @@ pub enum Command {
     /// Internal: the mount backend's worker, run in a private mount namespace.
     #[command(name = "__mount-apply", hide = true)]
     MountApply { job: PathBuf },
+    /// Print a shell completion script: `flatbake completions bash >
+    /// /etc/bash_completion.d/flatbake` (zsh: into a directory on $fpath as _flatbake;
+    /// fish: ~/.config/fish/completions/flatbake.fish).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for flatbake and every subcommand (flatbake.1,
+    /// flatbake-bake.1, flatbake-sysext-pack.1, ...) into DIR, e.g.
+    /// /usr/local/share/man/man1.
+    Man {
+        /// Directory for the pages (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Internal: the rootless OEM rebuild's worker, run inside fakeroot.
+    #[command(name = "__oem-rebuild", hide = true)]
+    OemRebuild { job: PathBuf },
     /// List the vendor image types --vendor accepts, with layout and disk format.
     Vendors {
         /// Also load vendor definitions (*.toml) from DIR.
@@ -138,15 +157,15 @@ pub struct BakeArgs {
     #[arg(long, value_name = "FILE", env = "FLATBAKE_IMAGE")]
     pub image: Option<PathBuf>,
 
-    /// Where to write the baked image. Written under a temporary name beside it and
-    /// renamed into place only when everything succeeded.
-    #[arg(
-        short,
-        long,
-        value_name = "FILE",
-        default_value = "flatcar_production_image_baked.bin"
-    )]
-    pub output: PathBuf,
+    /// Where to write the baked image (default flatcar_production_image_baked.bin).
+    /// Written under a temporary name beside it and renamed into place only when
+    /// everything succeeded. Not with --vendor (vendor images go to --output-dir).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Replace outputs that already exist (by default an existing output is an error).
+    #[arg(long)]
+    pub force: bool,
 
     /// Partition and directory the sysext files go to: root:DIR or oem:DIR, for every
     /// extension, or NAME=root:DIR / NAME=oem:DIR for one. `{name}` in DIR stands for the

@@ -11,16 +11,21 @@ pub const SUPPORTED: &[&str] = &[
 
 /// Check the Ignition config at `path`; Err is a one-line problem naming the file.
 pub fn check(path: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if bytes.len() > 64 << 20 {
-        return Err(format!(
-            "{}: too large for an Ignition config",
-            path.display()
-        ));
-    }
+    let bytes = read(path)?;
+    check_bytes(&bytes, path)
+}
+
+/// Read the config at `path` (a regular file, at most [`crate::input::JSON_CAP`] bytes).
+pub fn read(path: &Path) -> Result<Vec<u8>, String> {
+    crate::input::read_bytes(path, crate::input::JSON_CAP)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Check config bytes read from `path` (named in the problem).
+pub fn check_bytes(bytes: &[u8], path: &Path) -> Result<String, String> {
     let text =
-        String::from_utf8(bytes).map_err(|_| format!("{}: not a text file", path.display()))?;
-    let value: serde_json::Value = match serde_json::from_str(&text) {
+        std::str::from_utf8(bytes).map_err(|_| format!("{}: not a text file", path.display()))?;
+    let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             if text.lines().any(|l| l.trim_start().starts_with("variant:")) {

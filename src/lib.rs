@@ -5,6 +5,9 @@
 //! filesystems inside: ext4 ROOT, btrfs OEM, FAT ESP), [`sysext`] (sysext images and
 //! their metadata), [`release`] (fetching and verifying Flatcar releases), [`bake`] (the pipeline), [`cli`] (the command line).
 
+#[macro_use]
+pub mod out;
+
 pub mod app;
 pub mod arch;
 pub mod bake;
@@ -14,6 +17,7 @@ pub mod disk;
 pub mod format;
 pub mod fs;
 pub mod ignition;
+pub mod input;
 pub mod inspect;
 pub mod release;
 pub mod sysext;

@@ -7,7 +7,13 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     flatbake::cleanup::install_signal_handlers();
     match flatbake::app::run(flatbake::cli::Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => match flatbake::out::failure() {
+            None => ExitCode::SUCCESS,
+            Some(e) => {
+                eprintln!("error: cannot write to standard output: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             eprintln!("error: {}", flatbake::app::one_line(&e));
             ExitCode::FAILURE

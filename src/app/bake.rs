@@ -1,12 +1,15 @@
 //! `bake` (the default command): local or fetched input, sysexts local or from the
 //! bakery, one output image or vendor images.
 
-use super::{fetch, report};
+use super::{fetch, local, report};
 use crate::bake::{self, BakeRequest};
 use crate::cli::BakeArgs;
 use crate::vendor::{self, registry::Registry, VendorInput};
 use anyhow::Context;
 use std::path::PathBuf;
+
+/// The plain bake's output when --output is not given.
+pub const DEFAULT_OUTPUT: &str = "flatcar_production_image_baked.bin";
 
 pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
     if args.vendor.is_empty()
@@ -19,6 +22,12 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!(
             "nothing to do: name sysexts as NAME:FILE and/or vendor images with --vendor"
+        );
+    }
+    if let (Some(o), false) = (&args.output, args.vendor.is_empty()) {
+        anyhow::bail!(
+            "--output {}: vendor images are written to --output-dir under Flatcar's file names; drop --output (or bake without --vendor)",
+            o.display()
         );
     }
     if args.image.is_some() && args.release.release.is_some() {
@@ -35,7 +44,19 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
         None
     };
     let image = match (&args.image, &opts) {
-        (Some(i), _) => i.clone(),
+        (Some(i), _) => {
+            let cache = args
+                .release
+                .image_cache
+                .clone()
+                .unwrap_or_else(fetch::default_cache);
+            let raw = local::raw_image(i, &cache)?;
+            if raw != *i {
+                // version.txt, OEM sysexts and firmware stay beside the compressed file
+                args.release_dir.get_or_insert_with(|| dir_of(i));
+            }
+            raw
+        }
         (None, Some(o)) => {
             let r = fetch::release(o)?;
             if !args.vendor.is_empty() {
@@ -67,10 +88,15 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
     if !args.vendor.is_empty() {
         return run_vendors(args, image);
     }
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT));
     let builtins = builtins(&args, &image);
     let req = BakeRequest {
         image,
-        output: args.output,
+        output,
+        force: args.force,
         extensions: args.extensions,
         install_to: args.install_to,
         sysupdate_confs: args.sysupdate_conf,
@@ -85,7 +111,7 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
     };
     let report = bake::bake(&req)?;
     report::print_report(&report);
-    println!("wrote {}", report.output.display());
+    outln!("wrote {}", report.output.display());
     report::summarize(std::slice::from_ref(&report.output), args.json.as_deref())
 }
 
@@ -168,6 +194,7 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     let req = BakeRequest {
         image,
         output: base.clone(),
+        force: false,
         extensions: args.extensions,
         install_to: args.install_to,
         sysupdate_confs: args.sysupdate_conf,
@@ -190,8 +217,16 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     });
     let outputs = vendor::emit(&plan, &base, &out_dir, work.path(), threads)?;
     for path in &outputs {
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display());
     }
     drop(work);
     report::summarize(&outputs, args.json.as_deref())
+}
+
+/// The directory holding `path` ("." for a bare file name).
+fn dir_of(path: &std::path::Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
 }

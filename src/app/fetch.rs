@@ -91,11 +91,11 @@ pub fn extensions(o: &FetchOptions, args: &[String]) -> anyhow::Result<(Vec<Stri
 pub fn run(a: &ReleaseArgs, exts: &[String]) -> anyhow::Result<()> {
     let o = options(a)?;
     let r = release(&o)?;
-    println!("{}", r.image.display());
-    println!("{}", r.version_txt_path.display());
+    outln!("{}", r.image.display());
+    outln!("{}", r.version_txt_path.display());
     let (paths, confs) = extensions(&o, exts)?;
     for p in paths.iter().chain(confs.iter()) {
-        println!("{p}");
+        outln!("{p}");
     }
     Ok(())
 }

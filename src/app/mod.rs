@@ -3,7 +3,9 @@
 //! edge; the library below uses `thiserror`.
 
 mod bake;
+mod docs;
 mod fetch;
+mod local;
 mod report;
 
 use crate::cli::{Cli, Command};
@@ -16,9 +18,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             release,
             extensions,
         }) => fetch::run(&release, &extensions),
+        Some(Command::Completions { shell }) => docs::completions(shell),
+        Some(Command::Man { dir }) => docs::man_pages(&dir),
         Some(Command::Vendors { vendors_dir }) => report::list_vendors(vendors_dir.as_deref()),
         Some(Command::Inspect { image, json }) => report::inspect(&image, json),
         Some(Command::MountApply { job }) => Ok(crate::fs::mount::run_job(&job)?),
+        Some(Command::OemRebuild { job }) => Ok(crate::fs::btrfs::run_job(&job)?),
         Some(Command::Sysext { cmd }) => crate::sysext::cli::run(cmd),
         None => bake::run(cli.bake),
     }

@@ -10,9 +10,9 @@ pub fn inspect(image: &Path, json: bool) -> anyhow::Result<()> {
     let work = tempfile::tempdir().context("cannot create a scratch directory")?;
     let report = crate::inspect::inspect(image, work.path())?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", crate::inspect::render(&report));
+        out!("{}", crate::inspect::render(&report));
     }
     Ok(())
 }
@@ -34,7 +34,7 @@ pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()>
         if readable {
             if let Ok(r) = crate::inspect::inspect(o, work.path()) {
                 if r.flatcar {
-                    print!("{}", crate::inspect::render(&r));
+                    out!("{}", crate::inspect::render(&r));
                     reports.push(r);
                 }
             }
@@ -56,17 +56,24 @@ pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()>
 
 pub fn list_vendors(dir: Option<&Path>) -> anyhow::Result<()> {
     let reg = Registry::load(dir)?;
-    println!(
+    outln!(
         "{:<16} {:<8} {:<12} {:<8} description",
-        "vendor", "layout", "format", "oem"
+        "vendor",
+        "layout",
+        "format",
+        "oem"
     );
     for v in reg.vendors.values() {
         match &v.unsupported {
-            Some(why) => println!(
+            Some(why) => outln!(
                 "{:<16} {:<8} {:<12} {:<8} {} (not supported: {why})",
-                v.name, "-", "-", "-", v.description
+                v.name,
+                "-",
+                "-",
+                "-",
+                v.description
             ),
-            None => println!(
+            None => outln!(
                 "{:<16} {:<8} {:<12} {:<8} {}",
                 v.name,
                 v.layout.as_deref().unwrap_or("-"),
@@ -81,7 +88,7 @@ pub fn list_vendors(dir: Option<&Path>) -> anyhow::Result<()> {
 
 pub fn print_report(report: &bake::BakeReport) {
     for e in &report.extensions {
-        println!(
+        outln!(
             "{}: {}:{} ({}, sha256 {})",
             e.name,
             e.target,
@@ -89,9 +96,9 @@ pub fn print_report(report: &bake::BakeReport) {
             bake::human(e.size),
             e.sha256
         );
-        println!("  {} -> {}", e.symlink, e.link_target);
+        outln!("  {} -> {}", e.symlink, e.link_target);
         if let Some(c) = &e.conf {
-            println!("  {c}");
+            outln!("  {c}");
         }
     }
 }

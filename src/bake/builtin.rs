@@ -21,6 +21,24 @@ pub const BUILTINS: [(&str, &str); 2] = [
     ("containerd", "containerd-flatcar"),
 ];
 
+/// Flatcar's optional ("official") extensions, the names /etc/flatcar/enabled-sysext.conf
+/// takes: every EXTRA_SYSEXTS entry of flatcar/scripts' build_library/extra_sysexts.sh
+/// across releases (the nvidia ones exist for amd64 only).
+pub const OFFICIAL: &[&str] = &[
+    "incus",
+    "nvidia-drivers-535",
+    "nvidia-drivers-535-open",
+    "nvidia-drivers-550",
+    "nvidia-drivers-550-open",
+    "nvidia-drivers-570",
+    "nvidia-drivers-570-open",
+    "overlaybd",
+    "podman",
+    "python",
+    "selinux",
+    "zfs",
+];
+
 /// Where Flatcar reads the optional extensions to activate at boot.
 pub const ENABLED_CONF: &str = "/etc/flatcar/enabled-sysext.conf";
 
@@ -150,6 +168,11 @@ pub fn plan(req: &BuiltinRequest, baked: &[&str]) -> Result<BuiltinPlan, Vec<Str
             problems.push(format!(
                 "--enable-official {n}: docker and containerd are always active unless masked"
             ));
+        } else if !OFFICIAL.contains(&n.as_str()) {
+            problems.push(format!(
+                "--enable-official {n}: not one of Flatcar's optional extensions ({})",
+                OFFICIAL.join(", ")
+            ));
         } else if !out.enable.contains(n) {
             out.enable.push(n.clone());
         }
@@ -267,6 +290,21 @@ mod tests {
         assert!(ps.contains("exclude each other"), "{ps}");
         assert!(ps.contains("--enable-official a/b"), "{ps}");
         assert!(ps.contains("--enable-official docker"), "{ps}");
+        let ps = plan(
+            &BuiltinRequest {
+                enable_official: vec!["zsf".into(), "zfs".into(), "nvidia-drivers-570-open".into()],
+                ..req()
+            },
+            &[],
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(
+            ps.contains("--enable-official zsf: not one of Flatcar's optional extensions (incus, "),
+            "{ps}"
+        );
+        assert!(!ps.contains("--enable-official zfs"), "{ps}");
+        assert!(!ps.contains("nvidia-drivers-570-open:"), "{ps}");
         let ps = plan(
             &BuiltinRequest {
                 replace: vec!["docker".into()],

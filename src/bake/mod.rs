@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 pub struct BakeRequest {
     pub image: PathBuf,
     pub output: PathBuf,
+    /// Replace an existing output; without it an existing output is a pre-flight problem.
+    pub force: bool,
     pub extensions: Vec<String>,
     pub install_to: Vec<InstallRule>,
     pub sysupdate_confs: Vec<String>,
@@ -103,7 +105,7 @@ pub struct BakeReport {
 
 /// Check, then bake. On error nothing exists at `req.output` that was not there before.
 pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
-    let input = File::open(&req.image).map_err(io(&req.image))?;
+    let input = crate::input::open_regular(&req.image).map_err(io(&req.image))?;
     let meta = input.metadata().map_err(io(&req.image))?;
     if !meta.is_file() {
         return Err(BakeError::Preflight(vec![format!(
@@ -125,14 +127,39 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
 
     let mut problems = Vec::new();
     let out_dir = output_dir(&req.output);
-    if let Err(p) = check_output(&req.image, &req.output, &out_dir) {
+    if let Err(p) = check_output(&req.image, &req.output, &out_dir, req.force) {
         problems.push(p);
+    }
+    // The work dir holds the private copies of the inputs that are checked and baked.
+    let prefix = crate::cleanup::prefix();
+    let work_parent = req.work_dir.clone().unwrap_or_else(|| out_dir.clone());
+    let work = match problems.is_empty() {
+        true => match tempfile::Builder::new()
+            .prefix(&format!("{prefix}work-"))
+            .tempdir_in(&work_parent)
+        {
+            Ok(w) => Some(w),
+            Err(e) => {
+                problems.push(format!(
+                    "{}: cannot create a work directory: {e}",
+                    work_parent.display()
+                ));
+                None
+            }
+        },
+        false => None,
+    };
+    let _work_guard = work.as_ref().map(|w| crate::cleanup::register(w.path()));
+    let stage = work.as_ref().map(|w| w.path().join("stage"));
+    if let Some(d) = &stage {
+        std::fs::create_dir(d).map_err(io(d))?;
     }
     let exts = match plan::check_extensions(&PlanInput {
         extensions: &req.extensions,
         install_to: &req.install_to,
         sysupdate_confs: &req.sysupdate_confs,
         arch,
+        stage: stage.as_deref(),
     }) {
         Ok(e) => e,
         Err(ps) => {
@@ -196,9 +223,22 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         problems.push("--sysupdate: no extension being baked has a sysupdate config (NAME.conf beside FILE or --sysupdate-conf)".into());
     }
     if let Some(ign) = &req.ignition {
-        if let Err(p) = crate::ignition::check(ign) {
-            problems.push(p);
-        }
+        // read once: the bytes checked are the bytes installed
+        let checked = crate::ignition::read(ign)
+            .and_then(|b| crate::ignition::check_bytes(&b, ign).map(|_| b));
+        let src = match (checked, &stage) {
+            (Err(p), _) => {
+                problems.push(p);
+                ign.clone()
+            }
+            (Ok(b), Some(d)) => {
+                let dest = d.join("config.ign");
+                crate::input::stage_bytes(&b, &dest)
+                    .map_err(io(&dest))?
+                    .path
+            }
+            (Ok(_), None) => ign.clone(),
+        };
         match crate::fs::fat::has_first_boot(&input, &layout.esp) {
             Some(true) => {}
             Some(false) => problems.push(format!(
@@ -209,7 +249,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         }
         oem_edits.push(Op::Write {
             path: "/config.ign".into(),
-            src: ign.clone(),
+            src,
             mode: 0o600,
         });
     }
@@ -270,22 +310,20 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     if sb.needs_recovery {
         log("ROOT's journal needs recovery (the image was not shut down cleanly): replaying it into the output first");
     }
+    let Some(work) = work else {
+        return Err(BakeError::Preflight(vec!["no work directory".into()]));
+    };
+    // from here on the inputs may change: only their checked copies are read
+    crate::cleanup::pause_point("checked");
 
     // Everything checked: write.
     crate::cleanup::sweep_stale(&out_dir);
-    let prefix = crate::cleanup::prefix();
     let tmp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".partial")
         .tempfile_in(&out_dir)
         .map_err(io(&out_dir))?;
     let _tmp_guard = crate::cleanup::register(tmp.path());
-    let work_parent = req.work_dir.clone().unwrap_or_else(|| out_dir.clone());
-    let work = tempfile::Builder::new()
-        .prefix(&format!("{prefix}work-"))
-        .tempdir_in(&work_parent)
-        .map_err(io(&work_parent))?;
-    let _work_guard = crate::cleanup::register(work.path());
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
@@ -356,7 +394,10 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
 fn report(exts: &[Extension]) -> Result<Vec<Baked>, BakeError> {
     exts.iter()
         .map(|e| {
-            let (sha256, size) = sha256_file(&e.src)?;
+            let (sha256, size) = match &e.staged {
+                Some(s) => (s.sha256.clone(), s.size),
+                None => sha256_file(e.data())?,
+            };
             Ok(Baked {
                 name: e.name.clone(),
                 target: e.target,
@@ -395,7 +436,7 @@ fn output_dir(output: &Path) -> PathBuf {
     }
 }
 
-fn check_output(image: &Path, output: &Path, dir: &Path) -> Result<(), String> {
+fn check_output(image: &Path, output: &Path, dir: &Path, force: bool) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     if !dir.is_dir() {
         return Err(format!(
@@ -414,6 +455,12 @@ fn check_output(image: &Path, output: &Path, dir: &Path) -> Result<(), String> {
     if output.is_dir() {
         return Err(format!(
             "{}: is a directory; --output names a file",
+            output.display()
+        ));
+    }
+    if !force && std::fs::symlink_metadata(output).is_ok() {
+        return Err(format!(
+            "{}: already exists; pass --force to replace it",
             output.display()
         ));
     }

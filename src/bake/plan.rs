@@ -6,6 +6,7 @@ use super::collide::owned;
 pub use super::collide::{collisions, Existing, RootState};
 use crate::arch::Arch;
 use crate::fs::{check_path, Edits, Op};
+use crate::input::{self, Staged};
 use crate::sysext::image::{self, SysextImage};
 use crate::sysext::release::HostOs;
 use crate::sysext::{check, name_problem, sysupdate};
@@ -91,8 +92,10 @@ pub struct Extension {
     pub path: String,
     /// Where `/etc/extensions/NAME.raw` points, in the booted system.
     pub link_target: String,
-    /// The sysupdate transfer file to install, if any.
+    /// The sysupdate transfer file to install, if any (its checked private copy).
     pub conf: Option<PathBuf>,
+    /// The checked private copy of `src` that is baked, with its hash.
+    pub staged: Option<Staged>,
 }
 
 impl Extension {
@@ -101,6 +104,10 @@ impl Extension {
     }
     pub fn conf_path(&self) -> String {
         format!("/etc/sysupdate.{0}.d/{0}.conf", self.name)
+    }
+    /// The bytes to bake: the staged copy that was checked.
+    pub fn data(&self) -> &Path {
+        self.staged.as_ref().map_or(&self.src, |s| &s.path)
     }
 }
 
@@ -151,6 +158,9 @@ pub struct PlanInput<'a> {
     pub install_to: &'a [InstallRule],
     pub sysupdate_confs: &'a [String],
     pub arch: Option<Arch>,
+    /// A private directory for the copies that are checked and then baked (None only
+    /// when the run is refused anyway: the originals are then checked in place).
+    pub stage: Option<&'a Path>,
 }
 
 /// Parse and check every extension argument. Returns the extensions or every problem.
@@ -195,7 +205,7 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
         }
         let src = PathBuf::from(file);
         match check_one(name, &src, input) {
-            Ok((image, mut ps)) => {
+            Ok((image, staged, mut ps)) => {
                 let file_name = src
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
@@ -216,12 +226,21 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
                     Some((_, p)) => Some(p.clone()),
                     None => {
                         let beside = src.with_file_name(format!("{name}.conf"));
-                        beside.is_file().then_some(beside)
+                        std::fs::metadata(&beside).is_ok().then_some(beside)
                     }
                 };
-                if let Some(c) = &conf {
-                    ps.extend(check_conf(c));
-                }
+                let conf = match conf {
+                    Some(c) => {
+                        match check_conf(&c, input.stage.map(|d| d.join(format!("{name}.conf")))) {
+                            Ok(staged) => Some(staged),
+                            Err(p) => {
+                                ps.extend(p);
+                                None
+                            }
+                        }
+                    }
+                    None => None,
+                };
                 problems.extend(ps);
                 out.push(Extension {
                     name: name.to_owned(),
@@ -231,6 +250,7 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
                     path,
                     link_target,
                     conf,
+                    staged,
                 });
             }
             Err(p) => problems.push(p),
@@ -260,17 +280,26 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
     }
 }
 
-/// Check one sysext file; Err is a problem that stops further checks of it.
+/// Check one sysext file; Err is a problem that stops further checks of it. With a
+/// stage directory the file is read once into a private copy, and that copy is checked.
 fn check_one(
     name: &str,
     src: &Path,
     input: &PlanInput<'_>,
-) -> Result<(SysextImage, Vec<String>), String> {
-    let meta = std::fs::metadata(src).map_err(|e| format!("{}: {e}", src.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{}: not a regular file", src.display()));
-    }
-    let img = image::open(src, name).map_err(|e| e.to_string())?;
+) -> Result<(SysextImage, Option<Staged>, Vec<String>), String> {
+    let shown = |e: std::io::Error| format!("{}: {e}", src.display());
+    let staged = match input.stage {
+        Some(dir) => Some(input::stage_file(src, &dir.join(format!("{name}.raw"))).map_err(shown)?),
+        None => {
+            input::open_regular(src).map_err(shown)?;
+            None
+        }
+    };
+    let data = staged.as_ref().map_or(src, |s| &s.path);
+    // messages name the user's file, not the private copy
+    let named = |m: String| m.replace(&data.display().to_string(), &src.display().to_string());
+    let mut img = image::open(data, name).map_err(|e| named(e.to_string()))?;
+    img.path = src.to_owned();
     let arch = input.arch.map(Arch::systemd_name);
     let host = HostOs {
         id: "flatcar",
@@ -291,27 +320,32 @@ fn check_one(
             src.display()
         ));
     }
-    match check::content_problems(src, img.format) {
+    match check::content_problems(data, img.format) {
         Ok(found) => ps.extend(found.into_iter().map(|p| format!("{}: {p}", src.display()))),
-        Err(e) => ps.push(e.to_string()),
+        Err(e) => ps.push(named(e.to_string())),
     }
-    Ok((img, ps))
+    Ok((img, staged, ps))
 }
 
-fn check_conf(path: &Path) -> Vec<String> {
-    match std::fs::read(path) {
-        Err(e) => vec![format!("{}: {e}", path.display())],
-        Ok(bytes) if bytes.len() > 1 << 20 => vec![format!(
-            "{}: too large for a sysupdate config",
-            path.display()
-        )],
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Err(_) => vec![format!("{}: not a text file", path.display())],
-            Ok(text) => sysupdate::problems(&text)
-                .into_iter()
-                .map(|p| format!("{}: not a sysupdate transfer file: {p}", path.display()))
-                .collect(),
-        },
+/// Check a sysupdate config, read once; returns the path to install from (the private
+/// copy in `stage` when given).
+fn check_conf(path: &Path, stage: Option<PathBuf>) -> Result<PathBuf, Vec<String>> {
+    let shown = |e: std::io::Error| format!("{}: {e}", path.display());
+    let bytes = input::read_bytes(path, input::TEXT_CAP).map_err(|e| vec![shown(e)])?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| vec![format!("{}: not a text file", path.display())])?;
+    let ps = sysupdate::problems(text);
+    if !ps.is_empty() {
+        return Err(ps
+            .iter()
+            .map(|p| format!("{}: not a sysupdate transfer file: {p}", path.display()))
+            .collect());
+    }
+    match stage {
+        Some(dest) => Ok(input::stage_bytes(&bytes, &dest)
+            .map_err(|e| vec![shown(e)])?
+            .path),
+        None => Ok(path.to_owned()),
     }
 }
 
@@ -340,7 +374,7 @@ pub fn edits(exts: &[Extension], root: &RootState<'_>) -> (Edits, Edits, Vec<Str
         }
         let write = Op::Write {
             path: e.path.clone(),
-            src: e.src.clone(),
+            src: e.data().to_owned(),
             mode: 0o644,
         };
         match e.target {
@@ -411,6 +445,7 @@ mod tests {
             install_to: &install,
             sysupdate_confs: &confs,
             arch: None,
+            stage: None,
         };
         let ps = check_extensions(&input).unwrap_err();
         let all = ps.join("\n");
@@ -418,7 +453,10 @@ mod tests {
         assert!(all.contains("'../x:/dev/null'"), "{all}");
         assert!(all.contains("starts with '.'"), "{all}");
         assert!(all.contains("/nonexistent/a.raw: No such file"), "{all}");
-        assert!(all.contains("/dev/null: not a regular file"), "{all}");
+        assert!(
+            all.contains("/dev/null: a character device, not a regular file"),
+            "{all}"
+        );
         assert!(all.contains("'c:': no FILE after NAME:"), "{all}");
         assert!(
             all.contains("\"/tmp/new\\nline.raw\": contains a control character"),

@@ -367,7 +367,7 @@ impl Gpt {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
+        let file = crate::input::open_regular(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         Gpt::read_from(&file, len, path)
     }

@@ -13,7 +13,7 @@ pub mod sparse;
 pub fn detect_arch(
     path: &std::path::Path,
 ) -> Result<Option<crate::arch::Arch>, Box<dyn std::error::Error + Send + Sync>> {
-    let file = std::fs::File::open(path)?;
+    let file = crate::input::open_regular(path)?;
     let len = file.metadata()?.len();
     let layout = layout::FlatcarLayout::find(gpt::Gpt::read_from(&file, len, path)?, path)?;
     Ok(crate::fs::fat::detect_arch(&file, &layout.esp))

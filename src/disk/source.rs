@@ -289,7 +289,7 @@ impl DiskSource for Qcow2 {
 
 /// Open a disk image, raw or qcow2 (by its magic).
 pub fn open(path: &Path) -> io::Result<Box<dyn DiskSource>> {
-    let file = File::open(path)?;
+    let file = crate::input::open_regular(path)?;
     let len = file.metadata()?.len();
     let mut magic = [0u8; 4];
     if len >= 4 {

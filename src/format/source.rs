@@ -18,7 +18,7 @@ pub struct Source {
 
 impl Source {
     pub fn open(path: &Path) -> Result<Source, FormatError> {
-        let file = File::open(path).map_err(FormatError::read(path))?;
+        let file = crate::input::open_regular(path).map_err(FormatError::read(path))?;
         Self::from_file(file, path)
     }
 

@@ -4,6 +4,8 @@
 //! ESP. Everything written is owned by root.
 
 pub mod btrfs;
+pub mod btrfs_stage;
+pub mod btrfs_tree;
 pub mod ext4;
 pub mod ext4_super;
 pub mod fat;

@@ -8,7 +8,7 @@ use super::{check_path, Edits, FsError, Op};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Result of applying edits: paths created (relative to the root), for callers that
@@ -22,7 +22,56 @@ struct Tree<'a> {
     root: OwnedFd,
     root_path: &'a Path,
     chown: bool,
+    /// Give new files and directories their parent's `btrfs.compression`, as btrfs
+    /// does (for a staging tree that stands for a btrfs).
+    inherit: bool,
     created: Vec<PathBuf>,
+}
+
+const COMPRESSION: &std::ffi::CStr = c"btrfs.compression";
+
+/// Chown to root through libc (not a raw syscall), so that fakeroot records it.
+fn chown_root_at(dir: &OwnedFd, name: &str) -> Result<(), Errno> {
+    let c = std::ffi::CString::new(name).map_err(|_| Errno::INVAL)?;
+    // SAFETY: a valid directory fd and C string.
+    let r = unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), 0, 0, libc::AT_SYMLINK_NOFOLLOW) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
+    }
+}
+
+/// Copy `btrfs.compression` from directory `parent` to the new inode `fd`, if set.
+fn inherit_compression(parent: &OwnedFd, fd: &impl AsRawFd) -> Result<(), Errno> {
+    let mut val = [0u8; 64];
+    // SAFETY: valid fds, C string and buffers of the stated lengths.
+    let n = unsafe {
+        libc::fgetxattr(
+            parent.as_raw_fd(),
+            COMPRESSION.as_ptr(),
+            val.as_mut_ptr().cast(),
+            val.len(),
+        )
+    };
+    if n < 0 {
+        return Ok(()); // not set (or not supported): nothing to inherit
+    }
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            COMPRESSION.as_ptr(),
+            val.as_ptr().cast(),
+            n as usize,
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
+    }
 }
 
 const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT
@@ -68,17 +117,24 @@ impl Tree<'_> {
             match rustix::fs::mkdirat(&fd, comp, Mode::from_raw_mode(0o755)) {
                 Ok(()) => {
                     if self.chown {
-                        rustix::fs::chownat(
-                            &fd,
-                            comp,
-                            Some(rustix::process::Uid::ROOT),
-                            Some(rustix::process::Gid::ROOT),
-                            AtFlags::SYMLINK_NOFOLLOW,
-                        )
-                        .map_err(|e| self.err(&cur, e, "chown"))?;
+                        chown_root_at(&fd, comp).map_err(|e| self.err(&cur, e, "chown"))?;
                     }
                     self.created
                         .push(PathBuf::from(cur.trim_start_matches('/')));
+                    let new = rustix::fs::openat2(
+                        &fd,
+                        comp,
+                        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                        RESOLVE,
+                    )
+                    .map_err(|e| self.err(&cur, e, "opening directory"))?;
+                    if self.inherit {
+                        inherit_compression(&fd, &new)
+                            .map_err(|e| self.err(&cur, e, "setting btrfs.compression"))?;
+                    }
+                    fd = new;
+                    continue;
                 }
                 Err(Errno::EXIST) => {}
                 Err(e) => return Err(self.err(&cur, e, "creating directory")),
@@ -131,12 +187,11 @@ impl Tree<'_> {
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))
             .map_err(|e| self.err(path, e, "chmod"))?;
         if self.chown {
-            rustix::fs::fchown(
-                &fd,
-                Some(rustix::process::Uid::ROOT),
-                Some(rustix::process::Gid::ROOT),
-            )
-            .map_err(|e| self.err(path, e, "chown"))?;
+            chown_root_at(dir, name).map_err(|e| self.err(path, e, "chown"))?;
+        }
+        if self.inherit {
+            inherit_compression(dir, &fd)
+                .map_err(|e| self.err(path, e, "setting btrfs.compression"))?;
         }
         self.created
             .push(PathBuf::from(path.trim_start_matches('/')));
@@ -154,7 +209,7 @@ impl Tree<'_> {
                 let (d, name) = split(path);
                 let dir = self.dir(d)?;
                 self.remove(&dir, path, name)?;
-                let mut from = File::open(src).map_err(FsError::io(src))?;
+                let mut from = crate::input::open_regular(src).map_err(FsError::io(src))?;
                 let mut to = self.create(&dir, path, name, *mode)?;
                 std::io::copy(&mut from, &mut to).map_err(FsError::io(
                     self.root_path.join(path.trim_start_matches('/')),
@@ -171,14 +226,7 @@ impl Tree<'_> {
                 rustix::fs::symlinkat(target.as_str(), &dir, name)
                     .map_err(|e| self.err(path, e, "symlink"))?;
                 if self.chown {
-                    rustix::fs::chownat(
-                        &dir,
-                        name,
-                        Some(rustix::process::Uid::ROOT),
-                        Some(rustix::process::Gid::ROOT),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| self.err(path, e, "chown"))?;
+                    chown_root_at(&dir, name).map_err(|e| self.err(path, e, "chown"))?;
                 }
                 self.created
                     .push(PathBuf::from(path.trim_start_matches('/')));
@@ -257,6 +305,35 @@ pub fn apply(
         root: fd,
         root_path: root,
         chown,
+        inherit: false,
+        created: Vec::new(),
+    };
+    for op in &edits.ops {
+        t.op(op)?;
+    }
+    Ok(Applied { created: t.created })
+}
+
+/// Apply `edits` to a staging tree that stands for a btrfs: everything created is
+/// owned by root (through libc, so fakeroot records it) and inherits its parent's
+/// `btrfs.compression` as btrfs would.
+pub fn apply_inheriting(
+    part: &'static str,
+    root: &Path,
+    edits: &Edits,
+) -> Result<Applied, FsError> {
+    let fd = rustix::fs::open(
+        root,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| FsError::io(root)(e.into()))?;
+    let mut t = Tree {
+        part,
+        root: fd,
+        root_path: root,
+        chown: true,
+        inherit: true,
         created: Vec::new(),
     };
     for op in &edits.ops {

@@ -330,10 +330,13 @@ pub fn fetch_release(opts: &FetchOptions) -> Result<FetchedRelease, Error> {
     let release = resolve_with(&ctx)?;
     let dir = opts.release_dir(&release);
     let (version_txt_path, vt_ok) = fetch_verified(&ctx, &release, VERSION_TXT)?;
-    let text = fs::read_to_string(&version_txt_path).map_err(|err| Error::Io {
-        path: version_txt_path.clone(),
-        err,
-    })?;
+    let text =
+        crate::input::read_text(&version_txt_path, crate::input::TEXT_CAP).map_err(|err| {
+            Error::Io {
+                path: version_txt_path.clone(),
+                err,
+            }
+        })?;
     let version_txt = VersionTxt::parse(&text, &version_txt_path.display().to_string())?;
     if version_txt.version != release.version {
         return Err(Error::VersionMismatch {

@@ -102,9 +102,11 @@ impl Keyring {
 
     /// Reads an armored key file.
     pub fn from_file(path: &Path) -> Result<Keyring, VerifyError> {
-        let data = std::fs::read(path).map_err(|err| VerifyError::Io {
-            path: path.to_path_buf(),
-            err,
+        let data = crate::input::read_bytes(path, crate::input::JSON_CAP).map_err(|err| {
+            VerifyError::Io {
+                path: path.to_path_buf(),
+                err,
+            }
         })?;
         Keyring::from_armored(&data, &path.display().to_string())
     }
@@ -138,10 +140,11 @@ pub fn verify_detached(
     file: &Path,
     sig: &Path,
 ) -> Result<GoodSignature, VerifyError> {
-    let sig_bytes = std::fs::read(sig).map_err(|err| VerifyError::Io {
-        path: sig.to_path_buf(),
-        err,
-    })?;
+    let sig_bytes =
+        crate::input::read_bytes(sig, crate::input::TEXT_CAP).map_err(|err| VerifyError::Io {
+            path: sig.to_path_buf(),
+            err,
+        })?;
     let signature = parse_signature(&sig_bytes, sig)?;
     let sig_time = signature.created().map(|t| t.timestamp()).ok_or_else(|| {
         VerifyError::BadSignatureFile {

@@ -120,9 +120,8 @@ fn squashfs_nodes(path: &Path) -> Result<Vec<Node>, ImageError> {
         .collect())
 }
 
-/// Every entry of an EROFS image, at most this many (a guard against corrupt loops).
-const MAX_EROFS_NODES: usize = 2_000_000;
-
+/// Every entry of an EROFS image, walked with the reader's bounds (each directory once,
+/// limited depth, path length and entry count).
 fn erofs_nodes(path: &Path) -> Result<Vec<Node>, ImageError> {
     let er = |source| ImageError::Erofs {
         path: path.to_owned(),
@@ -133,45 +132,15 @@ fn erofs_nodes(path: &Path) -> Result<Vec<Node>, ImageError> {
         source,
     })?);
     let mut fs = Erofs::open(file).map_err(er)?;
-    let root = fs
-        .lookup("/")
-        .map_err(er)?
-        .ok_or_else(|| ImageError::UnknownFormat {
-            path: path.to_owned(),
-        })?;
-    let mut out = vec![Node {
-        path: "/".into(),
-        uid: root.uid,
-        gid: root.gid,
-    }];
-    let mut stack = vec![("".to_owned(), root)];
-    while let Some((dir_path, dir)) = stack.pop() {
-        let shown = if dir_path.is_empty() {
-            "/".to_owned()
-        } else {
-            dir_path.clone()
-        };
-        for d in fs.read_dir(&dir, &shown).map_err(er)? {
-            if d.name == "." || d.name == ".." {
-                continue;
-            }
-            let p = format!("{dir_path}/{}", d.name);
-            let ino = fs.inode(d.nid).map_err(er)?;
-            out.push(Node {
-                path: p.clone(),
-                uid: ino.uid,
-                gid: ino.gid,
-            });
-            if out.len() > MAX_EROFS_NODES {
-                return Err(er(super::erofs::ErofsError::Corrupt(format!(
-                    "more than {MAX_EROFS_NODES} entries"
-                ))));
-            }
-            if ino.is_dir() {
-                stack.push((p, ino));
-            }
-        }
-    }
+    let mut out = Vec::new();
+    fs.walk(|p, ino| {
+        out.push(Node {
+            path: p.to_owned(),
+            uid: ino.uid,
+            gid: ino.gid,
+        })
+    })
+    .map_err(er)?;
     Ok(out)
 }
 

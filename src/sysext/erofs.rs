@@ -4,6 +4,11 @@
 //! Layout facts from the kernel's `fs/erofs/erofs_fs.h`: superblock at byte 1024,
 //! inodes at `meta_blkaddr * blksz + nid * 32`, compact (32-byte) or extended
 //! (64-byte) inodes, directories as blocks of 12-byte dirents followed by names.
+//!
+//! The image is untrusted: nothing is allocated beyond the image's own length, and
+//! [`Erofs::walk`] visits each directory once (a directory reached twice, by a cycle or
+//! a shared entry, is refused), iteratively, with limits on depth, path length and
+//! entry count.
 
 use std::io::{self, Read, Seek, SeekFrom};
 
@@ -28,7 +33,18 @@ pub struct Erofs<R> {
     blksz: u64,
     meta: u64,
     root_nid: u64,
+    /// Length of the image in bytes.
+    len: u64,
 }
+
+/// Directory depth [`Erofs::walk`] accepts (a sysext's deepest paths are far shallower).
+pub const MAX_DEPTH: usize = 256;
+/// Longest path [`Erofs::walk`] accepts (Linux's PATH_MAX).
+pub const MAX_PATH: usize = 4096;
+/// Entries [`Erofs::walk`] visits at most.
+pub const MAX_ENTRIES: usize = 2_000_000;
+/// Largest directory read (about a million names).
+const MAX_DIR_BYTES: u64 = 32 << 20;
 
 #[derive(Clone, Debug)]
 pub struct Inode {
@@ -73,6 +89,7 @@ impl<R: Read + Seek> Erofs<R> {
         if u32le(&sb, 0) != MAGIC {
             return Err(ErofsError::BadMagic);
         }
+        let len = r.seek(SeekFrom::End(0))?;
         let bits = sb[0x0C];
         if !(9..=16).contains(&bits) {
             return Err(ErofsError::Corrupt(format!("block size 2^{bits}")));
@@ -82,10 +99,23 @@ impl<R: Read + Seek> Erofs<R> {
             blksz: 1 << bits,
             meta: u32le(&sb, 0x28) as u64,
             root_nid: u16le(&sb, 0x0E) as u64,
+            len,
         })
     }
 
     fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), ErofsError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if off
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(ErofsError::Corrupt(format!(
+                "{} bytes at {off} lie past the end of the image",
+                buf.len()
+            )));
+        }
         self.r.seek(SeekFrom::Start(off))?;
         self.r
             .read_exact(buf)
@@ -142,6 +172,12 @@ impl<R: Read + Seek> Erofs<R> {
                 ino.size
             )));
         }
+        if ino.size > self.len {
+            return Err(ErofsError::Corrupt(format!(
+                "{what} is {} bytes, more than the whole image",
+                ino.size
+            )));
+        }
         let mut out = vec![0u8; ino.size as usize];
         match ino.layout {
             0 => {
@@ -166,7 +202,7 @@ impl<R: Read + Seek> Erofs<R> {
     }
 
     pub fn read_dir(&mut self, dir: &Inode, what: &str) -> Result<Vec<Dirent>, ErofsError> {
-        let data = self.read(dir, what, 64 << 20)?;
+        let data = self.read(dir, what, MAX_DIR_BYTES)?;
         let mut out = Vec::new();
         for block in data.chunks(self.blksz as usize) {
             if block.len() < 12 {
@@ -202,6 +238,60 @@ impl<R: Read + Seek> Erofs<R> {
             }
         }
         Ok(out)
+    }
+
+    /// Call `f(path, inode)` for the root (`/`) and every entry below it, each directory
+    /// read once. Errors on a directory reached twice, and beyond [`MAX_DEPTH`],
+    /// [`MAX_PATH`] or [`MAX_ENTRIES`].
+    pub fn walk(&mut self, mut f: impl FnMut(&str, &Inode)) -> Result<(), ErofsError> {
+        let root = self.inode(self.root_nid)?;
+        f("/", &root);
+        let mut seen = std::collections::HashSet::from([root.nid]);
+        let mut count = 1usize;
+        let mut stack = vec![(String::new(), root, 0usize)];
+        while let Some((dir_path, dir, depth)) = stack.pop() {
+            let shown = if dir_path.is_empty() { "/" } else { &dir_path };
+            for d in self.read_dir(&dir, shown)? {
+                if d.name == "." || d.name == ".." {
+                    continue;
+                }
+                if d.name.is_empty() || d.name.contains('/') {
+                    return Err(ErofsError::Corrupt(format!(
+                        "{shown}: bad entry name {:?}",
+                        d.name
+                    )));
+                }
+                let p = format!("{dir_path}/{}", d.name);
+                if p.len() > MAX_PATH {
+                    return Err(ErofsError::Corrupt(format!(
+                        "a path is longer than {MAX_PATH} bytes: {}...",
+                        p.chars().take(64).collect::<String>()
+                    )));
+                }
+                count += 1;
+                if count > MAX_ENTRIES {
+                    return Err(ErofsError::Corrupt(format!(
+                        "more than {MAX_ENTRIES} entries"
+                    )));
+                }
+                let ino = self.inode(d.nid)?;
+                f(&p, &ino);
+                if ino.is_dir() {
+                    if !seen.insert(ino.nid) {
+                        return Err(ErofsError::Corrupt(format!(
+                            "directory {p} is reached twice (a directory cycle)"
+                        )));
+                    }
+                    if depth + 1 > MAX_DEPTH {
+                        return Err(ErofsError::Corrupt(format!(
+                            "directories nest deeper than {MAX_DEPTH} levels"
+                        )));
+                    }
+                    stack.push((p, ino, depth + 1));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Look up an absolute path (no symlinks followed).

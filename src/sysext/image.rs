@@ -142,7 +142,12 @@ fn read_squashfs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>
         what: e.to_string(),
     })?;
     file.seek(SeekFrom::Start(0)).map_err(io)?;
-    let fs = backhand::FilesystemReader::from_reader(BufReader::new(file)).map_err(sq)?;
+    let tables = backhand::Squashfs::from_reader(BufReader::new(file)).map_err(sq)?;
+    super::squashfs::check_depth(&tables).map_err(|what| ImageError::Squashfs {
+        path: path.to_owned(),
+        what,
+    })?;
+    let fs = tables.into_filesystem_reader().map_err(sq)?;
     let want = format!("{RELEASE_DIR}/extension-release.{name}");
     let mut names = Vec::new();
     let mut content = None;

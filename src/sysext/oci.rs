@@ -36,7 +36,7 @@ pub fn extract(src: &Path, dest: &Path, scratch: &Path) -> Result<(), OciError> 
     } else {
         unpacked = scratch.join("archive");
         std::fs::create_dir_all(&unpacked).map_err(io(&unpacked))?;
-        let f = std::fs::File::open(src).map_err(io(src))?;
+        let f = crate::input::open_regular(src).map_err(io(src))?;
         let mut t = tar::Archive::new(decompressed(std::io::BufReader::new(f), src)?);
         t.unpack(&unpacked).map_err(|e| OciError::Invalid {
             path: src.to_owned(),
@@ -53,7 +53,7 @@ pub fn extract(src: &Path, dest: &Path, scratch: &Path) -> Result<(), OciError> 
 }
 
 fn read_json(p: &Path) -> Result<serde_json::Value, OciError> {
-    let text = std::fs::read_to_string(p).map_err(io(p))?;
+    let text = crate::input::read_text(p, crate::input::JSON_CAP).map_err(io(p))?;
     serde_json::from_str(&text).map_err(|e| OciError::Invalid {
         path: p.to_owned(),
         what: e.to_string(),
@@ -190,7 +190,7 @@ pub fn apply_layer(layer: &Path, dest: &Path) -> Result<(), OciError> {
         path: layer.to_owned(),
         what,
     };
-    let f = std::fs::File::open(layer).map_err(io(layer))?;
+    let f = crate::input::open_regular(layer).map_err(io(layer))?;
     let mut t = tar::Archive::new(decompressed(std::io::BufReader::new(f), layer)?);
     t.set_preserve_permissions(true);
     t.set_unpack_xattrs(false);

@@ -419,13 +419,13 @@ pub fn expand(template: &str, vars: &BTreeMap<String, String>) -> Result<String,
 pub fn load(name_or_path: &str, dir: Option<&Path>) -> Result<Recipe, RecipeError> {
     let as_path = Path::new(name_or_path);
     if name_or_path.ends_with(".toml") {
-        let text = std::fs::read_to_string(as_path).map_err(io(as_path))?;
+        let text = crate::input::read_text(as_path, crate::input::TEXT_CAP).map_err(io(as_path))?;
         return Recipe::parse(&text, name_or_path);
     }
     if let Some(d) = dir {
         let p = d.join(format!("{name_or_path}.toml"));
         if p.is_file() {
-            let text = std::fs::read_to_string(&p).map_err(io(&p))?;
+            let text = crate::input::read_text(&p, crate::input::TEXT_CAP).map_err(io(&p))?;
             return Recipe::parse(&text, &p.display().to_string());
         }
     }

@@ -137,6 +137,98 @@ impl Superblock {
     }
 }
 
+/// Directory nesting accepted in a squashfs (backhand builds its tree recursively, one
+/// stack frame per level; far deeper than any sysext, far shallower than a stack).
+pub const MAX_DEPTH: usize = 512;
+
+/// `(block_index, file_size, block_offset)` of a directory inode.
+fn dir_location(inode: &backhand::Inode) -> Option<(u64, u32, usize)> {
+    use backhand::v4::inode::InodeInner;
+    match &inode.inner {
+        InodeInner::BasicDirectory(d) => Some((
+            d.block_index.into(),
+            d.file_size.into(),
+            d.block_offset.into(),
+        )),
+        InodeInner::ExtendedDirectory(d) => {
+            Some((d.block_index.into(), d.file_size, d.block_offset.into()))
+        }
+        _ => None,
+    }
+}
+
+/// Inode numbers of the subdirectories listed in the directory table bytes of one
+/// directory, parsed as backhand parses them (headers of up to 256 entries; parsing
+/// stops at the first malformed header or entry).
+fn subdirs(bytes: &[u8]) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at + 12 <= bytes.len() {
+        let count = le32(bytes, at) as usize;
+        let base = le32(bytes, at + 8) as i64;
+        if count > 256 {
+            break;
+        }
+        at += 12;
+        for _ in 0..=count {
+            if at + 8 > bytes.len() {
+                return out;
+            }
+            let delta = i16::from_le_bytes([bytes[at + 2], bytes[at + 3]]) as i64;
+            let kind = le16(bytes, at + 4);
+            let name_len = le16(bytes, at + 6) as usize + 1;
+            if !(1..=14).contains(&kind) || at + 8 + name_len > bytes.len() {
+                return out;
+            }
+            if kind == 1 || kind == 8 {
+                if let Ok(n) = u32::try_from(base + delta) {
+                    out.push(n);
+                }
+            }
+            at += 8 + name_len;
+        }
+    }
+    out
+}
+
+/// Walk the directory tree of `sq` iteratively (each directory once) and refuse one
+/// nested deeper than [`MAX_DEPTH`], before backhand's recursive tree builder sees it.
+pub fn check_depth(sq: &backhand::Squashfs<'_>) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![(&sq.root_inode, 0usize)];
+    while let Some((inode, depth)) = stack.pop() {
+        if !seen.insert(inode.header.inode_number) {
+            continue;
+        }
+        if depth > MAX_DEPTH {
+            return Err(format!("directories nest deeper than {MAX_DEPTH} levels"));
+        }
+        let Some((block, size, offset)) = dir_location(inode) else {
+            continue;
+        };
+        if size < 4 {
+            continue;
+        }
+        let Some(start) = sq.dir_blocks.0.get(&block) else {
+            continue;
+        };
+        let Some(bytes) = usize::try_from(*start)
+            .ok()
+            .and_then(|s| sq.dir_blocks.1.get(s..))
+            .and_then(|b| b.get(offset..))
+            .and_then(|b| b.get(..size as usize - 3))
+        else {
+            continue;
+        };
+        for n in subdirs(bytes) {
+            if let Some(child) = sq.inodes.get(&n) {
+                stack.push((child, depth + 1));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,7 +155,7 @@ pub fn convert(
     };
     fetch::unpack(archive, kind, &x)?;
     let mpath = x.join(".torcx/manifest.json");
-    let text = std::fs::read_to_string(&mpath)
+    let text = crate::input::read_text(&mpath, crate::input::JSON_CAP)
         .map_err(|e| not(format!("no readable .torcx/manifest.json ({e})")))?;
     let manifest = parse_manifest(&text).map_err(not)?;
     let mut c = Converted::default();

@@ -89,7 +89,8 @@ pub struct VendorPlan {
 
 /// Read `FLATCAR_VERSION` from a `version.txt`.
 pub fn version_from_file(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = crate::input::read_text(path, crate::input::TEXT_CAP)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let rel = ReleaseFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     rel.get("FLATCAR_VERSION")
         .map(str::to_owned)

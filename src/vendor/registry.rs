@@ -107,7 +107,7 @@ impl Registry {
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let text = std::fs::read_to_string(&path)
+                let text = crate::input::read_text(&path, crate::input::TEXT_CAP)
                     .map_err(|e| RegistryError::Io(path.display().to_string(), e))?;
                 reg.add(&name, &text, &path.display().to_string())?;
             }

@@ -1,0 +1,84 @@
+//! `--image FILE.bin.bz2`: a compressed local image is decompressed (sparse, on all
+//! cores) into the cache once, keyed by the sha256 of the compressed file, and the bake
+//! reads the result. Other compressions are refused with the command that undoes them.
+
+use crate::release::{decompress, DecompressOptions};
+use anyhow::Context;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The raw image to bake for `image`: `image` itself unless it is compressed.
+pub fn raw_image(image: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
+    let mut f = open_regular(image)?;
+    let mut magic = [0u8; 6];
+    let n = read_up_to(&mut f, &mut magic).with_context(|| format!("{}", image.display()))?;
+    let magic = &magic[..n];
+    let other = [
+        (&b"\x1f\x8b"[..], "gzip", "gunzip"),
+        (b"\xfd7zXZ", "xz", "unxz"),
+        (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),
+        (b"PK\x03\x04", "zip", "unzip"),
+    ];
+    if let Some((_, what, tool)) = other.iter().find(|(m, _, _)| magic.starts_with(m)) {
+        anyhow::bail!(
+            "{}: is {what}-compressed; decompress it first (`{tool}`), or pass the .bin.bz2 Flatcar publishes",
+            image.display()
+        );
+    }
+    if !magic.starts_with(b"BZh") {
+        return Ok(image.to_owned());
+    }
+    let (sha, _) = crate::bake::sha256_file(image)?;
+    let stem = image
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".bz2").to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "image.bin".into());
+    let dir = cache.join("local").join(&sha);
+    let dest = dir.join(&stem);
+    if dest.is_file() {
+        eprintln!(
+            "flatbake: {}: using its decompressed copy {}",
+            image.display(),
+            dest.display()
+        );
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("{}: cannot create the cache directory", dir.display()))?;
+    eprintln!(
+        "flatbake: decompressing {} into {}",
+        image.display(),
+        dest.display()
+    );
+    decompress::decompress_file(image, &dest, &DecompressOptions::default())?;
+    Ok(dest)
+}
+
+fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Open `path` for reading only if it is a regular file (a FIFO cannot block the open).
+fn open_regular(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .with_context(|| format!("{}", path.display()))?;
+    let meta = f
+        .metadata()
+        .with_context(|| format!("{}", path.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!("{}: not a regular file", path.display());
+    }
+    Ok(f)
+}
