@@ -209,12 +209,15 @@ fn existing_problem(e: &Extension, root: &RootState<'_>) -> Option<String> {
     if e.target != Target::Root {
         return None;
     }
-    if let Some(p) = crate::fs::parents(&e.path)
-        .into_iter()
-        .find(|p| !matches!(lookup(p), Existing::Dir | Existing::Absent))
-    {
+    for p in crate::fs::parents(&e.path) {
+        let what = match lookup(&p) {
+            Existing::Dir | Existing::Absent => continue,
+            Existing::Symlink(t) => format!("a symlink to {t}"),
+            Existing::File => "a file".to_owned(),
+            Existing::Other => "not a directory (or lies under a symlink)".to_owned(),
+        };
         return Some(format!(
-            "ROOT {p} is not a directory in the image, so {} cannot go to {}",
+            "ROOT {p} is {what} in the image, and flatbake never writes through a symlink, so {} cannot go to {}; choose another --install-to",
             e.name, e.path
         ));
     }
