@@ -66,19 +66,7 @@ fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Open `path` for reading only if it is a regular file (a FIFO cannot block the open).
+/// Open `path` for reading only if it is a regular file (crate::input's rules).
 fn open_regular(path: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-        .with_context(|| format!("{}", path.display()))?;
-    let meta = f
-        .metadata()
-        .with_context(|| format!("{}", path.display()))?;
-    if !meta.is_file() {
-        anyhow::bail!("{}: not a regular file", path.display());
-    }
-    Ok(f)
+    crate::input::open_regular(path).with_context(|| format!("{}", path.display()))
 }
