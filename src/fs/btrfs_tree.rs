@@ -250,7 +250,6 @@ impl<'a> Image<'a> {
             .collect()
     }
 
-    /// Call `f` on every item of the tree rooted at `root`, in key order.
     /// Call `f` on every leaf (address, bytes) of the tree rooted at `root`, in key order.
     fn leaves(
         &self,
@@ -280,11 +279,7 @@ impl<'a> Image<'a> {
     }
 
     /// Call `f` on every item of the tree rooted at `root`, in key order.
-    fn walk(
-        &self,
-        root: u64,
-        f: &mut dyn FnMut(Key, &[u8]) -> Result<(), TreeError>,
-    ) -> Result<(), TreeError> {
+    fn walk(&self, root: u64, f: &mut ItemFn<'_>) -> Result<(), TreeError> {
         self.leaves(root, &mut |_, b| {
             for (k, d) in self.items(&b)? {
                 f(k, d)?;
@@ -514,6 +509,9 @@ pub fn set_flags(file: &File, base: u64, flags: &BTreeMap<u64, u64>) -> Result<(
 
 type Items = Vec<(Key, Vec<u8>)>;
 
+/// A visitor of one tree item (key, item data).
+type ItemFn<'f> = dyn FnMut(Key, &[u8]) -> Result<(), TreeError> + 'f;
+
 fn fits(node: &[u8], items: &[(Key, Vec<u8>)]) -> bool {
     HEADER + items.iter().map(|(_, d)| ITEM + d.len()).sum::<usize>() <= node.len()
 }
@@ -643,17 +641,6 @@ fn rewrite_leaf(
     img.write_node(pat, &mut pb)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn name_hash_matches_btrfs() {
-        // from `btrfs inspect-internal dump-tree`: (256 XATTR_ITEM 550297449) btrfs.compression
-        assert_eq!(name_hash(b"btrfs.compression"), 550297449);
-        assert_eq!(name_hash(b"user.foo"), 3980819260);
-    }
-}
-
 /// What a path must look like: type and mode, owner, link count (not for directories,
 /// whose count differs between filesystems), device number, size (files and symlinks),
 /// xattrs, and the first path of its hard-link group.
@@ -739,4 +726,15 @@ pub fn diff(want: &Listing, got: &Listing) -> Option<String> {
     g.keys()
         .find(|p| !w.contains_key(*p))
         .map(|p| format!("{} is unexpected", show(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn name_hash_matches_btrfs() {
+        // from `btrfs inspect-internal dump-tree`: (256 XATTR_ITEM 550297449) btrfs.compression
+        assert_eq!(name_hash(b"btrfs.compression"), 550297449);
+        assert_eq!(name_hash(b"user.foo"), 3980819260);
+    }
 }
