@@ -179,6 +179,15 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     if !out_dir.is_dir() {
         anyhow::bail!("{}: output directory does not exist", out_dir.display());
     }
+    if let (false, Some(p)) = (
+        args.force,
+        vendor::existing_outputs(&plan, &out_dir).first(),
+    ) {
+        anyhow::bail!(
+            "{}: already exists; pass --force to replace it",
+            p.display()
+        );
+    }
     crate::cleanup::sweep_stale(&out_dir);
     let work = tempfile::Builder::new()
         .prefix(&format!("{}work-", crate::cleanup::prefix()))
