@@ -39,6 +39,15 @@ fn not_regular(ft: std::fs::FileType) -> io::Error {
     )
 }
 
+/// The directory holding `path`, where its output or the files beside it live ("." for a
+/// bare file name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Open `path` for reading if it is a regular file (after following symlinks). The type
 /// is checked before opening (so no device is ever opened) and again on the handle; the
 /// open itself is non-blocking, so a FIFO swapped in between cannot hang it.

@@ -6,10 +6,6 @@ mod support;
 use std::path::Path;
 use support::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 fn wasm() -> String {
     format!(
         "wasmtime:{}",
@@ -23,9 +19,7 @@ fn an_existing_output_is_kept_unless_forced() {
     let d = tempfile::tempdir().expect("tmp");
     let out = d.path().join("out.bin");
     std::fs::write(&out, b"precious").expect("write");
-    let o = flatbake(&["--image", s(&img), "-o", s(&out), &wasm()]);
-    assert!(!o.status.success());
-    let err = stderr(&o);
+    let err = flatbake_refused(&["--image", s(&img), "-o", s(&out), &wasm()]);
     assert!(err.contains("already exists; pass --force"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(std::fs::read(&out).expect("read"), b"precious");
@@ -34,8 +28,7 @@ fn an_existing_output_is_kept_unless_forced() {
     // a dangling symlink is an existing output too
     let link = d.path().join("link.bin");
     std::os::unix::fs::symlink(d.path().join("nowhere"), &link).expect("symlink");
-    let o = flatbake(&["--image", s(&img), "-o", s(&link), &wasm()]);
-    assert!(!o.status.success());
+    flatbake_refused(&["--image", s(&img), "-o", s(&link), &wasm()]);
     assert!(std::fs::symlink_metadata(&link).expect("link").is_symlink());
 
     let o = flatbake(&["--image", s(&img), "-o", s(&out), "--force", &wasm()]);
@@ -52,7 +45,7 @@ fn output_with_vendor_is_refused_before_any_work() {
     let img = fixtures().join("current.bin");
     let d = tempfile::tempdir().expect("tmp");
     let out = d.path().join("x.img");
-    let o = flatbake(&[
+    let err = flatbake_refused(&[
         "--image",
         s(&img),
         "--vendor",
@@ -63,8 +56,6 @@ fn output_with_vendor_is_refused_before_any_work() {
         s(&out),
         &wasm(),
     ]);
-    assert!(!o.status.success());
-    let err = stderr(&o);
     assert!(err.contains("--output"), "{err}");
     assert!(err.contains("--output-dir"), "{err}");
     assert!(std::fs::read_dir(d.path()).expect("dir").next().is_none());
@@ -75,7 +66,7 @@ fn unknown_official_extensions_are_refused_with_the_list() {
     let img = fixtures().join("current.bin");
     let d = tempfile::tempdir().expect("tmp");
     let out = d.path().join("out.bin");
-    let o = flatbake(&[
+    let err = flatbake_refused(&[
         "--image",
         s(&img),
         "-o",
@@ -83,8 +74,6 @@ fn unknown_official_extensions_are_refused_with_the_list() {
         "--enable-official",
         "zsf",
     ]);
-    assert!(!o.status.success());
-    let err = stderr(&o);
     assert!(err.contains("--enable-official zsf"), "{err}");
     assert!(err.contains("zfs"), "{err}");
     assert!(!out.exists());
@@ -120,22 +109,72 @@ fn a_bz2_image_is_decompressed_into_the_cache_once() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(sha256_file(&first).len(), 64);
+    e2fsck_root(&second);
+    // one decompressed copy in the cache, byte for byte the image that was compressed
+    let copies: Vec<_> = std::fs::read_dir(cache.join("local"))
+        .expect("cache/local")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let copy = copies[0].join("flatcar_production_image.bin");
+    sh(std::process::Command::new("cmp").arg(&img).arg(&copy));
 
     let gz = d.path().join("x.bin.gz");
     std::fs::write(&gz, compress_with("gzip", &["-c"], b"not an image")).expect("write");
-    let o = flatbake(&[
+    let err = flatbake_refused(&[
         "--image",
         s(&gz),
         "-o",
         s(&d.path().join("gz.bin")),
         &wasm(),
     ]);
-    assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("is gzip-compressed; decompress it first"),
-        "{}",
-        stderr(&o)
+        err.contains("is gzip-compressed; decompress it first"),
+        "{err}"
     );
     assert!(!d.path().join("gz.bin").exists());
+}
+
+#[test]
+fn existing_vendor_outputs_are_kept_unless_forced() {
+    let img = fixtures().join("current.bin");
+    let rel = fixtures().join("release");
+    let d = tempfile::tempdir().expect("tmp");
+    let disk = d.path().join("flatcar_production_qemu_uefi_image.img");
+    std::fs::write(&disk, b"precious").expect("write");
+    let args = |force: bool| {
+        let mut a = vec![
+            "--image",
+            s(&img),
+            "--release-dir",
+            s(&rel),
+            "--output-dir",
+            s(d.path()),
+            "--vendor",
+            "qemu_uefi",
+        ];
+        if force {
+            a.push("--force");
+        }
+        a
+    };
+    let w = wasm();
+    let mut refused = args(false);
+    refused.push(&w);
+    let err = flatbake_refused(&refused);
+    assert!(err.contains("already exists; pass --force"), "{err}");
+    assert!(
+        err.contains("flatcar_production_qemu_uefi_image.img"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&disk).expect("read"), b"precious");
+    assert!(leftovers(d.path()).is_empty(), "{:?}", leftovers(d.path()));
+
+    let mut forced = args(true);
+    forced.push(&w);
+    let o = flatbake(&forced);
+    assert!(o.status.success(), "{}", stderr(&o));
+    sh(std::process::Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(&disk));
 }

@@ -353,21 +353,25 @@ fn name_file_with_path_tricks() {
     let none = || None::<PathBuf>;
     let cases: Vec<(String, Option<PathBuf>, String)> = vec![
         ("x:".into(), none(), "'x:': no FILE after NAME:".into()),
-        (format!("x:{d}"), none(), format!("{d}: not a regular file")),
+        (
+            format!("x:{d}"),
+            none(),
+            format!("{d}: a directory, not a regular file"),
+        ),
         (
             format!("x:{d}/.."),
             none(),
-            format!("{d}/..: not a regular file"),
+            format!("{d}/..: a directory, not a regular file"),
         ),
         (
             "x:/dev/zero".into(),
             none(),
-            "/dev/zero: not a regular file".into(),
+            "/dev/zero: a character device, not a regular file".into(),
         ),
         (
             format!("x:{}", fifo.display()),
             none(),
-            format!("{}: not a regular file", fifo.display()),
+            format!("{}: a FIFO, not a regular file", fifo.display()),
         ),
         (
             format!("wasmtime:{}", space.display()),

@@ -4,6 +4,7 @@
 use super::{fetch, local, report};
 use crate::bake::{self, BakeRequest};
 use crate::cli::BakeArgs;
+use crate::input::parent_dir;
 use crate::vendor::{self, registry::Registry, VendorInput};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -53,7 +54,7 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
             let raw = local::raw_image(i, &cache)?;
             if raw != *i {
                 // version.txt, OEM sysexts and firmware stay beside the compressed file
-                args.release_dir.get_or_insert_with(|| dir_of(i));
+                args.release_dir.get_or_insert_with(|| parent_dir(i));
             }
             raw
         }
@@ -122,8 +123,7 @@ fn builtins(args: &BakeArgs, image: &std::path::Path) -> bake::builtin::BuiltinR
     let dir = args
         .release_dir
         .clone()
-        .or_else(|| image.parent().map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("."));
+        .unwrap_or_else(|| parent_dir(image));
     let version = args
         .flatcar_version
         .clone()
@@ -158,14 +158,10 @@ fn vendor_release_files(reg: &Registry, names: &[String]) -> Vec<String> {
 /// Bake once into a scratch base image, then emit every vendor from it.
 fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     let reg = Registry::load(args.vendors_dir.as_deref())?;
-    let release_dir = match &args.release_dir {
-        Some(d) => d.clone(),
-        None => image
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(".")),
-    };
+    let release_dir = args
+        .release_dir
+        .clone()
+        .unwrap_or_else(|| parent_dir(&image));
     let arch = match args.release.arch {
         Some(a) => Some(a),
         None => crate::disk::detect_arch(&image).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -182,6 +178,15 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     let out_dir = args.output_dir.clone();
     if !out_dir.is_dir() {
         anyhow::bail!("{}: output directory does not exist", out_dir.display());
+    }
+    if let (false, Some(p)) = (
+        args.force,
+        vendor::existing_outputs(&plan, &out_dir).first(),
+    ) {
+        anyhow::bail!(
+            "{}: already exists; pass --force to replace it",
+            p.display()
+        );
     }
     crate::cleanup::sweep_stale(&out_dir);
     let work = tempfile::Builder::new()
@@ -221,12 +226,4 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     }
     drop(work);
     report::summarize(&outputs, args.json.as_deref())
-}
-
-/// The directory holding `path` ("." for a bare file name).
-fn dir_of(path: &std::path::Path) -> PathBuf {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
 }

@@ -43,6 +43,8 @@ fn write_pages(
         .context("cannot render a man page")?;
     let path = dir.join(format!("{name}.1"));
     let tmp = dir.join(format!(".{name}.1.partial"));
+    // an interrupted run leaves no half-written page behind
+    let _tmp_guard = crate::cleanup::register(&tmp);
     std::fs::write(&tmp, &buf).with_context(|| format!("{}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("{}", path.display()))?;
     written.push(path);

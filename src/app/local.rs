@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 
 /// The raw image to bake for `image`: `image` itself unless it is compressed.
 pub fn raw_image(image: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
-    let mut f = open_regular(image)?;
-    let mut magic = [0u8; 6];
-    let n = read_up_to(&mut f, &mut magic).with_context(|| format!("{}", image.display()))?;
-    let magic = &magic[..n];
+    let shown = || format!("{}", image.display());
+    let mut magic = Vec::with_capacity(6);
+    crate::input::open_regular(image)
+        .and_then(|f| f.take(6).read_to_end(&mut magic))
+        .with_context(shown)?;
+    let magic = magic.as_slice();
     let other = [
         (&b"\x1f\x8b"[..], "gzip", "gunzip"),
         (b"\xfd7zXZ", "xz", "unxz"),
@@ -53,32 +55,4 @@ pub fn raw_image(image: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
     );
     decompress::decompress_file(image, &dest, &DecompressOptions::default())?;
     Ok(dest)
-}
-
-fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// Open `path` for reading only if it is a regular file (a FIFO cannot block the open).
-fn open_regular(path: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-        .with_context(|| format!("{}", path.display()))?;
-    let meta = f
-        .metadata()
-        .with_context(|| format!("{}", path.display()))?;
-    if !meta.is_file() {
-        anyhow::bail!("{}: not a regular file", path.display());
-    }
-    Ok(f)
 }

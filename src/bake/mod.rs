@@ -126,7 +126,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         .or_else(|| crate::fs::fat::detect_arch(&input, &layout.esp));
 
     let mut problems = Vec::new();
-    let out_dir = output_dir(&req.output);
+    let out_dir = crate::input::parent_dir(&req.output);
     if let Err(p) = check_output(&req.image, &req.output, &out_dir, req.force) {
         problems.push(p);
     }
@@ -427,13 +427,6 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64), BakeError> {
         n += k as u64;
     }
     Ok((format!("{:x}", h.finalize()), n))
-}
-
-fn output_dir(output: &Path) -> PathBuf {
-    match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    }
 }
 
 fn check_output(image: &Path, output: &Path, dir: &Path, force: bool) -> Result<(), String> {

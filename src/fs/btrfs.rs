@@ -176,7 +176,6 @@ pub fn apply(
         let f = File::create(&new).map_err(FsError::io(&new))?;
         f.set_len(part.size()).map_err(FsError::io(&new))?;
     }
-    let original = listing.clone();
     let job = btrfs_stage::Job {
         old: old.clone(),
         root: root.clone(),
@@ -193,7 +192,7 @@ pub fn apply(
         .write(true)
         .open(&new)
         .map_err(FsError::io(&new))?;
-    finish(image, &nf, &original, staged)?;
+    finish(image, &nf, &job.listing, staged)?;
     check(&new, "checking the rebuilt OEM filesystem (btrfs check)")?;
     sparse::zero_range(out, part.offset(), part.size()).map_err(FsError::io(image))?;
     sparse::copy_range(&nf, 0, out, part.offset(), part.size()).map_err(FsError::io(image))?;

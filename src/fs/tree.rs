@@ -30,6 +30,11 @@ struct Tree<'a> {
 
 const COMPRESSION: &std::ffi::CStr = c"btrfs.compression";
 
+/// The errno of the libc call that just failed.
+fn last_errno() -> Errno {
+    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
+}
+
 /// Chown to root through libc (not a raw syscall), so that fakeroot records it.
 fn chown_root_at(dir: &OwnedFd, name: &str) -> Result<(), Errno> {
     let c = std::ffi::CString::new(name).map_err(|_| Errno::INVAL)?;
@@ -38,7 +43,7 @@ fn chown_root_at(dir: &OwnedFd, name: &str) -> Result<(), Errno> {
     if r == 0 {
         Ok(())
     } else {
-        Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
+        Err(last_errno())
     }
 }
 
@@ -55,7 +60,11 @@ fn inherit_compression(parent: &OwnedFd, fd: &impl AsRawFd) -> Result<(), Errno>
         )
     };
     if n < 0 {
-        return Ok(()); // not set (or not supported): nothing to inherit
+        return match last_errno() {
+            // not set, or no xattrs here: nothing to inherit
+            Errno::NODATA | Errno::NOTSUP => Ok(()),
+            e => Err(e),
+        };
     }
     // SAFETY: as above.
     let r = unsafe {
@@ -70,7 +79,7 @@ fn inherit_compression(parent: &OwnedFd, fd: &impl AsRawFd) -> Result<(), Errno>
     if r == 0 {
         Ok(())
     } else {
-        Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
+        Err(last_errno())
     }
 }
 
@@ -294,24 +303,7 @@ pub fn apply(
     edits: &Edits,
     chown: bool,
 ) -> Result<Applied, FsError> {
-    let fd = rustix::fs::open(
-        root,
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| FsError::io(root)(e.into()))?;
-    let mut t = Tree {
-        part,
-        root: fd,
-        root_path: root,
-        chown,
-        inherit: false,
-        created: Vec::new(),
-    };
-    for op in &edits.ops {
-        t.op(op)?;
-    }
-    Ok(Applied { created: t.created })
+    run(part, root, edits, chown, false)
 }
 
 /// Apply `edits` to a staging tree that stands for a btrfs: everything created is
@@ -321,6 +313,16 @@ pub fn apply_inheriting(
     part: &'static str,
     root: &Path,
     edits: &Edits,
+) -> Result<Applied, FsError> {
+    run(part, root, edits, true, true)
+}
+
+fn run(
+    part: &'static str,
+    root: &Path,
+    edits: &Edits,
+    chown: bool,
+    inherit: bool,
 ) -> Result<Applied, FsError> {
     let fd = rustix::fs::open(
         root,
@@ -332,8 +334,8 @@ pub fn apply_inheriting(
         part,
         root: fd,
         root_path: root,
-        chown: true,
-        inherit: true,
+        chown,
+        inherit,
         created: Vec::new(),
     };
     for op in &edits.ops {

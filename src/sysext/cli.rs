@@ -338,13 +338,6 @@ fn output_for(opts: &PackOptions, a: &ImageArgs) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(opts.file_name()))
 }
 
-fn dir_of(p: &Path) -> PathBuf {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    }
-}
-
 /// Check what was written, write SHA256SUMS (and NAME.conf), and report.
 fn finish(report: &PackReport, opts: &PackOptions, a: &ImageArgs) -> anyhow::Result<()> {
     let checked = check::check_image(&report.output, Some(&opts.name), Some(opts.arch))?;
@@ -354,7 +347,7 @@ fn finish(report: &PackReport, opts: &PackOptions, a: &ImageArgs) -> anyhow::Res
             checked.problems.join("\n  ")
         );
     }
-    let dir = dir_of(&report.output);
+    let dir = crate::input::parent_dir(&report.output);
     let file = report
         .output
         .file_name()
@@ -423,7 +416,10 @@ fn run_create(a: CreateArgs) -> anyhow::Result<()> {
     let out = output_for(&opts, &a.image);
     let fetcher = Fetcher::new(a.source.mirror.as_deref())?;
     let sums = parse_sums(&a.sha256)?;
-    let work = a.work_dir.clone().unwrap_or_else(|| dir_of(&out));
+    let work = a
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| crate::input::parent_dir(&out));
     let log = |m: &str| eprintln!("{m}");
     let report = recipe::create(
         &r,
@@ -553,11 +549,11 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
     let out = output_for(&opts, &a.image);
     let work = tempfile::Builder::new()
         .prefix(".flatbake-torcx")
-        .tempdir_in(dir_of(&out))
+        .tempdir_in(crate::input::parent_dir(&out))
         .with_context(|| {
             format!(
                 "{}: cannot create a scratch directory",
-                dir_of(&out).display()
+                crate::input::parent_dir(&out).display()
             )
         })?;
     let root = work.path().join("root");
@@ -579,11 +575,11 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
 fn scratch(out: &Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix(prefix)
-        .tempdir_in(dir_of(out))
+        .tempdir_in(crate::input::parent_dir(out))
         .with_context(|| {
             format!(
                 "{}: cannot create a scratch directory",
-                dir_of(out).display()
+                crate::input::parent_dir(out).display()
             )
         })
 }

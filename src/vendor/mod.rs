@@ -257,6 +257,17 @@ pub fn emit(
     Ok(done)
 }
 
+/// Files in `out_dir` that emitting `plan` could replace (every name a planned vendor
+/// may write), so that an existing output is refused before any work without --force.
+pub fn existing_outputs(plan: &VendorPlan, out_dir: &Path) -> Vec<PathBuf> {
+    plan.vendors
+        .iter()
+        .flat_map(staged_names)
+        .map(|n| out_dir.join(n))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .collect()
+}
+
 fn stage(out_dir: &Path, v: &Vendor, name: &str) -> Output {
     let staged = out_dir.join(format!("{}{name}.partial", crate::cleanup::prefix()));
     Output {

@@ -71,6 +71,15 @@ pub fn flatbake(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run flatbake")
 }
 
+/// Run flatbake with `args`, assert that it failed, and return its stderr.
+#[allow(dead_code)]
+pub fn flatbake_refused(args: &[&str]) -> String {
+    let o = flatbake(args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{args:?} succeeded: {err}");
+    err
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
