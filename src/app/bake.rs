@@ -109,8 +109,12 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
         kernel_args: args.kernel_args,
         backend: args.backend,
         builtins,
+        dry_run: args.dry_run,
     };
     let report = bake::bake(&req)?;
+    if let Some(plan) = &report.plan {
+        return report::print_plan(&report, plan, &[], args.json.as_deref());
+    }
     report::print_report(&report);
     outln!("wrote {}", report.output.display());
     report::summarize(std::slice::from_ref(&report.output), args.json.as_deref())
@@ -212,8 +216,13 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
         kernel_args: Vec::new(),
         backend: args.backend,
         builtins,
+        dry_run: args.dry_run,
     };
     let report = bake::bake(&req)?;
+    if let Some(base_plan) = &report.plan {
+        let vendors: Vec<String> = plan.vendors.iter().map(|v| v.name.clone()).collect();
+        return report::print_plan(&report, base_plan, &vendors, args.json.as_deref());
+    }
     report::print_report(&report);
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
