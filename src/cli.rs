@@ -55,7 +55,7 @@ pub enum Command {
     /// Build and check sysext images: pack, create (from a recipe), list, check, butane.
     Sysext {
         #[command(subcommand)]
-        cmd: crate::sysext::cli::SysextCommand,
+        cmd: crate::app::sysext::SysextCommand,
     },
     /// Internal: the mount backend's worker, run in a private mount namespace.
     #[command(name = "__mount-apply", hide = true)]

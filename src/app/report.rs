@@ -2,7 +2,7 @@
 //! (printed, and with `--json FILE` written with the sha256 of every output).
 
 use crate::bake;
-use crate::vendor::registry::Registry;
+use crate::platform::registry::Registry;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 

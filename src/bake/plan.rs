@@ -80,12 +80,12 @@ pub fn plan(
     if let Some(op) = ignition(req, facts, stage, &mut problems) {
         oem_edits.push(op);
     }
-    problems.extend(crate::vendor::oem::kernel_arg_problems(&req.kernel_args));
+    problems.extend(crate::platform::oem::kernel_arg_problems(&req.kernel_args));
     if !req.kernel_args.is_empty() {
         oem_edits.push(Op::Append {
             path: "/grub.cfg".into(),
-            header: crate::vendor::oem::GRUB_HEADER.into(),
-            text: crate::vendor::oem::kernel_args_line(&req.kernel_args),
+            header: crate::platform::oem::GRUB_HEADER.into(),
+            text: crate::platform::oem::kernel_args_line(&req.kernel_args),
         });
     }
     // Generated ROOT files are staged now, so the plan holds every edit.

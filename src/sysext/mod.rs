@@ -6,7 +6,6 @@
 
 pub mod butane;
 pub mod check;
-pub mod cli;
 pub mod erofs;
 pub mod fetch;
 pub mod flatwrap;

@@ -1,15 +1,15 @@
 //! `flatbake sysext ...`: the command line for building and checking sysext images
 //! (clap definitions and the glue that runs them; errors become `anyhow` here).
 
-use super::butane;
-use super::check::{self, CheckReport};
-use super::fetch::{is_sha256, Fetcher};
-use super::image::Format;
-use super::pack::{self, Compression, PackOptions, PackReport};
-use super::recipe::{self, CreateOptions};
-use super::sysupdate::bakery_conf;
 use crate::arch::Arch;
 use crate::bake::human;
+use crate::sysext::butane;
+use crate::sysext::check::{self, CheckReport};
+use crate::sysext::fetch::{is_sha256, Fetcher};
+use crate::sysext::image::Format;
+use crate::sysext::pack::{self, Compression, PackOptions, PackReport};
+use crate::sysext::recipe::{self, CreateOptions};
+use crate::sysext::sysupdate::bakery_conf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -53,16 +53,16 @@ pub struct FlatwrapArgs {
     /// Programs of ROOTFS as SRC[:DST]: a wrapper at DST (default /usr/bin/BASENAME)
     /// runs SRC in the private root, e.g. /usr/bin/htop or /bin/busybox:/usr/bin/busybox.
     #[arg(value_name = "SRC[:DST]", required = true)]
-    pub programs: Vec<super::flix::BinSpec>,
+    pub programs: Vec<crate::sysext::flix::BinSpec>,
     /// /etc from the host, or the image's own (e.g. for alpine's /etc/terminfo).
     #[arg(long, value_enum, default_value = "host")]
-    pub etc_map: super::flatwrap::Map,
+    pub etc_map: crate::sysext::flatwrap::Map,
     /// /var from the host, or the image's own (read-only).
     #[arg(long, value_enum, default_value = "host")]
-    pub var_map: super::flatwrap::Map,
+    pub var_map: crate::sysext::flatwrap::Map,
     /// /home from the host, or the image's own (read-only).
     #[arg(long, value_enum, default_value = "host")]
-    pub home_map: super::flatwrap::Map,
+    pub home_map: crate::sysext::flatwrap::Map,
 }
 
 /// What Flix and Flatwrap share: where the root filesystem comes from, the extension's
@@ -99,7 +99,7 @@ pub struct FlixArgs {
     pub src: RootfsArgs,
     /// Binaries as SRC[:DST], e.g. /usr/bin/b3sum or /bin/busybox:/usr/bin/busybox.
     #[arg(value_name = "SRC[:DST]", required = true)]
-    pub binaries: Vec<super::flix::BinSpec>,
+    pub binaries: Vec<crate::sysext::flix::BinSpec>,
     /// Also copy this directory or file of ROOTFS (under /usr or /opt) to the same path
     /// in the sysext (repeatable), e.g. /usr/share/terminfo.
     #[arg(long, value_name = "PATH")]
@@ -536,7 +536,7 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
     let version = match a
         .version
         .clone()
-        .or_else(|| super::torcx::version_from_file_name(&file))
+        .or_else(|| crate::sysext::torcx::version_from_file_name(&file))
     {
         Some(v) => v,
         None => bail!(
@@ -557,7 +557,7 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
             )
         })?;
     let root = work.path().join("root");
-    let c = super::torcx::convert(&a.archive, &a.name, &root, work.path())?;
+    let c = crate::sysext::torcx::convert(&a.archive, &a.name, &root, work.path())?;
     for u in &c.rewritten {
         eprintln!("rewrote Torcx paths in {u}");
     }
@@ -592,7 +592,7 @@ fn rootfs_dir(a: &RootfsArgs, work: &Path) -> anyhow::Result<(PathBuf, bool)> {
     }
     let r = work.join("rootfs");
     eprintln!("extracting {}", a.rootfs.display());
-    super::oci::extract(&a.rootfs, &r, work)?;
+    crate::sysext::oci::extract(&a.rootfs, &r, work)?;
     Ok((r, true))
 }
 
@@ -635,7 +635,7 @@ fn bundle(
 
 fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
     bundle(&a.src, "flix", |rootfs, _, tree| {
-        let f = super::flix::flix(rootfs, &a.src.name, &a.binaries, tree)?;
+        let f = crate::sysext::flix::flix(rootfs, &a.src.name, &a.binaries, tree)?;
         eprintln!(
             "flixed {} with {} libraries into {}",
             f.binaries.join(", "),
@@ -646,7 +646,7 @@ fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
             if !(r.starts_with("/usr/") || r.starts_with("/opt/")) || r.contains("..") {
                 bail!("--resource {r}: must lie under /usr or /opt, without '..'");
             }
-            let src = super::flix::resolve_in(rootfs, r)
+            let src = crate::sysext::flix::resolve_in(rootfs, r)
                 .filter(|p| p.exists())
                 .with_context(|| format!("--resource {r}: not in the root filesystem"))?;
             let dst = tree.join(r.trim_start_matches('/'));
@@ -669,10 +669,10 @@ fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
 
 fn run_flatwrap(a: FlatwrapArgs) -> anyhow::Result<()> {
     bundle(&a.src, "flatwrap", |rootfs, ours, tree| {
-        let w = super::flatwrap::flatwrap(
+        let w = crate::sysext::flatwrap::flatwrap(
             rootfs,
             ours,
-            &super::flatwrap::Options {
+            &crate::sysext::flatwrap::Options {
                 name: a.src.name.clone(),
                 entries: a.programs.clone(),
                 etc: a.etc_map,
