@@ -154,11 +154,27 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     if let Some(d) = &stage {
         std::fs::create_dir(d).map_err(io(d))?;
     }
+    // Extensions are checked against the image's own os-release (USR-A), as systemd will.
+    let target = match &work {
+        Some(w) => {
+            let dir = w.path().join("target");
+            let t = std::fs::create_dir(&dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))
+                .and_then(|()| crate::sysext::target::from_image(&req.image, &dir, arch));
+            let _ = std::fs::remove_dir_all(&dir);
+            t.unwrap_or_else(|p| {
+                problems.push(p);
+                crate::sysext::compat::TargetOs::any_flatcar(arch.map(Arch::systemd_name))
+            })
+        }
+        None => crate::sysext::compat::TargetOs::any_flatcar(arch.map(Arch::systemd_name)),
+    };
     let exts = match plan::check_extensions(&PlanInput {
         extensions: &req.extensions,
         install_to: &req.install_to,
         sysupdate_confs: &req.sysupdate_confs,
         arch,
+        target: &target,
         stage: stage.as_deref(),
     }) {
         Ok(e) => e,
