@@ -156,7 +156,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     }
     // Extensions are checked against the image's own os-release (USR-A), as systemd will.
     let target = match &work {
-        Some(w) => {
+        Some(w) if !req.extensions.is_empty() => {
             let dir = w.path().join("target");
             let t = std::fs::create_dir(&dir)
                 .map_err(|e| format!("{}: {e}", dir.display()))
@@ -167,7 +167,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
                 crate::sysext::compat::TargetOs::any_flatcar(arch.map(Arch::systemd_name))
             })
         }
-        None => crate::sysext::compat::TargetOs::any_flatcar(arch.map(Arch::systemd_name)),
+        _ => crate::sysext::compat::TargetOs::any_flatcar(arch.map(Arch::systemd_name)),
     };
     let exts = match plan::check_extensions(&PlanInput {
         extensions: &req.extensions,

@@ -274,10 +274,17 @@ impl TargetOs {
     }
 }
 
-/// A value as shown in a message: quoted with escapes, so stray spaces and look-alike
-/// characters are visible.
+/// A value as shown in a message: as is when plain ASCII, else quoted with escapes, so
+/// stray spaces and look-alike characters are visible.
 fn shown(v: &str) -> String {
-    format!("{v:?}")
+    if !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        v.to_owned()
+    } else {
+        format!("{v:?}")
+    }
 }
 
 /// Every reason systemd-sysext would skip an extension whose extension-release is `rel`
@@ -350,24 +357,33 @@ pub fn problems(rel: &ReleaseFile, target: &TargetOs) -> Vec<String> {
             ));
         }
     } else if !tv.is_empty() {
+        // no level on one side: systemd compares the whole VERSION_ID
         let version = get("VERSION_ID");
+        let why = if tl.is_empty() {
+            "the target has no SYSEXT_LEVEL, so systemd compares VERSION_ID".to_owned()
+        } else {
+            format!("it has no SYSEXT_LEVEL, so systemd compares VERSION_ID instead of SYSEXT_LEVEL={tl}")
+        };
+        let fix = if tl.is_empty() {
+            format!("use VERSION_ID={tv}")
+        } else {
+            format!("add SYSEXT_LEVEL={tl} or use VERSION_ID={tv}")
+        };
         if version.is_empty() {
             out.push(format!(
-                "extension-release has ID={id} but neither SYSEXT_LEVEL={tl} nor VERSION_ID={tv}; systemd requires one to match (add SYSEXT_LEVEL={tl})",
+                "extension-release has ID={id} and no VERSION_ID; {why}, which must be the target's {tv} ({fix})"
             ));
         } else if version != tv {
             out.push(format!(
-                "extension-release has VERSION_ID={} and no SYSEXT_LEVEL, so it only merges on {} {} (add SYSEXT_LEVEL={tl} or use VERSION_ID={tv})",
-                shown(version),
-                target.id,
-                shown(version),
+                "extension-release has VERSION_ID={}; {why}, which must be the target's {tv} ({fix})",
+                shown(version)
             ));
         }
     } else if target.is_generic() {
         // systemd would compare VERSION_ID with the target's, which we do not know
         let version = get("VERSION_ID");
         out.push(format!(
-            "extension-release has no SYSEXT_LEVEL=, so systemd compares VERSION_ID={} with the target's; add SYSEXT_LEVEL={tl}, or pass --target IMAGE or --target-os-release FILE to check against one",
+            "extension-release has no SYSEXT_LEVEL=, so systemd compares VERSION_ID={} with the target's, which is not known here (add SYSEXT_LEVEL={tl}, or check with --target IMAGE or --target-os-release FILE)",
             shown(version)
         ));
     }
