@@ -540,3 +540,44 @@ fn bake_accepts_what_systemd_merges() {
     let (sd, sd_out) = systemd_merges(&os_release, "byversion", &ext, "/usr/bin/byversion");
     assert!(sd, "{sd_out}");
 }
+
+/// Unprivileged, bake reads the target's os-release from USR-A the same way (sparse copy,
+/// btrfs restore): an extension for another level is refused, a matching one is baked.
+#[test]
+fn rootless_bake_checks_against_the_target() {
+    use std::os::unix::fs::PermissionsExt;
+    let image = fixtures().join("current.bin");
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    for (level, want) in [("2.0", false), ("1.0", true)] {
+        let sub = dir.path().join(format!("l{level}"));
+        std::fs::create_dir(&sub).expect("mkdir");
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let release = format!("ID=flatcar\nSYSEXT_LEVEL={level}\n");
+        let ext = squashfs(
+            &sub,
+            "lvl",
+            &[
+                ("usr/bin/lvl", b"#!/bin/sh\n"),
+                (
+                    "usr/lib/extension-release.d/extension-release.lvl",
+                    release.as_bytes(),
+                ),
+            ],
+        );
+        let out = sub.join("out.bin");
+        let o = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(["bake", "--image", s(&image), "--output", s(&out)])
+            .arg(format!("lvl:{}", ext.display()))
+            .output()
+            .expect("setpriv");
+        let err = stderr(&o);
+        assert_eq!(o.status.success(), want, "SYSEXT_LEVEL={level}: {err}");
+        assert_eq!(out.exists(), want, "SYSEXT_LEVEL={level}: {err}");
+        if !want {
+            assert!(err.contains("use SYSEXT_LEVEL=1.0"), "{err}");
+        }
+        assert!(leftovers(&sub).is_empty(), "left {:?}", leftovers(&sub));
+    }
+}
