@@ -24,6 +24,8 @@ struct Row {
     release: Vec<u8>,
     /// Also ship usr/lib/os-release in the extension.
     os_release_inside: bool,
+    /// An EROFS image instead of squashfs.
+    erofs: bool,
 }
 
 fn row(label: &str, release: &[u8]) -> Row {
@@ -33,6 +35,7 @@ fn row(label: &str, release: &[u8]) -> Row {
         release_file: Some(format!("extension-release.{NAME}")),
         release: release.to_vec(),
         os_release_inside: false,
+        erofs: false,
     }
 }
 
@@ -291,6 +294,41 @@ fn rows() -> Vec<Row> {
     let mut inside_any = row("os-release inside, _any", b"ID=_any\n");
     inside_any.os_release_inside = true;
     v.push(inside_any);
+    // the same judgement on EROFS images
+    for (label, release) in [
+        (
+            "erofs: level matches",
+            &b"ID=flatcar\nSYSEXT_LEVEL=1.0\n"[..],
+        ),
+        ("erofs: SYSEXT_LEVEL=2.0", b"ID=flatcar\nSYSEXT_LEVEL=2.0\n"),
+        (
+            "erofs: VERSION_ID other",
+            b"ID=flatcar\nVERSION_ID=4081.2.0\n",
+        ),
+        (
+            "erofs: ID NBSP",
+            "ID=flatcar\u{a0}\nSYSEXT_LEVEL=1.0\n".as_bytes(),
+        ),
+        ("erofs: quoted _any", b"ID='_any'\n"),
+    ] {
+        let mut r = row(label, release);
+        r.erofs = true;
+        v.push(r);
+    }
+    let mut r = row(
+        "erofs: os-release inside",
+        b"ID=flatcar\nSYSEXT_LEVEL=1.0\n",
+    );
+    r.erofs = true;
+    r.os_release_inside = true;
+    v.push(r);
+    let mut r = row(
+        "erofs: release file for another name",
+        b"ID=flatcar\nSYSEXT_LEVEL=1.0\n",
+    );
+    r.erofs = true;
+    r.release_file = Some("extension-release.other".into());
+    v.push(r);
     v
 }
 
@@ -330,7 +368,7 @@ fn verdicts_agree_with_systemd_sysext_merge() {
             ));
         }
         let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), *c)).collect();
-        let image = squashfs(dir.path(), NAME, &files);
+        let image = support::compat::image(dir.path(), NAME, &files, r.erofs);
         let target = dir.path().join("os-release");
         write(&target, &r.target, 0o644);
         let (sd, sd_out) = systemd_merges(&r.target, NAME, &image, PROBE);

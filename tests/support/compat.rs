@@ -9,6 +9,11 @@ use std::process::Command;
 /// Build `dir/NAME.raw`, a root-owned squashfs holding `files` (path relative to the
 /// image root, content).
 pub fn squashfs(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    image(dir, name, files, false)
+}
+
+/// Build `dir/NAME.raw` as [`squashfs`] does, or as EROFS (`mkfs.erofs`) when `erofs`.
+pub fn image(dir: &Path, name: &str, files: &[(&str, &[u8])], erofs: bool) -> PathBuf {
     let tree = dir.join(format!("{name}.tree"));
     for (p, content) in files {
         write(&tree.join(p), content, 0o644);
@@ -16,12 +21,19 @@ pub fn squashfs(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
     std::fs::create_dir_all(tree.join("usr")).expect("mkdir usr");
     let out = dir.join(format!("{name}.raw"));
     let _ = std::fs::remove_file(&out);
-    sh(Command::new("mksquashfs").arg(&tree).arg(&out).args([
-        "-all-root",
-        "-noappend",
-        "-quiet",
-        "-no-progress",
-    ]));
+    if erofs {
+        sh(Command::new("mkfs.erofs")
+            .args(["--all-root", "--quiet"])
+            .arg(&out)
+            .arg(&tree));
+    } else {
+        sh(Command::new("mksquashfs").arg(&tree).arg(&out).args([
+            "-all-root",
+            "-noappend",
+            "-quiet",
+            "-no-progress",
+        ]));
+    }
     std::fs::remove_dir_all(&tree).expect("rm tree");
     out
 }
