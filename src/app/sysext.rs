@@ -275,9 +275,18 @@ pub struct CheckArgs {
     /// Extension name [default: from each file name and its extension-release].
     #[arg(long)]
     pub name: Option<String>,
-    /// Architecture of the Flatcar it is for [default: from a NAME-VERSION-ARCH file name].
+    /// Architecture of the Flatcar it is for [default: the target image's, else from a
+    /// NAME-VERSION-ARCH file name].
     #[arg(long)]
     pub arch: Option<Arch>,
+    /// The Flatcar disk image the extensions are for: checked against its own
+    /// /usr/lib/os-release (ID, VERSION_ID, SYSEXT_LEVEL) and architecture
+    /// [default: any current Flatcar, ID=flatcar SYSEXT_LEVEL=1.0].
+    #[arg(long, value_name = "IMAGE", conflicts_with = "target_os_release")]
+    pub target: Option<PathBuf>,
+    /// The os-release file of the OS the extensions are for, instead of --target.
+    #[arg(long, value_name = "FILE")]
+    pub target_os_release: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -340,7 +349,7 @@ fn output_for(opts: &PackOptions, a: &ImageArgs) -> PathBuf {
 
 /// Check what was written, write SHA256SUMS (and NAME.conf), and report.
 fn finish(report: &PackReport, opts: &PackOptions, a: &ImageArgs) -> anyhow::Result<()> {
-    let checked = check::check_image(&report.output, Some(&opts.name), Some(opts.arch))?;
+    let checked = check::check_image(&report.output, Some(&opts.name), Some(opts.arch), None)?;
     if !checked.problems.is_empty() {
         bail!(
             "the image written fails its own check:\n  {}",
@@ -482,6 +491,7 @@ fn print_report(r: &CheckReport) {
         ),
         (None, None) => println!("  arch: unknown"),
     }
+    println!("  target: {}", r.target.describe());
     match &img.release {
         Some(rel) => {
             println!("  extension-release.{}:", r.name);
@@ -505,9 +515,26 @@ fn run_check(a: CheckArgs) -> anyhow::Result<()> {
     if a.name.is_some() && a.files.len() > 1 {
         bail!("--name applies to one image; check several images without it");
     }
+    let target = match (&a.target, &a.target_os_release) {
+        (Some(img), _) => {
+            let work = tempfile::Builder::new()
+                .prefix(&format!("{}target-", crate::cleanup::prefix()))
+                .tempdir()
+                .context("cannot create a scratch directory")?;
+            let _guard = crate::cleanup::register(work.path());
+            Some(
+                crate::sysext::target::from_image(img, work.path(), a.arch)
+                    .map_err(anyhow::Error::msg)?,
+            )
+        }
+        (None, Some(f)) => Some(
+            crate::sysext::target::from_os_release_file(f, a.arch).map_err(anyhow::Error::msg)?,
+        ),
+        (None, None) => None,
+    };
     let mut bad = 0;
     for f in &a.files {
-        match check::check_image(f, a.name.as_deref(), a.arch) {
+        match check::check_image(f, a.name.as_deref(), a.arch, target.clone()) {
             Ok(r) => {
                 print_report(&r);
                 if !r.problems.is_empty() {
@@ -701,7 +728,7 @@ fn run_flatwrap(a: FlatwrapArgs) -> anyhow::Result<()> {
 }
 
 fn run_butane(a: ButaneArgs) -> anyhow::Result<()> {
-    let r = check::check_image(&a.file, Some(&a.name), None)?;
+    let r = check::check_image(&a.file, Some(&a.name), None, None)?;
     if !r.problems.is_empty() {
         bail!(
             "{} would be refused as {}:\n  {}",

@@ -8,8 +8,8 @@ pub use super::collide::{collisions, Existing, RootState};
 use crate::arch::Arch;
 use crate::fs::{check_path, Edits, Op};
 use crate::input::{self, Staged};
+use crate::sysext::compat::TargetOs;
 use crate::sysext::image::{self, SysextImage};
-use crate::sysext::release::HostOs;
 use crate::sysext::{check, name_problem, sysupdate};
 use std::collections::HashSet;
 use std::fmt;
@@ -159,6 +159,9 @@ pub struct PlanInput<'a> {
     pub install_to: &'a [InstallRule],
     pub sysupdate_confs: &'a [String],
     pub arch: Option<Arch>,
+    /// The OS of the image being baked (its own os-release), that every extension must
+    /// match as systemd-sysext will check it.
+    pub target: &'a TargetOs,
     /// A private directory for the copies that are checked and then baked (None only
     /// when the run is refused anyway: the originals are then checked in place).
     pub stage: Option<&'a Path>,
@@ -301,26 +304,10 @@ fn check_one(
     let named = |m: String| m.replace(&data.display().to_string(), &src.display().to_string());
     let mut img = image::open(data, name).map_err(|e| named(e.to_string()))?;
     img.path = src.to_owned();
-    let arch = input.arch.map(Arch::systemd_name);
-    let host = HostOs {
-        id: "flatcar",
-        arch,
-    };
-    let mut ps: Vec<String> = check::release_problems(&img, name, &host)
+    let mut ps: Vec<String> = check::release_problems(&img, name, input.target)
         .into_iter()
         .map(|p| format!("{}: {p}", src.display()))
         .collect();
-    if input.arch.is_none()
-        && img
-            .release
-            .as_ref()
-            .is_some_and(|r| r.get("ARCHITECTURE").is_some())
-    {
-        ps.push(format!(
-            "{}: declares ARCHITECTURE but the image's architecture is unknown; pass --arch",
-            src.display()
-        ));
-    }
     match check::content_problems(data, img.format) {
         Ok(found) => ps.extend(found.into_iter().map(|p| format!("{}: {p}", src.display()))),
         Err(e) => ps.push(named(e.to_string())),
@@ -446,6 +433,7 @@ mod tests {
             install_to: &install,
             sysupdate_confs: &confs,
             arch: None,
+            target: &TargetOs::any_flatcar(None),
             stage: None,
         };
         let ps = check_extensions(&input).unwrap_err();

@@ -11,6 +11,7 @@ use super::place::{self, Extension, PlanInput};
 use super::{autoupdate, builtin, collide, human, BakeRequest};
 use crate::arch::Arch;
 use crate::fs::{btrfs, Edits, Op};
+use crate::sysext::compat::TargetOs;
 use std::path::{Path, PathBuf};
 
 /// Everything a bake will write, in order, per filesystem.
@@ -40,11 +41,13 @@ pub fn plan(
     mut problems: Vec<String>,
 ) -> Result<Plan, Vec<String>> {
     let arch = req.arch.or(facts.arch);
+    let target = target_os(req, facts, arch, stage, &mut problems);
     let exts = place::check_extensions(&PlanInput {
         extensions: &req.extensions,
         install_to: &req.install_to,
         sysupdate_confs: &req.sysupdate_confs,
         arch,
+        target: &target,
         stage,
     })
     .unwrap_or_else(|ps| {
@@ -112,6 +115,30 @@ pub fn plan(
         oem: oem_edits,
         notes: builtins.notes.into_iter().chain(kept).collect(),
         replay_journal: root.sb.needs_recovery,
+    })
+}
+
+/// The OS every extension must match, as systemd-sysext will check it: the image's own
+/// os-release (in USR-A), read into a scratch directory beside `stage`.
+fn target_os(
+    req: &BakeRequest,
+    facts: &ImageFacts,
+    arch: Option<Arch>,
+    stage: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> TargetOs {
+    let any = || TargetOs::any_flatcar(arch.map(Arch::systemd_name));
+    let Some(dir) = stage.filter(|_| !req.extensions.is_empty()) else {
+        return any();
+    };
+    let dir = dir.with_file_name("target");
+    let t = std::fs::create_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))
+        .and_then(|()| crate::sysext::target::from_image(&facts.path, &dir, arch));
+    let _ = std::fs::remove_dir_all(&dir);
+    t.unwrap_or_else(|p| {
+        problems.push(p);
+        any()
     })
 }
 
