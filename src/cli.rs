@@ -253,8 +253,8 @@ pub struct BakeArgs {
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     pub enable_official: Vec<String>,
 
-    /// Check everything and print the plan — every file, link and config each
-    /// filesystem would get — without writing any output; with --json FILE the plan is
+    /// Check everything and print the plan (every file, link and config each
+    /// filesystem would get) without writing any output; with --json FILE the plan is
     /// also written there as JSON.
     #[arg(long)]
     pub dry_run: bool,
