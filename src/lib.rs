@@ -22,4 +22,5 @@ pub mod inspect;
 pub mod release;
 pub mod sysext;
 pub mod tools;
+pub mod util;
 pub mod vendor;

@@ -40,7 +40,8 @@ pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()>
             }
         }
         if json.is_some() {
-            let (sha256, size) = bake::sha256_file(o)?;
+            let (sha256, size) =
+                crate::util::sha256_file(o).with_context(|| o.display().to_string())?;
             files.push(serde_json::json!({"path": o.display().to_string(), "sha256": sha256, "size": size}));
         }
     }
@@ -93,7 +94,7 @@ pub fn print_report(report: &bake::BakeReport) {
             e.name,
             e.target,
             e.path,
-            bake::human(e.size),
+            crate::util::human(e.size),
             e.sha256
         );
         outln!("  {} -> {}", e.symlink, e.link_target);

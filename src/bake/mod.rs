@@ -12,10 +12,9 @@ use crate::disk::gpt::Gpt;
 use crate::disk::layout::FlatcarLayout;
 use crate::disk::sparse;
 use crate::fs::{btrfs, ext4, Op};
+use crate::util::{human, problem_list};
 use plan::{Extension, InstallRule, PlanInput, Target};
-use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Everything a bake run needs, as parsed from the command line.
@@ -60,19 +59,6 @@ pub enum BakeError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-/// Problems as one message: a single line, or a count and one line each.
-pub fn problem_list(ps: &[String]) -> String {
-    if ps.len() == 1 {
-        return ps[0].clone();
-    }
-    let mut s = format!("{} problems, nothing was written:", ps.len());
-    for p in ps {
-        s.push_str("\n  - ");
-        s.push_str(p);
-    }
-    s
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BakeError + '_ {
@@ -396,7 +382,7 @@ fn report(exts: &[Extension]) -> Result<Vec<Baked>, BakeError> {
         .map(|e| {
             let (sha256, size) = match &e.staged {
                 Some(s) => (s.sha256.clone(), s.size),
-                None => sha256_file(e.data())?,
+                None => crate::util::sha256_file(e.data()).map_err(io(e.data()))?,
             };
             Ok(Baked {
                 name: e.name.clone(),
@@ -410,23 +396,6 @@ fn report(exts: &[Extension]) -> Result<Vec<Baked>, BakeError> {
             })
         })
         .collect()
-}
-
-/// Hex sha256 and length of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<(String, u64), BakeError> {
-    let mut f = File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf).map_err(io(path))?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((format!("{:x}", h.finalize()), n))
 }
 
 fn check_output(image: &Path, output: &Path, dir: &Path, force: bool) -> Result<(), String> {
@@ -462,20 +431,4 @@ fn check_output(image: &Path, output: &Path, dir: &Path, force: bool) -> Result<
 
 fn log(msg: &str) {
     eprintln!("flatbake: {msg}");
-}
-
-/// Sizes for people: `1.5 MiB`.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

@@ -9,7 +9,7 @@ use super::pack::{self, Compression, PackOptions, PackReport};
 use super::recipe::{self, CreateOptions};
 use super::sysupdate::bakery_conf;
 use crate::arch::Arch;
-use crate::bake::human;
+use crate::util::human;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -715,7 +715,8 @@ fn run_butane(a: ButaneArgs) -> anyhow::Result<()> {
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .context("FILE has no file name")?;
-    let sha = pack::sha256_file(&a.file).with_context(|| a.file.display().to_string())?;
+    let (sha, _) =
+        crate::util::sha256_file(&a.file).with_context(|| a.file.display().to_string())?;
     let y = butane::render(&butane::Snippet {
         name: &a.name,
         file: &file,

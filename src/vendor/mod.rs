@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VendorError {
-    #[error("{}", crate::bake::problem_list(.0))]
+    #[error("{}", crate::util::problem_list(.0))]
     Preflight(Vec<String>),
     #[error("{path}: {source}")]
     Io {
