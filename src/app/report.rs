@@ -7,7 +7,8 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 pub fn inspect(image: &Path, json: bool) -> anyhow::Result<()> {
-    let work = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let work = crate::cleanup::temp_dir(&std::env::temp_dir(), "scratch-")
+        .context("cannot create a scratch directory")?;
     let report = crate::inspect::inspect(image, work.path())?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
@@ -20,7 +21,8 @@ pub fn inspect(image: &Path, json: bool) -> anyhow::Result<()> {
 /// Summarise what a run produced: inspect each readable output image (printed), and
 /// with `json`, write every output's sha256 and size plus the reports to that file.
 pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()> {
-    let work = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let work = crate::cleanup::temp_dir(&std::env::temp_dir(), "scratch-")
+        .context("cannot create a scratch directory")?;
     let mut files = Vec::new();
     let mut reports = Vec::new();
     for o in outputs {
@@ -47,10 +49,23 @@ pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()>
     }
     if let Some(path) = json {
         let doc = serde_json::json!({"outputs": files, "images": reports});
-        let tmp = path.with_extension("json.partial");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("{}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
+        let dir = crate::input::parent_dir(path);
+        let (mut tmp, _guard) = crate::cleanup::temp_file(&dir, "", ".json.partial")
+            .with_context(|| format!("{}", dir.display()))?
+            .split();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .with_context(|| format!("{}", tmp.path().display()))?;
+        }
+        std::io::Write::write_all(
+            &mut tmp,
+            (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
+        )
+        .with_context(|| format!("{}", tmp.path().display()))?;
+        tmp.persist(path)
+            .with_context(|| format!("{}", path.display()))?;
     }
     Ok(())
 }

@@ -117,13 +117,9 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         problems.push(p);
     }
     // The work dir holds the private copies of the inputs that are checked and baked.
-    let prefix = crate::cleanup::prefix();
     let work_parent = req.work_dir.clone().unwrap_or_else(|| out_dir.clone());
     let work = match problems.is_empty() {
-        true => match tempfile::Builder::new()
-            .prefix(&format!("{prefix}work-"))
-            .tempdir_in(&work_parent)
-        {
+        true => match crate::cleanup::temp_dir(&work_parent, "work-") {
             Ok(w) => Some(w),
             Err(e) => {
                 problems.push(format!(
@@ -135,7 +131,6 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         },
         false => None,
     };
-    let _work_guard = work.as_ref().map(|w| crate::cleanup::register(w.path()));
     let stage = work.as_ref().map(|w| w.path().join("stage"));
     if let Some(d) = &stage {
         std::fs::create_dir(d).map_err(io(d))?;
@@ -303,13 +298,9 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     crate::cleanup::pause_point("checked");
 
     // Everything checked: write.
-    crate::cleanup::sweep_stale(&out_dir);
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".partial")
-        .tempfile_in(&out_dir)
-        .map_err(io(&out_dir))?;
-    let _tmp_guard = crate::cleanup::register(tmp.path());
+    let (tmp, _tmp_guard) = crate::cleanup::temp_file(&out_dir, "", ".partial")
+        .map_err(io(&out_dir))?
+        .split();
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;

@@ -547,10 +547,8 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
     let opts = pack_options(&a.name, &version, a.arch, a.os.clone(), true, &a.image);
     pack::validate(&opts)?;
     let out = output_for(&opts, &a.image);
-    let work = tempfile::Builder::new()
-        .prefix(".flatbake-torcx")
-        .tempdir_in(crate::input::parent_dir(&out))
-        .with_context(|| {
+    let work =
+        crate::cleanup::temp_dir(&crate::input::parent_dir(&out), "torcx-").with_context(|| {
             format!(
                 "{}: cannot create a scratch directory",
                 crate::input::parent_dir(&out).display()
@@ -572,16 +570,13 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
 }
 
 /// A scratch directory beside `out`.
-fn scratch(out: &Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(crate::input::parent_dir(out))
-        .with_context(|| {
-            format!(
-                "{}: cannot create a scratch directory",
-                crate::input::parent_dir(out).display()
-            )
-        })
+fn scratch(out: &Path, what: &str) -> anyhow::Result<crate::cleanup::Temp<tempfile::TempDir>> {
+    crate::cleanup::temp_dir(&crate::input::parent_dir(out), what).with_context(|| {
+        format!(
+            "{}: cannot create a scratch directory",
+            crate::input::parent_dir(out).display()
+        )
+    })
 }
 
 /// The root filesystem as a directory: ROOTFS itself with --from-dir, else the image
@@ -624,7 +619,7 @@ fn bundle(
     );
     pack::validate(&opts)?;
     let out = output_for(&opts, &a.image);
-    let work = scratch(&out, &format!(".flatbake-{what}"))?;
+    let work = scratch(&out, &format!("{what}-"))?;
     let (rootfs, ours) = rootfs_dir(a, work.path())?;
     let tree = work.path().join("tree");
     build(&rootfs, ours, &tree)?;

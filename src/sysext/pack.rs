@@ -351,15 +351,14 @@ pub fn pack(src: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport,
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".flatbake-pack")
-        .suffix(".partial")
-        .tempfile_in(&dir)
-        .map_err(io(&dir))?;
+    let (tmp, _tmp_guard) = crate::cleanup::temp_file(&dir, "pack-", ".partial")
+        .map_err(io(&dir))?
+        .split();
     match opts.format {
         Format::Squashfs => write_squashfs(&tree, tmp.path(), opts)?,
         Format::Erofs => write_erofs(&tree, tmp.path(), opts, &dir)?,
     }
+    crate::cleanup::pause_point("pack-written");
     let f = tmp.as_file();
     f.set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(io(tmp.path()))?;
@@ -469,10 +468,7 @@ fn write_erofs(
     opts: &PackOptions,
     scratch: &Path,
 ) -> Result<(), PackError> {
-    let stage = tempfile::Builder::new()
-        .prefix(".flatbake-stage")
-        .tempdir_in(scratch)
-        .map_err(io(scratch))?;
+    let stage = crate::cleanup::temp_dir(scratch, "stage-").map_err(io(scratch))?;
     let root = stage.path();
     let mut dirs = Vec::new();
     for (path, e) in tree {
