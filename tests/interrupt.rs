@@ -309,11 +309,13 @@ fn a_signal_kills_and_waits_for_every_child_tool() {
     // debugfs: a direct child; mkfs.btrfs: inside the OEM worker, under fakeroot, whose
     // daemon leaves the process tree; mounted: the mount backend's worker, holding a
     // loop device and a mount
-    for (i, (stage, sig, code, backend)) in [
-        ("tool:debugfs", "TERM", 143, "rootless"),
-        ("tool:mkfs.btrfs", "INT", 130, "rootless"),
-        ("tool:e2fsck", "HUP", 129, "mount"),
-        ("mounted", "TERM", 143, "mount"),
+    // (and the rootless default as an unprivileged user: fakeroot without a namespace)
+    for (i, (stage, sig, code, backend, nobody)) in [
+        ("tool:debugfs", "TERM", 143, "rootless", false),
+        ("tool:mkfs.btrfs", "INT", 130, "rootless", false),
+        ("tool:mkfs.btrfs", "TERM", 143, "rootless", true),
+        ("tool:e2fsck", "HUP", 129, "mount", false),
+        ("mounted", "TERM", 143, "mount", false),
     ]
     .into_iter()
     .enumerate()
@@ -321,7 +323,22 @@ fn a_signal_kills_and_waits_for_every_child_tool() {
         let dir = tempfile::tempdir().expect("tmp");
         let out = dir.path().join("out.bin");
         let id = format!("{}-{i}", std::process::id());
-        let mut cmd = Command::new(BIN);
+        let mut cmd = if nobody {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+                .expect("chmod");
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                BIN,
+            ]);
+            c
+        } else {
+            Command::new(BIN)
+        };
         cmd.args(["--backend", backend])
             .args(bake_args(&out))
             .env("FLATBAKE_PAUSE_AT", stage);
