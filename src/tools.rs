@@ -99,8 +99,12 @@ pub fn spawn(cmd: &mut Command) -> Result<std::process::Child, ToolError> {
             Ok(())
         });
     }
-    let _spawning = crate::cleanup::spawn_lock();
-    crate::cleanup::park_if_interrupted();
+    let spawning = crate::cleanup::spawn_lock();
+    if crate::cleanup::interrupted() {
+        // the signal thread needs the lock to proceed
+        drop(spawning);
+        crate::cleanup::park_if_interrupted();
+    }
     cmd.spawn().map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             ToolError::Missing {
