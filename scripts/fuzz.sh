@@ -6,7 +6,10 @@
 #
 # Targets: gpt (disk::gpt::Gpt::parse on a whole disk image), release_file
 # (extension-release), version_txt, sha256sums, digests, squashfs (our superblock
-# check, then backhand), erofs (our reader). Seeds are written to fuzz/corpus/TARGET
+# check, backhand's tables, our directory depth pre-scan, backhand's tree), erofs (our
+# reader and its bounded walk), fat (the ESP's arch probe and first_boot lookup),
+# btrfs_tree (the OEM btrfs metadata reader and its bounded tree walks; input is sparse
+# records, see the target) and ext4_super (ROOT's superblock checks). Seeds are written to fuzz/corpus/TARGET
 # when it is empty; crashes land in fuzz/artifacts/TARGET. Exits 1 if any target
 # crashed (or failed to run), after a summary line per target.
 #
@@ -20,7 +23,7 @@ set -uo pipefail
 secs=${1:-30}
 shift || true
 root=$(cd "$(dirname "$0")/.." && pwd)
-all=(gpt release_file version_txt sha256sums digests squashfs erofs)
+all=(gpt release_file version_txt sha256sums digests squashfs erofs fat btrfs_tree ext4_super)
 [[ $# -gt 0 ]] && targets=("$@") || targets=("${all[@]}")
 export RUSTC_BOOTSTRAP=1
 cd "$root/fuzz"
@@ -61,12 +64,56 @@ seed() { # TARGET: write a few valid inputs when the corpus is empty
         mkfs.erofs --quiet "$dir/x.erofs" "$tree" >/dev/null
         rm -rf "$tree"
         ;;
+    fat)
+        local a
+        for a in x64 aa64; do
+            mkfs.fat -C "$dir/$a.img" 64 >/dev/null
+            mmd -i "$dir/$a.img" ::EFI ::EFI/boot ::flatcar
+            : | mcopy -i "$dir/$a.img" - "::EFI/boot/boot$a.efi"
+        done
+        : | mcopy -i "$dir/x64.img" - ::flatcar/first_boot
+        ;;
+    btrfs_tree)
+        local tree img
+        tree=$(mktemp -d)
+        img=$(mktemp)
+        mkdir -p "$tree/sysext" "$tree/bin"
+        printf 'set linux_append=""\n' >"$tree/grub.cfg"
+        ln -s ../grub.cfg "$tree/bin/link"
+        truncate -s 120M "$img"
+        mkfs.btrfs -q -m single -d single --rootdir "$tree" "$img" >/dev/null 2>&1
+        # sparse records: [u32 LE sector][u16 LE length][bytes] for each non-zero run
+        python3 - "$img" "$dir/oem" <<'PY'
+import struct, sys
+data = open(sys.argv[1], 'rb').read()
+runs = []
+for s in range(0, len(data), 512):
+    if any(data[s:s + 512]):
+        if runs and runs[-1][1] == s and runs[-1][1] - runs[-1][0] < 65024:
+            runs[-1][1] = s + 512
+        else:
+            runs.append([s, s + 512])
+with open(sys.argv[2], 'wb') as out:
+    for a, b in runs:
+        out.write(struct.pack('<IH', a // 512, b - a) + data[a:b])
+PY
+        rm -rf "$tree" "$img"
+        ;;
+    ext4_super)
+        local img
+        img=$(mktemp)
+        truncate -s 64M "$img"
+        mkfs.ext4 -q -F "$img"
+        { printf '\x00\x00\x00\x04\x00\x00\x00\x00'; dd if="$img" bs=1024 skip=1 count=1 status=none; } >"$dir/root"
+        rm -f "$img"
+        ;;
     esac
 }
 
 max_len() {
     case $1 in
-    gpt | squashfs | erofs) echo 65536 ;;
+    gpt | squashfs | erofs | fat) echo 65536 ;;
+    btrfs_tree) echo 131072 ;;
     *) echo 4096 ;;
     esac
 }

@@ -73,7 +73,7 @@ fn too_large(len: u64, cap: u64) -> io::Error {
         io::ErrorKind::InvalidData,
         format!(
             "{len} bytes, more than the {} this input may have",
-            crate::bake::human(cap)
+            crate::util::human(cap)
         ),
     )
 }

@@ -395,7 +395,7 @@ pub fn render(r: &Report) -> String {
             "{} ({}, {})\n",
             r.image,
             r.format,
-            crate::bake::human(r.virtual_size)
+            crate::util::human(r.virtual_size)
         ),
     );
     s.push_str(&format!("disk GUID {}\n", r.disk_guid));
@@ -410,7 +410,7 @@ pub fn render(r: &Report) -> String {
             p.name,
             p.start_lba,
             p.sectors,
-            crate::bake::human(p.size),
+            crate::util::human(p.size),
             p.filesystem.as_deref().unwrap_or("-"),
             p.uuid
         ));
@@ -447,7 +447,7 @@ pub fn render(r: &Report) -> String {
             e.partition.as_deref().unwrap_or("?"),
             e.format.as_deref().unwrap_or("?"),
             e.size
-                .map(|n| format!(", {}", crate::bake::human(n)))
+                .map(|n| format!(", {}", crate::util::human(n)))
                 .unwrap_or_default()
         ));
         if !e.extension_release.is_empty() {

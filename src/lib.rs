@@ -23,3 +23,4 @@ pub mod platform;
 pub mod release;
 pub mod sysext;
 pub mod tools;
+pub mod util;

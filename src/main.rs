@@ -6,7 +6,12 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     flatbake::cleanup::install_signal_handlers();
-    match flatbake::app::run(flatbake::cli::Cli::parse()) {
+    let result = {
+        // this run's lock files go when it ends, also by a panic
+        let _locks = flatbake::cleanup::LocksGuard;
+        flatbake::app::run(flatbake::cli::Cli::parse())
+    };
+    match result {
         Ok(()) => match flatbake::out::failure() {
             None => ExitCode::SUCCESS,
             Some(e) => {
@@ -14,6 +19,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Err(e) if e.is::<flatbake::app::Reported>() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {}", flatbake::app::one_line(&e));
             ExitCode::FAILURE

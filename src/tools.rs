@@ -1,6 +1,10 @@
 //! Running the outside programs flatbake trusts to write filesystems (e2fsprogs,
 //! btrfs-progs, fakeroot): one place that turns "not installed", a non-zero exit and
 //! stderr noise into one-line errors naming the tool, and the package to install.
+//! Every child flatbake starts goes through [`spawn`]: it carries this run's marker (so a
+//! signal finds and kills it and whatever it starts, see [`crate::cleanup`]), runs in
+//! its own process group (a terminal's Ctrl-C reaches flatbake, which stops its children
+//! itself) and is killed by the kernel if flatbake dies first.
 
 use std::ffi::OsStr;
 use std::process::{Command, Output, Stdio};
@@ -46,7 +50,62 @@ pub fn run(cmd: &mut Command, doing: &str) -> Result<Output, ToolError> {
     } else {
         tool.clone()
     };
-    let out = cmd.stdin(Stdio::null()).output().map_err(|source| {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = spawn(cmd)?;
+    let pause = format!("tool:{tool_name}");
+    if crate::cleanup::pausing_at(&pause) {
+        // hold the tool stopped while it is alive, for the fault-injection tests
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::STOP);
+        }
+        crate::cleanup::pause_point(&pause);
+    }
+    let out = child.wait_with_output();
+    // on a signal the cleanup thread kills and reaps children: stay out of its way
+    crate::cleanup::park_if_interrupted();
+    let out = out.map_err(|source| ToolError::Spawn {
+        tool: tool.clone(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(ToolError::Failed {
+            tool: tool_name,
+            status: out.status.to_string(),
+            doing: doing.to_owned(),
+            message: summary(&out),
+        });
+    }
+    Ok(out)
+}
+
+/// Start `cmd` as a child of this run (see the module doc). A signal being handled
+/// parks the calling thread instead: the process is exiting.
+pub fn spawn(cmd: &mut Command) -> Result<std::process::Child, ToolError> {
+    use std::os::unix::process::CommandExt;
+    let tool = cmd.get_program().to_string_lossy().into_owned();
+    let parent = rustix::process::getpid();
+    cmd.env(crate::cleanup::child_marker(), "1")
+        .process_group(0);
+    // SAFETY: the closure runs between fork and exec and only makes two system calls
+    // (prctl, getppid), which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::Error::other("flatbake exited"));
+            }
+            Ok(())
+        });
+    }
+    let spawning = crate::cleanup::spawn_lock();
+    if crate::cleanup::interrupted() {
+        // the signal thread needs the lock to proceed
+        drop(spawning);
+        crate::cleanup::park_if_interrupted();
+    }
+    cmd.spawn().map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             ToolError::Missing {
                 tool: tool.clone(),
@@ -58,16 +117,7 @@ pub fn run(cmd: &mut Command, doing: &str) -> Result<Output, ToolError> {
                 source,
             }
         }
-    })?;
-    if !out.status.success() {
-        return Err(ToolError::Failed {
-            tool: tool_name,
-            status: out.status.to_string(),
-            doing: doing.to_owned(),
-            message: summary(&out),
-        });
-    }
-    Ok(out)
+    })
 }
 
 /// The most telling lines of a failed tool's output, joined on one line.

@@ -1,5 +1,5 @@
 //! Our EROFS reader: open, look up the extension-release directory, list it, read a
-//! file, on arbitrary bytes.
+//! file, and walk the whole tree, on arbitrary bytes.
 #![no_main]
 
 use flatbake::sysext::erofs::Erofs;
@@ -21,4 +21,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = fs.lookup("/usr/lib/extension-release.d/extension-release.x");
+    // the bounded walk of the whole tree (sysext checks every path and owner)
+    let mut n = 0usize;
+    let _ = fs.walk(|p, _| n += p.len());
 });

@@ -1,5 +1,5 @@
 //! The squashfs path of `sysext::image`: our superblock check, then backhand's reader
-//! (superblock, tables, directory tree) and reading a small file, on arbitrary bytes.
+//! (superblock, tables), our directory depth pre-scan, backhand's tree and reading a small file, on arbitrary bytes.
 #![no_main]
 
 use flatbake::sysext::squashfs::Superblock;
@@ -10,7 +10,14 @@ fuzz_target!(|data: &[u8]| {
     if Superblock::parse(data, data.len() as u64).is_err() {
         return;
     }
-    let Ok(fs) = backhand::FilesystemReader::from_reader(Cursor::new(data)) else {
+    // as sysext::image does: the tables, our bounded depth pre-scan, then the tree
+    let Ok(tables) = backhand::Squashfs::from_reader(Cursor::new(data)) else {
+        return;
+    };
+    if flatbake::sysext::squashfs::check_depth(&tables).is_err() {
+        return;
+    }
+    let Ok(fs) = tables.into_filesystem_reader() else {
         return;
     };
     for node in fs.files() {

@@ -192,12 +192,8 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
             p.display()
         );
     }
-    crate::cleanup::sweep_stale(&out_dir);
-    let work = tempfile::Builder::new()
-        .prefix(&format!("{}work-", crate::cleanup::prefix()))
-        .tempdir_in(args.work_dir.as_deref().unwrap_or(&out_dir))
+    let work = crate::cleanup::temp_dir(args.work_dir.as_deref().unwrap_or(&out_dir), "work-")
         .with_context(|| format!("{}: cannot create a work directory", out_dir.display()))?;
-    let _work_guard = crate::cleanup::register(work.path());
     let base = work.path().join("base.bin");
     let builtins = builtins(&args, &image);
     let req = BakeRequest {

@@ -30,7 +30,7 @@ pub fn raw_image(image: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
     if !magic.starts_with(b"BZh") {
         return Ok(image.to_owned());
     }
-    let (sha, _) = crate::bake::sha256_file(image)?;
+    let (sha, _) = crate::util::sha256_file(image).with_context(|| image.display().to_string())?;
     let stem = image
         .file_name()
         .map(|n| n.to_string_lossy().trim_end_matches(".bz2").to_owned())

@@ -23,12 +23,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Man { dir }) => docs::man_pages(&dir),
         Some(Command::Vendors { vendors_dir }) => report::list_vendors(vendors_dir.as_deref()),
         Some(Command::Inspect { image, json }) => report::inspect(&image, json),
-        Some(Command::MountApply { job }) => Ok(crate::fs::mount::run_job(&job)?),
+        // the worker's error is in its job's error file, for the parent to report once
+        Some(Command::MountApply { job }) => {
+            crate::fs::mount::run_job(&job).map_err(|_| anyhow::Error::new(Reported))
+        }
         Some(Command::OemRebuild { job }) => Ok(crate::fs::btrfs::run_job(&job)?),
         Some(Command::Sysext { cmd }) => sysext::run(cmd),
         None => bake::run(cli.bake),
     }
 }
+
+/// An error already reported elsewhere (a worker's, through its error file): the
+/// binary exits non-zero without printing it again.
+#[derive(Debug, thiserror::Error)]
+#[error("error already reported")]
+pub struct Reported;
 
 /// The error chain on one line, without repeating causes a message already quotes.
 pub fn one_line(e: &anyhow::Error) -> String {

@@ -7,7 +7,8 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 pub fn inspect(image: &Path, json: bool) -> anyhow::Result<()> {
-    let work = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let work = crate::cleanup::temp_dir(&std::env::temp_dir(), "scratch-")
+        .context("cannot create a scratch directory")?;
     let report = crate::inspect::inspect(image, work.path())?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
@@ -20,7 +21,8 @@ pub fn inspect(image: &Path, json: bool) -> anyhow::Result<()> {
 /// Summarise what a run produced: inspect each readable output image (printed), and
 /// with `json`, write every output's sha256 and size plus the reports to that file.
 pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()> {
-    let work = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let work = crate::cleanup::temp_dir(&std::env::temp_dir(), "scratch-")
+        .context("cannot create a scratch directory")?;
     let mut files = Vec::new();
     let mut reports = Vec::new();
     for o in outputs {
@@ -40,16 +42,30 @@ pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()>
             }
         }
         if json.is_some() {
-            let (sha256, size) = bake::sha256_file(o)?;
+            let (sha256, size) =
+                crate::util::sha256_file(o).with_context(|| o.display().to_string())?;
             files.push(serde_json::json!({"path": o.display().to_string(), "sha256": sha256, "size": size}));
         }
     }
     if let Some(path) = json {
         let doc = serde_json::json!({"outputs": files, "images": reports});
-        let tmp = path.with_extension("json.partial");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("{}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
+        let dir = crate::input::parent_dir(path);
+        let (mut tmp, _guard) = crate::cleanup::temp_file(&dir, "", ".json.partial")
+            .with_context(|| format!("{}", dir.display()))?
+            .split();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .with_context(|| format!("{}", tmp.path().display()))?;
+        }
+        std::io::Write::write_all(
+            &mut tmp,
+            (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
+        )
+        .with_context(|| format!("{}", tmp.path().display()))?;
+        tmp.persist(path)
+            .with_context(|| format!("{}", path.display()))?;
     }
     Ok(())
 }
@@ -119,7 +135,7 @@ pub fn print_report(report: &bake::BakeReport) {
             e.name,
             e.target,
             e.path,
-            bake::human(e.size),
+            crate::util::human(e.size),
             e.sha256
         );
         outln!("  {} -> {}", e.symlink, e.link_target);

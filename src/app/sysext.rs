@@ -2,7 +2,6 @@
 //! (clap definitions and the glue that runs them; errors become `anyhow` here).
 
 use crate::arch::Arch;
-use crate::bake::human;
 use crate::sysext::butane;
 use crate::sysext::check::{self, CheckReport};
 use crate::sysext::fetch::{is_sha256, Fetcher};
@@ -10,6 +9,7 @@ use crate::sysext::image::Format;
 use crate::sysext::pack::{self, Compression, PackOptions, PackReport};
 use crate::sysext::recipe::{self, CreateOptions};
 use crate::sysext::sysupdate::bakery_conf;
+use crate::util::human;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -574,10 +574,8 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
     let opts = pack_options(&a.name, &version, a.arch, a.os.clone(), true, &a.image);
     pack::validate(&opts)?;
     let out = output_for(&opts, &a.image);
-    let work = tempfile::Builder::new()
-        .prefix(".flatbake-torcx")
-        .tempdir_in(crate::input::parent_dir(&out))
-        .with_context(|| {
+    let work =
+        crate::cleanup::temp_dir(&crate::input::parent_dir(&out), "torcx-").with_context(|| {
             format!(
                 "{}: cannot create a scratch directory",
                 crate::input::parent_dir(&out).display()
@@ -599,16 +597,13 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
 }
 
 /// A scratch directory beside `out`.
-fn scratch(out: &Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(crate::input::parent_dir(out))
-        .with_context(|| {
-            format!(
-                "{}: cannot create a scratch directory",
-                crate::input::parent_dir(out).display()
-            )
-        })
+fn scratch(out: &Path, what: &str) -> anyhow::Result<crate::cleanup::Temp<tempfile::TempDir>> {
+    crate::cleanup::temp_dir(&crate::input::parent_dir(out), what).with_context(|| {
+        format!(
+            "{}: cannot create a scratch directory",
+            crate::input::parent_dir(out).display()
+        )
+    })
 }
 
 /// The root filesystem as a directory: ROOTFS itself with --from-dir, else the image
@@ -651,7 +646,7 @@ fn bundle(
     );
     pack::validate(&opts)?;
     let out = output_for(&opts, &a.image);
-    let work = scratch(&out, &format!(".flatbake-{what}"))?;
+    let work = scratch(&out, &format!("{what}-"))?;
     let (rootfs, ours) = rootfs_dir(a, work.path())?;
     let tree = work.path().join("tree");
     build(&rootfs, ours, &tree)?;
@@ -742,7 +737,8 @@ fn run_butane(a: ButaneArgs) -> anyhow::Result<()> {
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .context("FILE has no file name")?;
-    let sha = pack::sha256_file(&a.file).with_context(|| a.file.display().to_string())?;
+    let (sha, _) =
+        crate::util::sha256_file(&a.file).with_context(|| a.file.display().to_string())?;
     let y = butane::render(&butane::Snippet {
         name: &a.name,
         file: &file,

@@ -44,12 +44,9 @@ pub fn apply(
         let path = path.to_owned();
         move |source| BakeError::Io { path, source }
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(&crate::cleanup::prefix())
-        .suffix(".partial")
-        .tempfile_in(out_dir)
-        .map_err(io(out_dir))?;
-    let registered = crate::cleanup::register(tmp.path());
+    let (tmp, registered) = crate::cleanup::temp_file(out_dir, "", ".partial")
+        .map_err(io(out_dir))?
+        .split();
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(facts.mode))
         .map_err(io(&req.output))?;

@@ -14,11 +14,9 @@ pub mod plan;
 pub mod verify;
 
 use crate::arch::Arch;
+pub(crate) use crate::util::problem_list;
 use facts::ImageFacts;
 use place::{Extension, InstallRule, Target};
-use sha2::{Digest, Sha256};
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Everything a bake run needs, as parsed from the command line.
@@ -67,19 +65,6 @@ pub enum BakeError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-/// Problems as one message: a single line, or a count and one line each.
-pub fn problem_list(ps: &[String]) -> String {
-    if ps.len() == 1 {
-        return ps[0].clone();
-    }
-    let mut s = format!("{} problems, nothing was written:", ps.len());
-    for p in ps {
-        s.push_str("\n  - ");
-        s.push_str(p);
-    }
-    s
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BakeError + '_ {
@@ -133,7 +118,6 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         },
         false => None,
     };
-    let _work_guard = work.as_ref().map(|w| crate::cleanup::register(w.path()));
     let stage = work.as_ref().map(|w| w.path().join("stage"));
     if let Some(d) = &stage {
         std::fs::create_dir(d).map_err(io(d))?;
@@ -156,7 +140,6 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     }
     // from here on the inputs may change: only their checked copies are read
     crate::cleanup::pause_point("checked");
-    crate::cleanup::sweep_stale(&out_dir);
     let applied = apply::apply(req, &facts, &plan, &out_dir, work.path())?;
     log("verifying the output against the plan");
     let verified = verify::verify(applied.file.path(), &facts.layout, &plan, work.path())?;
@@ -174,11 +157,12 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
 
 /// The run's private work directory (staged inputs, scratch), under `--work-dir` or
 /// beside the output.
-fn work_dir(req: &BakeRequest, out_dir: &Path) -> Result<tempfile::TempDir, String> {
+fn work_dir(
+    req: &BakeRequest,
+    out_dir: &Path,
+) -> Result<crate::cleanup::Temp<tempfile::TempDir>, String> {
     let parent = req.work_dir.as_deref().unwrap_or(out_dir);
-    tempfile::Builder::new()
-        .prefix(&format!("{}work-", crate::cleanup::prefix()))
-        .tempdir_in(parent)
+    crate::cleanup::temp_dir(parent, "work-")
         .map_err(|e| format!("{}: cannot create a work directory: {e}", parent.display()))
 }
 
@@ -187,7 +171,7 @@ fn report(exts: &[Extension]) -> Result<Vec<Baked>, BakeError> {
         .map(|e| {
             let (sha256, size) = match &e.staged {
                 Some(s) => (s.sha256.clone(), s.size),
-                None => sha256_file(e.data())?,
+                None => crate::util::sha256_file(e.data()).map_err(io(e.data()))?,
             };
             Ok(Baked {
                 name: e.name.clone(),
@@ -201,23 +185,6 @@ fn report(exts: &[Extension]) -> Result<Vec<Baked>, BakeError> {
             })
         })
         .collect()
-}
-
-/// Hex sha256 and length of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<(String, u64), BakeError> {
-    let mut f = File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf).map_err(io(path))?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((format!("{:x}", h.finalize()), n))
 }
 
 fn check_output(image: &Path, output: &Path, dir: &Path, force: bool) -> Result<(), String> {
@@ -253,20 +220,4 @@ fn check_output(image: &Path, output: &Path, dir: &Path, force: bool) -> Result<
 
 fn log(msg: &str) {
     eprintln!("flatbake: {msg}");
-}
-
-/// Sizes for people: `1.5 MiB`.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

@@ -8,10 +8,11 @@
 
 use super::facts::{ImageFacts, RootFacts};
 use super::place::{self, Extension, PlanInput};
-use super::{autoupdate, builtin, collide, human, BakeRequest};
+use super::{autoupdate, builtin, collide, BakeRequest};
 use crate::arch::Arch;
 use crate::fs::{btrfs, Edits, Op};
 use crate::sysext::compat::TargetOs;
+use crate::util::human;
 use std::path::{Path, PathBuf};
 
 /// Everything a bake will write, in order, per filesystem.
@@ -287,7 +288,7 @@ impl Plan {
                     Op::Write { path, src, mode } => serde_json::json!({
                         "op": "write", "path": path, "mode": format!("{mode:04o}"),
                         "size": std::fs::metadata(src).map(|m| m.len()).ok(),
-                        "sha256": super::sha256_file(src).ok().map(|(h, _)| h),
+                        "sha256": crate::util::sha256_file(src).ok().map(|(h, _)| h),
                     }),
                     Op::Symlink { path, target } => {
                         serde_json::json!({"op": "symlink", "path": path, "target": target})

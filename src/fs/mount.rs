@@ -77,23 +77,29 @@ pub fn apply(
     std::fs::write(&path, text).map_err(FsError::io(&path))?;
     let exe = std::env::current_exe().map_err(FsError::io("/proc/self/exe"))?;
     let err_file = path.with_extension("error");
-    let status = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--"])
+    // the child reports its error in `err_file` only (its stderr carries its progress):
+    // the error is printed once, by whoever prints ours
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--"])
         .arg(exe)
         .arg("__mount-apply")
         .arg(&path)
-        .stdin(std::process::Stdio::null())
-        .status()
-        .map_err(|source| {
-            FsError::Tool(tools::ToolError::Spawn {
-                tool: "unshare".into(),
-                source,
-            })
-        })?;
+        .stdin(std::process::Stdio::null());
+    let status = tools::spawn(&mut cmd)?.wait();
+    crate::cleanup::park_if_interrupted();
+    let status = status.map_err(|source| {
+        FsError::Tool(tools::ToolError::Spawn {
+            tool: "unshare".into(),
+            source,
+        })
+    })?;
     if !status.success() {
+        // the child's message already names the partition: name it once
+        let own = format!("{label} partition: ");
         let msg = std::fs::read_to_string(&err_file)
             .ok()
-            .filter(|m| !m.trim().is_empty());
+            .map(|m| m.trim().trim_start_matches(own.as_str()).to_owned())
+            .filter(|m| !m.is_empty());
         return Err(FsError::Invalid {
             part: label,
             what: msg.unwrap_or_else(|| format!("mount backend failed ({status})")),

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VendorError {
-    #[error("{}", crate::bake::problem_list(.0))]
+    #[error("{}", crate::util::problem_list(.0))]
     Preflight(Vec<String>),
     #[error("{path}: {source}")]
     Io {
@@ -230,6 +230,8 @@ pub fn emit(
     work: &Path,
     threads: usize,
 ) -> Result<Vec<PathBuf>, VendorError> {
+    // this run's lock beside its staged outputs, before the first is named
+    crate::cleanup::prefix_in(out_dir).map_err(io(out_dir))?;
     let mut outputs: Vec<Output> = Vec::new();
     let mut guards = Vec::new();
     let result = (|| -> Result<(), VendorError> {

@@ -51,6 +51,7 @@ pub fn write_marker(file: &Path, verified_by: &str, sha256: &str) -> std::io::Re
     let json = serde_json::to_vec_pretty(&m).map_err(std::io::Error::other)?;
     let path = marker_path(file);
     let tmp = with_suffix(&path, ".tmp");
+    let _tmp_guard = crate::cleanup::register(&tmp);
     fs::write(&tmp, json)?;
     fs::rename(&tmp, &path)?;
     Ok(m)

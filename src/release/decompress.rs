@@ -254,6 +254,8 @@ pub fn decompress_file(
     opts: &DecompressOptions,
 ) -> Result<DecompressStats, DecompressError> {
     let part = part_path(dest);
+    // a signal removes the half-decompressed copy too (it cannot be resumed)
+    let _part_guard = crate::cleanup::register(&part);
     let res = decompress_inner(src, dest, &part, opts);
     if res.is_err() {
         let _ = std::fs::remove_file(&part);

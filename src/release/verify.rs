@@ -450,16 +450,7 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+pub use crate::util::hex;
 
 /// SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String, VerifyError> {
@@ -472,21 +463,12 @@ pub fn sha512_file(path: &Path) -> Result<String, VerifyError> {
 }
 
 fn hash_file<D: Digest>(path: &Path) -> Result<Vec<u8>, VerifyError> {
-    let io_err = |err| VerifyError::Io {
-        path: path.to_path_buf(),
-        err,
-    };
-    let mut f = File::open(path).map_err(io_err)?;
-    let mut h = D::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io_err)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().to_vec())
+    crate::util::digest_file::<D>(path)
+        .map(|(d, _)| d)
+        .map_err(|err| VerifyError::Io {
+            path: path.to_path_buf(),
+            err,
+        })
 }
 
 /// Checksums by file name, parsed from a `SHA256SUMS` file or one section of a `DIGESTS` file.

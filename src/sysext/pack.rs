@@ -351,15 +351,14 @@ pub fn pack(src: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport,
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".flatbake-pack")
-        .suffix(".partial")
-        .tempfile_in(&dir)
-        .map_err(io(&dir))?;
+    let (tmp, _tmp_guard) = crate::cleanup::temp_file(&dir, "pack-", ".partial")
+        .map_err(io(&dir))?
+        .split();
     match opts.format {
         Format::Squashfs => write_squashfs(&tree, tmp.path(), opts)?,
         Format::Erofs => write_erofs(&tree, tmp.path(), opts, &dir)?,
     }
+    crate::cleanup::pause_point("pack-written");
     let f = tmp.as_file();
     f.set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(io(tmp.path()))?;
@@ -369,7 +368,7 @@ pub fn pack(src: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport,
         source: e.error,
     })?;
     let size = std::fs::metadata(output).map_err(io(output))?.len();
-    let sha256 = sha256_file(output).map_err(io(output))?;
+    let (sha256, _) = crate::util::sha256_file(output).map_err(io(output))?;
     Ok(PackReport {
         output: output.to_owned(),
         size,
@@ -469,10 +468,7 @@ fn write_erofs(
     opts: &PackOptions,
     scratch: &Path,
 ) -> Result<(), PackError> {
-    let stage = tempfile::Builder::new()
-        .prefix(".flatbake-stage")
-        .tempdir_in(scratch)
-        .map_err(io(scratch))?;
+    let stage = crate::cleanup::temp_dir(scratch, "stage-").map_err(io(scratch))?;
     let root = stage.path();
     let mut dirs = Vec::new();
     for (path, e) in tree {
@@ -510,7 +506,9 @@ fn write_erofs(
     cmd.arg("--quiet").arg("--all-root").arg("-x-1");
     if let Some(t) = opts.epoch {
         // a fixed time for every inode and a UUID derived from the name, for reproducibility
-        let seed = sha256_bytes(format!("{}-{}-{}", opts.name, opts.version, opts.arch).as_bytes());
+        let seed = crate::util::sha256_bytes(
+            format!("{}-{}-{}", opts.name, opts.version, opts.arch).as_bytes(),
+        );
         let u = &seed[..32];
         cmd.arg(format!("-T{t}")).arg("--ignore-mtime").arg(format!(
             "-U{}-{}-{}-{}-{}",
@@ -524,19 +522,6 @@ fn write_erofs(
     cmd.arg(out).arg(root);
     crate::tools::run(&mut cmd, "writing the EROFS image")?;
     Ok(())
-}
-
-pub fn sha256_bytes(b: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{:x}", Sha256::digest(b))
-}
-
-pub fn sha256_file(p: &Path) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut f = std::fs::File::open(p)?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
-    Ok(format!("{:x}", h.finalize()))
 }
 
 /// Add or replace the line for `file` in the `SHA256SUMS` file in `dir` (sha256sum format).

@@ -475,10 +475,7 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
     let bad = |what: String| RecipeError::Invalid(r.name.clone(), what);
     let vars = r.vars(o.version, o.arch)?;
     pack::validate(&o.pack)?;
-    let work = tempfile::Builder::new()
-        .prefix(".flatbake-recipe")
-        .tempdir_in(o.work_dir)
-        .map_err(io(o.work_dir))?;
+    let work = crate::cleanup::temp_dir(o.work_dir, "recipe-").map_err(io(o.work_dir))?;
     let root = work.path().join("root");
     std::fs::create_dir(&root).map_err(io(&root))?;
     for (i, d) in r.downloads.iter().enumerate() {
