@@ -152,11 +152,14 @@ pub struct ImageArgs {
     #[arg(long, value_enum, default_value = "squashfs")]
     pub format: FormatArg,
 
-    /// Squashfs compressor [default: gzip, as the bakery's mksquashfs].
+    /// Compressor [default: gzip for squashfs, as the bakery's mksquashfs; lz4hc for
+    /// EROFS, as the bakery's mkfs.erofs]. squashfs: gzip, xz, zstd, lz4; EROFS: lz4hc,
+    /// lz4, none (xz, gzip, zstd where mkfs.erofs has them).
     #[arg(long, value_enum)]
     pub compression: Option<Compression>,
 
-    /// Compression level (gzip 1-9, xz 0-9, zstd 1-22) [default: mksquashfs' default].
+    /// Compression level (gzip 1-9, xz 0-9, zstd 1-22, lz4hc 0-12) [default: the
+    /// writer's default].
     #[arg(long, value_name = "N")]
     pub compression_level: Option<u32>,
 
@@ -176,8 +179,9 @@ pub struct ImageArgs {
     #[arg(long, value_name = "URL", default_value = DEFAULT_BAKERY)]
     pub bakery_url: String,
 
-    /// Timestamp (seconds since 1970) for every file and the image: same tree and same
-    /// epoch give the same bytes. Without it files keep their mtimes.
+    /// Timestamp (seconds since 1970) for every file and the image, so the same tree
+    /// gives the same bytes whatever the files' mtimes [default: 0, the bakery's
+    /// --epoch 0].
     #[arg(long, value_name = "SECONDS", env = "SOURCE_DATE_EPOCH")]
     pub source_date_epoch: Option<u32>,
 }
@@ -278,6 +282,11 @@ pub struct CheckArgs {
     /// Architecture of the Flatcar it is for [default: from a NAME-VERSION-ARCH file name].
     #[arg(long)]
     pub arch: Option<Arch>,
+    /// The Flatcar disk image the extensions are for: programs, libraries and units the
+    /// extension relies on are looked up in its /usr, and files shadowing it are named
+    /// [default: what only the base can settle is a warning].
+    #[arg(long, value_name = "IMAGE.bin")]
+    pub target: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -324,11 +333,13 @@ fn pack_options(
         arch,
         os,
         format: a.format.into(),
-        compression: a.compression.unwrap_or(pack::DEFAULT_COMPRESSION),
+        compression: a
+            .compression
+            .unwrap_or_else(|| pack::default_compression(a.format.into())),
         level: a.compression_level,
         block_size: a.block_size,
         reload_manager: reload || a.reload_manager,
-        epoch: a.source_date_epoch,
+        epoch: Some(a.source_date_epoch.unwrap_or(pack::DEFAULT_EPOCH)),
     }
 }
 
@@ -360,7 +371,7 @@ fn finish(report: &PackReport, opts: &PackOptions, a: &ImageArgs) -> anyhow::Res
             opts.compression,
             opts.block_size / 1024
         ),
-        Format::Erofs => "erofs".to_owned(),
+        Format::Erofs => format!("erofs {}", opts.compression),
     };
     println!(
         "wrote {} ({compression}, {}, {} files, sha256 {})",
@@ -505,11 +516,32 @@ fn run_check(a: CheckArgs) -> anyhow::Result<()> {
     if a.name.is_some() && a.files.len() > 1 {
         bail!("--name applies to one image; check several images without it");
     }
+    let base = match &a.target {
+        Some(t) => Some(super::lint::Base::from_image(t)?),
+        None => None,
+    };
     let mut bad = 0;
     for f in &a.files {
         match check::check_image(f, a.name.as_deref(), a.arch) {
-            Ok(r) => {
+            Ok(mut r) => {
+                let lints = super::lint::lint_image(
+                    f,
+                    r.image.format,
+                    r.image
+                        .release
+                        .as_ref()
+                        .and_then(|rel| rel.get("ARCHITECTURE")),
+                    r.arch.map(|(a, _)| a),
+                    base.as_ref(),
+                )?;
+                let (errors, warnings): (Vec<_>, Vec<_>) = lints
+                    .into_iter()
+                    .partition(|l| l.severity == super::lint::Severity::Error);
+                r.problems.extend(errors.iter().map(|l| l.to_string()));
                 print_report(&r);
+                for w in &warnings {
+                    println!("  {w}");
+                }
                 if !r.problems.is_empty() {
                     bad += 1;
                 }
