@@ -878,7 +878,7 @@ mod tests {
         assert_eq!(
             s,
             vec![
-                ("Upholds".into(), "a.service    b.service".into()),
+                ("Upholds".into(), "a.service  b.service".into()),
                 ("ExecStart".into(), "-/usr/bin/x --y".into())
             ]
         );
