@@ -7,11 +7,13 @@
 # machine's /usr/bin, /usr/lib/x86_64-linux-gnu (or the arch's equivalent) and
 # /usr/share (ELF binaries, libraries, text, many small files), plus 48 MiB of
 # incompressible data and a duplicated file. Then, for each COMPRESSOR (default:
-# gzip zstd), packs it with the release flatbake binary and with mksquashfs using
+# gzip zstd xz lz4), packs it with the release flatbake binary and with mksquashfs using
 # the same compressor, level and block size (128 KiB), root ownership and a fixed
 # time, and prints wall time, CPU time and image size side by side. mksquashfs is
 # run twice: with all processors (its default) and with -processors 1, since
-# flatbake compresses on one thread. Every image is checked with `unsquashfs -s`.
+# flatbake compresses on one thread. Every image is checked with `unsquashfs -s`, and
+# flatbake's file must be its bytes_used padded to 4 KiB (no stale data). A ratio table
+# (flatbake / mksquashfs, size and wall time) follows; the goal is size <= 1.01.
 #
 # Requires: cargo (builds target/release/flatbake), mksquashfs, unsquashfs, awk.
 
@@ -31,7 +33,7 @@ while [[ $# -gt 0 ]]; do
         *) comps+=("$1"); shift ;;
     esac
 done
-[[ ${#comps[@]} -gt 0 ]] || comps=(gzip zstd)
+[[ ${#comps[@]} -gt 0 ]] || comps=(gzip zstd xz lz4)
 
 for t in mksquashfs unsquashfs cargo; do
     command -v "$t" >/dev/null || { echo "bench-sysext.sh: missing $t" >&2; exit 1; }
@@ -96,6 +98,9 @@ printf 'tree: %d files, %d MiB, %d CPUs\n\n' "$files" $(( bytes / 1024 / 1024 ))
 export SOURCE_DATE_EPOCH=1700000000
 TIMEFORMAT='%R %U %S'
 results=()
+ratios=()
+last_wall=0
+last_size=0
 
 # measure LABEL OUT CMD...: run CMD, record wall and CPU seconds and OUT's size
 measure() {
@@ -105,9 +110,15 @@ measure() {
     sync
     t=$( { time "$@" >/dev/null 2>"$work/err"; } 2>&1 ) || { cat "$work/err" >&2; exit 1; }
     read -r wall user sys <<<"$t"
-    unsquashfs -s "$out" >/dev/null
-    local size
+    local size used
+    used=$(unsquashfs -s "$out" | awk '/^Filesystem size/ { print $3 }')
     size=$(stat -c %s "$out")
+    if (( size != (used + 4095) / 4096 * 4096 )); then
+        echo "bench-sysext.sh: $label: file is $size bytes, filesystem $used bytes" >&2
+        exit 1
+    fi
+    last_wall=$wall
+    last_size=$size
     results+=("$(awk -v l="$label" -v w="$wall" -v u="$user" -v s="$sys" -v b="$size" \
         'BEGIN { printf "%-34s %8.1f s %8.1f s %10.1f MiB", l, w, u + s, b / 1048576 }')")
 }
@@ -124,16 +135,24 @@ for c in "${comps[@]}"; do
     img=$work/bench-1-x86-64.raw
     measure "flatbake sysext pack ($c)" "$img" \
         "$bin" sysext pack "$tree" --name bench --version 1 --arch x86-64 --compression "$c" -o "$img"
+    fb_wall=$last_wall fb_size=$last_size
     # mksquashfs does not write the extension-release: it is 1 small file, left out
     # shellcheck disable=SC2046
     measure "mksquashfs ($c, $(nproc) procs)" "$work/mk.raw" \
         env -u SOURCE_DATE_EPOCH mksquashfs "$tree" "$work/mk.raw" -noappend -quiet -all-root \
         -comp "$c" $(level_args "$c") -b 131072 -mkfs-time 0 -all-time 0
+    mk_wall=$last_wall mk_size=$last_size
     # shellcheck disable=SC2046
     measure "mksquashfs ($c, 1 proc)" "$work/mk1.raw" \
         env -u SOURCE_DATE_EPOCH mksquashfs "$tree" "$work/mk1.raw" -noappend -quiet -all-root \
         -comp "$c" $(level_args "$c") -b 131072 -mkfs-time 0 -all-time 0 -processors 1
+    ratios+=("$(awk -v c="$c" -v fs="$fb_size" -v ms="$mk_size" -v m1="$last_size" \
+        -v fw="$fb_wall" -v mw="$mk_wall" -v m1w="$last_wall" \
+        'BEGIN { printf "%-8s %12.4f %12.2f %14.2f", c, fs / ms, fw / mw, fw / m1w }')")
 done
 
 printf '%-34s %10s %10s %14s\n' "" "wall" "cpu" "size"
 printf '%s\n' "${results[@]}"
+printf '\nflatbake / mksquashfs (same compressor, level, block size)\n'
+printf '%-8s %12s %12s %14s\n' "comp" "size" "time" "time vs 1 proc"
+printf '%s\n' "${ratios[@]}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make-fixture-image.sh - build a small, Flatcar-faithful test disk image for flatbake.
 #
-# Usage: scripts/make-fixture-image.sh OUT.bin [--layout current|lts|full] [--arch x86-64|arm64] [--usr-data-mib N]
+# Usage: scripts/make-fixture-image.sh OUT.bin [--layout current|lts|full] [--arch x86-64|arm64] [--usr-data-mib N] [--usr-tree DIR]
 #
 # Makes a sparse raw disk image that looks like a scaled-down
 # flatcar_production_image.bin (see /work/shared/flatcar-notes.md, section 2):
@@ -95,7 +95,7 @@ warn() {
 }
 
 usage() {
-    printf 'Usage: %s OUT.bin [--layout current|lts|full] [--arch x86-64|arm64] [--usr-data-mib N]\n' "$prog" >&2
+    printf 'Usage: %s OUT.bin [--layout current|lts|full] [--arch x86-64|arm64] [--usr-data-mib N] [--usr-tree DIR]\n' "$prog" >&2
     exit 2
 }
 
@@ -153,11 +153,13 @@ write_partition() {
 out=""
 layout=current
 usr_data_mib=0
+usr_extra=""
 arch=x86-64
 while [[ $# -gt 0 ]]; do
     case $1 in
         --layout) [[ $# -ge 2 ]] || usage; layout=$2; shift 2 ;;
         --usr-data-mib) [[ $# -ge 2 ]] || usage; usr_data_mib=$2; shift 2 ;;
+        --usr-tree) [[ $# -ge 2 ]] || usage; usr_extra=$2; shift 2 ;;
         --layout=*) layout=${1#*=}; shift ;;
         --arch) [[ $# -ge 2 ]] || usage; arch=$2; shift 2 ;;
         --arch=*) arch=${1#*=}; shift ;;
@@ -289,6 +291,10 @@ PRETTY_NAME="Flatcar Container Linux by Kinvolk $FLATCAR_VERSION"
 SYSEXT_LEVEL=1.0
 EOF
 cp /usr/bin/true "$usr_tree/bin/true"
+# --usr-tree DIR: more of /usr (libraries, units) for tests that look things up there
+if [[ -n $usr_extra ]]; then
+    cp -a "$usr_extra/." "$usr_tree/"
+fi
 if ((usr_data_mib > 0)); then
     # benchmark payload: half incompressible, half real programs (compressible)
     mkdir -p "$usr_tree/share/bench"

@@ -2,7 +2,7 @@
 # Install what flatbake's tests, demo and benchmarks need on a fresh Debian machine:
 # the filesystem tools flatbake drives (e2fsprogs, btrfs-progs, fakeroot) and the
 # outside tools the tests use as judges (sgdisk, squashfs-tools, erofs-utils, mtools,
-# dosfstools, systemd-sysext, gpg, bzip2/lbzip2, qemu-img), patchelf, which
+# dosfstools, systemd-sysext, gpg, bzip2/lbzip2, qemu-img, getfattr/setfattr, setcap), patchelf, which
 # `flatbake sysext flix` runs, and bubblewrap, which `flatbake sysext flatwrap` wrappers
 # use when present (the tests run them with and without); attr and libcap2-bin, whose
 # setfattr/setcap the OEM fidelity fixtures use. Rust crates come through cargo.

@@ -33,6 +33,7 @@ pub fn package_of(tool: &str) -> &'static str {
         "debugfs" | "e2fsck" | "mkfs.ext4" | "resize2fs" => "e2fsprogs",
         "btrfs" | "mkfs.btrfs" => "btrfs-progs",
         "fakeroot" => "fakeroot",
+        "mksquashfs" | "unsquashfs" => "squashfs-tools",
         "mkfs.erofs" | "fsck.erofs" => "erofs-utils",
         _ => "unknown",
     }

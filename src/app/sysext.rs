@@ -152,11 +152,14 @@ pub struct ImageArgs {
     #[arg(long, value_enum, default_value = "squashfs")]
     pub format: FormatArg,
 
-    /// Squashfs compressor [default: gzip, as the bakery's mksquashfs].
+    /// Compressor [default: gzip for squashfs, as the bakery's mksquashfs; lz4hc for
+    /// EROFS, as the bakery's mkfs.erofs]. squashfs: gzip, xz, zstd, lz4; EROFS: lz4hc,
+    /// lz4, none (xz, gzip, zstd where mkfs.erofs has them).
     #[arg(long, value_enum)]
     pub compression: Option<Compression>,
 
-    /// Compression level (gzip 1-9, xz 0-9, zstd 1-22) [default: mksquashfs' default].
+    /// Compression level (gzip 1-9, xz 0-9, zstd 1-22, lz4hc 0-12) [default: the
+    /// writer's default].
     #[arg(long, value_name = "N")]
     pub compression_level: Option<u32>,
 
@@ -176,8 +179,9 @@ pub struct ImageArgs {
     #[arg(long, value_name = "URL", default_value = DEFAULT_BAKERY)]
     pub bakery_url: String,
 
-    /// Timestamp (seconds since 1970) for every file and the image: same tree and same
-    /// epoch give the same bytes. Without it files keep their mtimes.
+    /// Timestamp (seconds since 1970) for every file and the image, so the same tree
+    /// gives the same bytes whatever the files' mtimes [default: 0, the bakery's
+    /// --epoch 0].
     #[arg(long, value_name = "SECONDS", env = "SOURCE_DATE_EPOCH")]
     pub source_date_epoch: Option<u32>,
 }
@@ -280,8 +284,10 @@ pub struct CheckArgs {
     #[arg(long)]
     pub arch: Option<Arch>,
     /// The Flatcar disk image the extensions are for: checked against its own
-    /// /usr/lib/os-release (ID, VERSION_ID, SYSEXT_LEVEL) and architecture
-    /// [default: any current Flatcar, ID=flatcar SYSEXT_LEVEL=1.0].
+    /// /usr/lib/os-release (ID, VERSION_ID, SYSEXT_LEVEL) and architecture, and the
+    /// programs, libraries and units the extension relies on are looked up in its /usr
+    /// [default: any current Flatcar, ID=flatcar SYSEXT_LEVEL=1.0; what only the base
+    /// can settle is a warning].
     #[arg(long, value_name = "IMAGE", conflicts_with = "target_os_release")]
     pub target: Option<PathBuf>,
     /// The os-release file of the OS the extensions are for, instead of --target.
@@ -333,11 +339,13 @@ fn pack_options(
         arch,
         os,
         format: a.format.into(),
-        compression: a.compression.unwrap_or(pack::DEFAULT_COMPRESSION),
+        compression: a
+            .compression
+            .unwrap_or_else(|| pack::default_compression(a.format.into())),
         level: a.compression_level,
         block_size: a.block_size,
         reload_manager: reload || a.reload_manager,
-        epoch: a.source_date_epoch,
+        epoch: Some(a.source_date_epoch.unwrap_or(pack::DEFAULT_EPOCH)),
     }
 }
 
@@ -369,7 +377,7 @@ fn finish(report: &PackReport, opts: &PackOptions, a: &ImageArgs) -> anyhow::Res
             opts.compression,
             opts.block_size / 1024
         ),
-        Format::Erofs => "erofs".to_owned(),
+        Format::Erofs => format!("erofs {}", opts.compression),
     };
     println!(
         "wrote {} ({compression}, {}, {} files, sha256 {})",
@@ -532,11 +540,40 @@ fn run_check(a: CheckArgs) -> anyhow::Result<()> {
         ),
         (None, None) => None,
     };
+    let base = match &a.target {
+        Some(t) => Some(crate::sysext::lint::Base::from_image(t)?),
+        None => None,
+    };
     let mut bad = 0;
     for f in &a.files {
         match check::check_image(f, a.name.as_deref(), a.arch, target.clone()) {
-            Ok(r) => {
+            Ok(mut r) => {
+                let lints = crate::sysext::lint::lint_image(
+                    f,
+                    r.image.format,
+                    r.image
+                        .release
+                        .as_ref()
+                        .and_then(|rel| rel.get("ARCHITECTURE")),
+                    r.arch.map(|(a, _)| a),
+                    base.as_ref(),
+                )
+                .unwrap_or_else(|e| {
+                    // systemd's verdict stands; only the extra lints could not run
+                    vec![crate::sysext::lint::Lint {
+                        severity: crate::sysext::lint::Severity::Warning,
+                        path: f.display().to_string(),
+                        what: format!("lints skipped: {e}"),
+                    }]
+                });
+                let (errors, warnings): (Vec<_>, Vec<_>) = lints
+                    .into_iter()
+                    .partition(|l| l.severity == crate::sysext::lint::Severity::Error);
+                r.problems.extend(errors.iter().map(|l| l.to_string()));
                 print_report(&r);
+                for w in &warnings {
+                    println!("  {w}");
+                }
                 if !r.problems.is_empty() {
                     bad += 1;
                 }

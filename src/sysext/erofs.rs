@@ -172,6 +172,10 @@ impl<R: Read + Seek> Erofs<R> {
                 ino.size
             )));
         }
+        if matches!(ino.layout, 1 | 3) {
+            // a compressed file may well be larger than the whole image
+            return Err(ErofsError::Compressed(what.to_owned()));
+        }
         if ino.size > self.len {
             return Err(ErofsError::Corrupt(format!(
                 "{what} is {} bytes, more than the whole image",

@@ -1,5 +1,6 @@
 //! systemd-sysext images: their metadata (`extension-release`), reading existing
-//! images, the checks systemd applies before it merges one, and building new ones
+//! images, the checks systemd applies before it merges one (plus lints for what it
+//! would merge but not run), and building new ones
 //! (`flatbake sysext`: packing a directory, recipes, Butane snippets, converting Torcx
 //! images, bundling programs from container images with Flix, or whole root filesystems with
 //! Flatwrap).
@@ -12,6 +13,7 @@ pub mod fetch;
 pub mod flatwrap;
 pub mod flix;
 pub mod image;
+pub mod lint;
 pub mod oci;
 pub mod pack;
 pub mod recipe;

@@ -1,7 +1,14 @@
 //! Building a sysext image from a directory: the `usr/` and `opt/` trees of a source
 //! directory plus a generated `extension-release.NAME`, every file owned by root, written
-//! as squashfs in-process (backhand) or as EROFS by `mkfs.erofs`. With a fixed
-//! `SOURCE_DATE_EPOCH` the same tree gives the same bytes.
+//! as squashfs in-process (backhand) or as compressed EROFS by `mkfs.erofs`.
+//!
+//! Fidelity: extended attributes (`security.capability` of a `setcap` binary) are kept.
+//! backhand cannot write squashfs xattrs, so a tree that has any is written by
+//! `mksquashfs` instead (refused with the fix named when it is missing). backhand writes
+//! a duplicate file's data and then seeks back over it, which leaves stale bytes past
+//! the filesystem when nothing overwrites them: the file is cut at `bytes_used` and padded
+//! to 4 KiB, as mksquashfs does. Every timestamp is the epoch (`SOURCE_DATE_EPOCH`,
+//! default 0, as the bakery's `--epoch 0`), so the same tree gives the same bytes.
 
 use super::image::{Format, RELEASE_DIR};
 use crate::arch::Arch;
@@ -17,13 +24,17 @@ use std::process::Command;
 /// The top-level directories systemd-sysext merges; everything else in an image is ignored.
 pub const MERGED_TOPS: [&str; 2] = ["usr", "opt"];
 
-/// Squashfs compressors the Flatcar kernel reads.
+/// Compressors the Flatcar kernel reads: gzip, xz, zstd, lz4 for squashfs; lz4hc, lz4
+/// (and, with an erofs-utils that has them, xz as lzma, gzip as deflate, zstd) or none
+/// for EROFS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compression {
     Gzip,
     Xz,
     Zstd,
     Lz4,
+    Lz4hc,
+    None,
 }
 
 impl fmt::Display for Compression {
@@ -33,6 +44,8 @@ impl fmt::Display for Compression {
             Compression::Xz => "xz",
             Compression::Zstd => "zstd",
             Compression::Lz4 => "lz4",
+            Compression::Lz4hc => "lz4hc",
+            Compression::None => "none",
         })
     }
 }
@@ -40,7 +53,20 @@ impl fmt::Display for Compression {
 /// The bakery runs plain `mksquashfs` (lib/generate.sh), whose defaults are gzip with
 /// 128 KiB blocks; flatbake uses the same defaults.
 pub const DEFAULT_COMPRESSION: Compression = Compression::Gzip;
+/// The bakery builds EROFS images with `mkfs.erofs -zlz4hc`.
+pub const DEFAULT_EROFS_COMPRESSION: Compression = Compression::Lz4hc;
 pub const DEFAULT_BLOCK_SIZE: u32 = 128 * 1024;
+/// The epoch every timestamp gets when no `SOURCE_DATE_EPOCH` is given (the bakery's
+/// `--epoch 0`, `mkfs.erofs -T0`).
+pub const DEFAULT_EPOCH: u32 = 0;
+
+/// The default compressor of a format.
+pub fn default_compression(format: Format) -> Compression {
+    match format {
+        Format::Squashfs => DEFAULT_COMPRESSION,
+        Format::Erofs => DEFAULT_EROFS_COMPRESSION,
+    }
+}
 
 /// What to build.
 #[derive(Clone, Debug)]
@@ -121,17 +147,22 @@ pub struct PackReport {
     pub skipped: Vec<String>,
 }
 
+/// Extended attributes of one entry, by name.
+type Xattrs = Vec<(String, Vec<u8>)>;
+
 /// One entry of the tree to write, by its path inside the image (no leading `/`).
 #[derive(Clone, Debug)]
 enum Entry {
     Dir {
         mode: u16,
         mtime: u32,
+        xattrs: Xattrs,
     },
     File {
         src: PathBuf,
         mode: u16,
         mtime: u32,
+        xattrs: Xattrs,
     },
     Data {
         bytes: Vec<u8>,
@@ -142,6 +173,61 @@ enum Entry {
         target: PathBuf,
         mtime: u32,
     },
+}
+
+impl Entry {
+    fn xattrs(&self) -> &[(String, Vec<u8>)] {
+        match self {
+            Entry::Dir { xattrs, .. } | Entry::File { xattrs, .. } => xattrs,
+            _ => &[],
+        }
+    }
+}
+
+/// Most extended attributes one entry may carry (a real file has a handful).
+const MAX_XATTRS: usize = 64;
+
+/// The extended attributes of `p` (not following a symlink), sorted by name. A
+/// filesystem without xattr support has none.
+fn read_xattrs(p: &Path) -> Result<Xattrs, PackError> {
+    let err = |e: rustix::io::Errno| PackError::Io {
+        path: p.to_owned(),
+        source: std::io::Error::from_raw_os_error(e.raw_os_error()),
+    };
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::llistxattr(p, &mut names) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::OPNOTSUPP) => return Ok(Vec::new()),
+        Err(rustix::io::Errno::RANGE) => {
+            names = vec![0u8; 65536];
+            rustix::fs::llistxattr(p, &mut names).map_err(err)?
+        }
+        Err(e) => return Err(err(e)),
+    };
+    let mut out = Vec::new();
+    for name in names[..n.min(names.len())].split(|&b| b == 0) {
+        if name.is_empty() {
+            continue;
+        }
+        let Ok(name) = std::str::from_utf8(name) else {
+            return Err(PackError::Unsupported {
+                path: p.to_owned(),
+                what: "an extended attribute name is not UTF-8".into(),
+            });
+        };
+        let mut val = vec![0u8; 65536];
+        let len = rustix::fs::lgetxattr(p, name, &mut val).map_err(err)?;
+        val.truncate(len);
+        out.push((name.to_owned(), val));
+        if out.len() > MAX_XATTRS {
+            return Err(PackError::Unsupported {
+                path: p.to_owned(),
+                what: format!("more than {MAX_XATTRS} extended attributes"),
+            });
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Check the options before anything is read or written.
@@ -172,13 +258,30 @@ pub fn validate(opts: &PackOptions) -> Result<(), PackError> {
             "block size {b}: must be a power of two from 4 KiB to 1 MiB"
         )));
     }
-    match (opts.compression, opts.level) {
+    let c = opts.compression;
+    match (opts.format, c) {
+        (Format::Squashfs, Compression::Lz4hc | Compression::None) => {
+            return Err(PackError::Invalid(format!(
+                "--compression {c} is for EROFS; squashfs takes gzip, xz, zstd or lz4"
+            )))
+        }
+        (Format::Erofs, Compression::None | Compression::Lz4) if opts.level.is_some() => {
+            return Err(PackError::Invalid(format!(
+                "{c} takes no compression level"
+            )))
+        }
+        _ => {}
+    }
+    match (c, opts.level) {
         (_, None) => {}
         (Compression::Gzip, Some(1..=9))
         | (Compression::Xz, Some(0..=9))
-        | (Compression::Zstd, Some(1..=22)) => {}
-        (Compression::Lz4, Some(_)) => {
-            return Err(PackError::Invalid("lz4 takes no compression level".into()))
+        | (Compression::Zstd, Some(1..=22))
+        | (Compression::Lz4hc, Some(0..=12)) => {}
+        (Compression::Lz4 | Compression::None, Some(_)) => {
+            return Err(PackError::Invalid(format!(
+                "{c} takes no compression level"
+            )))
         }
         (c, Some(l)) => {
             return Err(PackError::Invalid(format!(
@@ -235,6 +338,7 @@ fn collect(
     let dir = Entry::Dir {
         mode: 0o755,
         mtime: epoch_or_now,
+        xattrs: Vec::new(),
     };
     let rel_dir = RELEASE_DIR.trim_start_matches('/');
     let mut acc = String::new();
@@ -289,6 +393,7 @@ fn walk(
         Entry::Dir {
             mode: (m.permissions().mode() & 0o7777) as u16,
             mtime: time(&m),
+            xattrs: read_xattrs(dir)?,
         },
     );
     let mut names = Vec::new();
@@ -314,6 +419,7 @@ fn walk(
             out.insert(
                 child,
                 Entry::File {
+                    xattrs: read_xattrs(&p)?,
                     src: p,
                     mode,
                     mtime: time(&m),
@@ -354,7 +460,9 @@ pub fn pack(src: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport,
     let (tmp, _tmp_guard) = crate::cleanup::temp_file(&dir, "pack-", ".partial")
         .map_err(io(&dir))?
         .split();
+    let has_xattrs = tree.values().any(|e| !e.xattrs().is_empty());
     match opts.format {
+        Format::Squashfs if has_xattrs => write_mksquashfs(&tree, tmp.path(), opts, &dir)?,
         Format::Squashfs => write_squashfs(&tree, tmp.path(), opts)?,
         Format::Erofs => write_erofs(&tree, tmp.path(), opts, &dir)?,
     }
@@ -381,6 +489,12 @@ pub fn pack(src: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport,
 fn compressor(opts: &PackOptions) -> Result<FilesystemCompressor, backhand::BackhandError> {
     use backhand::compression::{CompressionOptions as O, Lz4, Zstd};
     Ok(match opts.compression {
+        // refused by validate(); kept total for the type
+        Compression::Lz4hc | Compression::None => {
+            return Err(backhand::BackhandError::UnsupportedCompression(
+                opts.compression.to_string(),
+            ))
+        }
         Compression::Gzip => match opts.level {
             None | Some(9) => FilesystemCompressor::new(Compressor::Gzip, None)?,
             Some(l) => FilesystemCompressor::new(
@@ -436,10 +550,10 @@ fn write_squashfs(
     let h = |mode: u16, mtime: u32| NodeHeader::new(mode, 0, 0, mtime);
     for (path, e) in tree {
         match e {
-            Entry::Dir { mode, mtime } => fs.push_dir(path, h(*mode, *mtime)),
-            Entry::File { src, mode, mtime } => {
-                fs.push_file_from_path(src.clone(), path, h(*mode, *mtime))
-            }
+            Entry::Dir { mode, mtime, .. } => fs.push_dir(path, h(*mode, *mtime)),
+            Entry::File {
+                src, mode, mtime, ..
+            } => fs.push_file_from_path(src.clone(), path, h(*mode, *mtime)),
             Entry::Data { bytes, mode, mtime } => {
                 fs.push_file(Cursor::new(bytes.clone()), path, h(*mode, *mtime))
             }
@@ -449,36 +563,60 @@ fn write_squashfs(
         }
         .map_err(|e| PackError::Squashfs(format!("{path}: {e}")))?;
     }
+    fs.set_no_padding();
     let f = std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
         .open(out)
         .map_err(io(out))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
-    fs.write(&mut w).map_err(sq)?;
+    let (sb, _) = fs.write(&mut w).map_err(sq)?;
     w.flush().map_err(io(out))?;
+    let f = w.into_inner().map_err(|e| PackError::Io {
+        path: out.to_owned(),
+        source: e.into_error(),
+    })?;
+    // backhand writes a duplicate file's blocks, then seeks back so later data
+    // overwrites them; whatever is not overwritten is stale data past the filesystem.
+    // Cut the file at bytes_used, then pad with zeros to 4 KiB as mksquashfs does.
+    f.set_len(sb.bytes_used).map_err(io(out))?;
+    f.set_len(pad_4k(sb.bytes_used)).map_err(io(out))?;
     Ok(())
 }
 
-/// EROFS through `mkfs.erofs` (uncompressed, so flatbake's own reader can check it):
-/// the tree is staged with hard links (copies across filesystems) in a scratch directory.
-fn write_erofs(
-    tree: &BTreeMap<String, Entry>,
-    out: &Path,
-    opts: &PackOptions,
-    scratch: &Path,
-) -> Result<(), PackError> {
-    let stage = crate::cleanup::temp_dir(scratch, "stage-").map_err(io(scratch))?;
-    let root = stage.path();
+/// `n` rounded up to a multiple of 4 KiB (mksquashfs' padding of a squashfs file).
+pub fn pad_4k(n: u64) -> u64 {
+    n.div_ceil(4096) * 4096
+}
+
+/// Lay the tree out under `root` for an outside writer: files hard linked from the
+/// source where possible (their mode and xattrs come along), else copied with mode and
+/// xattrs; directories get their mode and xattrs last.
+fn stage(tree: &BTreeMap<String, Entry>, root: &Path) -> Result<(), PackError> {
+    let set_xattrs = |dst: &Path, xattrs: &[(String, Vec<u8>)]| -> Result<(), PackError> {
+        for (n, v) in xattrs {
+            rustix::fs::lsetxattr(dst, n.as_str(), v, rustix::fs::XattrFlags::empty()).map_err(
+                |e| PackError::Unsupported {
+                    path: dst.to_owned(),
+                    what: format!(
+                        "cannot set extended attribute {n} on the staged copy ({e}); stage the source on the same filesystem as the output, or pack as a user allowed to set it"
+                    ),
+                },
+            )?;
+        }
+        Ok(())
+    };
     let mut dirs = Vec::new();
     for (path, e) in tree {
         let dst = root.join(path);
         match e {
-            Entry::Dir { mode, mtime } => {
+            Entry::Dir { mode, xattrs, .. } => {
                 std::fs::create_dir_all(&dst).map_err(io(&dst))?;
-                dirs.push((dst, *mode, *mtime));
+                dirs.push((dst, *mode, xattrs));
             }
-            Entry::File { src, mode, .. } => {
+            Entry::File {
+                src, mode, xattrs, ..
+            } => {
                 if std::fs::hard_link(src, &dst).is_err() {
                     std::fs::copy(src, &dst).map_err(io(&dst))?;
                     std::fs::set_permissions(
@@ -486,6 +624,7 @@ fn write_erofs(
                         std::fs::Permissions::from_mode(u32::from(*mode)),
                     )
                     .map_err(io(&dst))?;
+                    set_xattrs(&dst, xattrs)?;
                 }
             }
             Entry::Data { bytes, mode, .. } => {
@@ -498,12 +637,91 @@ fn write_erofs(
             }
         }
     }
-    for (d, mode, _) in dirs.iter().rev() {
+    for (d, mode, xattrs) in dirs.iter().rev() {
+        set_xattrs(d, xattrs)?;
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(u32::from(*mode)))
             .map_err(io(d))?;
     }
+    Ok(())
+}
+
+/// A tree with extended attributes, as squashfs: through `mksquashfs` (backhand writes
+/// no xattr table), with the same compressor, level, block size, root ownership and
+/// timestamps as the in-process writer.
+fn write_mksquashfs(
+    tree: &BTreeMap<String, Entry>,
+    out: &Path,
+    opts: &PackOptions,
+    scratch: &Path,
+) -> Result<(), PackError> {
+    let with = tree
+        .iter()
+        .find(|(_, e)| !e.xattrs().is_empty())
+        .map(|(p, _)| p.as_str())
+        .unwrap_or("");
+    if opts.compression == Compression::Xz && opts.level.is_some() {
+        return Err(PackError::Invalid(format!(
+            "{with} has extended attributes, so mksquashfs writes the image, and its xz takes no level: drop --compression-level"
+        )));
+    }
+    let stage_dir = crate::cleanup::temp_dir(scratch, "stage-").map_err(io(scratch))?;
+    stage(tree, stage_dir.path())?;
+    let mut cmd = Command::new("mksquashfs");
+    cmd.arg(stage_dir.path())
+        .arg(out)
+        .args([
+            "-noappend",
+            "-quiet",
+            "-no-progress",
+            "-all-root",
+            "-xattrs",
+        ])
+        .arg("-comp")
+        .arg(opts.compression.to_string())
+        .arg("-b")
+        .arg(opts.block_size.to_string());
+    let level = match opts.compression {
+        Compression::Gzip => Some(opts.level.unwrap_or(9)),
+        Compression::Zstd => Some(opts.level.unwrap_or(15)),
+        _ => None,
+    };
+    if let Some(l) = level {
+        cmd.arg("-Xcompression-level").arg(l.to_string());
+    }
+    if let Some(t) = opts.epoch {
+        cmd.arg("-mkfs-time")
+            .arg(t.to_string())
+            .arg("-all-time")
+            .arg(t.to_string());
+    }
+    cmd.env_remove("SOURCE_DATE_EPOCH");
+    match crate::tools::run(&mut cmd, "writing the squashfs image") {
+        Err(crate::tools::ToolError::Missing { .. }) => Err(PackError::Invalid(format!(
+            "{with} has extended attributes, which flatbake's own squashfs writer cannot store: install squashfs-tools (mksquashfs), or use --format erofs"
+        ))),
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// EROFS through `mkfs.erofs`, compressed with `opts.compression` (lz4hc by default,
+/// like the bakery), xattrs kept: the tree is staged with hard links (copies across
+/// filesystems) in a scratch directory.
+fn write_erofs(
+    tree: &BTreeMap<String, Entry>,
+    out: &Path,
+    opts: &PackOptions,
+    scratch: &Path,
+) -> Result<(), PackError> {
+    let z = erofs_compressor(opts)?;
+    let stage_dir = crate::cleanup::temp_dir(scratch, "stage-").map_err(io(scratch))?;
+    let root = stage_dir.path();
+    stage(tree, root)?;
     let mut cmd = Command::new("mkfs.erofs");
-    cmd.arg("--quiet").arg("--all-root").arg("-x-1");
+    cmd.arg("--quiet").arg("--all-root");
+    if let Some(z) = z {
+        cmd.arg(format!("-z{z}"));
+    }
     if let Some(t) = opts.epoch {
         // a fixed time for every inode and a UUID derived from the name, for reproducibility
         let seed = crate::util::sha256_bytes(
@@ -522,6 +740,53 @@ fn write_erofs(
     cmd.arg(out).arg(root);
     crate::tools::run(&mut cmd, "writing the EROFS image")?;
     Ok(())
+}
+
+/// The `-z` argument of `mkfs.erofs` for `opts` (`None`: uncompressed), refused with
+/// the list when this mkfs.erofs lacks the compressor.
+fn erofs_compressor(opts: &PackOptions) -> Result<Option<String>, PackError> {
+    let name = match opts.compression {
+        Compression::None => return Ok(None),
+        Compression::Lz4hc => "lz4hc",
+        Compression::Lz4 => "lz4",
+        Compression::Xz => "lzma",
+        Compression::Gzip => "deflate",
+        Compression::Zstd => "zstd",
+    };
+    let available = erofs_compressors();
+    if !available.iter().any(|a| a == name) {
+        return Err(PackError::Invalid(format!(
+            "--compression {}: this mkfs.erofs has no {name} compressor (it has: {}); choose one of those or none",
+            opts.compression,
+            if available.is_empty() { "none".to_owned() } else { available.join(", ") }
+        )));
+    }
+    Ok(Some(match opts.level {
+        Some(l) => format!("{name},{l}"),
+        None => name.to_owned(),
+    }))
+}
+
+/// The compressors `mkfs.erofs --help` lists ("Available compressors are: lz4hc, lz4").
+fn erofs_compressors() -> Vec<String> {
+    let Ok(o) = Command::new("mkfs.erofs").arg("--help").output() else {
+        return Vec::new();
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Available compressors are:"))
+        .map(|l| {
+            l.split([',', ' '])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Add or replace the line for `file` in the `SHA256SUMS` file in `dir` (sha256sum format).
