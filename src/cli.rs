@@ -25,6 +25,12 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Print only errors and the final result (no progress, no notes).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Also print every outside command flatbake runs (debugfs, mkfs.btrfs, ...).
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
     #[command(flatten)]
     pub bake: BakeArgs,
 }
@@ -33,6 +39,12 @@ pub struct Cli {
 pub enum Command {
     /// Bake sysexts into a Flatcar image (the default command).
     Bake(Box<BakeArgs>),
+    /// Build the variants a spec file describes (input, extensions, vendors, settings,
+    /// output); one, or all of them, or list them for a CI matrix.
+    #[command(
+        after_help = "Examples:\n  flatbake build images.toml --dry-run\n  flatbake build images.toml --list-variants --json\n  flatbake build images.toml --variant x86-64-qemu_uefi\n  JOB_COMPLETION_INDEX=2 flatbake build images.toml"
+    )]
+    Build(BuildArgs),
     /// Show what a Flatcar image (raw or qcow2) holds: partitions, filesystems, version,
     /// extensions, OEM content, Ignition config. Rootless.
     Inspect {
@@ -85,6 +97,51 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         vendors_dir: Option<PathBuf>,
     },
+}
+
+/// `flatbake build SPEC.toml`.
+#[derive(Debug, Args, Clone)]
+pub struct BuildArgs {
+    /// The spec file (TOML; see README.md, "Build specs"). Paths in it are relative to
+    /// its directory.
+    #[arg(value_name = "SPEC")]
+    pub spec: PathBuf,
+
+    /// Print the variants (names, one per line; with --json, a GitHub Actions
+    /// strategy.matrix: {"include": [{"variant": NAME, "index": N, ...}]}) and exit.
+    #[arg(long)]
+    pub list_variants: bool,
+
+    /// Print each variant's plan (input, extensions, settings, files it would write)
+    /// and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Build only the variant NAME.
+    #[arg(long, value_name = "NAME", conflicts_with = "variant_index")]
+    pub variant: Option<String>,
+
+    /// Build only the variant at INDEX (0-based, in --list-variants order). Default:
+    /// $JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs) when set; else every variant.
+    #[arg(long, value_name = "INDEX")]
+    pub variant_index: Option<usize>,
+
+    /// Write under DIR instead of the spec's [output] dir.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// Replace outputs that already exist.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Scratch directory for temporary files (default: beside each output).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// Write the machine-readable result (see docs/json-schema.md) to FILE, or to
+    /// standard output without FILE (then the human report goes to standard error).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    pub json: Option<PathBuf>,
 }
 
 /// Where a Flatcar release comes from and how it is trusted.
@@ -255,7 +312,9 @@ pub struct BakeArgs {
 
     /// Write a JSON summary of the run to FILE: every output with its sha256 and size,
     /// and the inspect report of every output image flatbake can read (raw, qcow2).
-    #[arg(long, value_name = "FILE")]
+    /// Without FILE (or with -), to standard output (the human report then goes to
+    /// standard error). Schema: docs/json-schema.md.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     pub json: Option<PathBuf>,
 
     /// Emit vendor images (comma-separated or repeated; see `flatbake vendors`), e.g.

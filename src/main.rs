@@ -6,7 +6,12 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     flatbake::cleanup::install_signal_handlers();
-    match flatbake::app::run(flatbake::cli::Cli::parse()) {
+    let mut notes = Vec::new();
+    let argv = flatbake::legacy::rewrite(std::env::args_os().collect(), &mut notes);
+    for n in &notes {
+        eprintln!("flatbake: note: {n}");
+    }
+    match flatbake::app::run(flatbake::cli::Cli::parse_from(argv)) {
         Ok(()) => match flatbake::out::failure() {
             None => ExitCode::SUCCESS,
             Some(e) => {

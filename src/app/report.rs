@@ -17,13 +17,58 @@ pub fn inspect(image: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Version of every JSON document flatbake writes (docs/json-schema.md).
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// Summarise what a run produced: inspect each readable output image (printed), and
-/// with `json`, write every output's sha256 and size plus the reports to that file.
+/// with `json`, write every output's sha256 and size plus the reports to that file
+/// (`-`: standard output).
 pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()> {
+    if json.is_some_and(is_stdout) {
+        crate::out::reserve_for_json();
+    }
+    let mut doc = describe(outputs, json.is_some())?;
+    if let Some(path) = json {
+        doc["schema_version"] = SCHEMA_VERSION.into();
+        doc["command"] = "bake".into();
+        write_json(path, &doc)?;
+    }
+    Ok(())
+}
+
+/// `--json -` (or a bare `--json`) means standard output.
+pub fn is_stdout(p: &Path) -> bool {
+    p.as_os_str() == "-"
+}
+
+/// Write `doc` to `path` (atomically: a temporary name, then renamed), or to
+/// standard output for `-`.
+pub fn write_json(path: &Path, doc: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(doc)? + "\n";
+    if is_stdout(path) {
+        crate::out::print_machine(format_args!("{text}"));
+        return Ok(());
+    }
+    let tmp = path.with_extension("json.partial");
+    std::fs::write(&tmp, text).with_context(|| format!("{}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
+    Ok(())
+}
+
+/// An absolute path for machine-read output (relative to the working directory).
+pub fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// Inspect and print each readable output image; returns `{"outputs": [...],
+/// "images": [...]}` with each output's absolute path (and with `hashes`, its sha256
+/// and size).
+pub fn describe(outputs: &[PathBuf], hashes: bool) -> anyhow::Result<serde_json::Value> {
     let work = tempfile::tempdir().context("cannot create a scratch directory")?;
     let mut files = Vec::new();
     let mut reports = Vec::new();
     for o in outputs {
+        let o = &absolute(o);
         let name = o
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -34,24 +79,22 @@ pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()>
         if readable {
             if let Ok(r) = crate::inspect::inspect(o, work.path()) {
                 if r.flatcar {
-                    out!("{}", crate::inspect::render(&r));
+                    if !crate::out::quiet() {
+                        out!("{}", crate::inspect::render(&r));
+                    }
                     reports.push(r);
                 }
             }
         }
-        if json.is_some() {
+        let path = absolute(o).display().to_string();
+        if hashes {
             let (sha256, size) = bake::sha256_file(o)?;
-            files.push(serde_json::json!({"path": o.display().to_string(), "sha256": sha256, "size": size}));
+            files.push(serde_json::json!({"path": path, "sha256": sha256, "size": size}));
+        } else {
+            files.push(serde_json::json!({ "path": path }));
         }
     }
-    if let Some(path) = json {
-        let doc = serde_json::json!({"outputs": files, "images": reports});
-        let tmp = path.with_extension("json.partial");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("{}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
-    }
-    Ok(())
+    Ok(serde_json::json!({"outputs": files, "images": reports}))
 }
 
 pub fn list_vendors(dir: Option<&Path>) -> anyhow::Result<()> {
@@ -87,6 +130,9 @@ pub fn list_vendors(dir: Option<&Path>) -> anyhow::Result<()> {
 }
 
 pub fn print_report(report: &bake::BakeReport) {
+    if crate::out::quiet() {
+        return;
+    }
     for e in &report.extensions {
         outln!(
             "{}: {}:{} ({}, sha256 {})",

@@ -331,15 +331,16 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
             .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io(&req.output))?;
     }
-    log(&format!("copying {} (sparse)", req.image.display()));
+    let phase = crate::out::Phase::start(format!("copying {} (sparse)", req.image.display()));
     sparse::clone_file(&input, tmp.as_file()).map_err(io(&req.output))?;
+    phase.done();
     crate::cleanup::pause_point("copied");
     crate::fs::ext4_super::replay(tmp.path(), &layout.root, req.backend.resolve(), work.path())?;
     if req.backend.resolve() == crate::fs::Backend::Mount {
         log("backend: mount (loop device and kernel mounts in a private mount namespace)");
     }
     if !oem_edits.is_empty() {
-        log("editing OEM (btrfs)");
+        let phase = crate::out::Phase::start("editing OEM (btrfs rebuild, check)");
         let oem_work = work.path().join("oem");
         std::fs::create_dir(&oem_work).map_err(io(&oem_work))?;
         crate::fs::apply_oem(
@@ -350,9 +351,10 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
             &oem_edits,
             &oem_work,
         )?;
+        phase.done();
         crate::cleanup::pause_point("oem");
     }
-    log("editing ROOT (ext4)");
+    let phase = crate::out::Phase::start("editing ROOT (ext4 edit, e2fsck)");
     let root_work = work.path().join("root");
     std::fs::create_dir(&root_work).map_err(io(&root_work))?;
     if req.sysupdate {
@@ -375,6 +377,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
         &root_work,
     )?;
     tmp.as_file().sync_all().map_err(io(&req.output))?;
+    phase.done();
     crate::cleanup::pause_point("before-rename");
     let report = BakeReport {
         output: req.output.clone(),
@@ -461,7 +464,7 @@ fn check_output(image: &Path, output: &Path, dir: &Path, force: bool) -> Result<
 }
 
 fn log(msg: &str) {
-    eprintln!("flatbake: {msg}");
+    crate::out::note(format_args!("{msg}"));
 }
 
 /// Sizes for people: `1.5 MiB`.
