@@ -62,6 +62,7 @@ struct RawInput {
     image: Option<Spanned<String>>,
     release_dir: Option<String>,
     flatcar_version: Option<String>,
+    signing_key: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -170,6 +171,8 @@ pub struct Variant {
     pub input: Input,
     pub release_dir: Option<PathBuf>,
     pub flatcar_version: Option<String>,
+    /// OpenPGP key trusted instead of the embedded Flatcar image signing key.
+    pub signing_key: Option<PathBuf>,
     pub arch: Option<Arch>,
     /// Vendor images to emit; [`GENERIC`] is the plain disk image.
     pub vendors: Vec<String>,
@@ -225,6 +228,9 @@ impl Variant {
         base.release.arch = self.arch;
         base.release_dir = self.release_dir.clone();
         base.flatcar_version = self.flatcar_version.clone();
+        if let Some(k) = &self.signing_key {
+            base.release.signing_key = Some(k.clone());
+        }
         base.vendors_dir = self.vendors_dir.clone();
         base.vendor = self.vendors.clone();
         base.output_dir = self.output_dir.clone();
@@ -652,6 +658,7 @@ pub fn parse(
             input: input.clone(),
             release_dir: inp.release_dir.as_deref().map(|d| cx.path(d)),
             flatcar_version: inp.flatcar_version.clone(),
+            signing_key: inp.signing_key.as_deref().map(|k| cx.path(k)),
             arch,
             vendors,
             extensions: uses,

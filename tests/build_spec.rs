@@ -454,3 +454,115 @@ fn variants_are_chosen_by_name_or_index_and_typos_are_answered() {
     assert_eq!(plan["variants"][0]["variant"], "plain");
     assert!(!out.exists());
 }
+
+#[test]
+fn a_fetched_release_with_bakery_and_local_extensions() {
+    use std::collections::BTreeMap;
+    const V: &str = "4593.2.5";
+    let gpg = Gpg::subkey_signer("flatbake test <t@localhost>");
+    let mut t: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let img = std::fs::read(fixtures().join("current.bin")).expect("fixture");
+    let rel = fixtures().join("release");
+    let base = format!("/amd64-usr/{V}");
+    for (name, data) in [
+        (
+            "flatcar_production_image.bin.bz2",
+            compress_with("lbzip2", &["-c"], &img),
+        ),
+        (
+            "version.txt",
+            std::fs::read(rel.join("version.txt")).expect("v"),
+        ),
+        (
+            "oem-hetzner.raw",
+            std::fs::read(rel.join("oem-hetzner.raw")).expect("oem"),
+        ),
+    ] {
+        t.insert(format!("{base}/{name}.sig"), gpg.sign(&data));
+        t.insert(format!("{base}/{name}"), data);
+    }
+    t.insert(
+        "/amd64-usr/current/version.txt".into(),
+        std::fs::read(rel.join("version.txt")).expect("v"),
+    );
+    let wasm = std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w");
+    t.insert(
+        "/extensions/SHA256SUMS".into(),
+        format!("{}  wasmtime-24.0.0-x86-64.raw\n", sha256(&wasm)).into_bytes(),
+    );
+    t.insert(
+        "/extensions/wasmtime-24.0.0-x86-64.raw".into(),
+        wasm.clone(),
+    );
+    t.insert(
+        "/extensions/wasmtime/wasmtime.conf".into(),
+        std::fs::read(sysext("wasmtime.conf")).expect("c"),
+    );
+    let server = Server::start(t);
+    let d = tempfile::tempdir().expect("tmp");
+    let key = d.path().join("key.asc");
+    std::fs::write(&key, gpg.public_key()).expect("key");
+    let spec = d.path().join("images.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"[input]
+release = "stable"
+signing_key = "key.asc"
+[output]
+dir = "out"
+[extensions.wasmtime]
+bakery = "wasmtime-24.0.0-{{arch}}.raw"
+[extensions.myext]
+file = "{myext}"
+install_to = "oem:/sysext"
+[[variant]]
+name = "hetzner"
+vendors = ["hetzner"]
+"#,
+            myext = sysext("myext-1.0-x86-64.raw").display()
+        ),
+    )
+    .expect("spec");
+    let o = Command::new(BIN)
+        .args(["build", s(&spec), "--json", "-"])
+        .env("FLATBAKE_RELEASE_URL", server.url())
+        .env("FLATBAKE_BAKERY_URL", server.url())
+        .env("FLATBAKE_CACHE", d.path().join("cache"))
+        .env_remove("JOB_COMPLETION_INDEX")
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: Value = serde_json::from_slice(&o.stdout).expect("stdout is the JSON");
+    let img = d
+        .path()
+        .join("out/hetzner/flatcar_production_hetzner_image.bin");
+    assert_eq!(
+        doc["variants"][0]["outputs"][0]["path"].as_str(),
+        Some(s(&img))
+    );
+    sgdisk_verify(&img);
+    e2fsck_root(&img);
+    assert_eq!(
+        root_file(&img, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
+        wasm
+    );
+    // the bakery's sysupdate config came with it
+    assert_eq!(
+        root_file(&img, "/etc/sysupdate.wasmtime.d/wasmtime.conf"),
+        std::fs::read(sysext("wasmtime.conf")).expect("c")
+    );
+    assert_eq!(
+        root_link(&img, "/etc/extensions/myext.raw").as_deref(),
+        Some("/oem/sysext/myext-1.0-x86-64.raw")
+    );
+    let oem = oem_tree(&img);
+    assert!(oem
+        .path()
+        .join("tree/sysext/myext-1.0-x86-64.raw")
+        .is_file());
+    assert!(oem
+        .path()
+        .join(format!("tree/sysext/oem-hetzner-{V}.raw"))
+        .is_file());
+}
