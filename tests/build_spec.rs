@@ -566,3 +566,33 @@ vendors = ["hetzner"]
         .join(format!("tree/sysext/oem-hetzner-{V}.raw"))
         .is_file());
 }
+
+#[test]
+fn a_spec_builds_rootless_as_nobody() {
+    let d = tempfile::tempdir().expect("tmp");
+    sh(Command::new("chmod").arg("0777").arg(d.path()));
+    let out = d.path().join("out");
+    let spec = fixture_spec(d.path(), &out);
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args([BIN, "build", s(&spec), "--variant", "both"])
+        .env("HOME", d.path())
+        .env_remove("JOB_COMPLETION_INDEX")
+        .output()
+        .expect("setpriv");
+    assert!(o.status.success(), "rootless build failed: {}", stderr(&o));
+    let plain = out.join("both/flatcar_production_image.bin");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&plain).expect("out").uid(), 65534);
+    e2fsck_root(&plain);
+    let oem = oem_tree(&plain);
+    assert!(oem
+        .path()
+        .join("tree/sysext/myext-1.0-x86-64.raw")
+        .is_file());
+    assert_eq!(
+        root_owner_mode(&plain, "/etc/extensions/myext.raw").1,
+        0,
+        "owned by root inside the image"
+    );
+}
