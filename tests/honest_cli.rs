@@ -73,7 +73,7 @@ fn typos_are_answered_with_the_closest_name() {
                 "--vendor",
                 "azrue",
             ],
-            "--vendor azrue: unknown vendor (did you mean 'azure'?)",
+            "--vendor azrue: unknown vendor 'azrue' (did you mean 'azure'?)",
         ),
         (
             &[

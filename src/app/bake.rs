@@ -229,7 +229,7 @@ fn normalize_vendors(args: &mut BakeArgs) -> anyhow::Result<()> {
         let c = crate::spec::canonical_vendor(n.trim(), &reg);
         if c != GENERIC && reg.get(&c).is_none() {
             anyhow::bail!(
-                "--vendor {n}: unknown vendor{} (`flatbake vendors` lists them; {GENERIC} is the plain image)",
+                "--vendor {n}: unknown vendor '{n}'{} (`flatbake vendors` lists them; {GENERIC} is the plain image)",
                 crate::suggest::hint(n, known.iter().copied())
             );
         }
