@@ -596,3 +596,25 @@ fn a_spec_builds_rootless_as_nobody() {
         "owned by root inside the image"
     );
 }
+
+#[test]
+fn a_rebuild_keeps_existing_outputs_unless_forced() {
+    let d = tempfile::tempdir().expect("tmp");
+    let out = d.path().join("out");
+    let spec = fixture_spec(d.path(), &out);
+    let o = build(&[s(&spec), "--variant", "plain"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = out.join("plain/flatcar_production_image.bin");
+    let before = sha256_file(&img);
+    let o = build(&[s(&spec), "--variant", "plain"], &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    let last = err.trim().lines().last().expect("a line");
+    assert!(last.starts_with("error: "), "{err}");
+    assert!(last.contains("already exists; pass --force"), "{err}");
+    assert_eq!(sha256_file(&img), before);
+    assert!(leftovers(&out.join("plain")).is_empty());
+    let o = build(&[s(&spec), "--variant", "plain", "--force"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    e2fsck_root(&img);
+}
