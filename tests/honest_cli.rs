@@ -270,3 +270,32 @@ fn missing_host_tools_are_named_before_any_copy() {
     );
     assert!(std::fs::read_dir(d.path()).expect("dir").next().is_none());
 }
+
+#[test]
+fn flix_names_patchelf_before_reading_anything() {
+    let d = tempfile::tempdir().expect("tmp");
+    let tar = d.path().join("image.tar");
+    std::fs::write(&tar, b"not read").expect("write");
+    let o = Command::new(BIN)
+        .current_dir(d.path())
+        .args([
+            "sysext",
+            "flix",
+            s(&tar),
+            "tool",
+            "/usr/bin/tool",
+            "--arch",
+            "x86-64",
+        ])
+        .env("PATH", "")
+        .output()
+        .expect("run");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    one_line(&err);
+    assert!(
+        err.contains("patchelf is not installed (Debian package patchelf)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(d.path()).expect("dir").count(), 1);
+}

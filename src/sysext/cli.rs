@@ -638,6 +638,11 @@ fn bundle(
 }
 
 fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
+    // named before the container image is unpacked, not after
+    let missing = crate::tools::missing(&["patchelf"]);
+    if !missing.is_empty() {
+        bail!("{}", missing.join("; "));
+    }
     bundle(&a.src, "flix", |rootfs, _, tree| {
         let f = super::flix::flix(rootfs, &a.src.name, &a.binaries, tree)?;
         eprintln!(
