@@ -9,7 +9,7 @@
 set -euo pipefail
 
 pkgs=(e2fsprogs btrfs-progs fakeroot dosfstools mtools squashfs-tools erofs-utils gdisk
-      util-linux systemd bzip2 lbzip2 pbzip2 gnupg python3 time qemu-utils libclang-dev bc
+      util-linux systemd bzip2 lbzip2 pbzip2 gnupg python3 python3-yaml time qemu-utils libclang-dev bc
       patchelf bubblewrap groff-base attr libcap2-bin openssl zstd)
 missing=()
 for p in "${pkgs[@]}"; do

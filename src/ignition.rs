@@ -30,9 +30,10 @@ pub fn check_bytes(bytes: &[u8], path: &Path) -> Result<String, String> {
         Err(e) => {
             if text.lines().any(|l| l.trim_start().starts_with("variant:")) {
                 return Err(format!(
-                    "{}: this is a Butane config, not Ignition JSON; convert it first: butane --strict {} > config.ign",
+                    "{}: this is a Butane config, not Ignition JSON; convert it first: butane --strict {} > {}",
                     path.display(),
-                    path.display()
+                    shell_word(&path.display().to_string()),
+                    shell_word(&converted_name(path).display().to_string())
                 ));
             }
             return Err(format!("{}: not valid JSON: {e}", path.display()));
@@ -58,6 +59,29 @@ pub fn check_bytes(bytes: &[u8], path: &Path) -> Result<String, String> {
     Ok(version.to_owned())
 }
 
+/// Where the hint tells `butane` to write: beside the input with `.ign`, and never the
+/// input itself (a shell truncates the target before butane reads it).
+fn converted_name(path: &Path) -> std::path::PathBuf {
+    let candidate = path.with_extension("ign");
+    if candidate == path {
+        path.with_extension("converted.ign")
+    } else {
+        candidate
+    }
+}
+
+/// `s` quoted for a POSIX shell when it needs it.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +90,28 @@ mod tests {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), t).unwrap();
         check(f.path())
+    }
+
+    #[test]
+    fn the_butane_hint_never_overwrites_its_input() {
+        let d = tempfile::tempdir().unwrap();
+        for (name, out) in [
+            ("config.ign", "config.converted.ign"),
+            ("config.bu", "config.ign"),
+            ("my config.yaml", "my config.ign"),
+            ("config", "config.ign"),
+        ] {
+            let p = d.path().join(name);
+            std::fs::write(&p, "variant: flatcar\nversion: 1.0.0\n").unwrap();
+            let e = check(&p).unwrap_err();
+            let target = d.path().join(out).display().to_string();
+            let input = p.display().to_string();
+            assert!(
+                e.ends_with(&format!("> {}", shell_word(&target))),
+                "{name}: {e}"
+            );
+            assert!(!e.ends_with(&format!("> {}", shell_word(&input))), "{e}");
+        }
     }
 
     #[test]

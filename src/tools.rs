@@ -35,8 +35,44 @@ pub fn package_of(tool: &str) -> &'static str {
         "fakeroot" => "fakeroot",
         "mksquashfs" | "unsquashfs" => "squashfs-tools",
         "mkfs.erofs" | "fsck.erofs" => "erofs-utils",
+        "patchelf" => "patchelf",
+        "qemu-img" => "qemu-utils",
+        "unshare" | "mount" => "util-linux",
+        "tar" => "tar",
         _ => "unknown",
     }
+}
+
+/// Whether `tool` is an executable file in a directory of `$PATH`.
+pub fn on_path(tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|d| {
+        std::fs::metadata(d.join(tool))
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// Every tool of `tools` that is not installed, as one problem each naming the Debian
+/// package; checked before any work starts, so a missing tool never ends a long run.
+pub fn missing(tools: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in tools {
+        if !on_path(t) {
+            let m = ToolError::Missing {
+                tool: (*t).to_owned(),
+                package: package_of(t),
+            }
+            .to_string();
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
 }
 
 /// Run `cmd` to completion, capturing its output. `doing` says what for, in errors.
@@ -51,6 +87,13 @@ pub fn run(cmd: &mut Command, doing: &str) -> Result<Output, ToolError> {
     } else {
         tool.clone()
     };
+    if crate::out::verbose() {
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        eprintln!("flatbake: running {tool} {}", args.join(" "));
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

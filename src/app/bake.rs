@@ -6,13 +6,61 @@ use crate::bake::{self, BakeRequest};
 use crate::cli::BakeArgs;
 use crate::input::parent_dir;
 use crate::platform::{self, registry::Registry, VendorInput};
+use crate::spec::{GENERIC, GENERIC_IMAGE};
 use anyhow::Context;
 use std::path::PathBuf;
 
 /// The plain bake's output when --output is not given.
 pub const DEFAULT_OUTPUT: &str = "flatcar_production_image_baked.bin";
 
-pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
+pub fn run(args: BakeArgs) -> anyhow::Result<()> {
+    let json = args.json.clone();
+    if json.as_deref().is_some_and(report::is_stdout) {
+        crate::out::reserve_for_json();
+    }
+    let dry_run = args.dry_run;
+    let outputs = execute(args)?;
+    if dry_run {
+        // the plan was the result: there is no output to summarise
+        return Ok(());
+    }
+    report::summarize(&outputs, json.as_deref())
+}
+
+/// Bake what `args` asks for and return the files written (the request model both the
+/// command line and `flatbake build` specs produce).
+pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
+    normalize_vendors(&mut args)?;
+    if args.vendor.iter().any(|v| v == GENERIC) && args.vendor.len() == 1 {
+        // the plain image alone: an ordinary bake into --output-dir
+        if let Some(o) = &args.output {
+            anyhow::bail!(
+                "--output {}: --vendor generic writes {GENERIC_IMAGE} into --output-dir; drop --output (or --vendor)",
+                o.display()
+            );
+        }
+        args.output = Some(args.output_dir.join(GENERIC_IMAGE));
+        args.vendor.clear();
+    }
+    if let Some(j) = args.json.as_deref().and_then(|j| j.to_str()) {
+        if let Some((_, file)) = j.split_once(':') {
+            if std::path::Path::new(file).is_file() {
+                anyhow::bail!(
+                    "--json took '{j}' as its file; give --json last, or --json - (stdout) / --json=FILE"
+                );
+            }
+        }
+    }
+    if let Some(a) = args.extensions.iter().find(|a| !a.contains(':')) {
+        let hint = crate::suggest::hint(a, SUBCOMMANDS.iter().copied());
+        if !hint.is_empty() {
+            anyhow::bail!("unknown command '{a}'{hint}");
+        }
+        anyhow::bail!(
+            "'{a}': expected NAME:FILE (a sysext to bake) or a command ({})",
+            SUBCOMMANDS.join(", ")
+        );
+    }
     if args.vendor.is_empty()
         && args.extensions.is_empty()
         && args.ignition.is_none()
@@ -39,6 +87,10 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
     if args.image.is_none() && !args.fetch && args.release.release.is_none() {
         anyhow::bail!("no input image: pass --image FILE, or --release/--fetch to download one");
     }
+    let problems = crate::tools::missing(&needed_tools(&args));
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("; "));
+    }
     let opts = if args.image.is_none() || args.fetch {
         Some(fetch::options(&args.release)?)
     } else {
@@ -52,6 +104,7 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(fetch::default_cache);
             let raw = local::raw_image(i, &cache)?;
+            check_arch(&args, &raw)?;
             if raw != *i {
                 // version.txt, OEM sysexts and firmware stay beside the compressed file
                 args.release_dir.get_or_insert_with(|| parent_dir(i));
@@ -113,11 +166,107 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
     };
     let report = bake::bake(&req)?;
     if let Some(plan) = &report.plan {
-        return report::print_plan(&report, plan, &[], args.json.as_deref());
+        report::print_plan(&report, plan, &[], args.json.as_deref())?;
+        return Ok(Vec::new());
     }
     report::print_report(&report);
     outln!("wrote {}", report.output.display());
-    report::summarize(std::slice::from_ref(&report.output), args.json.as_deref())
+    Ok(vec![report.output])
+}
+
+/// The commands, for "did you mean" when one is mistyped (it would be read as a
+/// NAME:FILE of the default `bake`).
+const SUBCOMMANDS: &[&str] = &[
+    "bake",
+    "build",
+    "inspect",
+    "fetch",
+    "sysext",
+    "completions",
+    "man",
+    "vendors",
+];
+
+/// The outside tools this request will run, so that a missing one is named (with its
+/// Debian package) before anything is downloaded or copied.
+fn needed_tools(args: &BakeArgs) -> Vec<&'static str> {
+    let rootless = args.backend.resolve() == crate::fs::Backend::Rootless;
+    let mut t = vec!["e2fsck"];
+    if rootless {
+        t.push("debugfs");
+    } else {
+        t.push("unshare");
+    }
+    let vendors = args.vendor.iter().any(|v| v != GENERIC);
+    let oem = vendors
+        || args.ignition.is_some()
+        || !args.kernel_args.is_empty()
+        || args
+            .install_to
+            .iter()
+            .any(|r| r.to.target == crate::bake::place::Target::Oem);
+    if oem {
+        t.push("btrfs");
+        if rootless {
+            t.extend(["mkfs.btrfs", "fakeroot"]);
+            if rustix::process::geteuid().is_root() {
+                t.push("unshare");
+            }
+        }
+    }
+    if vendors {
+        t.push("resize2fs");
+    }
+    t
+}
+
+/// Vendor names as the registry spells them (`qemu-uefi` is `qemu_uefi`), unknown ones
+/// refused with the closest known name before any work.
+fn normalize_vendors(args: &mut BakeArgs) -> anyhow::Result<()> {
+    if args.vendor.is_empty() {
+        return Ok(());
+    }
+    let reg = Registry::load(args.vendors_dir.as_deref())?;
+    let known: Vec<&str> = reg
+        .vendors
+        .values()
+        .filter(|v| v.unsupported.is_none())
+        .map(|v| v.name.as_str())
+        .chain([GENERIC])
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    for n in &args.vendor {
+        let c = crate::spec::canonical_vendor(n.trim(), &reg);
+        if c != GENERIC && reg.get(&c).is_none() {
+            anyhow::bail!(
+                "--vendor {n}: unknown vendor '{n}'{} (`flatbake vendors` lists them; {GENERIC} is the plain image)",
+                crate::suggest::hint(n, known.iter().copied())
+            );
+        }
+        if out.contains(&c) {
+            anyhow::bail!("--vendor {n}: vendor '{c}' is given twice");
+        }
+        out.push(c);
+    }
+    args.vendor = out;
+    Ok(())
+}
+
+/// `--arch` for a local image must be the image's own architecture: it names what the
+/// image is, it cannot change it.
+fn check_arch(args: &BakeArgs, image: &std::path::Path) -> anyhow::Result<()> {
+    let Some(want) = args.release.arch else {
+        return Ok(());
+    };
+    if let Some(found) = crate::disk::detect_arch(image).map_err(|e| anyhow::anyhow!("{e}"))? {
+        if found != want {
+            anyhow::bail!(
+                "{}: is a {found} image, not {want}; drop --arch {want} (it names the image's architecture, it cannot change it)",
+                image.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What to do with Flatcar's built-in and optional extensions. The image's version
@@ -160,8 +309,10 @@ fn vendor_release_files(reg: &Registry, names: &[String]) -> Vec<String> {
 }
 
 /// Bake once into a scratch base image, then emit every vendor from it.
-fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
+fn run_vendors(mut args: BakeArgs, image: PathBuf) -> anyhow::Result<Vec<PathBuf>> {
     let reg = Registry::load(args.vendors_dir.as_deref())?;
+    let generic = args.vendor.iter().any(|v| v == GENERIC);
+    args.vendor.retain(|v| v != GENERIC);
     let release_dir = args
         .release_dir
         .clone()
@@ -183,10 +334,12 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     if !out_dir.is_dir() {
         anyhow::bail!("{}: output directory does not exist", out_dir.display());
     }
-    if let (false, Some(p)) = (
-        args.force,
-        platform::existing_outputs(&plan, &out_dir).first(),
-    ) {
+    let generic_out = out_dir.join(GENERIC_IMAGE);
+    let mut existing = platform::existing_outputs(&plan, &out_dir);
+    if generic && std::fs::symlink_metadata(&generic_out).is_ok() {
+        existing.push(generic_out.clone());
+    }
+    if let (false, Some(p)) = (args.force, existing.first()) {
         anyhow::bail!(
             "{}: already exists; pass --force to replace it",
             p.display()
@@ -216,8 +369,12 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     };
     let report = bake::bake(&req)?;
     if let Some(base_plan) = &report.plan {
-        let vendors: Vec<String> = plan.vendors.iter().map(|v| v.name.clone()).collect();
-        return report::print_plan(&report, base_plan, &vendors, args.json.as_deref());
+        let mut vendors: Vec<String> = plan.vendors.iter().map(|v| v.name.clone()).collect();
+        if generic {
+            vendors.insert(0, GENERIC.to_owned());
+        }
+        report::print_plan(&report, base_plan, &vendors, args.json.as_deref())?;
+        return Ok(Vec::new());
     }
     report::print_report(&report);
     let threads = args.threads.unwrap_or_else(|| {
@@ -225,10 +382,28 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let outputs = platform::emit(&plan, &base, &out_dir, work.path(), threads)?;
+    // the plain image is staged beside the vendor outputs before they are renamed in
+    let staged_generic = out_dir.join(format!(
+        "{}{GENERIC_IMAGE}.partial",
+        crate::cleanup::prefix()
+    ));
+    let _generic_guard = crate::cleanup::register(&staged_generic);
+    if generic {
+        let src = std::fs::File::open(&base).with_context(|| base.display().to_string())?;
+        let dst = std::fs::File::create(&staged_generic)
+            .with_context(|| staged_generic.display().to_string())?;
+        crate::disk::sparse::clone_file(&src, &dst)
+            .with_context(|| staged_generic.display().to_string())?;
+    }
+    let mut outputs = platform::emit(&plan, &base, &out_dir, work.path(), threads)?;
+    if generic {
+        std::fs::rename(&staged_generic, &generic_out)
+            .with_context(|| generic_out.display().to_string())?;
+        outputs.insert(0, generic_out);
+    }
     for path in &outputs {
         outln!("wrote {}", path.display());
     }
     drop(work);
-    report::summarize(&outputs, args.json.as_deref())
+    Ok(outputs)
 }

@@ -22,9 +22,12 @@ pub fn default_cache() -> PathBuf {
 
 pub fn options(a: &ReleaseArgs) -> anyhow::Result<FetchOptions> {
     let spec_text = a.release.as_deref().unwrap_or("stable");
-    let spec = spec_text
-        .parse()
-        .with_context(|| format!("--release {spec_text}"))?;
+    let spec = spec_text.parse().with_context(|| {
+        format!(
+            "--release {spec_text}{}",
+            crate::suggest::hint(spec_text, ["alpha", "beta", "stable", "lts", "current"])
+        )
+    })?;
     let arch = a.arch.unwrap_or(crate::arch::Arch::X86_64);
     let mut o = FetchOptions::new(
         spec,
@@ -52,8 +55,8 @@ pub fn options(a: &ReleaseArgs) -> anyhow::Result<FetchOptions> {
 /// Fetch, verify and decompress the release (cached).
 pub fn release(o: &FetchOptions) -> anyhow::Result<FetchedRelease> {
     let r = release::fetch_release(o)?;
-    eprintln!(
-        "flatbake: Flatcar {} ({}, {}) in {}",
+    note!(
+        "Flatcar {} ({}, {}) in {}",
         r.release.version,
         r.release.channel,
         r.release.arch,

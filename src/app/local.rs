@@ -39,8 +39,8 @@ pub fn raw_image(image: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
     let dir = cache.join("local").join(&sha);
     let dest = dir.join(&stem);
     if dest.is_file() {
-        eprintln!(
-            "flatbake: {}: using its decompressed copy {}",
+        note!(
+            "{}: using its decompressed copy {}",
             image.display(),
             dest.display()
         );
@@ -48,11 +48,7 @@ pub fn raw_image(image: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("{}: cannot create the cache directory", dir.display()))?;
-    eprintln!(
-        "flatbake: decompressing {} into {}",
-        image.display(),
-        dest.display()
-    );
+    note!("decompressing {} into {}", image.display(), dest.display());
     decompress::decompress_file(image, &dest, &DecompressOptions::default())?;
     Ok(dest)
 }

@@ -3,6 +3,7 @@
 //! edge; the library below uses `thiserror`.
 
 mod bake;
+mod build;
 mod docs;
 mod fetch;
 mod local;
@@ -13,8 +14,10 @@ use crate::cli::{Cli, Command};
 
 /// Run the command `cli` names (`bake` when none).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::out::set_level(cli.quiet, cli.verbose);
     match cli.command {
         Some(Command::Bake(args)) => bake::run(*args),
+        Some(Command::Build(args)) => build::run(args),
         Some(Command::Fetch {
             release,
             extensions,

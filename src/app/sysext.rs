@@ -82,8 +82,10 @@ pub struct RootfsArgs {
     /// systemd unit file to ship in /usr/lib/systemd/system (repeatable).
     #[arg(long, value_name = "FILE")]
     pub unit: Vec<PathBuf>,
+    /// Version of the sysext (in its file name and extension-release).
     #[arg(long, default_value = "1")]
     pub version: String,
+    /// Architecture: x86-64 or arm64.
     #[arg(long)]
     pub arch: Arch,
     /// ID= of the extension-release (the bundle brings its own root or libraries).
@@ -117,6 +119,7 @@ pub struct ConvertTorcxArgs {
     /// Version [default: from a NAME:VERSION.torcx.tgz file name].
     #[arg(long)]
     pub version: Option<String>,
+    /// Architecture: x86-64 or arm64.
     #[arg(long)]
     pub arch: Arch,
     /// ID= of the extension-release: Torcx images were built against Flatcar's libraries.
@@ -235,6 +238,7 @@ pub struct CreateArgs {
     pub recipe: String,
     /// Upstream version, e.g. 24.0.0.
     pub version: String,
+    /// Architecture: x86-64 or arm64.
     #[arg(long)]
     pub arch: Arch,
     /// ID= of the extension-release [default: the recipe's, usually _any].
@@ -693,6 +697,11 @@ fn bundle(
 }
 
 fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
+    // named before the container image is unpacked, not after
+    let missing = crate::tools::missing(&["patchelf"]);
+    if !missing.is_empty() {
+        bail!("{}", missing.join("; "));
+    }
     bundle(&a.src, "flix", |rootfs, _, tree| {
         let f = crate::sysext::flix::flix(rootfs, &a.src.name, &a.binaries, tree)?;
         eprintln!(

@@ -50,8 +50,9 @@ pub fn apply(
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(facts.mode))
         .map_err(io(&req.output))?;
-    log(&format!("copying {} (sparse)", facts.path.display()));
+    let phase = crate::out::Phase::start(format!("copying {} (sparse)", facts.path.display()));
     sparse::clone_file(&facts.file, tmp.as_file()).map_err(io(&req.output))?;
+    phase.done();
     crate::cleanup::pause_point("copied");
     let backend = req.backend.resolve();
     if plan.replay_journal {
@@ -63,7 +64,7 @@ pub fn apply(
         log("backend: mount (loop device and kernel mounts in a private mount namespace)");
     }
     if !plan.oem.is_empty() {
-        log("editing OEM (btrfs)");
+        let phase = crate::out::Phase::start("editing OEM (btrfs rebuild, check)");
         let oem_work = work.join("oem");
         std::fs::create_dir(&oem_work).map_err(io(&oem_work))?;
         crate::fs::apply_oem(
@@ -74,9 +75,10 @@ pub fn apply(
             &plan.oem,
             &oem_work,
         )?;
+        phase.done();
         crate::cleanup::pause_point("oem");
     }
-    log("editing ROOT (ext4)");
+    let phase = crate::out::Phase::start("editing ROOT (ext4 edit, e2fsck)");
     let root_work = work.join("root");
     std::fs::create_dir(&root_work).map_err(io(&root_work))?;
     crate::fs::apply_root(
@@ -87,6 +89,7 @@ pub fn apply(
         &root_work,
     )?;
     tmp.as_file().sync_all().map_err(io(&req.output))?;
+    phase.done();
     Ok(Applied {
         file: tmp,
         _registered: registered,

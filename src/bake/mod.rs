@@ -141,8 +141,9 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     // from here on the inputs may change: only their checked copies are read
     crate::cleanup::pause_point("checked");
     let applied = apply::apply(req, &facts, &plan, &out_dir, work.path())?;
-    log("verifying the output against the plan");
+    let phase = crate::out::Phase::start("verifying the output against the plan");
     let verified = verify::verify(applied.file.path(), &facts.layout, &plan, work.path())?;
+    phase.done();
     crate::cleanup::pause_point("before-rename");
     let report = BakeReport {
         output: req.output.clone(),
@@ -219,5 +220,5 @@ fn check_output(image: &Path, output: &Path, dir: &Path, force: bool) -> Result<
 }
 
 fn log(msg: &str) {
-    eprintln!("flatbake: {msg}");
+    crate::out::note(format_args!("{msg}"));
 }

@@ -236,11 +236,13 @@ pub fn emit(
     let mut guards = Vec::new();
     let result = (|| -> Result<(), VendorError> {
         for v in &plan.vendors {
-            eprintln!("flatbake: vendor {}", v.name);
+            let phase =
+                crate::out::Phase::start(format!("vendor {}: writing {}", v.name, v.disk_name()));
             for name in staged_names(v) {
                 guards.push(crate::cleanup::register(&stage(out_dir, v, &name).staged));
             }
             outputs.extend(emit_one(plan, v, base, out_dir, work, threads)?);
+            phase.done();
             crate::cleanup::pause_point(&format!("vendor-{}", v.name));
         }
         Ok(())

@@ -34,15 +34,18 @@ pub struct Progress {
 impl Progress {
     /// Starts reporting `label` (e.g. a file name) out of `total` bytes, if known.
     pub fn new(mode: ProgressMode, label: &str, total: Option<u64>) -> Progress {
+        // the name a user knows, not a staging name
+        let label = label.trim_end_matches(".unverified");
         let (bar, log) = match mode {
             ProgressMode::Quiet => (None, None),
+            _ if crate::out::quiet() => (None, None),
             ProgressMode::Auto if std::io::stderr().is_terminal() => {
                 let bar = match total {
                     Some(t) => ProgressBar::new(t),
                     None => ProgressBar::new_spinner(),
                 };
                 let style = ProgressStyle::with_template(
-                    "{msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    "flatbake: {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
                 )
                 .map(|s| s.progress_chars("=> "))
                 .unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -74,7 +77,7 @@ impl Progress {
             if let Ok(mut g) = log.lock() {
                 if g.0.elapsed() >= g.1 {
                     g.0 = Instant::now();
-                    eprintln!("{}", self.line(pos));
+                    eprintln!("flatbake: {}", self.line(pos));
                 }
             }
         }
@@ -102,7 +105,7 @@ impl Progress {
         }
         if self.log.is_some() {
             eprintln!(
-                "{}: done, {:.1} MiB in {:.1}s",
+                "flatbake: {}: done, {:.1} MiB in {:.1}s",
                 self.label,
                 pos as f64 / (1u64 << 20) as f64,
                 self.start.elapsed().as_secs_f64()
