@@ -304,8 +304,14 @@ fn catalogue(m: &Mirror, rootfs: &Path) -> Vec<Case> {
             exe("bin/rke2", "rke2"),
             exe("bin/rke2-killall.sh", "killall"),
             exe("bin/rke2-uninstall.sh", "uninstall"),
-            text("lib/systemd/system/rke2-server.service", "[Service]\n"),
-            text("lib/systemd/system/rke2-agent.service", "[Service]\n"),
+            text(
+                "lib/systemd/system/rke2-server.service",
+                "[Service]\nExecStart=/usr/local/bin/rke2 server\n",
+            ),
+            text(
+                "lib/systemd/system/rke2-agent.service",
+                "[Service]\nExecStart=/usr/local/bin/rke2 agent\n",
+            ),
             text("share/rke2/rke2-cis-sysctl.conf", "x=1\n"),
         ]),
         &format!("{b}/sha256sum-amd64.txt"),
@@ -993,7 +999,19 @@ fn every_recipe_builds_from_its_mirror_and_merges() {
 
     // every image merges, together, and puts its files where the bakery's does
     let images: Vec<(&str, &Path)> = merged.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    // and systemd judges every unit they ship, with the programs the units run and the
+    // host's targets present
+    checks.push(
+        "mkdir -p ROOT/bin ROOT/sbin ROOT/etc/systemd/system; for b in kill sh modprobe; do \
+         cp /bin/true ROOT/bin/$b; cp /bin/true ROOT/sbin/$b; done; \
+         cp /usr/lib/systemd/system/*.target ROOT/etc/systemd/system/; \
+         for u in ROOT/usr/lib/systemd/system/*.service ROOT/usr/local/lib/systemd/system/*.service; do \
+         systemd-analyze verify --root=ROOT $u 2>&1 | sed \"s|^|VERIFY $(basename $u): |\"; done"
+            .into(),
+    );
     let out = sysext_merge(&images, &checks.join("; "));
+    eprintln!("{out}");
+    assert!(!out.contains("VERIFY"), "{out}");
     for n in merged.keys() {
         assert!(out.contains(&format!("'{n}'")), "{n} not merged: {out}");
     }
