@@ -1077,6 +1077,35 @@ fn recipe_inputs_conditions_and_refusals() {
         "has no variable nope",
     );
     refuse(&["keepalived", "v2.3.1"], "--rootfs");
+    let rf = s(&rootfs).to_owned();
+    refuse(
+        &["wasmtime", "v24.0.0", "--rootfs", &rf, "--from-dir"],
+        "applies only to recipes built from an OCI image",
+    );
+    // an image for another architecture is not bundled under this one's label
+    refuse(
+        &[
+            "keepalived",
+            "v2.3.1",
+            "--rootfs",
+            &rf,
+            "--from-dir",
+            "--arch",
+            "arm64",
+        ],
+        "is for another architecture",
+    );
+    // a program the image lacks is named
+    refuse(
+        &[
+            "tilde",
+            "1.1.2",
+            "--rootfs",
+            s(&d.path().join("rootfs/usr")),
+            "--from-dir",
+        ],
+        "not in the image",
+    );
     // a substitution that no longer matches is an error, not a silently wrong unit
     let url = "https://pkgs.tailscale.com/stable/tailscale_1.76.7_amd64.tgz";
     m.with_bare_sum(
@@ -1380,4 +1409,55 @@ fn host_arch() -> &'static str {
         "aarch64" => "arm64",
         other => other,
     }
+}
+
+#[test]
+fn release_runs_unprivileged_and_the_image_is_root_owned() {
+    let m = Mirror::new();
+    let url = format!(
+        "{GH}/bytecodealliance/wasmtime/releases/download/v24.0.0/wasmtime-v24.0.0-x86_64-linux.tar.xz"
+    );
+    let data = txz(&[exe("wasmtime-v24.0.0-x86_64-linux/wasmtime", "wasmtime")]);
+    m.with_github_digest("bytecodealliance/wasmtime", "v24.0.0", &url, &data);
+    let server = Server::serve(m.dir.path());
+    let dir = tempfile::tempdir().expect("tmp");
+    sh(Command::new("chmod").arg("0777").arg(dir.path()));
+    let served = dir.path().join("www");
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(BIN)
+        .args(["sysext", "release", "wasmtime:24.0.0", "--arch", "x86-64"])
+        .arg("--output-dir")
+        .arg(&served)
+        .env("HOME", dir.path())
+        .env("FLATBAKE_RECIPE_MIRROR", &server.url)
+        .output()
+        .expect("setpriv");
+    assert!(
+        o.status.success(),
+        "unprivileged release failed: {}",
+        stderr(&o)
+    );
+    let img = served.join("extensions/wasmtime-v24.0.0-x86-64.raw");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&img).expect("img").uid(), 65534);
+    let l = listing(&img);
+    assert!(
+        l.lines()
+            .filter(|l| l.contains("squashfs-root/"))
+            .all(|l| l.contains(" 0/0 ")),
+        "every file in the image is root's: {l}"
+    );
+    assert!(
+        leftovers(&served.join("extensions"))
+            .iter()
+            .all(|f| !f.contains(".flatbake")),
+        "{:?}",
+        leftovers(&served.join("extensions"))
+    );
+    let out = sysext_merge(
+        &[("wasmtime", &img)],
+        "test -x ROOT/usr/bin/wasmtime && echo RUNS",
+    );
+    assert!(out.contains("RUNS"), "{out}");
 }

@@ -1173,6 +1173,46 @@ fn build_from_image(
             })
             .collect()
     };
+    // the image must be for the architecture the extension is labelled with
+    let progs: Vec<&String> = b.flix.iter().chain(&b.flatwrap).collect();
+    for spec in progs {
+        let src = spec.split(':').next().unwrap_or(spec);
+        let path = super::flix::resolve_in(&fs_dir, src)
+            .filter(|p| p.is_file())
+            .ok_or_else(|| {
+                bad(format!(
+                    "[build] {src}: not in the image {}",
+                    rootfs.display()
+                ))
+            })?;
+        let mut head = [0u8; 20];
+        let got = std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .ok()
+            .filter(|_| head[..4] == *b"\x7fELF")
+            .map(|_| u16::from_le_bytes([head[18], head[19]]));
+        let want = match o.arch {
+            Arch::X86_64 => 62,
+            Arch::Arm64 => 183,
+        };
+        match got {
+            Some(m) if m == want => {}
+            Some(m) => {
+                return Err(bad(format!(
+                    "[build] {src} in {} is for another architecture (ELF machine {m}), not {}: pass --arch or an image for {}",
+                    rootfs.display(),
+                    o.arch,
+                    o.arch
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                    "[build] {src} in {} is not an ELF program",
+                    rootfs.display()
+                )))
+            }
+        }
+    }
     if !b.flix.is_empty() {
         let f = super::flix::flix(&fs_dir, &r.name, &specs(&b.flix)?, root)
             .map_err(|e| bad(e.to_string()))?;
