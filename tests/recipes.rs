@@ -1219,7 +1219,7 @@ fn versions_from_every_kind_of_source() {
 }
 
 #[test]
-fn release_lays_out_a_bakery_that_flatbake_and_sysupdate_read() {
+fn release_lays_out_a_bakery_that_flatbake_lists_and_bakes_from() {
     let m = Mirror::new();
     for arch in ["amd64", "arm64"] {
         kubernetes_artifacts(&m, "v1.32.2", arch);
@@ -1340,6 +1340,31 @@ fn release_lays_out_a_bakery_that_flatbake_and_sysupdate_read() {
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("already released"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(ext.join("SHA256SUMS")).expect("sums"),
+        before
+    );
+    // one failing build publishes nothing of the run: not even the images that built
+    let listing_before = list_files(&served);
+    let o = run(
+        &[
+            "sysext",
+            "release",
+            "wasmtime:v24.0.0",
+            "k3s:v1.33.0+k3s1",
+            "--force",
+            "--output-dir",
+            s(&served),
+        ],
+        &[("FLATBAKE_RECIPE_MIRROR", &server.url)],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("404"), "{}", stderr(&o));
+    let mut after = list_files(&served);
+    let mut was = listing_before.clone();
+    after.sort();
+    was.sort();
+    assert_eq!(after, was);
     assert_eq!(
         std::fs::read_to_string(ext.join("SHA256SUMS")).expect("sums"),
         before
