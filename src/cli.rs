@@ -52,7 +52,8 @@ pub enum Command {
         #[arg(value_name = "NAME:FILE")]
         extensions: Vec<String>,
     },
-    /// Build and check sysext images: pack, create (from a recipe), list, check, butane.
+    /// Build and check sysext images: pack, create (from a recipe), release (the bakery's
+    /// way), list, check, butane.
     Sysext {
         #[command(subcommand)]
         cmd: crate::sysext::cli::SysextCommand,
