@@ -1134,6 +1134,25 @@ fn recipe_inputs_conditions_and_refusals() {
     let url = "https://releases.hashicorp.com/nomad/1.10.0/nomad_1.10.0_linux_amd64.zip";
     m.put(url, &zip(&[exe("nomad", "evil")]));
     refuse(&["nomad", "1.10.0"], "sha256 mismatch");
+    // an archive whose file is a symlink out of it does not put the host's file in the image
+    let url =
+        format!("{GH}/cilium/cilium-cli/releases/download/v0.16.25/cilium-linux-amd64.tar.gz");
+    let evil = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "cilium", "/etc/passwd")
+            .expect("link");
+        let t = b.into_inner().expect("tar");
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&t).expect("gz");
+        e.finish().expect("gz")
+    };
+    m.with_sums(&url, &evil, &format!("{url}.sha256sum"));
+    refuse(&["cilium", "v0.16.25"], "leads out of the archive");
     // a look-up that answers nothing usable names the --set that fixes it
     m.put(
         "https://api.github.com/repos/containernetworking/plugins/releases/latest",

@@ -117,8 +117,31 @@ fn extract(f: &mut std::fs::File, len: u64, e: &Entry, dest: &Path) -> Result<()
     }
     let target = dest.join(rel);
     let kind = e.mode.map(|m| m & 0o170000);
-    if e.name.ends_with('/') || kind == Some(0o040000) {
-        std::fs::create_dir_all(&target)?;
+    let is_dir = e.name.ends_with('/') || kind == Some(0o040000);
+    // directories on the way are made here, and none may be a symlink an earlier entry
+    // planted (`a -> /etc`, then `a/passwd`)
+    let mut at = dest.to_path_buf();
+    let comps: Vec<_> = rel.components().collect();
+    let parents = if is_dir {
+        comps.len()
+    } else {
+        comps.len().saturating_sub(1)
+    };
+    for c in &comps[..parents] {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(bad(format!(
+                    "entry {} goes through {}, which is not a directory",
+                    e.name,
+                    at.display()
+                )))
+            }
+            Err(_) => std::fs::create_dir(&at)?,
+        }
+    }
+    if is_dir {
         return Ok(());
     }
     if e.usize > MAX_ENTRY || e.offset + 30 > len {
@@ -146,9 +169,6 @@ fn extract(f: &mut std::fs::File, len: u64, e: &Entry, dest: &Path) -> Result<()
             )))
         }
     };
-    if let Some(p) = target.parent() {
-        std::fs::create_dir_all(p)?;
-    }
     let _ = std::fs::remove_file(&target);
     let mut buf = Vec::new();
     let is_link = kind == Some(0o120000);
@@ -236,6 +256,30 @@ mod tests {
         let out2 = d.path().join("out2");
         std::fs::create_dir(&out2).unwrap();
         assert!(unpack(&zb, &out2).is_err());
+        // an entry through a symlink an earlier entry planted, or with "..", stays out
+        for (name, script) in [
+            ("slip.zip", "z.writestr('../evil', 'x')"),
+            (
+                "link.zip",
+                "i = zipfile.ZipInfo('a'); i.create_system = 3; i.external_attr = 0o120777 << 16; z.writestr(i, '/tmp'); z.writestr('a/evil-flatbake-zip', 'x')",
+            ),
+        ] {
+            let p = d.path().join(name);
+            let st = std::process::Command::new("python3")
+                .arg("-c")
+                .arg(format!(
+                    "import zipfile\nz = zipfile.ZipFile('{}', 'w')\n{script}\nz.close()",
+                    p.display()
+                ))
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let o = d.path().join(format!("out-{name}"));
+            std::fs::create_dir(&o).unwrap();
+            assert!(unpack(&p, &o).is_err(), "{name}");
+        }
+        assert!(!d.path().join("evil").exists());
+        assert!(!Path::new("/tmp/evil-flatbake-zip").exists());
         std::fs::write(&zb, b"not a zip").unwrap();
         assert!(unpack(&zb, &out2)
             .unwrap_err()

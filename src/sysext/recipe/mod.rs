@@ -1003,6 +1003,7 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
                     };
                     if let Some(dir) = whole {
                         let sd = x.join(dir);
+                        inside(x, &sd).map_err(&bad)?;
                         let dd = root.join(to.trim_end_matches('/'));
                         copy_tree(&sd, &dd, mode).map_err(|e| match e {
                             RecipeError::Io { path, source }
@@ -1021,6 +1022,7 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
                             Some(p) if !p.as_os_str().is_empty() => x.join(p),
                             _ => x.clone(),
                         };
+                        inside(x, &sd).map_err(&bad)?;
                         let mut matched: Vec<PathBuf> = match std::fs::read_dir(&sd) {
                             Ok(rd) => rd
                                 .flatten()
@@ -1047,6 +1049,7 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
                         }
                     } else {
                         let s = x.join(&from);
+                        inside(x, &s).map_err(&bad)?;
                         if !s.is_file() {
                             return Err(bad(format!("{url} has no file {from}")));
                         }
@@ -1113,6 +1116,23 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
     super::fix_dir_modes(&root).map_err(io(&root))?;
     (o.log)(&format!("packing {}", o.output.display()));
     Ok(pack::pack(&root, o.output, &o.pack)?)
+}
+
+/// `path` (which may not exist) does not lead out of the unpacked archive `root` through
+/// a symlink the archive holds (`bin -> /etc`, then `from = "bin/*"`).
+fn inside(root: &Path, path: &Path) -> Result<(), String> {
+    let (Ok(r), Ok(p)) = (root.canonicalize(), path.canonicalize()) else {
+        return Ok(()); // a missing path is reported by the copy that needs it
+    };
+    if p.starts_with(&r) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: leads out of the archive (a symlink to {})",
+            path.strip_prefix(root).unwrap_or(path).display(),
+            p.display()
+        ))
+    }
 }
 
 /// Remove `pattern` (a staged path; `*` in its last part) from the tree; matching nothing
