@@ -1422,13 +1422,11 @@ fn release_lays_out_a_bakery_that_flatbake_lists_and_bakes_from() {
             "--output",
             s(&img),
             "--fetch",
-            "--bakery-url",
-            &bakery.url,
             "--image-cache",
             s(&d.path().join("cache")),
             "kubernetes:kubernetes-v1.32.2-x86-64.raw",
         ],
-        &[],
+        &[("FLATBAKE_BAKERY_URL", &bakery.url)],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let raw = std::fs::read(ext.join("kubernetes-v1.32.2-x86-64.raw")).expect("raw");
