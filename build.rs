@@ -1,5 +1,5 @@
-//! Compiles the data files under `vendors/` into the binary, so adding a vendor is
-//! adding a file.
+//! Compiles the data files under `vendors/` and `recipes/` into the binary, so adding a
+//! vendor or a recipe is adding a file.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -35,4 +35,74 @@ fn main() {
     );
     let dest = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("vendor_files.rs");
     std::fs::write(dest, out).expect("write vendor_files.rs");
+    recipes();
+}
+
+/// `recipes/NAME.toml` and each recipe's static tree `recipes/NAME/files/**`.
+fn recipes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("recipes/ directory")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".toml").map(str::to_owned))
+        .collect();
+    names.sort();
+    let mut out = String::from(
+        "/// `(name, TOML text)` of every recipes/NAME.toml.\npub static RECIPE_FILES: &[(&str, &str)] = &[\n",
+    );
+    let mut trees = String::from(
+        "/// `(recipe, path, content, mode)` of every file under recipes/NAME/files/.\npub static RECIPE_TREES: &[(&str, &str, &[u8], u32)] = &[\n",
+    );
+    for n in &names {
+        let path = dir.join(format!("{n}.toml"));
+        println!("cargo:rerun-if-changed={}", path.display());
+        let _ = writeln!(
+            out,
+            "    ({n:?}, include_str!({:?})),",
+            path.display().to_string()
+        );
+        let files = dir.join(n).join("files");
+        let mut stack = vec![files.clone()];
+        let mut found = Vec::new();
+        while let Some(d) = stack.pop() {
+            println!("cargo:rerun-if-changed={}", d.display());
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.filter_map(|e| e.ok()) {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.is_file() {
+                    found.push(p);
+                }
+            }
+        }
+        found.sort();
+        for p in found {
+            use std::os::unix::fs::PermissionsExt;
+            println!("cargo:rerun-if-changed={}", p.display());
+            let rel = p
+                .strip_prefix(&files)
+                .expect("under files/")
+                .display()
+                .to_string();
+            let exec = std::fs::metadata(&p)
+                .map(|m| m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false);
+            let _ = writeln!(
+                trees,
+                "    ({n:?}, {rel:?}, include_bytes!({:?}), {}),",
+                p.display().to_string(),
+                if exec { "0o755" } else { "0o644" }
+            );
+        }
+    }
+    out.push_str("];\n");
+    trees.push_str("];\n");
+    out.push_str(&trees);
+    let dest = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("recipe_files.rs");
+    std::fs::write(dest, out).expect("write recipe_files.rs");
 }

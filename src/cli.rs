@@ -85,10 +85,10 @@ pub enum Command {
         #[arg(value_name = "NAME:FILE")]
         extensions: Vec<String>,
     },
-    /// Build and check sysext images (pack, create, check, flix, ...).
+    /// Build and check sysext images (pack, create, release, check, flix, ...).
     ///
-    /// Build and check sysext images: pack, create, list, check, butane, convert-torcx,
-    /// flix, flatwrap.
+    /// Build and check sysext images: pack, create (from a recipe), release (the bakery's
+    /// way), list, check, butane, convert-torcx, flix, flatwrap.
     Sysext {
         #[command(subcommand)]
         cmd: crate::app::sysext::SysextCommand,

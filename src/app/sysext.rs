@@ -24,8 +24,14 @@ pub enum SysextCommand {
     Pack(PackArgs),
     /// Download an upstream release with a recipe, verify it, and pack it.
     Create(CreateArgs),
-    /// List the recipes, or the upstream versions of one.
+    /// List the recipes, the upstream versions of one, or (--bakery) what a bakery has
+    /// released.
     List(ListArgs),
+    /// Build extensions the bakery's way: each NAME[:VERSION] (VERSION defaults to
+    /// `latest`) for every architecture its recipe builds, into DIR/extensions/ as a
+    /// self-hosted bakery serves them: the images, SHA256SUMS (global and per extension),
+    /// NAME/NAME.conf and, for recipes that pin a minor, NAME/NAME-vMAJOR.MINOR.conf.
+    Release(ReleaseArgs),
     /// Check sysext images as systemd-sysext would; exits non-zero on any problem.
     Check(CheckArgs),
     /// Print a Butane snippet that installs a sysext image on first boot.
@@ -232,15 +238,34 @@ pub struct RecipeSource {
     pub recipes: Option<PathBuf>,
 }
 
+/// Inputs of a recipe besides its name and version.
+#[derive(Debug, Args, Clone)]
+pub struct RecipeInputs {
+    /// Give a recipe variable (e.g. cni_version=v1.6.0) instead of its default or its
+    /// upstream look-up; see `flatbake sysext list` for each recipe's. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// For recipes built from an OCI image (keepalived, haproxy, ...): the image, as an OCI
+    /// layout directory or a docker save / OCI archive tarball.
+    #[arg(long, value_name = "IMAGE")]
+    pub rootfs: Option<PathBuf>,
+    /// --rootfs is an already extracted directory tree.
+    #[arg(long, requires = "rootfs")]
+    pub from_dir: bool,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct CreateArgs {
     /// Recipe name (see `flatbake sysext list`) or a recipe file (*.toml).
     pub recipe: String,
-    /// Upstream version, e.g. 24.0.0.
+    /// Upstream version as the bakery spells it, e.g. v24.0.0 (the recipe's `v` is added
+    /// when missing).
     pub version: String,
-    /// Architecture: x86-64 or arm64.
+    /// Architecture [default: this machine's].
     #[arg(long)]
-    pub arch: Arch,
+    pub arch: Option<Arch>,
+    #[command(flatten)]
+    pub inputs: RecipeInputs,
     /// ID= of the extension-release [default: the recipe's, usually _any].
     #[arg(long)]
     pub os: Option<String>,
@@ -270,9 +295,46 @@ pub struct CreateArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ListArgs {
     /// A recipe whose upstream versions to list (newest first).
+    #[arg(conflicts_with = "bakery")]
     pub recipe: Option<String>,
+    /// List what a bakery has released (from its extensions/SHA256SUMS) [default URL:
+    /// FLATBAKE_BAKERY_URL, else the Flatcar bakery].
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub bakery: Option<String>,
     #[command(flatten)]
     pub source: RecipeSource,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReleaseArgs {
+    /// Extensions to build, as NAME or NAME:VERSION (VERSION may be `latest`).
+    #[arg(value_name = "NAME[:VERSION]", required = true)]
+    pub extensions: Vec<String>,
+    /// The served directory: files go to DIR/extensions/ (existing SHA256SUMS are updated).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+    /// Build only these architectures [default: every one the recipe builds].
+    #[arg(long = "arch", value_name = "ARCH")]
+    pub arches: Vec<Arch>,
+    /// Base URL the bakery will be served from, written into the sysupdate confs.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_BAKERY)]
+    pub bakery_url: String,
+    /// Expected sha256 of a download, as FILE=HEX (see `create`). Repeatable.
+    #[arg(long, value_name = "FILE=HEX")]
+    pub sha256: Vec<String>,
+    /// Replace images already in DIR/extensions (else a second build of one is refused).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub inputs: RecipeInputs,
+    #[command(flatten)]
+    pub source: RecipeSource,
+    /// Squashfs compressor [default: gzip, as the bakery's mksquashfs].
+    #[arg(long, value_enum)]
+    pub compression: Option<Compression>,
+    /// Timestamp (seconds since 1970) for every file and the image.
+    #[arg(long, value_name = "SECONDS", env = "SOURCE_DATE_EPOCH")]
+    pub source_date_epoch: Option<u32>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -321,6 +383,7 @@ pub fn run(cmd: SysextCommand) -> anyhow::Result<()> {
         SysextCommand::Pack(a) => run_pack(a),
         SysextCommand::Create(a) => run_create(a),
         SysextCommand::List(a) => run_list(a),
+        SysextCommand::Release(a) => run_release(a),
         SysextCommand::Check(a) => run_check(a),
         SysextCommand::Butane(a) => run_butane(a),
         SysextCommand::ConvertTorcx(a) => run_convert_torcx(a),
@@ -425,18 +488,41 @@ fn parse_sums(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// `--arch`, or this machine's architecture.
+pub fn arch_or_host(a: Option<Arch>) -> anyhow::Result<Arch> {
+    match a.or_else(Arch::host) {
+        Some(a) => Ok(a),
+        None => bail!(
+            "this machine's architecture ({}) is not one Flatcar runs on: pass --arch x86-64 or --arch arm64",
+            std::env::consts::ARCH
+        ),
+    }
+}
+
+pub fn parse_set(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    args.iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => bail!("--set '{s}': expected KEY=VALUE"),
+        })
+        .collect()
+}
+
 fn run_create(a: CreateArgs) -> anyhow::Result<()> {
     let variant = match (a.only_docker, a.only_containerd) {
         (true, _) => Some("only-docker"),
         (_, true) => Some("only-containerd"),
         _ => a.variant.as_deref(),
     };
+    let arch = arch_or_host(a.arch)?;
     let r = recipe::load(&a.recipe, a.source.recipes.as_deref())?.select(variant)?;
+    let version = r.spell(&a.version);
     let os = a.os.clone().unwrap_or_else(|| r.os.clone());
-    let opts = pack_options(&r.name, &a.version, a.arch, os, r.reload_manager, &a.image);
+    let opts = pack_options(&r.name, &version, arch, os, r.reload_manager, &a.image);
     let out = output_for(&opts, &a.image);
     let fetcher = Fetcher::new(a.source.mirror.as_deref())?;
     let sums = parse_sums(&a.sha256)?;
+    let set = parse_set(&a.inputs.set)?;
     let work = a
         .work_dir
         .clone()
@@ -445,32 +531,100 @@ fn run_create(a: CreateArgs) -> anyhow::Result<()> {
     let report = recipe::create(
         &r,
         &CreateOptions {
-            version: &a.version,
-            arch: a.arch,
+            version: &version,
+            arch,
             fetcher: &fetcher,
             user_sums: &sums,
             pack: opts.clone(),
             output: &out,
             work_dir: &work,
             log: &log,
+            set: &set,
+            rootfs: a.inputs.rootfs.as_deref().map(|p| (p, a.inputs.from_dir)),
         },
     )?;
     finish(&report, &opts, &a.image)
 }
 
+fn run_release(a: ReleaseArgs) -> anyhow::Result<()> {
+    let fetcher = Fetcher::new(a.source.mirror.as_deref())?;
+    let sums = parse_sums(&a.sha256)?;
+    let set = parse_set(&a.inputs.set)?;
+    let log = |m: &str| eprintln!("{m}");
+    let plan = recipe::release::Plan {
+        out_dir: &a.output_dir,
+        arches: &a.arches,
+        bakery_url: &a.bakery_url,
+        fetcher: &fetcher,
+        recipes_dir: a.source.recipes.as_deref(),
+        user_sums: &sums,
+        set: &set,
+        rootfs: a.inputs.rootfs.as_deref().map(|p| (p, a.inputs.from_dir)),
+        compression: a.compression.unwrap_or(pack::DEFAULT_COMPRESSION),
+        epoch: a.source_date_epoch,
+        force: a.force,
+        log: &log,
+    };
+    let done = recipe::release::release(&plan, &a.extensions)?;
+    for f in &done {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
+
+fn run_list_bakery(url: &str) -> anyhow::Result<()> {
+    let base = if url.is_empty() {
+        crate::release::channel::ReleaseUrls::from_env().bakery
+    } else {
+        url.trim_end_matches('/').to_owned()
+    };
+    let fetcher = Fetcher::new(None)?;
+    let sums_url = format!("{base}/extensions/SHA256SUMS");
+    let text = fetcher.text(&sums_url)?;
+    let listing = recipe::release::parse_released(&text);
+    if listing.is_empty() {
+        bail!("{sums_url}: lists no NAME-VERSION-ARCH.raw image");
+    }
+    for (name, versions) in listing {
+        let v: Vec<String> = versions
+            .iter()
+            .map(|(v, arches)| format!("{v} ({})", arches.join(", ")))
+            .collect();
+        println!("{name:<16} {}", v.join(", "));
+    }
+    Ok(())
+}
+
 fn run_list(a: ListArgs) -> anyhow::Result<()> {
+    if let Some(url) = &a.bakery {
+        return run_list_bakery(url);
+    }
     match &a.recipe {
         None => {
             for n in recipe::names(a.source.recipes.as_deref()) {
                 match recipe::load(&n, a.source.recipes.as_deref()) {
-                    Ok(r) if r.variants.is_empty() => println!("{:<12} {}", r.name, r.description),
-                    Ok(r) => println!(
-                        "{:<12} {} (variants: {})",
-                        r.name,
-                        r.description,
-                        r.variants.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                    Err(e) => println!("{n:<12} (broken: {e})"),
+                    Ok(r) => {
+                        let mut extra = Vec::new();
+                        if !r.variants.is_empty() {
+                            extra.push(format!(
+                                "variants: {}",
+                                r.variants.keys().cloned().collect::<Vec<_>>().join(", ")
+                            ));
+                        }
+                        let settable = r.settable();
+                        if !settable.is_empty() {
+                            extra.push(format!("--set {}", settable.join(", ")));
+                        }
+                        if let Some(b) = &r.build {
+                            extra.push(format!("--rootfs: {}", b.image));
+                        }
+                        if extra.is_empty() {
+                            println!("{:<16} {}", r.name, r.description);
+                        } else {
+                            println!("{:<16} {} ({})", r.name, r.description, extra.join("; "));
+                        }
+                    }
+                    Err(e) => println!("{n:<16} (broken: {e})"),
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! Getting upstream release files for recipes: HTTP(S) downloads (the release module's
 //! downloader: retries, resume) through an
 //! optional mirror, sha256 verification against a checksum file, a GitHub release asset
-//! digest or a pinned value, and unpacking `.tar.gz`/`.tgz`/`.tar.xz` archives.
+//! digest or a pinned value, and unpacking `.tar.gz`/`.tgz`/`.tar.xz`/`.tar.zst` and
+//! `.zip` archives.
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -155,6 +156,8 @@ pub enum ArchiveKind {
     TarGz,
     TarXz,
     Tar,
+    TarZst,
+    Zip,
     /// The download is the file itself.
     Plain,
 }
@@ -166,6 +169,10 @@ impl ArchiveKind {
             ArchiveKind::TarGz
         } else if u.ends_with(".tar.xz") || u.ends_with(".txz") {
             ArchiveKind::TarXz
+        } else if u.ends_with(".tar.zst") || u.ends_with(".tzst") {
+            ArchiveKind::TarZst
+        } else if u.ends_with(".zip") {
+            ArchiveKind::Zip
         } else if u.ends_with(".tar") {
             ArchiveKind::Tar
         } else {
@@ -174,7 +181,7 @@ impl ArchiveKind {
     }
 }
 
-/// Unpack a tar archive into `dest`, refusing entries that would land outside it.
+/// Unpack a tar (or zip) archive into `dest`, refusing entries that would land outside it.
 /// Only regular files, directories and symlinks are extracted; ownership is not kept.
 pub fn unpack(archive: &Path, kind: ArchiveKind, dest: &Path) -> Result<(), FetchError> {
     let name = archive.display().to_string();
@@ -193,6 +200,13 @@ pub fn unpack(archive: &Path, kind: ArchiveKind, dest: &Path) -> Result<(), Fetc
         ArchiveKind::TarGz => Box::new(flate2::read::GzDecoder::new(f)),
         ArchiveKind::TarXz => Box::new(liblzma::read::XzDecoder::new(f)),
         ArchiveKind::Tar => Box::new(f),
+        ArchiveKind::TarZst => {
+            Box::new(zstd::stream::read::Decoder::new(f).map_err(|e| bad(e.to_string()))?)
+        }
+        ArchiveKind::Zip => {
+            drop(f);
+            return super::zip::unpack(archive, dest).map_err(|e| bad(e.to_string()));
+        }
         ArchiveKind::Plain => return Err(bad("not an archive".into())),
     };
     let mut tar = tar::Archive::new(reader);

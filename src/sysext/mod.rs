@@ -22,6 +22,7 @@ pub mod squashfs;
 pub mod sysupdate;
 pub mod target;
 pub mod torcx;
+pub mod zip;
 
 /// Give every directory under (and including) `dir` mode 0755, whatever the umask was
 /// when a staging tree was made (recipes, Torcx conversion).

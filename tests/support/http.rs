@@ -1,5 +1,7 @@
 //! A loopback HTTP/1.1 file server for tests: serves a directory (GET only; a directory's
-//! `index.html` for its own path), answers 404 for anything else, and records every requested path. Nothing reaches the internet.
+//! `index.html` for its own path; for `PATH?QUERY` the file named so, when there is one,
+//! else PATH), answers 404 for anything else, and records every requested path. Nothing
+//! reaches the internet.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -52,6 +54,10 @@ fn handle(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
     let path = target.split('?').next().unwrap_or("/").to_owned();
     log.lock().expect("lock").push(path.clone());
     let mut file = root.join(path.trim_start_matches('/'));
+    let with_query = root.join(target.trim_start_matches('/'));
+    if target.contains('?') && !target.contains("..") && with_query.is_file() {
+        file = with_query;
+    }
     if file.is_dir() {
         file = file.join("index.html");
     }

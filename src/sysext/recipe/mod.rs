@@ -1,13 +1,29 @@
-//! Recipes: TOML data files (`recipes/NAME.toml`, built into the binary) that say where an
-//! upstream release comes from per architecture, how its checksum is verified, which
-//! files go where in the sysext, and which systemd units and `Upholds=` drop-ins ship
-//! with it. `create` runs a recipe and packs the result; `versions` lists upstream
-//! releases.
+//! Recipes: TOML data files (`recipes/NAME.toml`, with an optional static tree
+//! `recipes/NAME/files/`, built into the binary) that say where an upstream release comes
+//! from per architecture, how its checksum is verified, which files go where in the sysext,
+//! and which systemd units and `Upholds=` drop-ins ship with it. `create` runs a recipe and
+//! packs the result; [`versions`] lists upstream releases; [`release`] lays out a
+//! self-hosted bakery.
+//!
+//! Versions are spelled as the Flatcar sysext bakery spells them (`prefix = "v"`: kubernetes
+//! `v1.32.2`, wasmtime `v24.0.0`), so image names match the bakery's; templates see
+//! `{version}` (that spelling), `{bare_version}` (without the prefix) and `{minor}`
+//! (`1.32`). Items may carry `when` (see [`Cond`]): version ranges and variables given or
+//! not. Variables come from `[vars]` (defaults), the command line (`--set KEY=VALUE`), or
+//! `[lookup.KEY]` (a URL read at build time, e.g. the runc version a containerd release
+//! names). After staging, `exclude` removes paths and `[[substitute]]` edits files (a
+//! substitution that matches nothing is an error). `[build]` takes programs from an OCI image
+//! (flix or flatwrap) for extensions whose upstream ships only sources.
 //!
 //! Variants split a recipe into images that can be loaded together or apart (docker's
 //! `only-docker` / `only-containerd`): items (installs, files, symlinks, upholds) carry
 //! an optional `group`, and `[variant.NAME]` lists the groups it keeps (ungrouped items
 //! are always kept) and may rename the extension. [`Recipe::select`] applies one.
+
+pub mod release;
+pub mod versions;
+
+pub use versions::{scan_versions, version_cmp, versions};
 
 use super::fetch::{self, ArchiveKind, FetchError, Fetcher};
 use super::pack::{self, PackError, PackOptions, PackReport};
@@ -17,13 +33,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+include!(concat!(env!("OUT_DIR"), "/recipe_files.rs"));
+
 /// The recipes shipped with flatbake (the files under `recipes/`).
-pub const BUILTIN: &[(&str, &str)] = &[
-    ("docker", include_str!("../../recipes/docker.toml")),
-    ("k3s", include_str!("../../recipes/k3s.toml")),
-    ("kubernetes", include_str!("../../recipes/kubernetes.toml")),
-    ("wasmtime", include_str!("../../recipes/wasmtime.toml")),
-];
+pub const BUILTIN: &[(&str, &str)] = RECIPE_FILES;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +68,62 @@ pub struct Recipe {
     /// Named subsets of the recipe (`flatbake sysext create --variant NAME`).
     #[serde(default, rename = "variant")]
     pub variants: BTreeMap<String, Variant>,
+    /// Variables read from upstream at build time unless given with `--set`.
+    #[serde(default)]
+    pub lookup: BTreeMap<String, Lookup>,
+    /// Paths (templates; `*` in the last part) removed after unpacking.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default, rename = "substitute")]
+    pub substitutes: Vec<Substitute>,
+    /// Also publish `NAME-vMAJOR.MINOR.conf` (sysupdate stays on one minor), as the
+    /// bakery does for kubernetes, k3s and rke2.
+    #[serde(default)]
+    pub sysupdate_minor: bool,
+    /// The programs come from an OCI image (`--rootfs`), not from downloads.
+    #[serde(default)]
+    pub build: Option<Build>,
+    /// `recipes/NAME/files/**`: (path, content, mode), copied first.
+    #[serde(skip)]
+    pub tree: Vec<(String, Vec<u8>, u32)>,
+}
+
+/// `[lookup.KEY]`: the value of `{KEY}` fetched from `url` (a template): the JSON string at
+/// `json` (a top-level key such as `tag_name`), or else the first line of the text.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    pub url: String,
+    #[serde(default)]
+    pub json: Option<String>,
+}
+
+/// `[[substitute]]`: replace `from` by `to` in the staged file `path`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Substitute {
+    pub path: String,
+    pub from: String,
+    pub to: String,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// `[build]`: the image needs a compiler; its programs come from an OCI image the user
+/// builds or pulls (`image` says which), bundled by flix (`flix`: binaries with their
+/// libraries) or flatwrap (`flatwrap`: the whole root filesystem with wrappers).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    /// What the OCI image is (documentation shown by `sysext list`).
+    pub image: String,
+    #[serde(default)]
+    pub flix: Vec<String>,
+    #[serde(default)]
+    pub flatwrap: Vec<String>,
+    /// Directories or files of the image copied as they are (flix only).
+    #[serde(default)]
+    pub resources: Vec<String>,
 }
 
 /// `[variant.NAME]`: keep only the items of `groups` (and the ungrouped ones).
@@ -85,16 +154,37 @@ pub struct Versions {
     pub index: Option<String>,
     #[serde(default)]
     pub pattern: Option<String>,
-    /// Removed from tags (`v24.0.0` → `24.0.0`).
+    /// Removed from tags (containerd's `v2.0.0` → the bakery's `2.0.0`).
     #[serde(default)]
     pub strip_prefix: Option<String>,
+    /// GitHub `OWNER/REPO` whose tags (not releases) are the versions.
+    #[serde(default)]
+    pub github_tags: Option<String>,
+    /// GitLab `HOST/PROJECT_ID` whose tags are the versions.
+    #[serde(default)]
+    pub gitlab: Option<String>,
+    /// HashiCorp product name, listed through the releases index API.
+    #[serde(default)]
+    pub hashicorp: Option<String>,
+    /// The bakery's spelling starts with this (`v`): added to a version given without it.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Only versions matching this glob (`*` for any run) are listed.
+    #[serde(default)]
+    pub glob: Option<String>,
+    /// `latest` means the newest patch of each of this many newest minors.
+    #[serde(default)]
+    pub latest_minors: Option<usize>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Download {
-    /// URL template; `.tar.gz`, `.tgz`, `.tar.xz` are unpacked, anything else is a file.
+    /// URL template; `.tar.gz`, `.tgz`, `.tar.xz`, `.tar.zst`, `.zip` are unpacked,
+    /// anything else is a file.
     pub url: String,
+    #[serde(default)]
+    pub when: Option<String>,
     pub checksum: Checksum,
     pub install: Vec<Install>,
 }
@@ -133,6 +223,8 @@ pub struct Install {
     /// Variant group (see [`Variant`]).
     #[serde(default)]
     pub group: Option<String>,
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -140,10 +232,15 @@ pub struct Install {
 pub struct InlineFile {
     pub path: String,
     pub content: String,
+    /// Expand `{var}` templates in `content`.
+    #[serde(default)]
+    pub template: bool,
     #[serde(default)]
     pub mode: Option<String>,
     #[serde(default)]
     pub group: Option<String>,
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -153,6 +250,8 @@ pub struct Symlink {
     pub target: String,
     #[serde(default)]
     pub group: Option<String>,
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// `usr/lib/systemd/system/TARGET.d/10-NAME-UNIT.conf` with `[Unit] Upholds=UNIT`: the
@@ -164,6 +263,8 @@ pub struct Upholds {
     pub unit: String,
     #[serde(default)]
     pub group: Option<String>,
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -279,16 +380,124 @@ impl Recipe {
                 return Err(format!("[variant.{v}]: no item is in group '{g}'"));
             }
         }
-        match (&self.versions.github, &self.versions.index, &self.versions.pattern) {
-            (Some(_), None, None) => {}
-            (None, Some(_), Some(p)) if p.contains("{version}") => {}
-            _ => {
-                return Err(
-                    "[versions]: give github = OWNER/REPO, or index = URL with pattern = '...{version}...'".into()
-                )
+        let v = &self.versions;
+        let sources = [
+            v.github.is_some(),
+            v.github_tags.is_some(),
+            v.gitlab.is_some(),
+            v.hashicorp.is_some(),
+            v.index.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if sources != 1
+            || v.index.is_some() != v.pattern.is_some()
+            || v.pattern
+                .as_deref()
+                .is_some_and(|p| !p.contains("{version}"))
+        {
+            return Err(
+                "[versions]: give one of github, github_tags, gitlab (HOST/ID), hashicorp, or index = URL with pattern = '...{version}...'".into(),
+            );
+        }
+        for w in self.conds() {
+            Cond::parse(w)?;
+        }
+        if let Some(b) = &self.build {
+            if b.flix.is_empty() == b.flatwrap.is_empty() {
+                return Err("[build]: give flix = [...] or flatwrap = [...]".into());
             }
         }
+        for x in &self.substitutes {
+            check_dest(&x.path)?;
+            if x.from.is_empty() {
+                return Err(format!("substitute in {}: from is empty", x.path));
+            }
+        }
+        for x in &self.exclude {
+            check_dest(x)?;
+        }
         Ok(())
+    }
+
+    fn conds(&self) -> Vec<&str> {
+        let mut w: Vec<&Option<String>> = Vec::new();
+        for d in &self.downloads {
+            w.push(&d.when);
+            w.extend(d.install.iter().map(|i| &i.when));
+        }
+        w.extend(self.files.iter().map(|f| &f.when));
+        w.extend(self.symlinks.iter().map(|f| &f.when));
+        w.extend(self.upholds.iter().map(|f| &f.when));
+        w.extend(self.substitutes.iter().map(|f| &f.when));
+        w.into_iter().flatten().map(String::as_str).collect()
+    }
+
+    /// The version as the bakery spells it: the recipe's prefix added when missing.
+    pub fn spell(&self, version: &str) -> String {
+        match self.versions.prefix.as_deref() {
+            Some(p) if !version.starts_with(p) => format!("{p}{version}"),
+            _ => version.to_owned(),
+        }
+    }
+
+    /// The recipe for one build: items whose `when` does not hold dropped.
+    pub fn resolve(&self, vars: &BTreeMap<String, String>) -> Result<Recipe, RecipeError> {
+        let bad = |e: String| RecipeError::Invalid(self.name.clone(), e);
+        let holds = |w: &Option<String>| -> Result<bool, RecipeError> {
+            match w {
+                None => Ok(true),
+                Some(w) => Ok(Cond::parse(w).map_err(bad)?.holds(vars)),
+            }
+        };
+        let mut r = self.clone();
+        let mut downloads = Vec::new();
+        for mut d in r.downloads {
+            if !holds(&d.when)? {
+                continue;
+            }
+            let mut keep = Vec::new();
+            for i in d.install {
+                if holds(&i.when)? {
+                    keep.push(i);
+                }
+            }
+            d.install = keep;
+            if !d.install.is_empty() {
+                downloads.push(d);
+            }
+        }
+        r.downloads = downloads;
+        let mut files = Vec::new();
+        for f in r.files {
+            if holds(&f.when)? {
+                files.push(f);
+            }
+        }
+        r.files = files;
+        let mut links = Vec::new();
+        for f in r.symlinks {
+            if holds(&f.when)? {
+                links.push(f);
+            }
+        }
+        r.symlinks = links;
+        let mut up = Vec::new();
+        for f in r.upholds {
+            if holds(&f.when)? {
+                up.push(f);
+            }
+        }
+        r.upholds = up;
+        let mut subs = Vec::new();
+        for f in r.substitutes {
+            if holds(&f.when)? {
+                subs.push(f);
+            }
+        }
+        r.substitutes = subs;
+        Ok(r)
     }
 
     /// Every group named by an item.
@@ -357,10 +566,74 @@ impl Recipe {
         })?;
         let mut v = self.vars.clone();
         v.extend(per.iter().map(|(k, x)| (k.clone(), x.clone())));
-        v.insert("version".into(), version.to_owned());
+        let version = self.spell(version);
+        let bare = match self.versions.prefix.as_deref() {
+            Some(p) => version.strip_prefix(p).unwrap_or(&version).to_owned(),
+            None => version.clone(),
+        };
+        v.insert("minor".into(), versions::minor(&bare));
+        v.insert("bare_version".into(), bare);
+        v.insert("version".into(), version);
         v.insert("name".into(), self.name.clone());
         v.insert("systemd_arch".into(), arch.systemd_name().to_owned());
         Ok(v)
+    }
+}
+
+/// A `when` condition: clauses joined by `,`, all of which must hold. A clause compares
+/// the version (`>= 0.14.0`, `< v0.15.0`, `== 1.2`, `!= 1.2`; a leading `v` is ignored) or
+/// asks for a variable (`set with_cni`, `unset with_cni`; empty counts as unset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cond(Vec<Clause>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Clause {
+    Version(String, String),
+    Set(String, bool),
+}
+
+impl Cond {
+    pub fn parse(w: &str) -> Result<Cond, String> {
+        let mut out = Vec::new();
+        for c in w.split(',').map(str::trim) {
+            if let Some(v) = c.strip_prefix("unset ") {
+                out.push(Clause::Set(v.trim().to_owned(), false));
+            } else if let Some(v) = c.strip_prefix("set ") {
+                out.push(Clause::Set(v.trim().to_owned(), true));
+            } else {
+                let op = ["<=", ">=", "==", "!=", "<", ">"]
+                    .into_iter()
+                    .find(|o| c.starts_with(o))
+                    .ok_or_else(|| {
+                        format!("when '{w}': expected '>= VERSION', '< VERSION', 'set VAR' ... joined by ','")
+                    })?;
+                let v = c[op.len()..].trim();
+                if v.is_empty() {
+                    return Err(format!("when '{w}': no version after {op}"));
+                }
+                out.push(Clause::Version(op.to_owned(), v.to_owned()));
+            }
+        }
+        Ok(Cond(out))
+    }
+
+    pub fn holds(&self, vars: &BTreeMap<String, String>) -> bool {
+        use std::cmp::Ordering::*;
+        let version = vars.get("version").map(String::as_str).unwrap_or("");
+        self.0.iter().all(|c| match c {
+            Clause::Set(k, want) => vars.get(k).is_some_and(|v| !v.is_empty()) == *want,
+            Clause::Version(op, v) => {
+                let o = version_cmp(version, v);
+                match op.as_str() {
+                    "<" => o == Less,
+                    "<=" => o != Greater,
+                    ">" => o == Greater,
+                    ">=" => o != Less,
+                    "==" => o == Equal,
+                    _ => o != Equal,
+                }
+            }
+        })
     }
 }
 
@@ -371,7 +644,8 @@ fn parse_mode(m: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("mode '{m}' is not octal like \"0755\""))
 }
 
-/// A destination inside the sysext: relative, under `usr/` or `opt/`, no `..`.
+/// A destination inside the sysext: relative, under `usr/` or `opt/` (or one of them
+/// itself, as `usr/`, for a directory's content), no `..`.
 fn check_dest(p: &str) -> Result<(), String> {
     let path = Path::new(p);
     if path
@@ -384,7 +658,8 @@ fn check_dest(p: &str) -> Result<(), String> {
     }
     match path.components().next() {
         Some(Component::Normal(t))
-            if pack::MERGED_TOPS.iter().any(|m| t == *m) && path.components().count() > 1 =>
+            if pack::MERGED_TOPS.iter().any(|m| t == *m)
+                && (path.components().count() > 1 || p.ends_with('/')) =>
         {
             Ok(())
         }
@@ -416,26 +691,83 @@ pub fn expand(template: &str, vars: &BTreeMap<String, String>) -> Result<String,
 }
 
 /// Where recipes are looked up: a directory (overriding the built-in ones) or built-ins.
+/// A recipe's static tree is `NAME/files/` beside its TOML file.
 pub fn load(name_or_path: &str, dir: Option<&Path>) -> Result<Recipe, RecipeError> {
     let as_path = Path::new(name_or_path);
     if name_or_path.ends_with(".toml") {
         let text = crate::input::read_text(as_path, crate::input::TEXT_CAP).map_err(io(as_path))?;
-        return Recipe::parse(&text, name_or_path);
+        let mut r = Recipe::parse(&text, name_or_path)?;
+        let stem = as_path.with_extension("");
+        r.tree = read_tree(&stem.join("files"))?;
+        return Ok(r);
     }
     if let Some(d) = dir {
         let p = d.join(format!("{name_or_path}.toml"));
         if p.is_file() {
             let text = crate::input::read_text(&p, crate::input::TEXT_CAP).map_err(io(&p))?;
-            return Recipe::parse(&text, &p.display().to_string());
+            let mut r = Recipe::parse(&text, &p.display().to_string())?;
+            r.tree = read_tree(&d.join(name_or_path).join("files"))?;
+            return Ok(r);
         }
     }
     match BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
-        Some((n, text)) => Recipe::parse(text, n),
+        Some((n, text)) => {
+            let mut r = Recipe::parse(text, n)?;
+            r.tree = RECIPE_TREES
+                .iter()
+                .filter(|(rn, ..)| rn == n)
+                .map(|(_, p, c, m)| ((*p).to_owned(), c.to_vec(), *m))
+                .collect();
+            Ok(r)
+        }
         None => Err(RecipeError::Unknown(
             name_or_path.to_owned(),
             names(dir).join(", "),
         )),
     }
+}
+
+/// Files under a recipe's `files/` directory (none when it does not exist); only regular
+/// files, at most 1000, each at most 1 MiB, paths under usr/ or opt/.
+fn read_tree(root: &Path) -> Result<Vec<(String, Vec<u8>, u32)>, RecipeError> {
+    let mut out = Vec::new();
+    if !root.is_dir() {
+        return Ok(out);
+    }
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(io(&d))? {
+            let e = e.map_err(io(&d))?;
+            let p = e.path();
+            let ft = e.file_type().map_err(io(&p))?;
+            if ft.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(root)
+                .map(|r| r.display().to_string())
+                .unwrap_or_default();
+            if !ft.is_file() || out.len() >= 1000 {
+                return Err(RecipeError::Invalid(
+                    root.display().to_string(),
+                    format!("{rel}: only up to 1000 regular files belong in files/"),
+                ));
+            }
+            check_dest(&rel).map_err(|e| RecipeError::Invalid(root.display().to_string(), e))?;
+            let data = crate::input::read_text(&p, 1 << 20)
+                .map(String::into_bytes)
+                .map_err(io(&p))?;
+            let mode = if e.metadata().map_err(io(&p))?.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            out.push((rel, data, mode));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Names of every known recipe.
@@ -468,16 +800,135 @@ pub struct CreateOptions<'a> {
     pub work_dir: &'a Path,
     /// Progress messages (stderr in the CLI).
     pub log: &'a dyn Fn(&str),
+    /// `--set KEY=VALUE`: variables given on the command line.
+    pub set: &'a [(String, String)],
+    /// The OCI image (or with the flag, an extracted tree) of a `[build]` recipe.
+    pub rootfs: Option<(&'a Path, bool)>,
+}
+
+/// Template variables of one build: the recipe's, then `--set`, then lookups.
+pub fn build_vars(
+    r: &Recipe,
+    o: &CreateOptions<'_>,
+) -> Result<BTreeMap<String, String>, RecipeError> {
+    let bad = |what: String| RecipeError::Invalid(r.name.clone(), what);
+    let mut vars = r.vars(o.version, o.arch)?;
+    for (k, v) in o.set {
+        if !r.vars.contains_key(k) && !r.lookup.contains_key(k) && !r.conds_mention(k) {
+            return Err(bad(format!(
+                "--set {k}: the recipe has no variable {k} (it has {})",
+                r.settable().join(", ")
+            )));
+        }
+        if !is_token(v) {
+            return Err(bad(format!(
+                "--set {k}={v}: a value is letters, digits and . _ + - (under 100 characters)"
+            )));
+        }
+        vars.insert(k.clone(), v.clone());
+    }
+    for (k, l) in &r.lookup {
+        if o.set.iter().any(|(s, _)| s == k) {
+            continue;
+        }
+        let url = expand(&l.url, &vars).map_err(bad)?;
+        let text = o.fetcher.text(&url)?;
+        let value = match &l.json {
+            Some(key) => serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|j| j.get(key).and_then(|v| v.as_str()).map(str::to_owned)),
+            None => text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .map(str::to_owned),
+        };
+        let value = value
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() < 100
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+            })
+            .ok_or_else(|| {
+                bad(format!(
+                    "{}: no usable value for {{{k}}}; pass --set {k}=VALUE",
+                    o.fetcher.resolve(&url)
+                ))
+            })?;
+        (o.log)(&format!("{k} = {value} (from {})", o.fetcher.resolve(&url)));
+        vars.insert(k.clone(), value);
+    }
+    Ok(vars)
+}
+
+/// A variable's value as it may go into URLs and file names.
+fn is_token(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() < 100
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+}
+
+impl Recipe {
+    fn conds_mention(&self, k: &str) -> bool {
+        self.conds()
+            .iter()
+            .any(|w| w.split(',').any(|c| c.split_whitespace().nth(1) == Some(k)))
+    }
+
+    /// Variables `--set` may give.
+    pub fn settable(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .vars
+            .keys()
+            .chain(self.lookup.keys())
+            .cloned()
+            .collect();
+        for w in self.conds() {
+            for c in w.split(',') {
+                let mut it = c.split_whitespace();
+                if let (Some("set" | "unset"), Some(k)) = (it.next(), it.next()) {
+                    v.push(k.to_owned());
+                }
+            }
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 /// Download, verify, stage and pack.
 pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeError> {
     let bad = |what: String| RecipeError::Invalid(r.name.clone(), what);
-    let vars = r.vars(o.version, o.arch)?;
     pack::validate(&o.pack)?;
+    if r.build.is_none() && o.rootfs.is_some() {
+        return Err(bad(
+            "downloads its programs: --rootfs applies only to recipes built from an OCI image"
+                .into(),
+        ));
+    }
+    if r.build.is_some() && o.rootfs.is_none() {
+        return Err(bad(format!(
+            "builds from an OCI image ({}): pass --rootfs IMAGE",
+            r.build.as_ref().map(|b| b.image.as_str()).unwrap_or("")
+        )));
+    }
+    let vars = build_vars(r, o)?;
+    let r = &r.resolve(&vars)?;
     let work = crate::cleanup::temp_dir(o.work_dir, "recipe-").map_err(io(o.work_dir))?;
     let root = work.path().join("root");
     std::fs::create_dir(&root).map_err(io(&root))?;
+    for (path, data, mode) in &r.tree {
+        let p = root.join(path);
+        mkparent(&p)?;
+        std::fs::write(&p, data).map_err(io(&p))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).map_err(io(&p))?;
+    }
+    if let (Some(b), Some((rootfs, from_dir))) = (&r.build, o.rootfs) {
+        build_from_image(r, b, rootfs, from_dir, &root, work.path(), o)?;
+    }
     for (i, d) in r.downloads.iter().enumerate() {
         let url = expand(&d.url, &vars).map_err(bad)?;
         let file = url
@@ -549,6 +1000,7 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
                     };
                     if let Some(dir) = whole {
                         let sd = x.join(dir);
+                        inside(x, &sd).map_err(&bad)?;
                         let dd = root.join(to.trim_end_matches('/'));
                         copy_tree(&sd, &dd, mode).map_err(|e| match e {
                             RecipeError::Io { path, source }
@@ -567,6 +1019,7 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
                             Some(p) if !p.as_os_str().is_empty() => x.join(p),
                             _ => x.clone(),
                         };
+                        inside(x, &sd).map_err(&bad)?;
                         let mut matched: Vec<PathBuf> = match std::fs::read_dir(&sd) {
                             Ok(rd) => rd
                                 .flatten()
@@ -593,6 +1046,7 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
                         }
                     } else {
                         let s = x.join(&from);
+                        inside(x, &s).map_err(&bad)?;
                         if !s.is_file() {
                             return Err(bad(format!("{url} has no file {from}")));
                         }
@@ -609,7 +1063,12 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
     for f in &r.files {
         let p = root.join(&f.path);
         mkparent(&p)?;
-        std::fs::write(&p, &f.content).map_err(io(&p))?;
+        let content = if f.template {
+            expand(&f.content, &vars).map_err(bad)?
+        } else {
+            f.content.clone()
+        };
+        std::fs::write(&p, content).map_err(io(&p))?;
         let mode = f
             .mode
             .as_deref()
@@ -633,9 +1092,184 @@ pub fn create(r: &Recipe, o: &CreateOptions<'_>) -> Result<PackReport, RecipeErr
         let _ = std::fs::remove_file(&p);
         std::os::unix::fs::symlink(&s.target, &p).map_err(io(&p))?;
     }
+    for x in &r.exclude {
+        let x = expand(x, &vars).map_err(bad)?;
+        exclude(&root, &x).map_err(bad)?;
+    }
+    for x in &r.substitutes {
+        let path = expand(&x.path, &vars).map_err(bad)?;
+        let p = root.join(&path);
+        let text =
+            std::fs::read_to_string(&p).map_err(|e| bad(format!("substitute: {path}: {e}")))?;
+        let from = expand(&x.from, &vars).map_err(bad)?;
+        if !text.contains(&from) {
+            return Err(bad(format!(
+                "substitute: {path} has no '{from}' (upstream changed it: the recipe needs updating)"
+            )));
+        }
+        let to = expand(&x.to, &vars).map_err(bad)?;
+        std::fs::write(&p, text.replace(&from, &to)).map_err(io(&p))?;
+    }
     super::fix_dir_modes(&root).map_err(io(&root))?;
     (o.log)(&format!("packing {}", o.output.display()));
     Ok(pack::pack(&root, o.output, &o.pack)?)
+}
+
+/// `path` (which may not exist) does not lead out of the unpacked archive `root` through
+/// a symlink the archive holds (`bin -> /etc`, then `from = "bin/*"`).
+fn inside(root: &Path, path: &Path) -> Result<(), String> {
+    let (Ok(r), Ok(p)) = (root.canonicalize(), path.canonicalize()) else {
+        return Ok(()); // a missing path is reported by the copy that needs it
+    };
+    if p.starts_with(&r) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: leads out of the archive (a symlink to {})",
+            path.strip_prefix(root).unwrap_or(path).display(),
+            p.display()
+        ))
+    }
+}
+
+/// Remove `pattern` (a staged path; `*` in its last part) from the tree; matching nothing
+/// is an error, so a recipe notices when upstream moved a file.
+fn exclude(root: &Path, pattern: &str) -> Result<(), String> {
+    let p = Path::new(pattern);
+    let (dir, last) = match (p.parent(), p.file_name().and_then(|f| f.to_str())) {
+        (Some(d), Some(l)) => (root.join(d), l),
+        _ => return Err(format!("exclude '{pattern}': not a path")),
+    };
+    let mut hit = false;
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            if e.file_name().to_str().is_some_and(|n| glob_match(last, n)) {
+                let path = e.path();
+                let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                r.map_err(|err| format!("exclude {}: {err}", path.display()))?;
+                hit = true;
+            }
+        }
+    }
+    if !hit {
+        return Err(format!(
+            "exclude '{pattern}': nothing matches (upstream changed its layout: the recipe needs updating)"
+        ));
+    }
+    Ok(())
+}
+
+/// `[build]`: extract the OCI image (or take the tree) and bundle its programs into `root`.
+fn build_from_image(
+    r: &Recipe,
+    b: &Build,
+    rootfs: &Path,
+    from_dir: bool,
+    root: &Path,
+    work: &Path,
+    o: &CreateOptions<'_>,
+) -> Result<(), RecipeError> {
+    let bad = |what: String| RecipeError::Invalid(r.name.clone(), what);
+    let (fs_dir, ours) = if from_dir {
+        (rootfs.to_owned(), false)
+    } else {
+        let x = work.join("rootfs");
+        (o.log)(&format!("extracting {}", rootfs.display()));
+        super::oci::extract(rootfs, &x, work).map_err(|e| bad(e.to_string()))?;
+        (x, true)
+    };
+    let specs = |v: &[String]| -> Result<Vec<super::flix::BinSpec>, RecipeError> {
+        v.iter()
+            .map(|s| {
+                s.parse::<super::flix::BinSpec>()
+                    .map_err(|e| bad(format!("[build] {s}: {e}")))
+            })
+            .collect()
+    };
+    // the image must be for the architecture the extension is labelled with
+    let progs: Vec<&String> = b.flix.iter().chain(&b.flatwrap).collect();
+    for spec in progs {
+        let src = spec.split(':').next().unwrap_or(spec);
+        let path = super::flix::resolve_in(&fs_dir, src)
+            .filter(|p| p.is_file())
+            .ok_or_else(|| {
+                bad(format!(
+                    "[build] {src}: not in the image {}",
+                    rootfs.display()
+                ))
+            })?;
+        let mut head = [0u8; 20];
+        let got = std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .ok()
+            .filter(|_| head[..4] == *b"\x7fELF")
+            .map(|_| u16::from_le_bytes([head[18], head[19]]));
+        let want = match o.arch {
+            Arch::X86_64 => 62,
+            Arch::Arm64 => 183,
+        };
+        match got {
+            Some(m) if m == want => {}
+            Some(m) => {
+                return Err(bad(format!(
+                    "[build] {src} in {} is for another architecture (ELF machine {m}), not {}: pass --arch or an image for {}",
+                    rootfs.display(),
+                    o.arch,
+                    o.arch
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                    "[build] {src} in {} is not an ELF program",
+                    rootfs.display()
+                )))
+            }
+        }
+    }
+    if !b.flix.is_empty() {
+        let f = super::flix::flix(&fs_dir, &r.name, &specs(&b.flix)?, root)
+            .map_err(|e| bad(e.to_string()))?;
+        (o.log)(&format!(
+            "flixed {} into {}",
+            f.binaries.join(", "),
+            f.prefix
+        ));
+        for res in &b.resources {
+            let src = super::flix::resolve_in(&fs_dir, res)
+                .filter(|p| p.exists())
+                .ok_or_else(|| bad(format!("[build] resource {res}: not in the image")))?;
+            let dst = root.join(res.trim_start_matches('/'));
+            if src.is_dir() {
+                copy_tree(&src, &dst, None)?;
+            } else {
+                copy_file(&src, &dst, None)?;
+            }
+        }
+    } else {
+        let w = super::flatwrap::flatwrap(
+            &fs_dir,
+            ours,
+            &super::flatwrap::Options {
+                name: r.name.clone(),
+                entries: specs(&b.flatwrap)?,
+                etc: super::flatwrap::Map::Host,
+                var: super::flatwrap::Map::Host,
+                home: super::flatwrap::Map::Host,
+            },
+            root,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        (o.log)(&format!(
+            "wrapped {} around {}/rootfs",
+            w.wrappers.join(", "),
+            w.prefix
+        ));
+    }
+    Ok(())
 }
 
 fn expected_sum(
@@ -766,95 +1400,6 @@ fn copy_tree(src: &Path, dst: &Path, mode: Option<u32>) -> Result<(), RecipeErro
     Ok(())
 }
 
-/// Upstream versions usable as sysext versions (no `-`), newest first.
-pub fn versions(r: &Recipe, fetcher: &Fetcher) -> Result<Vec<String>, RecipeError> {
-    let strip = r.versions.strip_prefix.as_deref().unwrap_or("");
-    let mut out: Vec<String> = if let Some(repo) = &r.versions.github {
-        let url = format!("https://api.github.com/repos/{repo}/releases?per_page=100");
-        let json = fetcher.text(&url)?;
-        let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| {
-            RecipeError::Invalid(
-                r.name.clone(),
-                format!("{}: not GitHub releases JSON: {e}", fetcher.resolve(&url)),
-            )
-        })?;
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|rel| {
-                        !rel.get("draft").and_then(|d| d.as_bool()).unwrap_or(false)
-                            && !rel
-                                .get("prerelease")
-                                .and_then(|d| d.as_bool())
-                                .unwrap_or(false)
-                    })
-                    .filter_map(|rel| rel.get("tag_name").and_then(|t| t.as_str()))
-                    .map(|t| t.strip_prefix(strip).unwrap_or(t).to_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    } else if let (Some(index), Some(pattern)) = (&r.versions.index, &r.versions.pattern) {
-        let text = fetcher.text(index)?;
-        scan_versions(&text, pattern)
-            .into_iter()
-            .map(|t| t.strip_prefix(strip).unwrap_or(&t).to_owned())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    out.retain(|v| !v.is_empty() && !v.contains('-') && !v.contains('/'));
-    out.sort_by(|a, b| version_cmp(b, a));
-    out.dedup();
-    Ok(out)
-}
-
-/// Every `{version}` matched by `pattern` (e.g. `docker-{version}.tgz`) in `text`.
-pub fn scan_versions(text: &str, pattern: &str) -> Vec<String> {
-    let Some((pre, post)) = pattern.split_once("{version}") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(i) = rest.find(pre) {
-        let after = &rest[i + pre.len()..];
-        let n = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || ".+_-".contains(c)))
-            .unwrap_or(after.len());
-        // the version must be followed by `post`; back off to the longest prefix that is
-        let cand = &after[..n];
-        let mut found = None;
-        for end in (1..=cand.len()).rev() {
-            if after[end..].starts_with(post)
-                && cand[..end].starts_with(|c: char| c.is_ascii_digit())
-            {
-                found = Some(&cand[..end]);
-                break;
-            }
-        }
-        if let Some(v) = found {
-            out.push(v.to_owned());
-        }
-        rest = after;
-        if rest.is_empty() {
-            break;
-        }
-    }
-    out
-}
-
-/// Compare dotted versions numerically where the parts are numbers.
-pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let parts = |s: &str| -> Vec<(u64, String)> {
-        s.split(['.', '+'])
-            .map(|p| {
-                let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
-                (digits.parse().unwrap_or(0), p[digits.len()..].to_owned())
-            })
-            .collect()
-    };
-    parts(a).cmp(&parts(b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -864,8 +1409,16 @@ mod tests {
         for (n, text) in BUILTIN {
             let r = Recipe::parse(text, n).unwrap_or_else(|e| panic!("{n}: {e}"));
             assert_eq!(&r.name, n);
+            assert!(r.arch.len() == 2, "{n}: builds both architectures");
             for a in [Arch::X86_64, Arch::Arm64] {
-                let vars = r.vars("1.2.3", a).unwrap();
+                let mut vars = r.vars("1.2.3", a).unwrap();
+                for k in r.settable() {
+                    vars.entry(k).or_insert_with(|| "v9.9.9".into());
+                }
+                let r = r.resolve(&vars).unwrap();
+                for f in r.files.iter().filter(|f| f.template) {
+                    expand(&f.content, &vars).unwrap_or_else(|e| panic!("{n}: {e}"));
+                }
                 for d in &r.downloads {
                     expand(&d.url, &vars).unwrap_or_else(|e| panic!("{n}: {e}"));
                     if let Some(s) = &d.checksum.sums {
@@ -880,6 +1433,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn conditions() {
+        let mut v = BTreeMap::new();
+        v.insert("version".to_owned(), "v0.14.2".to_owned());
+        let c = |w: &str| Cond::parse(w).unwrap().holds(&v);
+        assert!(c(">= 0.14.0") && c(">=v0.14.0") && !c("< 0.14.0") && c("< 0.15.0"));
+        assert!(c(">= 0.14.0, < 0.15.0") && !c(">= 0.14.0, < 0.14.1"));
+        assert!(c("== 0.14.2") && c("!= 0.14.1") && c("unset with_cni") && !c("set with_cni"));
+        v.insert("with_cni".to_owned(), "v1.6.0".to_owned());
+        assert!(Cond::parse("set with_cni").unwrap().holds(&v));
+        assert!(Cond::parse("~ 1").is_err() && Cond::parse(">=").is_err());
+        // the bakery's spelling: a v added where the recipe's versions carry one
+        let k = load("kubernetes", None).unwrap();
+        assert_eq!(k.spell("1.32.2"), "v1.32.2");
+        assert_eq!(k.spell("v1.32.2"), "v1.32.2");
+        let vars = k.vars("1.32.2", Arch::X86_64).unwrap();
+        assert_eq!(vars["bare_version"], "1.32.2");
+        assert_eq!(vars["minor"], "1.32");
+        assert!(
+            !k.tree.is_empty(),
+            "kubernetes ships its units from recipes/kubernetes/files"
+        );
     }
 
     #[test]
