@@ -77,7 +77,7 @@ pub fn list_vendors(dir: Option<&Path>) -> anyhow::Result<()> {
                 "{:<16} {:<8} {:<12} {:<8} {}",
                 v.name,
                 v.layout.as_deref().unwrap_or("-"),
-                v.disk_format.as_deref().unwrap_or("-"),
+                v.disk_format.map(|f| f.as_str()).unwrap_or("-"),
                 v.oem_id.as_deref().unwrap_or("-"),
                 v.description
             ),
