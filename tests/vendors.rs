@@ -927,7 +927,11 @@ fn launch(script: &Path, uname: &str, args: &[&str]) -> Result<(Vec<String>, Str
     let _ = std::fs::remove_file(&out);
     let home = dir.join("home");
     std::fs::create_dir_all(&home).expect("home");
-    let o = Command::new("bash")
+    // output to files, not pipes: the launcher's swtpm watchdog outlives it until
+    // its /proc entry is reaped, so reading pipes to their end would wait forever
+    let log = dir.join("launcher.log");
+    let logf = std::fs::File::create(&log).expect("log");
+    let status = Command::new("bash")
         .arg(script)
         .args(args)
         .env_clear()
@@ -935,10 +939,14 @@ fn launch(script: &Path, uname: &str, args: &[&str]) -> Result<(Vec<String>, Str
         .env("HOME", &home)
         .env("STUB_UNAME", uname)
         .env("STUB_OUT", &out)
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(logf.try_clone().expect("log"))
+        .stderr(logf)
+        .status()
         .expect("run launcher");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
     match std::fs::read_to_string(&out) {
-        Ok(a) if o.status.success() => {
+        Ok(a) if status.success() => {
             let user_data =
                 std::fs::read_to_string(dir.join("qemu.args.user_data")).unwrap_or_default();
             let _ = std::fs::remove_file(dir.join("qemu.args.user_data"));
@@ -952,12 +960,7 @@ fn launch(script: &Path, uname: &str, args: &[&str]) -> Result<(Vec<String>, Str
                 .collect();
             Ok((args, user_data))
         }
-        _ => Err(format!(
-            "{:?}: {}{}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )),
+        _ => Err(format!("{:?}: {text}", status.code())),
     }
 }
 
