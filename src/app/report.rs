@@ -31,7 +31,8 @@ pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()>
         let readable = name.ends_with(".bin")
             || name.ends_with(".img")
             || name.ends_with(".qcow2") && !name.contains("_efi_");
-        if readable {
+        // a symlink (qemu's and qemu_uefi_secure's image) is an image already reported
+        if readable && !o.is_symlink() {
             if let Ok(r) = crate::inspect::inspect(o, work.path()) {
                 if r.flatcar {
                     out!("{}", crate::inspect::render(&r));
