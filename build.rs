@@ -11,7 +11,7 @@ fn main() {
         .expect("vendors/ directory")
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".toml") && n != "layouts.toml")
+        .filter(|n| n.ends_with(".toml") && n != "layouts.toml" && n != "oem-release.toml")
         .collect();
     names.sort();
     let mut out = String::from("/// `(name, TOML text)` of every file in vendors/.\npub static VENDOR_FILES: &[(&str, &str)] = &[\n");
@@ -32,6 +32,13 @@ fn main() {
         out,
         "/// vendors/layouts.toml\npub static LAYOUTS: &str = include_str!({:?});",
         layouts.display().to_string()
+    );
+    let oem_release = dir.join("oem-release.toml");
+    println!("cargo:rerun-if-changed={}", oem_release.display());
+    let _ = writeln!(
+        out,
+        "/// vendors/oem-release.toml\npub static OEM_RELEASE: &str = include_str!({:?});",
+        oem_release.display().to_string()
     );
     let dest = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("vendor_files.rs");
     std::fs::write(dest, out).expect("write vendor_files.rs");

@@ -431,6 +431,13 @@ pub struct BakeArgs {
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub output_dir: PathBuf,
 
+    /// Also write compressed copies of the vendor disk images under Flatcar's names
+    /// (NAME.bz2, NAME.gz, NAME.zip), as its release server publishes them: a
+    /// comma-separated list of bz2, gz, zip and none; without none only the compressed
+    /// copies are kept (Flatcar's --image_compression_formats).
+    #[arg(long, value_name = "FORMATS")]
+    pub compress: Option<String>,
+
     /// Directory with the release's other files for vendor images: version.txt,
     /// oem-<id>.raw OEM sysexts, qemu UEFI firmware qcow2s (default: the --image's
     /// directory).

@@ -96,6 +96,47 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
     } else {
         None
     };
+    let compress = match &args.compress {
+        Some(c) if args.vendor.is_empty() => anyhow::bail!(
+            "--compress {c}: compressed copies are written of vendor images; add --vendor"
+        ),
+        Some(c) => platform::compress::Compression::parse_list(c).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    if !args.vendor.is_empty() {
+        // names, architecture and (when already known) the release: before anything
+        // is downloaded, decompressed or copied
+        let reg = Registry::load(args.vendors_dir.as_deref())?;
+        let arch = match (&opts, args.release.arch) {
+            (_, Some(a)) => Some(a),
+            (Some(o), None) => Some(o.arch),
+            (None, None) => None,
+        };
+        let version = args.flatcar_version.clone().or_else(|| {
+            args.release
+                .release
+                .as_deref()
+                .filter(|r| r.split('.').count() == 3)
+                .map(str::to_owned)
+        });
+        let ps = match arch {
+            Some(a) => platform::precheck(&reg, &args.vendor, a, version.as_deref()),
+            None => {
+                // the architecture comes from the image later; names are checked now
+                let mut ps = platform::precheck(
+                    &reg,
+                    &args.vendor,
+                    crate::arch::Arch::X86_64,
+                    version.as_deref(),
+                );
+                ps.retain(|p| !p.contains("Flatcar builds it for"));
+                ps
+            }
+        };
+        if !ps.is_empty() {
+            return Err(platform::VendorError::Preflight(ps).into());
+        }
+    }
     let image = match (&args.image, &opts) {
         (Some(i), _) => {
             let cache = args
@@ -140,7 +181,7 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     if !args.vendor.is_empty() {
-        return run_vendors(args, image);
+        return run_vendors(args, image, compress);
     }
     let output = args
         .output
@@ -309,7 +350,11 @@ fn vendor_release_files(reg: &Registry, names: &[String]) -> Vec<String> {
 }
 
 /// Bake once into a scratch base image, then emit every vendor from it.
-fn run_vendors(mut args: BakeArgs, image: PathBuf) -> anyhow::Result<Vec<PathBuf>> {
+fn run_vendors(
+    mut args: BakeArgs,
+    image: PathBuf,
+    compress: Vec<platform::compress::Compression>,
+) -> anyhow::Result<Vec<PathBuf>> {
     let reg = Registry::load(args.vendors_dir.as_deref())?;
     let generic = args.vendor.iter().any(|v| v == GENERIC);
     args.vendor.retain(|v| v != GENERIC);
@@ -329,6 +374,7 @@ fn run_vendors(mut args: BakeArgs, image: PathBuf) -> anyhow::Result<Vec<PathBuf
         arch,
         kernel_args: &args.kernel_args,
         backend: args.backend,
+        compress: &compress,
     })?;
     let out_dir = args.output_dir.clone();
     if !out_dir.is_dir() {

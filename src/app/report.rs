@@ -124,7 +124,8 @@ pub fn describe(outputs: &[PathBuf], hashes: bool) -> anyhow::Result<serde_json:
         let readable = name.ends_with(".bin")
             || name.ends_with(".img")
             || name.ends_with(".qcow2") && !name.contains("_efi_");
-        if readable {
+        // a symlink (qemu's and qemu_uefi_secure's image) is an image already reported
+        if readable && !o.is_symlink() {
             if let Ok(r) = crate::inspect::inspect(o, work.path()) {
                 if r.flatcar {
                     if !crate::out::quiet() {
@@ -169,7 +170,7 @@ pub fn list_vendors(dir: Option<&Path>) -> anyhow::Result<()> {
                 "{:<16} {:<8} {:<12} {:<8} {}",
                 v.name,
                 v.layout.as_deref().unwrap_or("-"),
-                v.disk_format.as_deref().unwrap_or("-"),
+                v.disk_format.map(|f| f.as_str()).unwrap_or("-"),
                 v.oem_id.as_deref().unwrap_or("-"),
                 v.description
             ),

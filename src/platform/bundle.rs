@@ -1,5 +1,5 @@
-//! Archives that carry a vendor's outputs: the OVA (tar of ovf, mf with SHA1 lines,
-//! vmdk — ovf first, as the OVF spec requires), the Vagrant box (tar.gz of Vagrantfile,
+//! Archives that carry a vendor's outputs: the OVA (tar of ovf, mf with SHA1 lines of
+//! vmdk then ovf, vmdk — ovf first, as the OVF spec requires), the Vagrant box (tar.gz of Vagrantfile,
 //! box.ovf, metadata.json and the disk), and GCE's `disk.raw` in a tar.gz, written as a
 //! GNU sparse member so the image's holes are neither read nor stored.
 
@@ -71,11 +71,12 @@ pub fn ova(out: &Path, ovf: &GenFile, disk: &Path, disk_name: &str) -> io::Resul
     let mf_name = ovf.name.replace(".ovf", ".mf");
     let mut sha = Sha1::new();
     sha.update(&ovf.content);
+    // Flatcar's order: the disk, then the ovf
     let mf = format!(
-        "SHA1({})= {:x}\nSHA1({disk_name})= {}\n",
+        "SHA1({disk_name})= {}\nSHA1({})= {:x}\n",
+        sha1_file(disk)?,
         ovf.name,
-        sha.finalize(),
-        sha1_file(disk)?
+        sha.finalize()
     );
     let files = [
         ovf.clone(),

@@ -5,8 +5,10 @@
 //! files), and all outputs are renamed into place only when every vendor succeeded.
 
 pub mod bundle;
+pub mod compress;
 pub mod conf;
 pub mod oem;
+pub mod outputs;
 pub mod registry;
 
 use crate::arch::Arch;
@@ -70,21 +72,26 @@ pub struct VendorInput<'a> {
     /// Extra kernel arguments for every vendor's grub.cfg.
     pub kernel_args: &'a [String],
     pub backend: crate::fs::Backend,
+    /// Compressed copies to write of each disk image (Flatcar's
+    /// `--image_compression_formats`); empty: none.
+    pub compress: &'a [compress::Compression],
 }
 
 /// A checked plan: everything needed to emit the vendors.
 #[derive(Clone, Debug)]
 pub struct VendorPlan {
+    /// The vendors as the release defines them ([`Vendor::for_release`]).
     pub vendors: Vec<Vendor>,
     pub version: String,
     pub arch: Arch,
-    /// OEM id -> (sysext file, its extension-release)
-    pub oem: BTreeMap<String, (PathBuf, ReleaseFile)>,
+    /// OEM id -> (sysext file, the `oem-release` text the release writes)
+    pub oem: BTreeMap<String, (PathBuf, String)>,
     pub release_dir: PathBuf,
-    /// layout name -> ROOT size in sectors (None: as released)
+    /// layout name -> ROOT size in sectors for this release (None: as released)
     pub layouts: BTreeMap<String, Option<u64>>,
     pub kernel_args: Vec<String>,
     pub backend: crate::fs::Backend,
+    pub compress: Vec<compress::Compression>,
 }
 
 /// Read `FLATCAR_VERSION` from a `version.txt`.
@@ -97,53 +104,88 @@ pub fn version_from_file(path: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("{}: no FLATCAR_VERSION=", path.display()))
 }
 
-/// Check the vendor request before anything is written.
-pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
-    let mut ps = oem::kernel_arg_problems(input.kernel_args);
-    let mut vendors = Vec::new();
-    for n in input.names {
-        match input.registry.get(n) {
-            None => ps.push(format!(
+/// Problems with the vendor names alone, for architecture `arch` and (when known)
+/// release `version`: unknown, unsupported, given twice, not built for the
+/// architecture, not defined (or without a published OEM sysext) in the release.
+/// Cheap and file-free, so it runs before anything is downloaded or copied.
+pub fn precheck(
+    registry: &Registry,
+    names: &[String],
+    arch: Arch,
+    version: Option<&str>,
+) -> Vec<String> {
+    let mut ps = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for n in names {
+        let Some(v) = registry.get(n) else {
+            ps.push(format!(
                 "unknown vendor '{n}' (known: {})",
-                input
-                    .registry
+                registry
                     .vendors
                     .values()
                     .filter(|v| v.unsupported.is_none())
                     .map(|v| v.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
-            )),
-            Some(v) => match &v.unsupported {
-                Some(why) => ps.push(format!("vendor '{n}' cannot be made by flatbake: {why}")),
-                None if vendors.iter().any(|x: &Vendor| x.name == v.name) => {
-                    ps.push(format!("vendor '{n}' is given twice"))
-                }
-                None if disk_format(v).is_none() => ps.push(format!(
-                    "vendor '{n}': flatbake cannot write disk format {} yet",
-                    v.disk_format.as_deref().unwrap_or("?")
-                )),
-                None => vendors.push(v.clone()),
-            },
+            ));
+            continue;
+        };
+        if let Some(why) = &v.unsupported {
+            ps.push(format!("vendor '{n}' cannot be made by flatbake: {why}"));
+        } else if seen.contains(&v.name.as_str()) {
+            ps.push(format!("vendor '{n}' is given twice"));
+        } else if !v.builds_for(arch) {
+            ps.push(format!(
+                "vendor '{n}': Flatcar builds it for {} only, not {arch}; drop it or use --arch {}",
+                v.arches.join(", "),
+                v.arches.first().map(String::as_str).unwrap_or("x86-64")
+            ));
+        } else if let Some(p) = version.and_then(|ver| v.release_problem(ver)) {
+            ps.push(p);
         }
+        seen.push(&v.name);
     }
+    ps
+}
+
+/// Check the vendor request before anything is written.
+pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
+    let mut ps = oem::kernel_arg_problems(input.kernel_args);
+    let arch = input.arch.unwrap_or(Arch::X86_64);
     let version = match &input.version {
         Some(v) => Some(v.clone()),
         None => match version_from_file(&input.release_dir.join("version.txt")) {
             Ok(v) => Some(v),
             Err(e) => {
-                if vendors.iter().any(|v| v.oem_id.is_some()) {
+                let wants_oem = input
+                    .names
+                    .iter()
+                    .filter_map(|n| input.registry.get(n))
+                    .any(|v| v.oem_id.is_some() && v.unsupported.is_none());
+                if wants_oem {
                     ps.push(format!("cannot tell the Flatcar version for the OEM sysext ({e}); pass --flatcar-version or put version.txt beside the image"));
                 }
                 None
             }
         },
     };
-    let arch = input.arch.unwrap_or(Arch::X86_64);
+    let names_ps = precheck(input.registry, input.names, arch, version.as_deref());
+    let bad_names = !names_ps.is_empty();
+    ps.extend(names_ps);
+    let vendors: Vec<Vendor> = if bad_names {
+        Vec::new()
+    } else {
+        input
+            .names
+            .iter()
+            .filter_map(|n| input.registry.get(n))
+            .map(|v| v.for_release(version.as_deref()))
+            .collect()
+    };
     let mut oem = BTreeMap::new();
     for v in &vendors {
-        for f in &v.release_files {
-            let p = input.release_dir.join(f);
+        for f in release_files(v, arch) {
+            let p = input.release_dir.join(&f);
             if !p.is_file() {
                 ps.push(format!(
                     "{}: missing (vendor {} ships this release file)",
@@ -167,9 +209,11 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
             ));
             continue;
         }
-        match oem::check_sysext(id, &p, ver, Some(arch.systemd_name())) {
-            Ok(rel) => {
-                oem.insert(id.clone(), (p, rel));
+        match oem::check_sysext(id, &p, ver, Some(arch.systemd_name()))
+            .and_then(|rel| oem::release_text(input.registry, id, ver, &rel))
+        {
+            Ok(text) => {
+                oem.insert(id.clone(), (p, text));
             }
             Err(e) => ps.push(e),
         }
@@ -177,11 +221,12 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
     if !ps.is_empty() {
         return Err(VendorError::Preflight(ps));
     }
+    let m = version.as_deref().and_then(registry::major);
     let layouts = input
         .registry
         .layouts
         .iter()
-        .map(|(k, l)| (k.clone(), l.root_sectors))
+        .map(|(k, l)| (k.clone(), l.root_sectors_for(m)))
         .collect();
     Ok(VendorPlan {
         vendors,
@@ -192,25 +237,19 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
         layouts,
         kernel_args: input.kernel_args.to_vec(),
         backend: input.backend,
+        compress: input.compress.to_vec(),
     })
 }
 
-/// The disk format a vendor's `disk_format` (Flatcar's `DISK_FORMAT` names) means.
+/// The release files `v` ships beside its image on `arch` (qemu_uefi: the UEFI
+/// firmware of the plain and the Secure Boot variant).
+pub fn release_files(v: &Vendor, _arch: Arch) -> Vec<String> {
+    v.release_files.clone()
+}
+
+/// The disk format a vendor's `disk_format` means.
 pub fn disk_format(v: &Vendor) -> Option<DiskFormat> {
-    use format::{VmdkAdapter, VmdkSubformat};
-    let vmdk = |subformat, adapter| DiskFormat::Vmdk { subformat, adapter };
-    Some(match v.disk_format.as_deref().unwrap_or("raw") {
-        "raw" => DiskFormat::Raw,
-        // Flatcar always compresses its qcow2 images (qemu-img convert -c)
-        "qcow2" => DiskFormat::Qcow2 { compressed: true },
-        "vhd" => DiskFormat::VhdDynamic,
-        "vhd_fixed" => DiskFormat::VhdFixed,
-        "vhdx" => DiskFormat::Vhdx,
-        "vmdk_ide" => vmdk(VmdkSubformat::MonolithicSparse, VmdkAdapter::Ide),
-        "vmdk_scsi" => vmdk(VmdkSubformat::MonolithicSparse, VmdkAdapter::LsiLogic),
-        "vmdk_stream" => vmdk(VmdkSubformat::StreamOptimized, VmdkAdapter::LsiLogic),
-        _ => return None,
-    })
+    v.disk_format.map(|f| f.format())
 }
 
 /// One produced file: where it is staged and where it goes.
@@ -236,9 +275,8 @@ pub fn emit(
     let mut guards = Vec::new();
     let result = (|| -> Result<(), VendorError> {
         for v in &plan.vendors {
-            let phase =
-                crate::out::Phase::start(format!("vendor {}: writing {}", v.name, v.disk_name()));
-            for name in staged_names(v) {
+            let phase = crate::out::Phase::start(format!("vendor {}", v.name));
+            for name in outputs::output_names(v, plan.arch, &plan.compress) {
                 guards.push(crate::cleanup::register(&stage(out_dir, v, &name).staged));
             }
             outputs.extend(emit_one(plan, v, base, out_dir, work, threads)?);
@@ -261,12 +299,13 @@ pub fn emit(
     Ok(done)
 }
 
-/// Files in `out_dir` that emitting `plan` could replace (every name a planned vendor
-/// may write), so that an existing output is refused before any work without --force.
+/// Files in `out_dir` that emitting `plan` would replace (exactly the names the
+/// planned vendors write, [`outputs::output_names`]), so that an existing output is
+/// refused before any work without --force.
 pub fn existing_outputs(plan: &VendorPlan, out_dir: &Path) -> Vec<PathBuf> {
     plan.vendors
         .iter()
-        .flat_map(staged_names)
+        .flat_map(|v| outputs::output_names(v, plan.arch, &plan.compress))
         .map(|n| out_dir.join(n))
         .filter(|p| std::fs::symlink_metadata(p).is_ok())
         .collect()
@@ -281,16 +320,14 @@ fn stage(out_dir: &Path, v: &Vendor, name: &str) -> Output {
     }
 }
 
-fn emit_one(
+/// Grow, fill the OEM partition and size the working raw disk of `v`; returns its
+/// path and its size.
+fn prepare_disk(
     plan: &VendorPlan,
     v: &Vendor,
     base: &Path,
-    out_dir: &Path,
-    work: &Path,
-    threads: usize,
-) -> Result<Vec<Output>, VendorError> {
-    let vwork = work.join(&v.name);
-    std::fs::create_dir_all(&vwork).map_err(io(&vwork))?;
+    vwork: &Path,
+) -> Result<(PathBuf, u64), VendorError> {
     let img = vwork.join("disk.bin");
     {
         let src = File::open(base).map_err(io(base))?;
@@ -310,7 +347,7 @@ fn emit_one(
         .and_then(|l| plan.layouts.get(l).copied().flatten())
     {
         Some(sectors) => {
-            grow::grow_root(&img, &file, &layout, sectors, &vwork).map_err(|source| {
+            grow::grow_root(&img, &file, &layout, sectors, vwork).map_err(|source| {
                 VendorError::Grow {
                     vendor: v.name.clone(),
                     source,
@@ -343,12 +380,12 @@ fn emit_one(
         _ => grown,
     };
     if let Some(id) = &v.oem_id {
-        let (sysext, rel) = plan
+        let (sysext, release) = plan
             .oem
             .get(id)
             .ok_or_else(|| VendorError::Preflight(vec![format!("no OEM sysext for {id}")]))?;
-        let edits = oem::edits(v, &plan.version, sysext, rel, &plan.kernel_args, &vwork)
-            .map_err(io(&vwork))?;
+        let edits = oem::edits(v, &plan.version, sysext, release, &plan.kernel_args, vwork)
+            .map_err(io(vwork))?;
         let layout = FlatcarLayout::find(Gpt::read_from(&file, grown, &img)?, &img)?;
         let oem_work = vwork.join("oem");
         std::fs::create_dir_all(&oem_work).map_err(io(&oem_work))?;
@@ -360,106 +397,159 @@ fn emit_one(
         )?;
     }
     file.sync_all().map_err(io(&img))?;
-    drop(file);
+    Ok((img, grown))
+}
 
-    let mut outs = Vec::new();
+fn emit_one(
+    plan: &VendorPlan,
+    v: &Vendor,
+    base: &Path,
+    out_dir: &Path,
+    work: &Path,
+    threads: usize,
+) -> Result<Vec<Output>, VendorError> {
+    let vwork = work.join(&v.name);
+    std::fs::create_dir_all(&vwork).map_err(io(&vwork))?;
+    let (img, grown) = prepare_disk(plan, v, base, &vwork)?;
+    let fmt_err = |source| VendorError::Format {
+        vendor: v.name.clone(),
+        source,
+    };
     let fmt = disk_format(v).ok_or_else(|| {
-        VendorError::Preflight(vec![format!("vendor {}: unknown disk format", v.name)])
+        VendorError::Preflight(vec![format!("vendor {}: no disk format", v.name)])
     })?;
     let disk_name = v.disk_name();
-    let disk_out = stage(out_dir, v, &disk_name);
-    let disk_staged = if v.bundle.is_some() {
-        vwork.join(&disk_name)
+    let planned = outputs::outputs(v, plan.arch, &plan.compress);
+    let keep = plan.compress.is_empty() || plan.compress.contains(&compress::Compression::None);
+    let plain_outputs = outputs::outputs(v, plan.arch, &[]);
+    // the disk in its format: straight to its staging name when it is an output kept
+    // as is, else in the work directory (bundled or compressed from there)
+    let disk_is_output = plain_outputs
+        .iter()
+        .any(|o| o.source == outputs::Source::Disk);
+    let disk = if disk_is_output && keep {
+        stage(out_dir, v, &disk_name).staged
     } else {
-        disk_out.staged.clone()
+        vwork.join(&disk_name)
     };
-    if v.bundle.as_deref() != Some("gce_tar") {
+    if v.bundle != Some(registry::Bundle::GceTar) {
         let opts = WriteOptions {
             virtual_size: v.virtual_size,
             threads,
             final_name: Some(disk_name.clone()),
         };
-        format::write(&fmt, &img, &disk_staged, &opts).map_err(|source| VendorError::Format {
-            vendor: v.name.clone(),
-            source,
-        })?;
+        format::write(&fmt, &img, &disk, &opts).map_err(fmt_err)?;
     }
-    let facts_size = std::fs::metadata(&disk_staged)
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let facts_size = std::fs::metadata(&disk).map(|m| m.len()).unwrap_or(0);
     let capacity = v.virtual_size.unwrap_or(grown).max(grown);
     let facts = conf::DiskFacts {
         file_name: &disk_name,
         file_size: facts_size,
         capacity,
     };
-    let confs = conf::files(v, plan.arch, &facts);
-    match v.bundle.as_deref() {
-        None => {
-            outs.push(disk_out);
-            for c in &confs {
-                let o = stage(out_dir, v, &c.name);
-                write_gen(&o.staged, c)?;
-                outs.push(o);
-            }
-        }
-        Some("gce_tar") => {
-            let o = stage(out_dir, v, &v.file_name(".tar.gz"));
-            bundle::gce_tar(&o.staged, &img).map_err(io(&o.staged))?;
-            outs.push(o);
-        }
-        Some("ova") => {
-            let o = stage(out_dir, v, &v.file_name(".ova"));
-            let ovf = confs
-                .iter()
-                .find(|c| c.name.ends_with(".ovf"))
-                .cloned()
-                .unwrap_or_else(|| conf::GenFile {
-                    name: v.file_name(".ovf"),
-                    content: conf::ovf(v, &facts, false).into_bytes(),
-                    mode: 0o644,
-                });
-            bundle::ova(&o.staged, &ovf, &disk_staged, &disk_name).map_err(io(&o.staged))?;
-            outs.push(o);
-        }
-        Some("box") => {
-            let o = stage(out_dir, v, &v.file_name(".box"));
-            bundle::vagrant_box(&o.staged, &confs, &disk_staged, &disk_name)
-                .map_err(io(&o.staged))?;
-            outs.push(o);
-        }
-        Some(other) => {
-            return Err(VendorError::Preflight(vec![format!(
-                "vendor {}: unknown bundle {other}",
+    let confs = conf::files(v, plan.arch, &plan.version, &facts);
+    let conf_file = |name: &str| {
+        confs.iter().find(|c| c.name == name).ok_or_else(|| {
+            VendorError::Preflight(vec![format!(
+                "vendor {}: no configuration file {name} (vendor definition and outputs disagree)",
                 v.name
-            )]))
+            )])
+        })
+    };
+    // plain files first, then compressed copies of them (which read the plain ones)
+    let mut plain: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut outs = Vec::new();
+    for o in plain_outputs {
+        // where the plain file is made: the output's staging name when it is kept,
+        // else the work directory, for its compressed copies
+        let dest = if o.source == outputs::Source::Disk {
+            if keep {
+                outs.push(stage(out_dir, v, &o.name));
+            }
+            plain.insert(o.name.clone(), disk.clone());
+            continue;
+        } else if keep || !outputs::is_disk_like(&o.name) {
+            let s = stage(out_dir, v, &o.name);
+            let d = s.staged.clone();
+            outs.push(s);
+            d
+        } else {
+            vwork.join(format!("plain-{}", o.name))
+        };
+        match &o.source {
+            outputs::Source::Disk => {}
+            outputs::Source::Conf => write_gen(&dest, conf_file(&o.name)?)?,
+            outputs::Source::Release => {
+                let src = plan.release_dir.join(&o.name);
+                std::fs::copy(&src, &dest).map_err(io(&src))?;
+            }
+            outputs::Source::Link(target) => {
+                let _ = std::fs::remove_file(&dest);
+                std::os::unix::fs::symlink(target, &dest).map_err(io(&dest))?;
+            }
+            outputs::Source::Bundle => match v.bundle {
+                Some(registry::Bundle::GceTar) => {
+                    bundle::gce_tar(&dest, &img).map_err(io(&dest))?
+                }
+                Some(registry::Bundle::Ova) => {
+                    let ovf_name = v.file_name(".ovf");
+                    bundle::ova(&dest, conf_file(&ovf_name)?, &disk, &disk_name)
+                        .map_err(io(&dest))?
+                }
+                Some(registry::Bundle::Box) => {
+                    bundle::vagrant_box(&dest, &confs, &disk, &disk_name).map_err(io(&dest))?
+                }
+                None => {}
+            },
+            outputs::Source::Compressed(..) => {}
+        }
+        plain.insert(o.name.clone(), dest);
+    }
+    for o in &planned {
+        match &o.source {
+            outputs::Source::Compressed(of, c) => {
+                let src = plain.get(of).ok_or_else(|| {
+                    VendorError::Preflight(vec![format!(
+                        "vendor {}: nothing to compress for {}",
+                        v.name, o.name
+                    )])
+                })?;
+                let s = stage(out_dir, v, &o.name);
+                compress::compress_file(*c, src, &s.staged, of, threads).map_err(fmt_err)?;
+                outs.push(s);
+            }
+            outputs::Source::Link(target)
+                if !outs.iter().any(|x: &Output| {
+                    x.path.file_name().and_then(|n| n.to_str()) == Some(o.name.as_str())
+                }) =>
+            {
+                let s = stage(out_dir, v, &o.name);
+                let _ = std::fs::remove_file(&s.staged);
+                std::os::unix::fs::symlink(target, &s.staged).map_err(io(&s.staged))?;
+                outs.push(s);
+            }
+            _ => {}
         }
     }
-    for f in &v.release_files {
-        let src = plan.release_dir.join(f);
-        let name = f.clone();
-        let o = stage(out_dir, v, &name);
-        std::fs::copy(&src, &o.staged).map_err(io(&src))?;
-        outs.push(o);
+    // the writer made exactly what output_names promises
+    let mut made: Vec<String> = outs
+        .iter()
+        .filter_map(|o| o.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let mut promised = outputs::output_names(v, plan.arch, &plan.compress);
+    made.sort();
+    promised.sort();
+    if made != promised {
+        for o in &outs {
+            let _ = std::fs::remove_file(&o.staged);
+        }
+        return Err(VendorError::Preflight(vec![format!(
+            "vendor {}: wrote {made:?} but its outputs are {promised:?}",
+            v.name
+        )]));
     }
     let _ = std::fs::remove_dir_all(&vwork);
     Ok(outs)
-}
-
-/// Every output name `v` may stage, so an interrupted run can remove them.
-fn staged_names(v: &Vendor) -> Vec<String> {
-    let mut n = vec![
-        v.disk_name(),
-        v.file_name(".tar.gz"),
-        v.file_name(".ova"),
-        v.file_name(".box"),
-        v.file_name(".ovf"),
-    ];
-    for s in [".sh", ".README", ".vmx", "_pygrub.cfg", "_pvgrub.cfg"] {
-        n.push(v.file_name(s));
-    }
-    n.extend(v.release_files.iter().cloned());
-    n
 }
 
 fn write_gen(path: &Path, f: &conf::GenFile) -> Result<(), VendorError> {

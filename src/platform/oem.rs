@@ -1,10 +1,12 @@
 //! The OEM partition of a vendor image: `grub.cfg` with the vendor's OEM id and kernel
 //! settings, the release's OEM sysext installed as `sysext/oem-<id>-<VERSION>.raw`
-//! with its `active-oem-<id>` flag, and `oem-release` derived from the sysext's
-//! extension-release the way Flatcar's `vm_image_util.sh` does (`SYSEXT_` fields with
-//! the prefix dropped, `oem-` dropped from the id, unquoted `ID=` first).
+//! with its `active-oem-<id>` flag, and `oem-release` as the release writes it: from
+//! 4722 on derived from the sysext's extension-release the way Flatcar's
+//! `vm_image_util.sh` does (`SYSEXT_` fields with the prefix dropped, `oem-` dropped
+//! from the id, unquoted, `ID=` first), before that as the common-oem-files package
+//! wrote it (`vendors/oem-release.toml`).
 
-use super::registry::Vendor;
+use super::registry::{self, Registry, Vendor};
 use crate::fs::{Edits, Op};
 use crate::sysext::image;
 use crate::sysext::release::ReleaseFile;
@@ -82,13 +84,48 @@ pub fn oem_release(oem_id: &str, rel: &ReleaseFile) -> String {
     format!("ID={}\n{rest}", id.unwrap_or_else(|| oem_id.to_owned()))
 }
 
+/// `oem-release` as Flatcar `version` writes it for `oem_id`, whose OEM sysext has
+/// the extension-release `rel`.
+pub fn release_text(
+    reg: &Registry,
+    oem_id: &str,
+    version: &str,
+    rel: &ReleaseFile,
+) -> Result<String, String> {
+    let m = registry::major(version)
+        .ok_or_else(|| format!("Flatcar version {version:?}: not X.Y.Z"))?;
+    if m >= registry::SYSEXT_OEM_RELEASE_SINCE {
+        return Ok(oem_release(oem_id, rel));
+    }
+    let row = reg.package_oem_release(oem_id, m).ok_or_else(|| {
+        format!(
+            "vendor OEM {oem_id}: flatbake does not know the oem-release Flatcar {version} writes (vendors/oem-release.toml has no row for it)"
+        )
+    })?;
+    Ok(package_oem_release(oem_id, row))
+}
+
+/// The common-oem-files package's `oem-release` (releases before 4722).
+pub fn package_oem_release(oem_id: &str, row: &registry::PackageOemRelease) -> String {
+    let mut s = format!("ID={oem_id}\nVERSION_ID={}\n", row.version);
+    s.push_str(&format!(
+        "NAME=\"{}\"\n",
+        row.name.as_deref().unwrap_or(oem_id)
+    ));
+    if let Some(h) = row.home_url.as_deref().filter(|h| !h.is_empty()) {
+        s.push_str(&format!("HOME_URL=\"{h}\"\n"));
+    }
+    s.push_str("BUG_REPORT_URL=\"https://issues.flatcar.org\"\n");
+    s
+}
+
 /// The OEM edits for `vendor`: files are staged in `work`. `kernel_args` are appended
 /// to linux_append in its grub.cfg.
 pub fn edits(
     vendor: &Vendor,
     version: &str,
     sysext: &Path,
-    rel: &ReleaseFile,
+    oem_release: &str,
     kernel_args: &[String],
     work: &Path,
 ) -> std::io::Result<Edits> {
@@ -112,7 +149,7 @@ pub fn edits(
     });
     e.push(Op::Write {
         path: "/oem-release".into(),
-        src: stage("oem-release", &oem_release(oem_id, rel))?,
+        src: stage("oem-release", oem_release)?,
         mode: 0o644,
     });
     e.push(Op::Write {

@@ -175,7 +175,7 @@ pub fn release(p: &Plan<'_>, specs: &[String]) -> Result<Vec<PathBuf>, RecipeErr
                 rootfs: if r.build.is_some() { p.rootfs } else { None },
             },
         )?;
-        let checked = crate::sysext::check::check_image(&out, Some(&r.name), Some(job.arch))
+        let checked = crate::sysext::check::check_image(&out, Some(&r.name), Some(job.arch), None)
             .map_err(|e| RecipeError::Invalid(r.name.clone(), e.to_string()))?;
         if !checked.problems.is_empty() {
             return Err(RecipeError::Invalid(
