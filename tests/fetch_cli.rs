@@ -31,10 +31,9 @@ fn tree(gpg: &Gpg) -> BTreeMap<String, Vec<u8>> {
         "oem-hetzner.raw",
         std::fs::read(rel.join("oem-hetzner.raw")).expect("oem"),
     );
-    t.insert(
-        "/amd64-usr/current/version.txt".into(),
-        std::fs::read(rel.join("version.txt")).expect("v"),
-    );
+    let head = std::fs::read(rel.join("version.txt")).expect("v");
+    t.insert("/amd64-usr/current/version.txt.sig".into(), gpg.sign(&head));
+    t.insert("/amd64-usr/current/version.txt".into(), head);
     let wasm = std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w");
     t.insert(
         "/extensions/SHA256SUMS".into(),

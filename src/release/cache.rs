@@ -70,8 +70,8 @@ fn stat(file: &Path) -> Option<Stat> {
     ))
 }
 
-/// A name beside `file` no other process or call uses: `<dir>/.flatbake-<pid>-<name>.<tag>.<n>`
-/// (swept by [`crate::cleanup::sweep_stale`] when its process is gone).
+/// A name beside `file` no other process or call uses: `<dir>/.flatbake-<pid>-<name>.<tag>.<n>.<ns>`
+/// (removed on SIGINT/SIGTERM through [`crate::cleanup::register`] by its users).
 pub fn temp_path(file: &Path, tag: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
@@ -80,7 +80,15 @@ pub fn temp_path(file: &Path, tag: &str) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let dir = file.parent().unwrap_or(Path::new("."));
-    dir.join(format!("{}{name}.{tag}.{n}", crate::cleanup::prefix()))
+    // the clock's nanoseconds tell apart equal pids of hosts sharing the volume
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    dir.join(format!(
+        "{}{name}.{tag}.{n}.{nanos}",
+        crate::cleanup::prefix()
+    ))
 }
 
 /// Records that `file`, as it is now, passed every check (`verified_by`).

@@ -246,7 +246,7 @@ fn resolve_with(ctx: &Ctx<'_>) -> Result<ResolvedRelease, Error> {
             let version = match o.head_source {
                 HeadSource::CurrentVersionTxt => {
                     let url = o.urls.release_file(channel, o.arch, "current", VERSION_TXT);
-                    VersionTxt::parse(&ctx.dl.get_text(&url)?, &url)?.version
+                    head_version(ctx, &url)?
                 }
                 HeadSource::ReleasesJson => {
                     let url = &o.urls.releases_json;
@@ -268,7 +268,7 @@ fn resolve_with(ctx: &Ctx<'_>) -> Result<ResolvedRelease, Error> {
                 &format!("current-{year}"),
                 VERSION_TXT,
             );
-            let version = VersionTxt::parse(&ctx.dl.get_text(&url)?, &url)?.version;
+            let version = head_version(ctx, &url)?;
             Ok(ResolvedRelease {
                 channel: Channel::Lts,
                 arch: o.arch,
@@ -276,6 +276,41 @@ fn resolve_with(ctx: &Ctx<'_>) -> Result<ResolvedRelease, Error> {
             })
         }
     }
+}
+
+/// The version a channel head's `version.txt` at `url` names, verified with its `.sig`
+/// like every release file: an unsigned head could point a run at any older release.
+fn head_version(ctx: &Ctx<'_>, url: &str) -> Result<Version, Error> {
+    let o = ctx.opts;
+    let text = ctx.dl.get_bytes(url)?;
+    match ctx.dl.get_bytes(&format!("{url}.sig")) {
+        Ok(sig) => {
+            fs::create_dir_all(&o.cache_dir).map_err(io_err(&o.cache_dir))?;
+            let file = cache::temp_path(&o.cache_dir.join(VERSION_TXT), "head");
+            let sig_file = download::with_suffix(&file, ".sig");
+            let _guards = (
+                crate::cleanup::register(&file),
+                crate::cleanup::register(&sig_file),
+            );
+            let res = fs::write(&file, &text)
+                .and_then(|()| fs::write(&sig_file, &sig))
+                .map_err(io_err(&file))
+                .and_then(|()| {
+                    verify::verify_detached(&ctx.keyring, &file, &sig_file)
+                        .map_err(|e| Error::from(name_real(e, &file, &sig_file, Path::new(url))))
+                });
+            let _ = fs::remove_file(&file);
+            let _ = fs::remove_file(&sig_file);
+            match res {
+                Ok(_) => {}
+                Err(e) if o.insecure_skip_verify => warn_insecure(&e.to_string()),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) if o.insecure_skip_verify => warn_insecure(&format!("no signature for {url}: {e}")),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(VersionTxt::parse(&String::from_utf8_lossy(&text), url)?.version)
 }
 
 /// Pins the spec to a version (network access only for a channel's current release).
