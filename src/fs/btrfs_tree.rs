@@ -979,4 +979,72 @@ mod tests {
         assert_eq!(name_hash(b"btrfs.compression"), 550297449);
         assert_eq!(name_hash(b"user.foo"), 3980819260);
     }
+
+    #[test]
+    fn reads_files_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("lib/deep")).unwrap();
+        std::fs::write(
+            root.join("lib/os-release"),
+            b"ID=flatcar\nVERSION_ID=1.2.3\n",
+        )
+        .unwrap();
+        // larger than an inline extent: a regular extent, read through the chunk map
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(root.join("lib/deep/big"), &big).unwrap();
+        std::os::unix::fs::symlink("../os-release", root.join("lib/deep/link")).unwrap();
+        std::os::unix::fs::symlink("/lib/os-release", root.join("abs")).unwrap();
+        let img = d.path().join("fs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(128 << 20)
+            .unwrap();
+        let out = std::process::Command::new("mkfs.btrfs")
+            .args(["-q", "--mixed", "-m", "single", "-d", "single", "--rootdir"])
+            .arg(&root)
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // at an offset inside a bigger file, as a partition in a disk image
+        let disk = d.path().join("disk.img");
+        let mut f = std::fs::File::create(&disk).unwrap();
+        f.set_len(1 << 20).unwrap();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(1 << 20)).unwrap();
+        std::io::copy(&mut std::fs::File::open(&img).unwrap(), &mut f).unwrap();
+        let f = std::fs::File::open(&disk).unwrap();
+        let base = 1 << 20;
+        assert_eq!(
+            read_file(&f, base, "lib/os-release", 1024)
+                .unwrap()
+                .unwrap(),
+            b"ID=flatcar\nVERSION_ID=1.2.3\n"
+        );
+        assert_eq!(
+            read_file(&f, base, "/lib/deep/big", 1 << 20)
+                .unwrap()
+                .unwrap(),
+            big
+        );
+        assert_eq!(
+            read_file(&f, base, "lib/deep/link", 1024).unwrap().unwrap(),
+            b"ID=flatcar\nVERSION_ID=1.2.3\n"
+        );
+        // absent, a directory, an absolute link, ".." and an oversized file
+        assert_eq!(read_file(&f, base, "lib/nothing", 1024).unwrap(), None);
+        assert_eq!(read_file(&f, base, "lib", 1024).unwrap(), None);
+        assert_eq!(read_file(&f, base, "abs", 1024).unwrap(), None);
+        assert_eq!(
+            read_file(&f, base, "lib/../lib/os-release", 1024).unwrap(),
+            None
+        );
+        assert!(read_file(&f, base, "lib/deep/big", 1000).is_err());
+        // not btrfs at all
+        assert!(read_file(&f, 0, "lib/os-release", 1024).is_err());
+    }
 }
