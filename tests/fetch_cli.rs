@@ -671,3 +671,52 @@ fn fetch_prefetches_everything_a_bake_needs() {
         .is_file());
     drop(gpg);
 }
+
+#[test]
+fn rootless_fetch_as_nobody_then_cache_hit() {
+    use std::os::unix::fs::MetadataExt;
+    let st = Setup::new();
+    sh(Command::new("chmod").arg("0777").arg(st.dir.path()));
+    let cache = st.dir.path().join("nobody-cache");
+    let fetch = || {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(BIN)
+            .arg("fetch")
+            .args(["--release", V, "--vendor", "hetzner"])
+            .args(["--release-url", &st.server.url()])
+            .args(["--bakery-url", &st.server.url()])
+            .arg("--signing-key")
+            .arg(st.key())
+            .arg("--image-cache")
+            .arg(&cache)
+            .arg("wasmtime:wasmtime-24.0.0-x86-64.raw")
+            .env("HOME", st.dir.path())
+            .output()
+            .expect("setpriv")
+    };
+    let o = fetch();
+    assert!(o.status.success(), "rootless fetch failed: {}", stderr(&o));
+    let rel = cache.join("amd64-usr").join(V);
+    let image = rel.join("flatcar_production_image.bin");
+    assert_eq!(std::fs::metadata(&image).expect("image").uid(), 65534);
+    sh(Command::new("cmp")
+        .arg(&image)
+        .arg(fixtures().join("current.bin")));
+    assert!(rel.join("oem-hetzner.raw").is_file());
+    st.server.clear_log();
+    let o = fetch();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let release_requests: Vec<_> = st
+        .server
+        .log()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/amd64-usr/") || r.path.ends_with(".raw"))
+        .collect();
+    assert!(release_requests.is_empty(), "{release_requests:?}");
+    assert!(
+        cache_leftovers(&cache).is_empty(),
+        "{:?}",
+        cache_leftovers(&cache)
+    );
+}
