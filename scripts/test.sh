@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --locked --all-targets
-cargo test --locked -- --test-threads="$(nproc)"
+cargo test --locked --no-fail-fast -- --test-threads="$(nproc)"

@@ -2,7 +2,7 @@
 //! [OPTIONS] NAME:FILE...`.
 
 use crate::arch::Arch;
-use crate::bake::plan::InstallRule;
+use crate::bake::place::InstallRule;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -63,7 +63,7 @@ pub enum Command {
     /// Build and check sysext images: pack, create (from a recipe), list, check, butane.
     Sysext {
         #[command(subcommand)]
-        cmd: crate::sysext::cli::SysextCommand,
+        cmd: crate::app::sysext::SysextCommand,
     },
     /// Internal: the mount backend's worker, run in a private mount namespace.
     #[command(name = "__mount-apply", hide = true)]
@@ -260,6 +260,12 @@ pub struct BakeArgs {
     /// repeated) by listing them in /etc/flatcar/enabled-sysext.conf.
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     pub enable_official: Vec<String>,
+
+    /// Check everything and print the plan (every file, link and config each
+    /// filesystem would get) without writing any output; with --json FILE the plan is
+    /// also written there as JSON.
+    #[arg(long)]
+    pub dry_run: bool,
 
     /// Write a JSON summary of the run to FILE: every output with its sha256 and size,
     /// and the inspect report of every output image flatbake can read (raw, qcow2).

@@ -270,7 +270,7 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
     if report.flatcar_version.is_none() {
         if let Some(dir) = path.parent() {
             report.flatcar_version =
-                crate::vendor::version_from_file(&dir.join("version.txt")).ok();
+                crate::platform::version_from_file(&dir.join("version.txt")).ok();
         }
     }
 

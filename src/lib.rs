@@ -19,7 +19,7 @@ pub mod fs;
 pub mod ignition;
 pub mod input;
 pub mod inspect;
+pub mod platform;
 pub mod release;
 pub mod sysext;
 pub mod tools;
-pub mod vendor;

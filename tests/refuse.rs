@@ -71,7 +71,7 @@ fn bad_sysexts() {
         (
             "wrongarch",
             "wrongarch-1.0-arm64.raw",
-            "ARCHITECTURE=arm64, but the image is x86-64",
+            "ARCHITECTURE=arm64, but the target is x86-64",
         ),
         (
             "notsquash",

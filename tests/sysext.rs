@@ -307,7 +307,7 @@ fn check_reports_every_problem() {
     for want in [
         "extension-release.misnamed (it has extension-release.othername",
         "extension-release.norelease (it has none)",
-        "ID=fedora, expected flatcar or _any",
+        "ID=fedora, but the target is ID=flatcar (use ID=flatcar or ID=_any)",
         "not a squashfs or erofs image",
         "ok: systemd-sysext would merge it as myext",
     ] {
@@ -327,7 +327,7 @@ fn check_reports_every_problem() {
         &[],
     );
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("ARCHITECTURE=arm64, but the image is x86-64")
+        String::from_utf8_lossy(&o.stdout).contains("ARCHITECTURE=arm64, but the target is x86-64")
     );
     assert!(
         stderr(&o).contains("1 of 1 image(s) would be refused"),

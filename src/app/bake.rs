@@ -5,7 +5,7 @@ use super::{fetch, local, report};
 use crate::bake::{self, BakeRequest};
 use crate::cli::BakeArgs;
 use crate::input::parent_dir;
-use crate::vendor::{self, registry::Registry, VendorInput};
+use crate::platform::{self, registry::Registry, VendorInput};
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -108,8 +108,12 @@ pub fn run(mut args: BakeArgs) -> anyhow::Result<()> {
         kernel_args: args.kernel_args,
         backend: args.backend,
         builtins,
+        dry_run: args.dry_run,
     };
     let report = bake::bake(&req)?;
+    if let Some(plan) = &report.plan {
+        return report::print_plan(&report, plan, &[], args.json.as_deref());
+    }
     report::print_report(&report);
     outln!("wrote {}", report.output.display());
     report::summarize(std::slice::from_ref(&report.output), args.json.as_deref())
@@ -126,7 +130,7 @@ fn builtins(args: &BakeArgs, image: &std::path::Path) -> bake::builtin::BuiltinR
     let version = args
         .flatcar_version
         .clone()
-        .or_else(|| crate::vendor::version_from_file(&dir.join("version.txt")).ok());
+        .or_else(|| crate::platform::version_from_file(&dir.join("version.txt")).ok());
     bake::builtin::BuiltinRequest {
         replace: args.replace_builtin.clone(),
         keep: args.keep_builtin,
@@ -147,7 +151,7 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
         Some(a) => Some(a),
         None => crate::disk::detect_arch(&image).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
-    let plan = vendor::plan(&VendorInput {
+    let plan = platform::plan(&VendorInput {
         names: &args.vendor,
         registry: &reg,
         release_dir: &release_dir,
@@ -162,7 +166,7 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
     }
     if let (false, Some(p)) = (
         args.force,
-        vendor::existing_outputs(&plan, &out_dir).first(),
+        platform::existing_outputs(&plan, &out_dir).first(),
     ) {
         anyhow::bail!(
             "{}: already exists; pass --force to replace it",
@@ -193,15 +197,20 @@ fn run_vendors(args: BakeArgs, image: PathBuf) -> anyhow::Result<()> {
         kernel_args: Vec::new(),
         backend: args.backend,
         builtins,
+        dry_run: args.dry_run,
     };
     let report = bake::bake(&req)?;
+    if let Some(base_plan) = &report.plan {
+        let vendors: Vec<String> = plan.vendors.iter().map(|v| v.name.clone()).collect();
+        return report::print_plan(&report, base_plan, &vendors, args.json.as_deref());
+    }
     report::print_report(&report);
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let outputs = vendor::emit(&plan, &base, &out_dir, work.path(), threads)?;
+    let outputs = platform::emit(&plan, &base, &out_dir, work.path(), threads)?;
     for path in &outputs {
         outln!("wrote {}", path.display());
     }

@@ -7,6 +7,7 @@ mod docs;
 mod fetch;
 mod local;
 mod report;
+pub mod sysext;
 
 use crate::cli::{Cli, Command};
 
@@ -26,7 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Inspect { image, json }) => report::inspect(&image, json),
         Some(Command::MountApply { job }) => Ok(crate::fs::mount::run_job(&job)?),
         Some(Command::OemRebuild { job }) => Ok(crate::fs::btrfs::run_job(&job)?),
-        Some(Command::Sysext { cmd }) => crate::sysext::cli::run(cmd),
+        Some(Command::Sysext { cmd }) => sysext::run(cmd),
         None => bake::run(cli.bake),
     }
 }

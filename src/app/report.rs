@@ -2,7 +2,7 @@
 //! (printed, and with `--json FILE` written with the sha256 of every output).
 
 use crate::bake;
-use crate::vendor::registry::Registry;
+use crate::platform::registry::Registry;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +46,32 @@ pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()>
     }
     if let Some(path) = json {
         let doc = serde_json::json!({"outputs": files, "images": reports});
+        let tmp = path.with_extension("json.partial");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("{}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A dry run's result: the plan, printed (and with `json`, written as JSON); `vendors`
+/// are the vendor images that would be made from the planned base.
+pub fn print_plan(
+    report: &bake::BakeReport,
+    (text, data): &(String, serde_json::Value),
+    vendors: &[String],
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
+    outln!(
+        "dry run: nothing was written; {} would get these edits:",
+        report.output.display()
+    );
+    out!("{text}");
+    if !vendors.is_empty() {
+        outln!("then the vendor images of: {}", vendors.join(", "));
+    }
+    if let Some(path) = json {
+        let doc = serde_json::json!({"dry_run": true, "plan": data, "vendors": vendors});
         let tmp = path.with_extension("json.partial");
         std::fs::write(&tmp, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| format!("{}", tmp.display()))?;
@@ -100,5 +126,15 @@ pub fn print_report(report: &bake::BakeReport) {
         if let Some(c) = &e.conf {
             outln!("  {c}");
         }
+    }
+    if let Some(v) = &report.verified {
+        outln!(
+            "verified against the plan (read back from the output): {} files, {} symlinks, {} directories, {} removals, {} appends",
+            v.files,
+            v.links,
+            v.dirs,
+            v.removed,
+            v.appended
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! with what flatbake writes besides, with directories systemd or the boot process
 //! own, or with what the image holds ([`collisions`]).
 
-use super::plan::{Extension, Target, OEM_MOUNT};
+use super::place::{Extension, Target, OEM_MOUNT};
 use super::{autoupdate, builtin};
 use crate::fs::{check_path, Op};
 use std::path::PathBuf;

@@ -1,468 +1,325 @@
-//! What goes where: turning `NAME:FILE` arguments, `--install-to` and sysupdate configs
-//! into a checked plan, and every pre-flight check made before the first byte of output
-//! is written. All problems of a run are collected and reported together.
+//! Stage 2 of a bake, the plan: from the request and the facts read from the image,
+//! every edit the bake will make — extension images, links and sysupdate configs
+//! (`place`), sysupdate units (`autoupdate`), built-in masks and official extensions
+//! (`builtin`), the Ignition config and kernel arguments — checked together before
+//! anything is written. Every input is staged once into the private work directory and
+//! the staged copy is what is checked, planned and later verified; nothing outside the
+//! work directory is written here. All problems are returned at once.
 
-use super::collide::owned;
-pub use super::collide::{collisions, Existing, RootState};
+use super::facts::{ImageFacts, RootFacts};
+use super::place::{self, Extension, PlanInput};
+use super::{autoupdate, builtin, collide, human, BakeRequest};
 use crate::arch::Arch;
-use crate::fs::{check_path, Edits, Op};
-use crate::input::{self, Staged};
-use crate::sysext::image::{self, SysextImage};
-use crate::sysext::release::HostOs;
-use crate::sysext::{check, name_problem, sysupdate};
-use std::collections::HashSet;
-use std::fmt;
+use crate::fs::{btrfs, Edits, Op};
+use crate::sysext::compat::TargetOs;
 use std::path::{Path, PathBuf};
 
-/// Which filesystem of the image a sysext is installed into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    Root,
-    Oem,
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Target::Root => "ROOT",
-            Target::Oem => "OEM",
-        })
-    }
-}
-
-/// `--install-to PART:DIR`; `{name}` in DIR stands for the extension name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InstallTo {
-    pub target: Target,
-    pub dir: String,
-}
-
-/// Where systemd-sysupdate's bakery config expects the images (the default).
-pub const DEFAULT_INSTALL_TO: &str = "root:/opt/extensions/{name}";
-
-impl std::str::FromStr for InstallTo {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (part, dir) = s
-            .split_once(':')
-            .ok_or_else(|| format!("'{s}': expected root:DIR or oem:DIR"))?;
-        let target = match part {
-            "root" | "ROOT" => Target::Root,
-            "oem" | "OEM" => Target::Oem,
-            _ => {
-                return Err(format!(
-                    "'{s}': unknown partition '{part}' (use root or oem)"
-                ))
-            }
-        };
-        let dir = dir.trim_end_matches('/');
-        let dir = if dir.is_empty() {
-            "/".to_owned()
-        } else {
-            dir.to_owned()
-        };
-        if !dir.starts_with('/') {
-            return Err(format!("'{s}': the directory must be absolute"));
-        }
-        check_path("install", &dir.replace("{name}", "x")).map_err(|e| format!("'{s}': {e}"))?;
-        Ok(InstallTo { target, dir })
-    }
-}
-
-impl InstallTo {
-    /// Path of `file` for extension `name`, inside the target filesystem.
-    pub fn path_for(&self, name: &str, file: &str) -> String {
-        let dir = self.dir.replace("{name}", name);
-        if dir == "/" {
-            format!("/{file}")
-        } else {
-            format!("{dir}/{file}")
-        }
-    }
-}
-
-/// One sysext, checked and placed.
+/// Everything a bake will write, in order, per filesystem.
 #[derive(Clone, Debug)]
-pub struct Extension {
-    pub name: String,
-    pub src: PathBuf,
-    pub image: SysextImage,
-    pub target: Target,
-    /// Path inside the target filesystem.
-    pub path: String,
-    /// Where `/etc/extensions/NAME.raw` points, in the booted system.
-    pub link_target: String,
-    /// The sysupdate transfer file to install, if any (its checked private copy).
-    pub conf: Option<PathBuf>,
-    /// The checked private copy of `src` that is baked, with its hash.
-    pub staged: Option<Staged>,
-}
-
-impl Extension {
-    pub fn symlink(&self) -> String {
-        format!("/etc/extensions/{}.raw", self.name)
-    }
-    pub fn conf_path(&self) -> String {
-        format!("/etc/sysupdate.{0}.d/{0}.conf", self.name)
-    }
-    /// The bytes to bake: the staged copy that was checked.
-    pub fn data(&self) -> &Path {
-        self.staged.as_ref().map_or(&self.src, |s| &s.path)
-    }
-}
-
-/// Where the OEM partition is mounted in a booted Flatcar.
-pub const OEM_MOUNT: &str = "/oem";
-
-/// `--install-to [NAME=]PART:DIR`: for one extension, or (without NAME) for all.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InstallRule {
-    pub name: Option<String>,
-    pub to: InstallTo,
-}
-
-impl std::str::FromStr for InstallRule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.split_once('=') {
-            Some((name, spec)) if !name.contains(':') => Ok(InstallRule {
-                name: Some(name.to_owned()),
-                to: spec.parse()?,
-            }),
-            _ => Ok(InstallRule {
-                name: None,
-                to: s.parse()?,
-            }),
-        }
-    }
-}
-
-/// The install location for `name`: its own rule, else the last general one, else the
-/// default.
-pub fn install_for(rules: &[InstallRule], name: &str) -> InstallTo {
-    rules
-        .iter()
-        .rev()
-        .find(|r| r.name.as_deref() == Some(name))
-        .or_else(|| rules.iter().rev().find(|r| r.name.is_none()))
-        .map(|r| r.to.clone())
-        .unwrap_or_else(|| InstallTo {
-            target: Target::Root,
-            dir: "/opt/extensions/{name}".into(),
-        })
-}
-
-/// Inputs to planning, besides the image itself.
-pub struct PlanInput<'a> {
-    pub extensions: &'a [String],
-    pub install_to: &'a [InstallRule],
-    pub sysupdate_confs: &'a [String],
+pub struct Plan {
+    /// The architecture the image is for (the request's, else the ESP's).
     pub arch: Option<Arch>,
-    /// A private directory for the copies that are checked and then baked (None only
-    /// when the run is refused anyway: the originals are then checked in place).
-    pub stage: Option<&'a Path>,
+    /// The extensions baked, placed and checked.
+    pub extensions: Vec<Extension>,
+    /// ROOT (ext4) edits, applied in order.
+    pub root: Edits,
+    /// OEM (btrfs) edits, applied in order.
+    pub oem: Edits,
+    /// Lines for the user: defaults taken and old files kept.
+    pub notes: Vec<String>,
+    /// ROOT's journal needs replaying into the output before it is edited.
+    pub replay_journal: bool,
 }
 
-/// Parse and check every extension argument. Returns the extensions or every problem.
-pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<String>> {
-    let mut problems = Vec::new();
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    let mut confs: Vec<(String, PathBuf)> = Vec::new();
-    for c in input.sysupdate_confs {
-        match c.split_once('=') {
-            Some((n, p)) if !n.is_empty() && !p.is_empty() => {
-                confs.push((n.to_owned(), PathBuf::from(p)))
-            }
-            _ => problems.push(format!("--sysupdate-conf '{c}': expected NAME=PATH")),
-        }
-    }
-    for arg in input.extensions {
-        let Some((name, file)) = arg.split_once(':') else {
-            problems.push(format!(
-                "'{arg}': expected NAME:FILE (e.g. wasmtime:wasmtime-24.0.0-x86-64.raw)"
-            ));
-            continue;
-        };
-        if let Some(p) = name_problem(name) {
-            problems.push(format!("'{arg}': {p}"));
-            continue;
-        }
-        if file.is_empty() {
-            problems.push(format!("'{arg}': no FILE after NAME:"));
-            continue;
-        }
-        // printed as is, such a name would break the one-line-per-problem report
-        if file.chars().any(char::is_control) {
-            problems.push(format!(
-                "{file:?}: contains a control character; rename the file"
-            ));
-            continue;
-        }
-        if !seen.insert(name.to_owned()) {
-            problems.push(format!("'{arg}': extension {name} is given more than once"));
-            continue;
-        }
-        let src = PathBuf::from(file);
-        match check_one(name, &src, input) {
-            Ok((image, staged, mut ps)) => {
-                let file_name = src
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let install = install_for(input.install_to, name);
-                let path = install.path_for(name, &file_name);
-                if let Err(e) = check_path("install", &path) {
-                    ps.push(format!(
-                        "{}: cannot be installed under that name: {e}",
-                        src.display()
-                    ));
-                }
-                let link_target = match install.target {
-                    Target::Root => path.clone(),
-                    Target::Oem => format!("{OEM_MOUNT}{path}"),
-                };
-                let conf = match confs.iter().find(|(n, _)| n == name) {
-                    Some((_, p)) => Some(p.clone()),
-                    None => {
-                        let beside = src.with_file_name(format!("{name}.conf"));
-                        std::fs::metadata(&beside).is_ok().then_some(beside)
-                    }
-                };
-                let conf = match conf {
-                    Some(c) => {
-                        match check_conf(&c, input.stage.map(|d| d.join(format!("{name}.conf")))) {
-                            Ok(staged) => Some(staged),
-                            Err(p) => {
-                                ps.extend(p);
-                                None
-                            }
-                        }
-                    }
-                    None => None,
-                };
-                problems.extend(ps);
-                out.push(Extension {
-                    name: name.to_owned(),
-                    src,
-                    image,
-                    target: install.target,
-                    path,
-                    link_target,
-                    conf,
-                    staged,
-                });
-            }
-            Err(p) => problems.push(p),
-        }
-    }
-    for r in input.install_to {
-        if let Some(n) = &r.name {
-            if !seen.contains(n) {
-                problems.push(format!(
-                    "--install-to {n}=...: no extension named {n} is being baked"
-                ));
-            }
-        }
-    }
-    for (n, p) in &confs {
-        if !seen.contains(n) {
-            problems.push(format!(
-                "--sysupdate-conf {n}={}: no extension named {n} is being baked",
-                p.display()
-            ));
-        }
-    }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
-    }
-}
-
-/// Check one sysext file; Err is a problem that stops further checks of it. With a
-/// stage directory the file is read once into a private copy, and that copy is checked.
-fn check_one(
-    name: &str,
-    src: &Path,
-    input: &PlanInput<'_>,
-) -> Result<(SysextImage, Option<Staged>, Vec<String>), String> {
-    let shown = |e: std::io::Error| format!("{}: {e}", src.display());
-    let staged = match input.stage {
-        Some(dir) => Some(input::stage_file(src, &dir.join(format!("{name}.raw"))).map_err(shown)?),
-        None => {
-            input::open_regular(src).map_err(shown)?;
-            None
-        }
-    };
-    let data = staged.as_ref().map_or(src, |s| &s.path);
-    // messages name the user's file, not the private copy
-    let named = |m: String| m.replace(&data.display().to_string(), &src.display().to_string());
-    let mut img = image::open(data, name).map_err(|e| named(e.to_string()))?;
-    img.path = src.to_owned();
-    let arch = input.arch.map(Arch::systemd_name);
-    let host = HostOs {
-        id: "flatcar",
+/// Plan the bake of `req` into the image `facts` describes. Staged inputs and generated
+/// files go to `stage` (a fresh directory in the run's work dir); `problems` already
+/// holds what the caller found (the output path).
+pub fn plan(
+    req: &BakeRequest,
+    facts: &ImageFacts,
+    stage: Option<&Path>,
+    mut problems: Vec<String>,
+) -> Result<Plan, Vec<String>> {
+    let arch = req.arch.or(facts.arch);
+    let target = target_os(req, facts, arch, stage, &mut problems);
+    let exts = place::check_extensions(&PlanInput {
+        extensions: &req.extensions,
+        install_to: &req.install_to,
+        sysupdate_confs: &req.sysupdate_confs,
         arch,
+        target: &target,
+        stage,
+    })
+    .unwrap_or_else(|ps| {
+        problems.extend(ps);
+        Vec::new()
+    });
+    let root = match &facts.root {
+        Ok(r) => r,
+        Err(p) => {
+            problems.push(p.clone());
+            return Err(problems);
+        }
     };
-    let mut ps: Vec<String> = check::release_problems(&img, name, &host)
-        .into_iter()
-        .map(|p| format!("{}: {p}", src.display()))
+    let lookup = |p: &str| collide::root_lookup(&root.fs, p);
+    let root_state = collide::RootState {
+        lookup: &lookup,
+        links: root.links.clone(),
+    };
+    let (mut root_edits, mut oem_edits, kept) = place::edits(&exts, &root_state);
+    let names: Vec<&str> = exts.iter().map(|e| e.name.as_str()).collect();
+    let builtins = builtin::plan(&req.builtins, &names).unwrap_or_else(|ps| {
+        problems.extend(ps);
+        builtin::BuiltinPlan::default()
+    });
+    let updated: Vec<&str> = exts
+        .iter()
+        .filter(|e| e.conf.is_some())
+        .map(|e| e.name.as_str())
         .collect();
-    if input.arch.is_none()
-        && img
-            .release
-            .as_ref()
-            .is_some_and(|r| r.get("ARCHITECTURE").is_some())
-    {
+    if req.sysupdate && updated.is_empty() {
+        problems.push("--sysupdate: no extension being baked has a sysupdate config (NAME.conf beside FILE or --sysupdate-conf)".into());
+    }
+    if let Some(op) = ignition(req, facts, stage, &mut problems) {
+        oem_edits.push(op);
+    }
+    problems.extend(crate::platform::oem::kernel_arg_problems(&req.kernel_args));
+    if !req.kernel_args.is_empty() {
+        oem_edits.push(Op::Append {
+            path: "/grub.cfg".into(),
+            header: crate::platform::oem::GRUB_HEADER.into(),
+            text: crate::platform::oem::kernel_args_line(&req.kernel_args),
+        });
+    }
+    // Generated ROOT files are staged now, so the plan holds every edit.
+    let later = match stage {
+        Some(dir) if problems.is_empty() => match generated(req, &updated, &builtins, root, dir) {
+            Ok(ops) => ops,
+            Err(p) => {
+                problems.push(p);
+                Vec::new()
+            }
+        },
+        _ => collide::later_root_ops(req.sysupdate, &updated, &builtins),
+    };
+    problems.extend(collide::collisions(&exts, &later, &root_state));
+    root_edits.ops.extend(later);
+    problems.extend(space(facts, root, &root_edits, &oem_edits));
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Plan {
+        arch,
+        extensions: exts,
+        root: root_edits,
+        oem: oem_edits,
+        notes: builtins.notes.into_iter().chain(kept).collect(),
+        replay_journal: root.sb.needs_recovery,
+    })
+}
+
+/// The OS every extension must match, as systemd-sysext will check it: the image's own
+/// os-release (in USR-A), read into a scratch directory beside `stage`.
+fn target_os(
+    req: &BakeRequest,
+    facts: &ImageFacts,
+    arch: Option<Arch>,
+    stage: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> TargetOs {
+    let any = || TargetOs::any_flatcar(arch.map(Arch::systemd_name));
+    let Some(dir) = stage.filter(|_| !req.extensions.is_empty()) else {
+        return any();
+    };
+    let dir = dir.with_file_name("target");
+    let t = std::fs::create_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))
+        .and_then(|()| crate::sysext::target::from_image(&facts.path, &dir, arch));
+    let _ = std::fs::remove_dir_all(&dir);
+    t.unwrap_or_else(|p| {
+        problems.push(p);
+        any()
+    })
+}
+
+/// The sysupdate units and built-in edits, their files staged in `stage/generated`.
+fn generated(
+    req: &BakeRequest,
+    updated: &[&str],
+    builtins: &builtin::BuiltinPlan,
+    root: &RootFacts,
+    stage: &Path,
+) -> Result<Vec<Op>, String> {
+    let dir = stage.join("generated");
+    let failed = |e: std::io::Error| format!("{}: {e}", dir.display());
+    std::fs::create_dir(&dir).map_err(failed)?;
+    let mut ops = Vec::new();
+    if req.sysupdate {
+        ops.extend(
+            autoupdate::edits(updated, req.sysupdate_action, &dir)
+                .map_err(failed)?
+                .ops,
+        );
+    }
+    let conf = match (&root.enabled_conf, builtins.enable.is_empty()) {
+        (_, true) => None,
+        (Ok(c), false) => c.as_deref(),
+        (Err(p), false) => return Err(p.clone()),
+    };
+    ops.extend(builtin::edits(builtins, conf, &dir).map_err(failed)?.ops);
+    Ok(ops)
+}
+
+/// `--ignition`: the config, read once, checked, staged; the ESP must still trigger
+/// Ignition on first boot.
+fn ignition(
+    req: &BakeRequest,
+    facts: &ImageFacts,
+    stage: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> Option<Op> {
+    let ign = req.ignition.as_ref()?;
+    let checked =
+        crate::ignition::read(ign).and_then(|b| crate::ignition::check_bytes(&b, ign).map(|_| b));
+    let src: PathBuf = match (checked, stage) {
+        (Err(p), _) => {
+            problems.push(p);
+            ign.clone()
+        }
+        (Ok(b), Some(d)) => {
+            let dest = d.join("config.ign");
+            match crate::input::stage_bytes(&b, &dest) {
+                Ok(s) => s.path,
+                Err(e) => {
+                    problems.push(format!("{}: {e}", dest.display()));
+                    ign.clone()
+                }
+            }
+        }
+        (Ok(_), None) => ign.clone(),
+    };
+    match facts.first_boot {
+        Some(true) => {}
+        Some(false) => problems.push(format!(
+            "{}: the ESP has no /flatcar/first_boot flag, so Ignition would not run on first boot (was this image booted already?)",
+            facts.path.display()
+        )),
+        None => problems.push(format!(
+            "{}: cannot read the ESP to check for /flatcar/first_boot",
+            facts.path.display()
+        )),
+    }
+    Some(Op::Write {
+        path: "/config.ign".into(),
+        src,
+        mode: 0o600,
+    })
+}
+
+/// Room on ROOT (data, directories, metadata and inodes) and on OEM.
+fn space(facts: &ImageFacts, root: &RootFacts, root_edits: &Edits, oem: &Edits) -> Vec<String> {
+    let mut ps = Vec::new();
+    let sb = &root.sb;
+    let (blocks, inodes) = sb.need(&root_edits.ops, &mut |d| {
+        root.fs.symlink_metadata(d).is_err()
+    });
+    if blocks * sb.block_size > sb.available() || inodes > sb.free_inodes {
         ps.push(format!(
-            "{}: declares ARCHITECTURE but the image's architecture is unknown; pass --arch",
-            src.display()
+            "{}: ROOT has {} and {} inodes free but the extensions need {} and {} inodes, counting directories and metadata",
+            facts.path.display(),
+            human(sb.available()),
+            sb.free_inodes,
+            human(blocks * sb.block_size),
+            inodes
         ));
     }
-    match check::content_problems(data, img.format) {
-        Ok(found) => ps.extend(found.into_iter().map(|p| format!("{}: {p}", src.display()))),
-        Err(e) => ps.push(named(e.to_string())),
+    if oem.is_empty() {
+        return ps;
     }
-    Ok((img, staged, ps))
+    let added: u64 = oem
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Write { src, .. } => std::fs::metadata(src)
+                .map(|m| btrfs::footprint(m.len()))
+                .unwrap_or(0),
+            _ => 0,
+        })
+        .sum();
+    match facts.oem_super() {
+        Ok(sup) if added + sup.bytes_used + btrfs::OVERHEAD > facts.layout.oem.size() => {
+            ps.push(format!(
+                "{}: OEM is {} with {} used, too small for {} more",
+                facts.path.display(),
+                human(facts.layout.oem.size()),
+                human(sup.bytes_used),
+                human(added)
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => ps.push(e.to_string()),
+    }
+    ps
 }
 
-/// Check a sysupdate config, read once; returns the path to install from (the private
-/// copy in `stage` when given).
-fn check_conf(path: &Path, stage: Option<PathBuf>) -> Result<PathBuf, Vec<String>> {
-    let shown = |e: std::io::Error| format!("{}: {e}", path.display());
-    let bytes = input::read_bytes(path, input::TEXT_CAP).map_err(|e| vec![shown(e)])?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| vec![format!("{}: not a text file", path.display())])?;
-    let ps = sysupdate::problems(text);
-    if !ps.is_empty() {
-        return Err(ps
-            .iter()
-            .map(|p| format!("{}: not a sysupdate transfer file: {p}", path.display()))
-            .collect());
-    }
-    match stage {
-        Some(dest) => Ok(input::stage_bytes(&bytes, &dest)
-            .map_err(|e| vec![shown(e)])?
-            .path),
-        None => Ok(path.to_owned()),
-    }
-}
-
-/// The edits to ROOT and OEM that install `exts`, and notes on what was kept. A
-/// replaced extension's old image is removed only when flatbake owns it ([`owned`]).
-pub fn edits(exts: &[Extension], root: &RootState<'_>) -> (Edits, Edits, Vec<String>) {
-    let mut out = (Edits::default(), Edits::default(), Vec::new());
-    for e in exts {
-        let old = root
-            .links
-            .iter()
-            .find(|(n, _)| *n == e.name)
-            .map(|(_, t)| t.as_str());
-        if let Some(old) = old.filter(|o| *o != e.link_target && *o != "/dev/null") {
-            let written = exts.iter().any(|x| x.link_target == old);
-            match owned(e, old, root) {
-                Ok(Some(_)) if written => {}
-                Ok(Some((Target::Root, p))) => out.0.push(Op::Remove(p.to_owned())),
-                Ok(Some((Target::Oem, p))) => out.1.push(Op::Remove(p.to_owned())),
-                Ok(None) => {}
-                Err(why) => out.2.push(format!(
-                    "kept {old:?}, the old target of {}: {why}",
-                    e.symlink()
-                )),
+impl Plan {
+    /// The plan for people: one line per edit, per filesystem.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for (part, edits) in [("ROOT", &self.root), ("OEM", &self.oem)] {
+            for op in &edits.ops {
+                s.push_str(&format!("{part:<4} {}\n", describe(op)));
             }
         }
-        let write = Op::Write {
-            path: e.path.clone(),
-            src: e.data().to_owned(),
-            mode: 0o644,
-        };
-        match e.target {
-            Target::Root => out.0.push(write),
-            Target::Oem => out.1.push(write),
+        if self.replay_journal {
+            s.insert_str(0, "ROOT replay the ext4 journal first\n");
         }
-        out.0.push(Op::Symlink {
-            path: e.symlink(),
-            target: e.link_target.clone(),
-        });
-        if let Some(c) = &e.conf {
-            out.0.push(Op::Write {
-                path: e.conf_path(),
-                src: c.clone(),
-                mode: 0o644,
-            });
-        }
+        s
     }
-    out
+
+    /// The plan as data: the edits per filesystem, with the sha256 of every file written.
+    pub fn to_json(&self) -> serde_json::Value {
+        let edits = |e: &Edits| -> Vec<serde_json::Value> {
+            e.ops
+                .iter()
+                .map(|op| match op {
+                    Op::MkdirP(p) => serde_json::json!({"op": "mkdir", "path": p}),
+                    Op::Write { path, src, mode } => serde_json::json!({
+                        "op": "write", "path": path, "mode": format!("{mode:04o}"),
+                        "size": std::fs::metadata(src).map(|m| m.len()).ok(),
+                        "sha256": super::sha256_file(src).ok().map(|(h, _)| h),
+                    }),
+                    Op::Symlink { path, target } => {
+                        serde_json::json!({"op": "symlink", "path": path, "target": target})
+                    }
+                    Op::Remove(p) => serde_json::json!({"op": "remove", "path": p}),
+                    Op::Append { path, text, .. } => {
+                        serde_json::json!({"op": "append", "path": path, "text": text})
+                    }
+                })
+                .collect()
+        };
+        serde_json::json!({
+            "arch": self.arch.map(|a| a.systemd_name()),
+            "extensions": self.extensions.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
+            "replay_journal": self.replay_journal,
+            "root": edits(&self.root),
+            "oem": edits(&self.oem),
+        })
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn install_to_parses() {
-        let d: InstallTo = DEFAULT_INSTALL_TO.parse().unwrap();
-        assert_eq!(d.target, Target::Root);
-        assert_eq!(d.path_for("w", "w-1.raw"), "/opt/extensions/w/w-1.raw");
-        let o: InstallTo = "oem:/sysext/".parse().unwrap();
-        assert_eq!(o.target, Target::Oem);
-        assert_eq!(o.path_for("w", "w-1.raw"), "/sysext/w-1.raw");
-        let r: InstallTo = "oem:/".parse().unwrap();
-        assert_eq!(r.path_for("w", "w.raw"), "/w.raw");
-        assert!("usr:/x".parse::<InstallTo>().is_err());
-        assert!("root:relative".parse::<InstallTo>().is_err());
-        assert!("root:/a/../b".parse::<InstallTo>().is_err());
-        assert!("nocolon".parse::<InstallTo>().is_err());
-        let rules: Vec<InstallRule> = vec![
-            "oem:/sysext".parse().unwrap(),
-            "w=root:/opt/w".parse().unwrap(),
-        ];
-        assert_eq!(rules[1].name.as_deref(), Some("w"));
-        assert_eq!(install_for(&rules, "w").path_for("w", "f"), "/opt/w/f");
-        assert_eq!(install_for(&rules, "x").target, Target::Oem);
-        assert_eq!(
-            install_for(&[], "x").path_for("x", "f"),
-            "/opt/extensions/x/f"
-        );
-    }
-
-    #[test]
-    fn argument_problems_are_all_reported() {
-        let install: Vec<InstallRule> = vec![];
-        let exts = vec![
-            "nocolon".to_owned(),
-            "../x:/dev/null".to_owned(),
-            ".hid:/dev/null".to_owned(),
-            "a:/nonexistent/a.raw".to_owned(),
-            "b:/dev/null".to_owned(),
-            "c:".to_owned(),
-            "d:/tmp/new\nline.raw".to_owned(),
-        ];
-        let confs = vec!["zzz=/tmp/x.conf".to_owned(), "bad".to_owned()];
-        let input = PlanInput {
-            extensions: &exts,
-            install_to: &install,
-            sysupdate_confs: &confs,
-            arch: None,
-            stage: None,
-        };
-        let ps = check_extensions(&input).unwrap_err();
-        let all = ps.join("\n");
-        assert!(all.contains("'nocolon': expected NAME:FILE"), "{all}");
-        assert!(all.contains("'../x:/dev/null'"), "{all}");
-        assert!(all.contains("starts with '.'"), "{all}");
-        assert!(all.contains("/nonexistent/a.raw: No such file"), "{all}");
-        assert!(
-            all.contains("/dev/null: a character device, not a regular file"),
-            "{all}"
-        );
-        assert!(all.contains("'c:': no FILE after NAME:"), "{all}");
-        assert!(
-            all.contains("\"/tmp/new\\nline.raw\": contains a control character"),
-            "{all}"
-        );
-        assert!(all.contains("--sysupdate-conf 'bad'"), "{all}");
-        assert!(all.contains("no extension named zzz"), "{all}");
+fn describe(op: &Op) -> String {
+    match op {
+        Op::MkdirP(p) => format!("mkdir   {p}"),
+        Op::Write { path, src, mode } => {
+            let size = std::fs::metadata(src)
+                .map(|m| human(m.len()))
+                .unwrap_or_default();
+            format!("write   {path} (mode {mode:04o}, {size})")
+        }
+        Op::Symlink { path, target } => format!("symlink {path} -> {target}"),
+        Op::Remove(p) => format!("remove  {p}"),
+        Op::Append { path, text, .. } => format!("append  {path}: {}", text.trim_end()),
     }
 }

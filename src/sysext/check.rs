@@ -1,22 +1,26 @@
-//! Judging a whole sysext image the way systemd-sysext will: its extension-release
-//! (present, rightly named, ID/level/architecture), and its content (nothing outside
-//! `/usr` and `/opt`, everything owned by root). Shared by `flatbake sysext check` and
-//! the pre-flight of `flatbake bake`.
+//! Judging a whole sysext image the way systemd-sysext will on a given target: its
+//! extension-release (present, rightly named, compatible with the target's os-release,
+//! by [`super::compat`]), and its content (nothing outside `/usr` and `/opt`, no
+//! `/usr/lib/os-release`, everything owned by root). Shared by `flatbake sysext check`
+//! and the pre-flight of `flatbake bake`.
 
+use super::compat::{self, TargetOs};
 use super::erofs::Erofs;
 use super::image::{self, Format, ImageError, SysextImage, RELEASE_DIR};
 use super::pack::MERGED_TOPS;
-use super::release::{self, HostOs};
 use crate::arch::Arch;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
+/// The host's os-release; an extension must not carry one.
+const OS_RELEASE: &str = "/usr/lib/os-release";
+
 /// How many offending paths a problem message names before it summarises.
 const EXAMPLES: usize = 3;
 
 /// Problems with an opened image's extension-release for extension `name`.
-pub fn release_problems(img: &SysextImage, name: &str, host: &HostOs<'_>) -> Vec<String> {
+pub fn release_problems(img: &SysextImage, name: &str, target: &TargetOs) -> Vec<String> {
     match &img.release {
         None => {
             let found = if img.release_names.is_empty() {
@@ -35,7 +39,7 @@ pub fn release_problems(img: &SysextImage, name: &str, host: &HostOs<'_>) -> Vec
                 "no {RELEASE_DIR}/extension-release.{name} ({found})"
             )]
         }
-        Some(rel) => release::problems(rel, host),
+        Some(rel) => compat::problems(rel, target),
     }
 }
 
@@ -47,8 +51,9 @@ struct Node {
 }
 
 /// Problems with what an image holds: entries outside `/usr` and `/opt` (systemd-sysext
-/// does not merge them) and entries not owned by root (they would show up on the host
-/// owned by whoever has that id there).
+/// does not merge them), a `/usr/lib/os-release` (systemd-sysext refuses to merge an
+/// extension that carries one: it would replace the host's), and entries not owned by
+/// root (they would show up on the host owned by whoever has that id there).
 pub fn content_problems(path: &Path, format: Format) -> Result<Vec<String>, ImageError> {
     let nodes = match format {
         Format::Squashfs => squashfs_nodes(path)?,
@@ -79,6 +84,11 @@ fn judge(nodes: &[Node]) -> Vec<String> {
                 .map(|t| format!("/{t}"))
                 .collect::<Vec<_>>()
                 .join(", ")
+        ));
+    }
+    if nodes.iter().any(|n| n.path == OS_RELEASE) {
+        out.push(format!(
+            "holds {OS_RELEASE}, which systemd-sysext refuses in an extension (remove it; the extension's own metadata goes in {RELEASE_DIR}/extension-release.NAME)"
         ));
     }
     let not_root: Vec<&Node> = nodes.iter().filter(|n| n.uid != 0 || n.gid != 0).collect();
@@ -197,15 +207,19 @@ pub struct CheckReport {
     pub name: String,
     /// The architecture checked against, and where it came from.
     pub arch: Option<(Arch, &'static str)>,
+    /// The target OS checked against.
+    pub target: TargetOs,
     pub problems: Vec<String>,
 }
 
-/// Check `path` as extension `name` (inferred from the file name when `None`) for a
-/// Flatcar of architecture `arch` (from the file name when `None`).
+/// Check `path` as extension `name` (inferred from the file name when `None`) for
+/// `target` (any current Flatcar when `None`) of architecture `arch` (the target's, else
+/// from the file name when `None`).
 pub fn check_image(
     path: &Path,
     name: Option<&str>,
     arch: Option<Arch>,
+    target: Option<TargetOs>,
 ) -> Result<CheckReport, ImageError> {
     let file_name = path
         .file_name()
@@ -219,24 +233,28 @@ pub fn check_image(
         }
     };
     let img = image::open(path, &name)?;
-    let arch = match arch {
-        Some(a) => Some((a, "--arch")),
-        None => arch_from_file_name(&file_name).map(|a| (a, "file name")),
+    let target_arch = target
+        .as_ref()
+        .and_then(|t| t.arch.as_deref())
+        .and_then(|a| a.parse::<Arch>().ok());
+    let arch = match (arch, target_arch) {
+        (Some(a), _) => Some((a, "--arch")),
+        (None, Some(a)) => Some((a, "target")),
+        (None, None) => arch_from_file_name(&file_name).map(|a| (a, "file name")),
     };
-    let host = HostOs {
-        id: "flatcar",
-        arch: arch.map(|(a, _)| a.systemd_name()),
-    };
+    let mut target = target.unwrap_or_else(|| TargetOs::any_flatcar(None));
+    target.arch = arch.map(|(a, _)| a.systemd_name().to_owned());
     let mut problems = Vec::new();
     if let Some(p) = super::name_problem(&name) {
         problems.push(p);
     }
-    problems.extend(release_problems(&img, &name, &host));
+    problems.extend(release_problems(&img, &name, &target));
     problems.extend(content_problems(path, img.format)?);
     Ok(CheckReport {
         image: img,
         name,
         arch,
+        target,
         problems,
     })
 }
@@ -283,6 +301,19 @@ mod tests {
             "{}",
             p[0]
         );
+    }
+
+    #[test]
+    fn refuses_os_release() {
+        let p = judge(&[
+            n("/", 0),
+            n("/usr", 0),
+            n("/usr/lib", 0),
+            n("/usr/lib/os-release", 0),
+        ]);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("/usr/lib/os-release"), "{}", p[0]);
+        assert!(judge(&[n("/usr/lib/os-release.d", 0)]).is_empty());
     }
 
     #[test]

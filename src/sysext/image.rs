@@ -107,7 +107,7 @@ pub fn open(path: &Path, name: &str) -> Result<SysextImage, ImageError> {
         None => None,
         Some(bytes) => {
             Some(
-                ReleaseFile::parse_bytes(&bytes).map_err(|e| ImageError::BadRelease {
+                super::compat::parse_env(&bytes).map_err(|e| ImageError::BadRelease {
                     path: path.to_owned(),
                     name: name.to_owned(),
                     what: e.to_string(),

@@ -6,7 +6,7 @@
 
 pub mod butane;
 pub mod check;
-pub mod cli;
+pub mod compat;
 pub mod erofs;
 pub mod fetch;
 pub mod flatwrap;
@@ -18,6 +18,7 @@ pub mod recipe;
 pub mod release;
 pub mod squashfs;
 pub mod sysupdate;
+pub mod target;
 pub mod torcx;
 
 /// Give every directory under (and including) `dir` mode 0755, whatever the umask was

@@ -1,5 +1,6 @@
-//! `extension-release` and `os-release` files: parsing the `KEY=value` format
-//! (os-release(5)) and judging an extension's metadata the way systemd-sysext does.
+//! `extension-release` and `os-release` files: the parsed `KEY=value` list, and a strict
+//! parser for the files flatbake reads for itself (oem-release, version.txt). What
+//! systemd reads is parsed with systemd's own rules in [`super::compat`].
 
 use std::fmt;
 
@@ -93,43 +94,6 @@ impl fmt::Display for ReleaseFile {
     }
 }
 
-/// What an extension must match to be merged: the host OS as systemd-sysext sees it.
-#[derive(Clone, Debug)]
-pub struct HostOs<'a> {
-    /// `ID` of the OS, `flatcar`.
-    pub id: &'a str,
-    /// systemd architecture name (`x86-64`, `arm64`), when known.
-    pub arch: Option<&'a str>,
-}
-
-/// Every reason systemd-sysext would refuse an extension with this extension-release.
-pub fn problems(rel: &ReleaseFile, host: &HostOs<'_>) -> Vec<String> {
-    let mut out = Vec::new();
-    match rel.get("ID") {
-        None => out.push("extension-release has no ID= (use ID=flatcar or ID=_any)".to_owned()),
-        Some("_any") => {}
-        Some(id) if id == host.id => {
-            if rel.get("SYSEXT_LEVEL").is_none() && rel.get("VERSION_ID").is_none() {
-                out.push(format!(
-                    "extension-release has ID={id} but neither SYSEXT_LEVEL= nor VERSION_ID="
-                ));
-            }
-        }
-        Some(id) => out.push(format!(
-            "extension-release has ID={id}, expected {} or _any",
-            host.id
-        )),
-    }
-    if let (Some(want), Some(have)) = (host.arch, rel.get("ARCHITECTURE")) {
-        if want != have {
-            out.push(format!(
-                "extension-release has ARCHITECTURE={have}, but the image is {want}"
-            ));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,20 +124,5 @@ mod tests {
             ReleaseFile::parse_bytes(&vec![b'#'; MAX_RELEASE_BYTES + 1]),
             Err(ReleaseError::TooLarge(_))
         ));
-    }
-
-    #[test]
-    fn judges_like_systemd() {
-        let host = HostOs {
-            id: "flatcar",
-            arch: Some("x86-64"),
-        };
-        let p = |s: &str| problems(&ReleaseFile::parse(s).unwrap(), &host);
-        assert!(p("ID=_any\n").is_empty());
-        assert!(p("ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n").is_empty());
-        assert_eq!(p("ID=fedora\nSYSEXT_LEVEL=1.0\n").len(), 1);
-        assert!(p("ID=flatcar\n")[0].contains("SYSEXT_LEVEL"));
-        assert!(p("ID=_any\nARCHITECTURE=arm64\n")[0].contains("ARCHITECTURE=arm64"));
-        assert!(p("")[0].contains("no ID"));
     }
 }

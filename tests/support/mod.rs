@@ -6,6 +6,7 @@
 mod release;
 #[allow(unused_imports)]
 pub use release::*;
+pub mod compat;
 pub mod http;
 
 use sha2::{Digest, Sha256};

@@ -169,7 +169,7 @@ pub fn files(vendor: &Vendor, arch: Arch, disk: &DiskFacts<'_>) -> Vec<GenFile> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendor::registry::Registry;
+    use crate::platform::registry::Registry;
 
     #[test]
     fn templates_fill_every_placeholder() {

@@ -1,15 +1,15 @@
 //! `flatbake sysext ...`: the command line for building and checking sysext images
 //! (clap definitions and the glue that runs them; errors become `anyhow` here).
 
-use super::butane;
-use super::check::{self, CheckReport};
-use super::fetch::{is_sha256, Fetcher};
-use super::image::Format;
-use super::pack::{self, Compression, PackOptions, PackReport};
-use super::recipe::{self, CreateOptions};
-use super::sysupdate::bakery_conf;
 use crate::arch::Arch;
 use crate::bake::human;
+use crate::sysext::butane;
+use crate::sysext::check::{self, CheckReport};
+use crate::sysext::fetch::{is_sha256, Fetcher};
+use crate::sysext::image::Format;
+use crate::sysext::pack::{self, Compression, PackOptions, PackReport};
+use crate::sysext::recipe::{self, CreateOptions};
+use crate::sysext::sysupdate::bakery_conf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -53,16 +53,16 @@ pub struct FlatwrapArgs {
     /// Programs of ROOTFS as SRC[:DST]: a wrapper at DST (default /usr/bin/BASENAME)
     /// runs SRC in the private root, e.g. /usr/bin/htop or /bin/busybox:/usr/bin/busybox.
     #[arg(value_name = "SRC[:DST]", required = true)]
-    pub programs: Vec<super::flix::BinSpec>,
+    pub programs: Vec<crate::sysext::flix::BinSpec>,
     /// /etc from the host, or the image's own (e.g. for alpine's /etc/terminfo).
     #[arg(long, value_enum, default_value = "host")]
-    pub etc_map: super::flatwrap::Map,
+    pub etc_map: crate::sysext::flatwrap::Map,
     /// /var from the host, or the image's own (read-only).
     #[arg(long, value_enum, default_value = "host")]
-    pub var_map: super::flatwrap::Map,
+    pub var_map: crate::sysext::flatwrap::Map,
     /// /home from the host, or the image's own (read-only).
     #[arg(long, value_enum, default_value = "host")]
-    pub home_map: super::flatwrap::Map,
+    pub home_map: crate::sysext::flatwrap::Map,
 }
 
 /// What Flix and Flatwrap share: where the root filesystem comes from, the extension's
@@ -99,7 +99,7 @@ pub struct FlixArgs {
     pub src: RootfsArgs,
     /// Binaries as SRC[:DST], e.g. /usr/bin/b3sum or /bin/busybox:/usr/bin/busybox.
     #[arg(value_name = "SRC[:DST]", required = true)]
-    pub binaries: Vec<super::flix::BinSpec>,
+    pub binaries: Vec<crate::sysext::flix::BinSpec>,
     /// Also copy this directory or file of ROOTFS (under /usr or /opt) to the same path
     /// in the sysext (repeatable), e.g. /usr/share/terminfo.
     #[arg(long, value_name = "PATH")]
@@ -275,9 +275,18 @@ pub struct CheckArgs {
     /// Extension name [default: from each file name and its extension-release].
     #[arg(long)]
     pub name: Option<String>,
-    /// Architecture of the Flatcar it is for [default: from a NAME-VERSION-ARCH file name].
+    /// Architecture of the Flatcar it is for [default: the target image's, else from a
+    /// NAME-VERSION-ARCH file name].
     #[arg(long)]
     pub arch: Option<Arch>,
+    /// The Flatcar disk image the extensions are for: checked against its own
+    /// /usr/lib/os-release (ID, VERSION_ID, SYSEXT_LEVEL) and architecture
+    /// [default: any current Flatcar, ID=flatcar SYSEXT_LEVEL=1.0].
+    #[arg(long, value_name = "IMAGE", conflicts_with = "target_os_release")]
+    pub target: Option<PathBuf>,
+    /// The os-release file of the OS the extensions are for, instead of --target.
+    #[arg(long, value_name = "FILE")]
+    pub target_os_release: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -340,7 +349,7 @@ fn output_for(opts: &PackOptions, a: &ImageArgs) -> PathBuf {
 
 /// Check what was written, write SHA256SUMS (and NAME.conf), and report.
 fn finish(report: &PackReport, opts: &PackOptions, a: &ImageArgs) -> anyhow::Result<()> {
-    let checked = check::check_image(&report.output, Some(&opts.name), Some(opts.arch))?;
+    let checked = check::check_image(&report.output, Some(&opts.name), Some(opts.arch), None)?;
     if !checked.problems.is_empty() {
         bail!(
             "the image written fails its own check:\n  {}",
@@ -482,6 +491,7 @@ fn print_report(r: &CheckReport) {
         ),
         (None, None) => println!("  arch: unknown"),
     }
+    println!("  target: {}", r.target.describe());
     match &img.release {
         Some(rel) => {
             println!("  extension-release.{}:", r.name);
@@ -505,9 +515,26 @@ fn run_check(a: CheckArgs) -> anyhow::Result<()> {
     if a.name.is_some() && a.files.len() > 1 {
         bail!("--name applies to one image; check several images without it");
     }
+    let target = match (&a.target, &a.target_os_release) {
+        (Some(img), _) => {
+            let work = tempfile::Builder::new()
+                .prefix(&format!("{}target-", crate::cleanup::prefix()))
+                .tempdir()
+                .context("cannot create a scratch directory")?;
+            let _guard = crate::cleanup::register(work.path());
+            Some(
+                crate::sysext::target::from_image(img, work.path(), a.arch)
+                    .map_err(anyhow::Error::msg)?,
+            )
+        }
+        (None, Some(f)) => Some(
+            crate::sysext::target::from_os_release_file(f, a.arch).map_err(anyhow::Error::msg)?,
+        ),
+        (None, None) => None,
+    };
     let mut bad = 0;
     for f in &a.files {
-        match check::check_image(f, a.name.as_deref(), a.arch) {
+        match check::check_image(f, a.name.as_deref(), a.arch, target.clone()) {
             Ok(r) => {
                 print_report(&r);
                 if !r.problems.is_empty() {
@@ -536,7 +563,7 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
     let version = match a
         .version
         .clone()
-        .or_else(|| super::torcx::version_from_file_name(&file))
+        .or_else(|| crate::sysext::torcx::version_from_file_name(&file))
     {
         Some(v) => v,
         None => bail!(
@@ -557,7 +584,7 @@ fn run_convert_torcx(a: ConvertTorcxArgs) -> anyhow::Result<()> {
             )
         })?;
     let root = work.path().join("root");
-    let c = super::torcx::convert(&a.archive, &a.name, &root, work.path())?;
+    let c = crate::sysext::torcx::convert(&a.archive, &a.name, &root, work.path())?;
     for u in &c.rewritten {
         eprintln!("rewrote Torcx paths in {u}");
     }
@@ -592,7 +619,7 @@ fn rootfs_dir(a: &RootfsArgs, work: &Path) -> anyhow::Result<(PathBuf, bool)> {
     }
     let r = work.join("rootfs");
     eprintln!("extracting {}", a.rootfs.display());
-    super::oci::extract(&a.rootfs, &r, work)?;
+    crate::sysext::oci::extract(&a.rootfs, &r, work)?;
     Ok((r, true))
 }
 
@@ -635,7 +662,7 @@ fn bundle(
 
 fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
     bundle(&a.src, "flix", |rootfs, _, tree| {
-        let f = super::flix::flix(rootfs, &a.src.name, &a.binaries, tree)?;
+        let f = crate::sysext::flix::flix(rootfs, &a.src.name, &a.binaries, tree)?;
         eprintln!(
             "flixed {} with {} libraries into {}",
             f.binaries.join(", "),
@@ -646,7 +673,7 @@ fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
             if !(r.starts_with("/usr/") || r.starts_with("/opt/")) || r.contains("..") {
                 bail!("--resource {r}: must lie under /usr or /opt, without '..'");
             }
-            let src = super::flix::resolve_in(rootfs, r)
+            let src = crate::sysext::flix::resolve_in(rootfs, r)
                 .filter(|p| p.exists())
                 .with_context(|| format!("--resource {r}: not in the root filesystem"))?;
             let dst = tree.join(r.trim_start_matches('/'));
@@ -669,10 +696,10 @@ fn run_flix(a: FlixArgs) -> anyhow::Result<()> {
 
 fn run_flatwrap(a: FlatwrapArgs) -> anyhow::Result<()> {
     bundle(&a.src, "flatwrap", |rootfs, ours, tree| {
-        let w = super::flatwrap::flatwrap(
+        let w = crate::sysext::flatwrap::flatwrap(
             rootfs,
             ours,
-            &super::flatwrap::Options {
+            &crate::sysext::flatwrap::Options {
                 name: a.src.name.clone(),
                 entries: a.programs.clone(),
                 etc: a.etc_map,
@@ -701,7 +728,7 @@ fn run_flatwrap(a: FlatwrapArgs) -> anyhow::Result<()> {
 }
 
 fn run_butane(a: ButaneArgs) -> anyhow::Result<()> {
-    let r = check::check_image(&a.file, Some(&a.name), None)?;
+    let r = check::check_image(&a.file, Some(&a.name), None, None)?;
     if !r.problems.is_empty() {
         bail!(
             "{} would be refused as {}:\n  {}",
