@@ -3,10 +3,10 @@
 //! extensions.
 
 use crate::cli::ReleaseArgs;
+use crate::platform::registry::Registry;
 use crate::release::{
     self, channel::ReleaseUrls, verify::Keyring, FetchOptions, FetchedRelease, HeadSource,
 };
-use crate::vendor::registry::Registry;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
