@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make-fixture-image.sh - build a small, Flatcar-faithful test disk image for flatbake.
 #
-# Usage: scripts/make-fixture-image.sh OUT.bin [--layout current|lts|full] [--arch x86-64|arm64] [--usr-data-mib N] [--usr-tree DIR]
+# Usage: scripts/make-fixture-image.sh OUT.bin [--layout current|lts|full] [--arch x86-64|arm64] [--version X.Y.Z] [--usr-data-mib N] [--usr-tree DIR]
 #
 # Makes a sparse raw disk image that looks like a scaled-down
 # flatcar_production_image.bin (see /work/shared/flatcar-notes.md, section 2):
@@ -69,7 +69,7 @@ readonly TYPE_ROOT=3884DD41-8582-4404-B9A8-E9B84F2DF50E
 
 readonly USR_A_ATTRIBUTES=0101000000000000
 readonly BOOT_CODE_STRING=FLATBAKE-FAKE-GRUB-BOOT-CODE
-readonly FLATCAR_VERSION=4593.2.5
+FLATCAR_VERSION=4593.2.5
 
 readonly SECTOR=512
 readonly ALIGN=4096 # sectors
@@ -95,7 +95,7 @@ warn() {
 }
 
 usage() {
-    printf 'Usage: %s OUT.bin [--layout current|lts|full] [--arch x86-64|arm64] [--usr-data-mib N] [--usr-tree DIR]\n' "$prog" >&2
+    printf 'Usage: %s OUT.bin [--layout current|lts|full] [--arch x86-64|arm64] [--version X.Y.Z] [--usr-data-mib N] [--usr-tree DIR]\n' "$prog" >&2
     exit 2
 }
 
@@ -163,6 +163,7 @@ while [[ $# -gt 0 ]]; do
         --layout=*) layout=${1#*=}; shift ;;
         --arch) [[ $# -ge 2 ]] || usage; arch=$2; shift 2 ;;
         --arch=*) arch=${1#*=}; shift ;;
+        --version) [[ $# -ge 2 ]] || usage; FLATCAR_VERSION=$2; shift 2 ;;
         -h|--help) usage ;;
         -*) die "unknown option: $1" ;;
         *) [[ -z $out ]] || usage; out=$1; shift ;;

@@ -24,7 +24,7 @@ bash "$here/make-fixture-image.sh" "$tmp/flatcar_production_image.bin" >/dev/nul
 rel="$dir/amd64-usr/$version"
 bash "$here/make-fixture-release.sh" "$rel" --image "$tmp/flatcar_production_image.bin" --version "$version" --sign "$GNUPGHOME" 2>/dev/null
 mkdir -p "$dir/amd64-usr/current"
-cp "$rel/version.txt" "$dir/amd64-usr/current/version.txt"
+cp "$rel/version.txt" "$rel/version.txt.sig" "$dir/amd64-usr/current/"
 
 bash "$here/make-fixture-sysexts.sh" "$tmp/sysexts" >/dev/null
 mkdir -p "$dir/extensions"

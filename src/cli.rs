@@ -74,13 +74,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Download and verify a release (and bakery sysexts) into the cache.
+    /// Download and verify a release (and what a bake will need) into the cache.
     ///
-    /// Only download and verify a Flatcar release into the cache (for CI caching), and with
-    /// NAME:FILE arguments, bakery extensions too.
+    /// Only download and verify a Flatcar release into the cache (for CI caching), and
+    /// with --vendor the release files those vendor images need (OEM sysexts, firmware),
+    /// with NAME:FILE arguments bakery extensions and their sysupdate configs too. A bake
+    /// with the same arguments and --release X.Y.Z then runs offline from the cache.
     Fetch {
         #[command(flatten)]
         release: ReleaseArgs,
+        /// Also fetch what these vendor images need (comma-separated or repeated).
+        #[arg(long, value_name = "VENDOR", value_delimiter = ',')]
+        vendor: Vec<String>,
+        /// Also load vendor definitions (*.toml) from DIR.
+        #[arg(long, value_name = "DIR")]
+        vendors_dir: Option<PathBuf>,
         /// Bakery extensions to fetch as well, each NAME:FILE.
         #[arg(value_name = "NAME:FILE")]
         extensions: Vec<String>,

@@ -17,6 +17,8 @@ use support::{Fault, Gpg, Server};
 
 const VERSION: &str = "4593.2.5";
 const DIR: &str = "/amd64-usr/4593.2.5";
+const LTS_HEAD: &str =
+    "FLATCAR_BUILD=4081\nFLATCAR_BRANCH=3\nFLATCAR_PATCH=6\nFLATCAR_VERSION=4081.3.6\n";
 
 struct Fixtures {
     image: Vec<u8>,
@@ -28,6 +30,8 @@ struct Fixtures {
     key_b: Vec<u8>,
     /// A signature by key A over other data.
     bad_image_sig: Vec<u8>,
+    /// Key A's signature of [`LTS_HEAD`].
+    lts_head_sig: Vec<u8>,
     ext_raw: Vec<u8>,
 }
 
@@ -119,6 +123,7 @@ fn fixtures() -> &'static Fixtures {
         assert!(a.fingerprint.ends_with(&a.signer_of(sig)));
         Fixtures {
             bad_image_sig: a.sign(b"something else"),
+            lts_head_sig: a.sign(LTS_HEAD.as_bytes()),
             key_a: a.public_key(),
             key_b: b.public_key(),
             image,
@@ -137,6 +142,9 @@ fn options(server: &Server, cache: &Path, key: &[u8], spec: &str) -> FetchOption
         bakery: server.url(),
     };
     o.keyring = Some(Keyring::from_armored(key, "test key").unwrap());
+    // these tests serve made-up bytes as the image and OEM sysext: transport and
+    // signatures only (tests/fetch_cli.rs checks contents with real fixture images)
+    o.check_contents = false;
     o.download.retry = RetryPolicy {
         attempts: 4,
         base_delay: Duration::from_millis(5),
@@ -228,16 +236,47 @@ fn fetch_current_via_version_txt_and_releases_json() {
     o.head_source = HeadSource::ReleasesJson;
     let e = release::resolve(&o).unwrap_err();
     assert!(e.to_string().contains("no beta release for x86-64"), "{e}");
+
+    // the head is a release file like any other: badly signed or unsigned, it is refused
+    let head = "/amd64-usr/current/version.txt";
+    server.set(&format!("{head}.sig"), f.bad_image_sig.clone());
+    let o = options(&server, cache.path(), &f.key_a, "current");
+    let e = release::resolve(&o).unwrap_err();
+    assert!(
+        matches!(e, Error::Verify(VerifyError::BadSignature { .. })),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}{head}: BAD signature", server.url())),
+        "{e}"
+    );
+    server.remove(&format!("{head}.sig"));
+    let e = release::resolve(&o).unwrap_err();
+    assert!(
+        matches!(e, Error::Download(DownloadError::NotFound { .. })),
+        "{e:?}"
+    );
+    let names: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".flatbake-"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
 }
 
 #[test]
 fn lts_stream_resolves_through_its_own_head() {
     let f = fixtures();
     let server = Server::start(f.tree_a.clone());
-    let lts = "FLATCAR_BUILD=4081\nFLATCAR_BRANCH=3\nFLATCAR_PATCH=6\nFLATCAR_VERSION=4081.3.6\n";
     server.set(
         "/amd64-usr/current-2024/version.txt",
-        lts.as_bytes().to_vec(),
+        LTS_HEAD.as_bytes().to_vec(),
+    );
+    server.set(
+        "/amd64-usr/current-2024/version.txt.sig",
+        f.lts_head_sig.clone(),
     );
     let cache = tempfile::tempdir().unwrap();
     let o = options(&server, cache.path(), &f.key_a, "lts-2024");

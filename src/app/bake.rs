@@ -155,8 +155,7 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
         (None, Some(o)) => {
             let r = fetch::release(o)?;
             if !args.vendor.is_empty() {
-                let reg = Registry::load(args.vendors_dir.as_deref())?;
-                fetch::release_files(o, &r, &vendor_release_files(&reg, &args.vendor))?;
+                fetch::vendor_files(o, &r, &args.vendor, args.vendors_dir.as_deref())?;
             }
             args.flatcar_version
                 .get_or_insert(r.version_txt.version.to_string());
@@ -329,24 +328,6 @@ fn builtins(args: &BakeArgs, image: &std::path::Path) -> bake::builtin::BuiltinR
         enable_official: args.enable_official.clone(),
         flatcar_version: version,
     }
-}
-
-/// Release files the named vendors need: OEM sysexts and shipped firmware.
-fn vendor_release_files(reg: &Registry, names: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for v in names.iter().filter_map(|n| reg.get(n)) {
-        let files = v
-            .oem_id
-            .iter()
-            .map(|id| format!("oem-{id}.raw"))
-            .chain(v.release_files.iter().cloned());
-        for f in files {
-            if !out.contains(&f) {
-                out.push(f);
-            }
-        }
-    }
-    out
 }
 
 /// Bake once into a scratch base image, then emit every vendor from it.

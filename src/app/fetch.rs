@@ -3,11 +3,12 @@
 //! extensions.
 
 use crate::cli::ReleaseArgs;
+use crate::platform::registry::Registry;
 use crate::release::{
     self, channel::ReleaseUrls, verify::Keyring, FetchOptions, FetchedRelease, HeadSource,
 };
 use anyhow::Context;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Default cache directory: $XDG_CACHE_HOME/flatbake or ~/.cache/flatbake.
 pub fn default_cache() -> PathBuf {
@@ -65,9 +66,36 @@ pub fn release(o: &FetchOptions) -> anyhow::Result<FetchedRelease> {
     Ok(r)
 }
 
-/// Fetch other files of the same release (OEM sysexts, firmware) into its cache dir.
-pub fn release_files(o: &FetchOptions, r: &FetchedRelease, names: &[String]) -> anyhow::Result<()> {
-    for n in names {
+/// Fetch what the named vendors need from the release (OEM sysexts, shipped firmware)
+/// into its cache dir, each verified and checked against the release. An unknown vendor
+/// is refused here, before anything is downloaded for it.
+pub fn vendor_files(
+    o: &FetchOptions,
+    r: &FetchedRelease,
+    vendors: &[String],
+    vendors_dir: Option<&Path>,
+) -> anyhow::Result<()> {
+    if vendors.is_empty() {
+        return Ok(());
+    }
+    let reg = Registry::load(vendors_dir)?;
+    let mut names: Vec<String> = Vec::new();
+    for v in vendors {
+        let Some(v) = reg.get(v) else {
+            anyhow::bail!("--vendor {v}: unknown vendor (see `flatbake vendors`)");
+        };
+        let files = v
+            .oem_id
+            .iter()
+            .map(|id| format!("oem-{id}.raw"))
+            .chain(v.release_files.iter().cloned());
+        for f in files {
+            if !names.contains(&f) {
+                names.push(f);
+            }
+        }
+    }
+    for n in &names {
         release::fetch_release_file(o, &r.release, n)?;
     }
     Ok(())
@@ -90,10 +118,17 @@ pub fn extensions(o: &FetchOptions, args: &[String]) -> anyhow::Result<(Vec<Stri
     Ok((exts, confs))
 }
 
-/// `flatbake fetch`: download and verify only.
-pub fn run(a: &ReleaseArgs, exts: &[String]) -> anyhow::Result<()> {
+/// `flatbake fetch`: download and verify only: the release, what `vendors` need from
+/// it, and bakery extensions.
+pub fn run(
+    a: &ReleaseArgs,
+    vendors: &[String],
+    vendors_dir: Option<&Path>,
+    exts: &[String],
+) -> anyhow::Result<()> {
     let o = options(a)?;
     let r = release(&o)?;
+    vendor_files(&o, &r, vendors, vendors_dir)?;
     outln!("{}", r.image.display());
     outln!("{}", r.version_txt_path.display());
     let (paths, confs) = extensions(&o, exts)?;

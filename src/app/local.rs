@@ -1,8 +1,8 @@
 //! `--image FILE.bin.bz2`: a compressed local image is decompressed (sparse, on all
 //! cores) into the cache once, keyed by the sha256 of the compressed file, and the bake
-//! reads the result. Other compressions are refused with the command that undoes them.
+//! reads the result (trusted through its cache marker, see [`crate::release::cache`]). Other compressions are refused with the command that undoes them.
 
-use crate::release::{decompress, DecompressOptions};
+use crate::release::{cache, decompress, DecompressOptions};
 use anyhow::Context;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -38,17 +38,27 @@ pub fn raw_image(image: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
         .unwrap_or_else(|| "image.bin".into());
     let dir = cache.join("local").join(&sha);
     let dest = dir.join(&stem);
-    if dest.is_file() {
-        note!(
-            "{}: using its decompressed copy {}",
-            image.display(),
-            dest.display()
-        );
-        return Ok(dest);
+    // trusted only while its marker matches it; rebuilt under the entry's lock, so runs
+    // sharing the cache never see (or write over) a half-decompressed copy
+    let by = format!("source-sha256:{sha}");
+    let usable = || cache::valid_marker(&dest, false).is_some_and(|m| m.verified_by == by);
+    if !usable() {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("{}: cannot create the cache directory", dir.display()))?;
+        let _lock = cache::lock(&dest).with_context(|| format!("{}", dest.display()))?;
+        if !usable() {
+            cache::remove_with_marker(&dest);
+            note!("decompressing {} into {}", image.display(), dest.display());
+            decompress::decompress_file(image, &dest, &DecompressOptions::default())?;
+            cache::write_marker(&dest, &by, "")
+                .with_context(|| format!("{}", cache::marker_path(&dest).display()))?;
+            return Ok(dest);
+        }
     }
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("{}: cannot create the cache directory", dir.display()))?;
-    note!("decompressing {} into {}", image.display(), dest.display());
-    decompress::decompress_file(image, &dest, &DecompressOptions::default())?;
+    note!(
+        "{}: using its decompressed copy {}",
+        image.display(),
+        dest.display()
+    );
     Ok(dest)
 }

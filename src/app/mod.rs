@@ -20,8 +20,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Build(args)) => build::run(args),
         Some(Command::Fetch {
             release,
+            vendor,
+            vendors_dir,
             extensions,
-        }) => fetch::run(&release, &extensions),
+        }) => fetch::run(&release, &vendor, vendors_dir.as_deref(), &extensions),
         Some(Command::Completions { shell }) => docs::completions(shell),
         Some(Command::Man { dir }) => docs::man_pages(&dir),
         Some(Command::Vendors { vendors_dir }) => report::list_vendors(vendors_dir.as_deref()),

@@ -728,6 +728,248 @@ pub fn diff(want: &Listing, got: &Listing) -> Option<String> {
         .map(|p| format!("{} is unexpected", show(p)))
 }
 
+const DIR_ITEM: u8 = 84;
+const EXTENT_DATA: u8 = 108;
+/// Symlinks followed by [`read_file`] before it gives up.
+const MAX_LINKS: usize = 8;
+
+impl Image<'_> {
+    /// Call `f` on the items of the tree at `root` whose keys lie in `lo..=hi`, visiting
+    /// only the nodes that can hold such keys.
+    fn items_in(&self, root: u64, lo: Key, hi: Key, f: &mut ItemFn<'_>) -> Result<(), TreeError> {
+        let mut seen = HashSet::new();
+        let mut stack = vec![(root, MAX_LEVEL + 1)];
+        while let Some((at, max)) = stack.pop() {
+            if !seen.insert(at) || seen.len() > MAX_NODES {
+                return bad(format!("tree loops or is too large at node {at}"));
+            }
+            let b = self.read_node(at)?;
+            let level = b[100];
+            if level >= max {
+                return bad(format!("node {at} has level {level} under a lower node"));
+            }
+            if level == 0 {
+                for (k, d) in self.items(&b)? {
+                    if k >= lo && k <= hi {
+                        f(k, d)?;
+                    }
+                }
+                continue;
+            }
+            let ptrs = self.ptrs(&b)?;
+            for i in (0..ptrs.len()).rev() {
+                let start = ptrs[i].0;
+                let past = ptrs.get(i + 1).map(|p| p.0);
+                if start > hi || past.is_some_and(|p| p <= lo) {
+                    continue;
+                }
+                stack.push((ptrs[i].1, level));
+            }
+        }
+        Ok(())
+    }
+
+    /// The inode number `name` in directory `dir` points at, if any.
+    fn lookup(&self, fs_root: u64, dir: u64, name: &str) -> Result<Option<u64>, TreeError> {
+        let h = name_hash(name.as_bytes());
+        let k = Key {
+            objectid: dir,
+            ty: DIR_ITEM,
+            offset: h,
+        };
+        let mut found = None;
+        self.items_in(fs_root, k, k, &mut |_, d| {
+            let mut o = 0;
+            while o + 30 <= d.len() {
+                let (dlen, nlen) = (usize::from(le16(d, o + 25)?), usize::from(le16(d, o + 27)?));
+                let n = d
+                    .get(o + 30..o + 30 + nlen)
+                    .ok_or_else(|| TreeError::Bad("dir item name".into()))?;
+                let loc = key_at(d, o)?;
+                if n == name.as_bytes() && loc.ty == INODE_ITEM {
+                    found = Some(loc.objectid);
+                }
+                o += 30 + nlen + dlen;
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// (mode, size) of inode `ino`.
+    fn inode(&self, fs_root: u64, ino: u64) -> Result<Option<(u32, u64)>, TreeError> {
+        let k = Key {
+            objectid: ino,
+            ty: INODE_ITEM,
+            offset: 0,
+        };
+        let mut got = None;
+        self.items_in(fs_root, k, k, &mut |_, d| {
+            got = Some((le32(d, 52)?, le64(d, 16)?));
+            Ok(())
+        })?;
+        Ok(got)
+    }
+
+    /// The first `size` bytes of inode `ino` (holes read as zeros).
+    fn contents(&self, fs_root: u64, ino: u64, size: u64) -> Result<Vec<u8>, TreeError> {
+        let len = usize::try_from(size).map_err(|_| TreeError::Bad("file too large".into()))?;
+        let mut out = vec![0u8; len];
+        let lo = Key {
+            objectid: ino,
+            ty: EXTENT_DATA,
+            offset: 0,
+        };
+        let hi = Key {
+            offset: u64::MAX,
+            ..lo
+        };
+        self.items_in(fs_root, lo, hi, &mut |k, d| {
+            let at = usize::try_from(k.offset).unwrap_or(usize::MAX);
+            if at >= len {
+                return Ok(());
+            }
+            let ram = usize::try_from(le64(d, 8)?).unwrap_or(usize::MAX);
+            let compression = *d.get(16).ok_or_else(|| TreeError::Bad("extent".into()))?;
+            let kind = *d.get(20).ok_or_else(|| TreeError::Bad("extent".into()))?;
+            let bytes = match kind {
+                0 => decompress_extent(compression, &d[21..], ram.min(len - at))?,
+                1 => {
+                    let (disk, disk_len) = (le64(d, 21)?, le64(d, 29)?);
+                    let (offset, num) = (le64(d, 37)?, le64(d, 45)?);
+                    if disk == 0 {
+                        return Ok(()); // a hole
+                    }
+                    let want = usize::try_from(num.min(size))
+                        .map_err(|_| TreeError::Bad("extent too large".into()))?
+                        .min(len - at);
+                    if compression == 0 {
+                        let mut b = vec![0u8; want];
+                        let phys = self.physical(disk.saturating_add(offset))?[0];
+                        self.file.read_exact_at(&mut b, self.base + phys)?;
+                        b
+                    } else {
+                        if disk_len > (16 << 20) {
+                            return bad("compressed extent too large");
+                        }
+                        let mut raw = vec![0u8; disk_len as usize];
+                        let phys = self.physical(disk)?[0];
+                        self.file.read_exact_at(&mut raw, self.base + phys)?;
+                        let off = usize::try_from(offset).unwrap_or(usize::MAX);
+                        let plain = decompress_extent(compression, &raw, off.saturating_add(want))?;
+                        plain.get(off..).unwrap_or_default().to_vec()
+                    }
+                }
+                _ => return Ok(()), // preallocated: zeros
+            };
+            let n = bytes.len().min(len - at);
+            out[at..at + n].copy_from_slice(&bytes[..n]);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// Up to `limit` bytes of an extent's data, decompressed (0 none, 1 zlib, 3 zstd).
+fn decompress_extent(compression: u8, data: &[u8], limit: usize) -> Result<Vec<u8>, TreeError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let cap = limit as u64;
+    match compression {
+        0 => out.extend_from_slice(&data[..data.len().min(limit)]),
+        1 => {
+            flate2::read::ZlibDecoder::new(data)
+                .take(cap)
+                .read_to_end(&mut out)
+                .map_err(|e| TreeError::Bad(format!("zlib extent: {e}")))?;
+        }
+        3 => {
+            zstd::stream::read::Decoder::new(data)
+                .map_err(|e| TreeError::Bad(format!("zstd extent: {e}")))?
+                .take(cap)
+                .read_to_end(&mut out)
+                .map_err(|e| TreeError::Bad(format!("zstd extent: {e}")))?;
+        }
+        c => {
+            return bad(format!(
+                "extent compressed with method {c} (lzo?), which flatbake cannot read"
+            ))
+        }
+    }
+    Ok(out)
+}
+
+/// The contents of the regular file at `path` (relative to the filesystem's top, `/`
+/// separated) in the btrfs at `base`, following relative symlinks inside the filesystem;
+/// `None` when there is no such file. Files over `max` bytes are refused.
+pub fn read_file(
+    file: &File,
+    base: u64,
+    path: &str,
+    max: u64,
+) -> Result<Option<Vec<u8>>, TreeError> {
+    let img = Image::open(file, base)?;
+    let (fs_root, _) = img.roots()?;
+    let mut parts: Vec<String> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .map(str::to_owned)
+        .collect();
+    for _ in 0..MAX_LINKS {
+        let (mut dir, mut ino) = (ROOT_DIR, ROOT_DIR);
+        let mut walked: Vec<String> = Vec::new();
+        for (i, name) in parts.iter().enumerate() {
+            if name == ".." {
+                return Ok(None);
+            }
+            let Some(next) = img.lookup(fs_root, dir, name)? else {
+                return Ok(None);
+            };
+            ino = next;
+            let Some((mode, _)) = img.inode(fs_root, ino)? else {
+                return Ok(None);
+            };
+            if mode & 0o170000 == 0o040000 {
+                dir = ino;
+                walked.push(name.clone());
+            } else if i + 1 != parts.len() {
+                return Ok(None);
+            }
+        }
+        let Some((mode, size)) = img.inode(fs_root, ino)? else {
+            return Ok(None);
+        };
+        match mode & 0o170000 {
+            0o100000 => {
+                if size > max {
+                    return bad(format!("{path}: {size} bytes, more than {max}"));
+                }
+                return img.contents(fs_root, ino, size).map(Some);
+            }
+            0o120000 if size <= 4096 => {
+                let target = img.contents(fs_root, ino, size)?;
+                let target = String::from_utf8_lossy(&target).into_owned();
+                if target.starts_with('/') {
+                    return Ok(None);
+                }
+                let mut next = walked.clone();
+                for t in target.split('/').filter(|t| !t.is_empty() && *t != ".") {
+                    if t == ".." {
+                        if next.pop().is_none() {
+                            return Ok(None);
+                        }
+                    } else {
+                        next.push(t.to_owned());
+                    }
+                }
+                parts = next;
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,5 +978,73 @@ mod tests {
         // from `btrfs inspect-internal dump-tree`: (256 XATTR_ITEM 550297449) btrfs.compression
         assert_eq!(name_hash(b"btrfs.compression"), 550297449);
         assert_eq!(name_hash(b"user.foo"), 3980819260);
+    }
+
+    #[test]
+    fn reads_files_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("lib/deep")).unwrap();
+        std::fs::write(
+            root.join("lib/os-release"),
+            b"ID=flatcar\nVERSION_ID=1.2.3\n",
+        )
+        .unwrap();
+        // larger than an inline extent: a regular extent, read through the chunk map
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(root.join("lib/deep/big"), &big).unwrap();
+        std::os::unix::fs::symlink("../os-release", root.join("lib/deep/link")).unwrap();
+        std::os::unix::fs::symlink("/lib/os-release", root.join("abs")).unwrap();
+        let img = d.path().join("fs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(128 << 20)
+            .unwrap();
+        let out = std::process::Command::new("mkfs.btrfs")
+            .args(["-q", "--mixed", "-m", "single", "-d", "single", "--rootdir"])
+            .arg(&root)
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // at an offset inside a bigger file, as a partition in a disk image
+        let disk = d.path().join("disk.img");
+        let mut f = std::fs::File::create(&disk).unwrap();
+        f.set_len(1 << 20).unwrap();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(1 << 20)).unwrap();
+        std::io::copy(&mut std::fs::File::open(&img).unwrap(), &mut f).unwrap();
+        let f = std::fs::File::open(&disk).unwrap();
+        let base = 1 << 20;
+        assert_eq!(
+            read_file(&f, base, "lib/os-release", 1024)
+                .unwrap()
+                .unwrap(),
+            b"ID=flatcar\nVERSION_ID=1.2.3\n"
+        );
+        assert_eq!(
+            read_file(&f, base, "/lib/deep/big", 1 << 20)
+                .unwrap()
+                .unwrap(),
+            big
+        );
+        assert_eq!(
+            read_file(&f, base, "lib/deep/link", 1024).unwrap().unwrap(),
+            b"ID=flatcar\nVERSION_ID=1.2.3\n"
+        );
+        // absent, a directory, an absolute link, ".." and an oversized file
+        assert_eq!(read_file(&f, base, "lib/nothing", 1024).unwrap(), None);
+        assert_eq!(read_file(&f, base, "lib", 1024).unwrap(), None);
+        assert_eq!(read_file(&f, base, "abs", 1024).unwrap(), None);
+        assert_eq!(
+            read_file(&f, base, "lib/../lib/os-release", 1024).unwrap(),
+            None
+        );
+        assert!(read_file(&f, base, "lib/deep/big", 1000).is_err());
+        // not btrfs at all
+        assert!(read_file(&f, 0, "lib/os-release", 1024).is_err());
     }
 }

@@ -25,7 +25,8 @@ pub enum VerifyError {
     NoKey { source_name: String },
     #[error("{}: cannot read: {err}", path.display())]
     Io { path: PathBuf, err: io::Error },
-    #[error("{}: not an OpenPGP signature: {err}", path.display())]
+    /// `err` (the OpenPGP library's words) is kept for debugging, not shown.
+    #[error("{}: not a detached OpenPGP signature", path.display())]
     BadSignatureFile { path: PathBuf, err: String },
     #[error("{}: not a binary data signature", path.display())]
     NotBinarySignature { path: PathBuf },
@@ -39,7 +40,8 @@ pub enum VerifyError {
         key: String,
         why: String,
     },
-    #[error("{}: BAD signature {} by key {key}: {err}", file.display(), sig.display())]
+    /// `err` (the OpenPGP library's words) is kept for debugging, not shown.
+    #[error("{}: BAD signature: {} (key {key}) was not made over this file", file.display(), sig.display())]
     BadSignature {
         file: PathBuf,
         sig: PathBuf,

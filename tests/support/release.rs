@@ -21,6 +21,8 @@ pub enum Fault {
     Cut(usize),
     /// Ignore the Range header (answer 200 with the whole file).
     IgnoreRange,
+    /// Send the body in 64 KiB pieces with this pause before each.
+    Slow(std::time::Duration),
 }
 
 /// One request as the server saw it.
@@ -39,7 +41,8 @@ struct State {
     log: Vec<Request>,
 }
 
-/// A one-thread HTTP/1.1 server on 127.0.0.1 with Range support.
+/// An HTTP/1.1 server on 127.0.0.1 with Range support (a thread per connection, so
+/// concurrent clients are served at once).
 pub struct Server {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
@@ -63,7 +66,10 @@ impl Server {
                     break;
                 }
                 if let Ok(c) = conn {
-                    let _ = serve(c, &st);
+                    let st = Arc::clone(&st);
+                    std::thread::spawn(move || {
+                        let _ = serve(c, &st);
+                    });
                 }
             }
         });
@@ -231,10 +237,19 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         status,
     });
     let mut out = conn;
-    let result = out
-        .write_all(head.as_bytes())
-        .and_then(|_| out.write_all(&send))
-        .and_then(|_| out.flush());
+    let result = match fault {
+        Some(Fault::Slow(pause)) => out.write_all(head.as_bytes()).and_then(|_| {
+            for piece in send.chunks(64 << 10) {
+                std::thread::sleep(pause);
+                out.write_all(piece)?;
+            }
+            out.flush()
+        }),
+        _ => out
+            .write_all(head.as_bytes())
+            .and_then(|_| out.write_all(&send))
+            .and_then(|_| out.flush()),
+    };
     let _ = out.shutdown(std::net::Shutdown::Both);
     result
 }
