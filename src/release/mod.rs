@@ -43,6 +43,7 @@
 //! file), [`cache`] (markers), [`progress`] (bar or log lines).
 
 pub mod bz2blocks;
+pub mod bz2decode;
 pub mod cache;
 pub mod channel;
 pub mod decompress;
