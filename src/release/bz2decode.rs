@@ -369,8 +369,9 @@ fn decode_with(bits: &BitBuf, level: u8, tt: &mut Vec<u32>) -> Result<Vec<Seg>, 
                 return Err("bad selector");
             }
         }
-        if i < MAX_SELECTORS {
-            selector_mtf[i] = j as u8;
+        // (selectors past MAX_SELECTORS are read and ignored, as libbzip2 does)
+        if let Some(slot) = selector_mtf.get_mut(i) {
+            *slot = j as u8;
         }
         if r.consumed() > bits.nbits {
             return Err("truncated block");
