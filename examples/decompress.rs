@@ -31,11 +31,12 @@ fn main() -> ExitCode {
     match decompress_file(args[1].as_ref(), args[2].as_ref(), &opts) {
         Ok(s) => {
             println!(
-                "compressed={} decompressed={} written={} blocks={} streams={} seconds={:.2}",
+                "compressed={} decompressed={} written={} blocks={} reused={} streams={} seconds={:.2}",
                 s.compressed_bytes,
                 s.decompressed_bytes,
                 s.data_bytes_written,
                 s.blocks,
+                s.blocks_reused,
                 s.streams,
                 start.elapsed().as_secs_f64()
             );

@@ -156,3 +156,121 @@ fn corrupt_block_is_an_error() {
     );
     assert!(!out.exists() && !part_path(&out).exists());
 }
+
+/// The block pieces of a single-block bzip2 stream.
+fn block_of(data: &[u8]) -> flatbake::release::bz2blocks::Piece {
+    let c = support::compress_with("bzip2", &["-1"], data);
+    let mut pieces: Vec<_> = flatbake::release::bz2blocks::Scanner::new(&c[..])
+        .map(|p| p.unwrap())
+        .collect();
+    assert_eq!(pieces.len(), 1);
+    pieces.remove(0)
+}
+
+/// One bzip2 stream (level 1) made of these blocks, with the stream CRC they combine to
+/// (or `stream_crc` when given).
+fn stream_of(blocks: &[&flatbake::release::bz2blocks::Piece], stream_crc: Option<u32>) -> Vec<u8> {
+    use flatbake::release::bz2blocks::{BitBuf, EOS_MAGIC};
+    let mut out = BitBuf {
+        bytes: b"BZh1".to_vec(),
+        nbits: 32,
+    };
+    let mut crc = 0u32;
+    for b in blocks {
+        out.append(&b.bits);
+        crc = crc.rotate_left(1) ^ b.block_crc();
+    }
+    out.put(EOS_MAGIC, 48);
+    out.put(u64::from(stream_crc.unwrap_or(crc)), 32);
+    out.bytes
+}
+
+fn bunzip2_accepts(path: &Path) -> bool {
+    std::process::Command::new("bunzip2")
+        .arg("-t")
+        .arg(path)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// A zero block and a data block whose bit length is not a multiple of 8, so a zero block
+/// after the data block sits at another bit alignment than the first one.
+fn zero_and_data_blocks() -> (
+    flatbake::release::bz2blocks::Piece,
+    flatbake::release::bz2blocks::Piece,
+    usize,
+) {
+    let zeros = block_of(&vec![0u8; 3 << 20]);
+    for extra in 0..64 {
+        let data = block_of(&support::noise(40_000 + extra, 77));
+        if (zeros.bits.nbits + data.bits.nbits) % 8 != 0 {
+            return (zeros, data, 40_000 + extra);
+        }
+    }
+    panic!("no data block with an odd bit length");
+}
+
+#[test]
+fn repeated_blocks_decode_once_and_match_bunzip2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (z, d, dlen) = zero_and_data_blocks();
+    // Z D Z Z D Z: the later Z's at other bit alignments than the first.
+    let bz2 = write(
+        dir.path(),
+        "rep.bz2",
+        &stream_of(&[&z, &d, &z, &z, &d, &z], None),
+    );
+    let reference = support::bunzip2(&bz2);
+    assert_eq!(reference.len(), 4 * (3 << 20) + 2 * dlen);
+    for threads in [1, 2] {
+        let out = dir.path().join(format!("rep-{threads}.bin"));
+        let stats = decompress_file(&bz2, &out, &opts(threads)).unwrap();
+        assert_eq!(
+            support::sha256(&std::fs::read(&out).unwrap()),
+            support::sha256(&reference)
+        );
+        assert_eq!(stats.blocks, 6);
+        if threads == 1 {
+            // one worker: every repeat finds the first decode in the cache
+            assert_eq!(stats.blocks_reused, 4, "{stats:?}");
+        }
+        // the zeros are holes, not written
+        assert!(stats.data_bytes_written < 1 << 20, "{stats:?}");
+        let allocated = std::fs::metadata(&out).unwrap().blocks() * 512;
+        assert!(allocated < 1 << 20, "allocated {allocated}");
+    }
+}
+
+#[test]
+fn repeated_blocks_still_catch_bad_crcs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (z, d, _) = zero_and_data_blocks();
+    // A copy of Z with one bit of its content flipped: it is no repeat, and its block
+    // CRC does not match what it decodes to.
+    let mut bad = z.clone();
+    let last = bad.bits.bytes.len() - 2;
+    bad.bits.bytes[last] ^= 0x04;
+    let cases = [
+        ("badblock.bz2", stream_of(&[&z, &d, &z, &bad, &z], None)),
+        // every block fine (and repeated) but the stream CRC wrong
+        ("badstream.bz2", stream_of(&[&z, &z, &z], Some(0x1234_5678))),
+    ];
+    for (name, data) in cases {
+        let bz2 = write(dir.path(), name, &data);
+        assert!(!bunzip2_accepts(&bz2), "{name}: bunzip2 accepted it");
+        for threads in [1, 2] {
+            let out = dir.path().join("bad.bin");
+            let e = decompress_file(&bz2, &out, &opts(threads)).unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!("{}: ", bz2.display())),
+                "{e}"
+            );
+            if name == "badstream.bz2" {
+                assert!(matches!(e, DecompressError::StreamCrc { .. }), "{e:?}");
+            }
+            assert!(!out.exists() && !part_path(&out).exists());
+        }
+    }
+}

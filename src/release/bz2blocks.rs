@@ -21,7 +21,7 @@ pub const MAX_PIECE_BYTES: usize = 16 << 20;
 const READ_CHUNK: usize = 1 << 20;
 
 /// A sequence of bits, MSB first, starting at bit 0 of `bytes[0]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct BitBuf {
     pub bytes: Vec<u8>,
     pub nbits: u64,

@@ -10,8 +10,9 @@
 //! again. Stream CRCs are checked, so the output is what `bunzip2` would produce or an
 //! error. Output goes to `<dest>.part`, renamed onto `dest` only when complete.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,8 @@ use std::thread;
 
 use bzip2::{Decompress, Status};
 
-use super::bz2blocks::{Piece, ScanError, Scanner, MAX_PIECE_BYTES};
+use super::bz2blocks::{BitBuf, Piece, ScanError, Scanner, MAX_PIECE_BYTES};
+use super::bz2decode::{self, Seg};
 use super::progress::{Progress, ProgressMode};
 
 /// Holes are made only for zero runs covering whole aligned blocks of this size.
@@ -75,15 +77,11 @@ pub struct DecompressStats {
     pub blocks: u64,
     /// bzip2 streams in the input.
     pub streams: u64,
+    /// Blocks not decoded because an identical block (same compressed bits) was.
+    pub blocks_reused: u64,
 }
 
 /// Decoded output of one block: data and runs of one repeated byte.
-#[derive(Debug)]
-enum Seg {
-    Data(Vec<u8>),
-    Fill(u8, u64),
-}
-
 #[derive(Default)]
 struct Segs(Vec<Seg>);
 
@@ -112,10 +110,91 @@ impl Segs {
             self.0.push(Seg::Data(c.to_vec()));
         }
     }
+
+    /// Bytes of data (not fills) held.
+    fn data_len(&self) -> usize {
+        self.0
+            .iter()
+            .map(|s| match s {
+                Seg::Data(d) => d.len(),
+                Seg::Fill(..) => 0,
+            })
+            .sum()
+    }
 }
 
-/// Decodes one piece as a single-block stream.
+/// Decodes one piece: the fast decoder, or libbzip2 for whatever it declines (so errors
+/// and odd blocks are judged by libbzip2, as `bunzip2` would).
 fn decode(piece: &Piece) -> Result<Segs, String> {
+    match bz2decode::decode_block(&piece.bits, piece.level) {
+        Ok(segs) => Ok(Segs(segs)),
+        Err(_) => decode_libbz2(piece),
+    }
+}
+
+/// Pieces whose compressed bits are at most this long are remembered with their decoded
+/// output (when that holds at most [`CACHE_MAX_DATA`] bytes of data): a later block with the
+/// same bits (same content, same CRC; Flatcar's zero runs) is not decoded again.
+const CACHE_MAX_BITS_BYTES: usize = 64 << 10;
+const CACHE_MAX_DATA: usize = 256 << 10;
+const CACHE_MAX_ENTRIES: usize = 256;
+
+/// Decoded blocks by their exact compressed bits (level, bit length, bytes).
+#[derive(Default)]
+struct BlockCache {
+    map: HashMap<u64, Vec<(u8, BitBuf, Arc<Segs>)>>,
+    entries: usize,
+}
+
+impl BlockCache {
+    fn key(piece: &Piece) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        piece.level.hash(&mut h);
+        piece.bits.hash(&mut h);
+        h.finish()
+    }
+
+    fn get(&self, key: u64, piece: &Piece) -> Option<Arc<Segs>> {
+        self.map.get(&key)?.iter().find_map(|(level, bits, segs)| {
+            (*level == piece.level && *bits == piece.bits).then(|| Arc::clone(segs))
+        })
+    }
+
+    fn insert(&mut self, key: u64, piece: &Piece, segs: &Arc<Segs>) {
+        if self.entries >= CACHE_MAX_ENTRIES || self.get(key, piece).is_some() {
+            return;
+        }
+        self.entries += 1;
+        self.map
+            .entry(key)
+            .or_default()
+            .push((piece.level, piece.bits.clone(), Arc::clone(segs)));
+    }
+}
+
+/// Decodes `piece` through the cache of repeated blocks; `reused` tells whether the
+/// result came from the cache.
+fn decode_cached(cache: &Mutex<BlockCache>, piece: &Piece) -> (Result<Arc<Segs>, String>, bool) {
+    if piece.bits.bytes.len() > CACHE_MAX_BITS_BYTES {
+        return (decode(piece).map(Arc::new), false);
+    }
+    let key = BlockCache::key(piece);
+    if let Some(segs) = cache.lock().ok().and_then(|c| c.get(key, piece)) {
+        return (Ok(segs), true);
+    }
+    let r = decode(piece).map(Arc::new);
+    if let Ok(segs) = &r {
+        if segs.data_len() <= CACHE_MAX_DATA {
+            if let Ok(mut c) = cache.lock() {
+                c.insert(key, piece, segs);
+            }
+        }
+    }
+    (r, false)
+}
+
+/// Decodes one piece as a single-block stream with libbzip2.
+fn decode_libbz2(piece: &Piece) -> Result<Segs, String> {
     let stream = piece.to_stream();
     let mut d = Decompress::new(false);
     let mut out = vec![0u8; OUT_CHUNK];
@@ -240,7 +319,8 @@ enum Work {
 }
 
 enum Done {
-    Decoded(Piece, Result<Segs, String>),
+    /// A piece, its decoded output, and whether that came from the cache.
+    Decoded(Piece, Result<Arc<Segs>, String>, bool),
     ScanFailed(ScanError),
     /// Input finished: (streams, compressed bytes).
     End(u64, u64),
@@ -319,12 +399,14 @@ fn decompress_inner(
         written: 0,
     };
 
+    let cache = Mutex::new(BlockCache::default());
+    let cache = &cache;
     let result = thread::scope(|scope| {
         scope.spawn(move || scan(input, work_tx, token_rx));
         for _ in 0..threads {
             let rx = Arc::clone(&work_rx);
             let tx = done_tx.clone();
-            scope.spawn(move || worker(rx, tx));
+            scope.spawn(move || worker(rx, tx, cache));
         }
         drop(done_tx);
         let r = write_in_order(src, &done_rx, &token_tx, &mut writer, &progress);
@@ -333,7 +415,7 @@ fn decompress_inner(
         drop(done_rx);
         r
     });
-    let (blocks, streams, compressed) = result?;
+    let (blocks, blocks_reused, streams, compressed) = result?;
     let (size, written) = writer.finish()?;
     progress.finish(compressed);
     std::fs::rename(part, dest).map_err(|err| DecompressError::Io {
@@ -346,6 +428,7 @@ fn decompress_inner(
         data_bytes_written: written,
         blocks,
         streams,
+        blocks_reused,
     })
 }
 
@@ -369,7 +452,11 @@ fn scan(input: File, work: SyncSender<Work>, tokens: Receiver<()>) {
     }
 }
 
-fn worker(rx: Arc<Mutex<Receiver<Work>>>, tx: mpsc::Sender<(u64, Done)>) {
+fn worker(
+    rx: Arc<Mutex<Receiver<Work>>>,
+    tx: mpsc::Sender<(u64, Done)>,
+    cache: &Mutex<BlockCache>,
+) {
     loop {
         let item = match rx.lock() {
             Ok(guard) => guard.recv(),
@@ -378,8 +465,8 @@ fn worker(rx: Arc<Mutex<Receiver<Work>>>, tx: mpsc::Sender<(u64, Done)>) {
         let Ok(item) = item else { return };
         let msg = match item {
             Work::Piece(seq, p) => {
-                let r = decode(&p);
-                (seq, Done::Decoded(p, r))
+                let (r, reused) = decode_cached(cache, &p);
+                (seq, Done::Decoded(p, r, reused))
             }
             Work::Fail(seq, e) => (seq, Done::ScanFailed(e)),
             Work::End(seq, streams, bytes) => (seq, Done::End(streams, bytes)),
@@ -390,14 +477,15 @@ fn worker(rx: Arc<Mutex<Receiver<Work>>>, tx: mpsc::Sender<(u64, Done)>) {
     }
 }
 
-/// Receives results, writes them in sequence order; returns (blocks, streams, input bytes).
+/// Receives results, writes them in sequence order; returns (blocks, blocks reused,
+/// streams, input bytes).
 fn write_in_order(
     src: &Path,
     rx: &Receiver<(u64, Done)>,
     tokens: &SyncSender<()>,
     w: &mut SparseWriter,
     progress: &Progress,
-) -> Result<(u64, u64, u64), DecompressError> {
+) -> Result<(u64, u64, u64, u64), DecompressError> {
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
     let mut next = 0u64;
     let mut get = |seq: u64| -> Result<Done, DecompressError> {
@@ -419,15 +507,19 @@ fn write_in_order(
         err,
     };
     let mut blocks = 0u64;
+    let mut reused = 0u64;
     let mut crc = 0u32;
     loop {
         let d = get(next)?;
         next += 1;
         let (piece, segs) = match d {
-            Done::End(streams, bytes) => return Ok((blocks, streams, bytes)),
+            Done::End(streams, bytes) => return Ok((blocks, reused, streams, bytes)),
             Done::ScanFailed(e) => return Err(input_err(e)),
-            Done::Decoded(p, Ok(segs)) => (p, segs),
-            Done::Decoded(mut p, Err(mut err)) => {
+            Done::Decoded(p, Ok(segs), hit) => {
+                reused += u64::from(hit);
+                (p, segs)
+            }
+            Done::Decoded(mut p, Err(mut err), _) => {
                 // A chance magic match may have split a block: merge with what follows.
                 let segs = loop {
                     if p.stream_end.is_some() || p.bits.bytes.len() > MAX_PIECE_BYTES {
@@ -441,8 +533,8 @@ fn write_in_order(
                     next += 1;
                     match following {
                         // Only a piece that fails too can be the rest of a split block.
-                        Done::Decoded(q, Err(_)) => p.merge(&q),
-                        Done::Decoded(_, Ok(_)) => {
+                        Done::Decoded(q, Err(_), _) => p.merge(&q),
+                        Done::Decoded(_, Ok(_), _) => {
                             return Err(DecompressError::Block {
                                 path: src.to_path_buf(),
                                 byte: p.start_bit / 8,
@@ -455,7 +547,7 @@ fn write_in_order(
                         }
                     }
                     match decode(&p) {
-                        Ok(s) => break s,
+                        Ok(s) => break Arc::new(s),
                         Err(e) => err = e,
                     }
                 };
@@ -542,6 +634,50 @@ mod tests {
             assert!(stats.blocks > 5, "{stats:?}");
             assert!(stats.data_bytes_written < stats.decompressed_bytes);
         }
+    }
+
+    fn flat(segs: &Segs) -> Vec<u8> {
+        let mut v = Vec::new();
+        for s in &segs.0 {
+            match s {
+                Seg::Data(d) => v.extend_from_slice(d),
+                Seg::Fill(b, n) => v.extend(std::iter::repeat_n(*b, *n as usize)),
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn fast_decoder_agrees_with_libbz2_without_fallback() {
+        let mut data = sample();
+        // runs of every length around the run-length limits, and a long run of 0xFF
+        for n in 1..600 {
+            data.extend(std::iter::repeat_n((n % 7) as u8, n));
+        }
+        data.extend(std::iter::repeat_n(0xFFu8, 3_000_000));
+        data.extend_from_slice(b"end");
+        for level in [1, 9] {
+            let c = bz2(&data, level);
+            let mut total = Vec::new();
+            for p in Scanner::new(&c[..]) {
+                let p = p.unwrap();
+                let fast = Segs(bz2decode::decode_block(&p.bits, p.level).unwrap());
+                let slow = decode_libbz2(&p).unwrap();
+                let f = flat(&fast);
+                assert!(f == flat(&slow));
+                total.extend(f);
+            }
+            assert!(total == data);
+        }
+    }
+
+    #[test]
+    fn fast_decoder_declines_bad_crc() {
+        let c = bz2(&sample()[..300_000], 9);
+        let mut p = Scanner::new(&c[..]).next().unwrap().unwrap();
+        p.bits.bytes[7] ^= 1; // inside the stored block CRC
+        assert!(bz2decode::decode_block(&p.bits, p.level).is_err());
+        assert!(decode(&p).is_err());
     }
 
     #[test]

@@ -50,6 +50,7 @@
 //! locks), [`progress`] (bar or log lines).
 
 pub mod bz2blocks;
+pub mod bz2decode;
 pub mod cache;
 pub mod channel;
 pub mod decompress;
