@@ -679,11 +679,11 @@ fn unit_lints(c: &mut Contents, base: Option<&Base>, out: &mut Vec<Lint>) {
                 if !name.contains('/')
                     && [".wants", ".upholds", ".requires"]
                         .iter()
-                        .any(|s| dir.ends_with(s)) =>
+                        .any(|s| dir.ends_with(s))
+                    && is_unit_name(name)
+                    && unit_exists(name) != Some(true) =>
             {
-                if is_unit_name(name) && unit_exists(name) != Some(true) {
-                    out.push(dangling(p, name, unit_exists(name)));
-                }
+                out.push(dangling(p, name, unit_exists(name)));
             }
             Some((dir, name)) if dir.ends_with(".d") && name.ends_with(".conf") => {
                 if matches!(k, Kind::File { .. } | Kind::Symlink(_)) {
