@@ -407,7 +407,7 @@ pub struct BakeArgs {
     )]
     pub enable_official: Vec<String>,
 
-    /// Check everything, print the plan, write nothing.
+    /// Check all, print the plan, write nothing
     ///
     /// Check everything and print the plan (every file, link and config each filesystem
     /// would get) without writing any output; with --json the plan is also written as
@@ -439,6 +439,8 @@ pub struct BakeArgs {
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub output_dir: PathBuf,
 
+    /// Compressed copies: bz2,gz,zip[,none]
+    ///
     /// Also write compressed copies of the vendor disk images under Flatcar's names
     /// (NAME.bz2, NAME.gz, NAME.zip), as its release server publishes them: a
     /// comma-separated list of bz2, gz, zip and none; without none only the compressed

@@ -481,10 +481,13 @@ fn a_fetched_release_with_bakery_and_local_extensions() {
         t.insert(format!("{base}/{name}.sig"), gpg.sign(&data));
         t.insert(format!("{base}/{name}"), data);
     }
+    // the channel head is signed like every release file (it names the release)
+    let head = std::fs::read(rel.join("version.txt")).expect("v");
     t.insert(
-        "/amd64-usr/current/version.txt".into(),
-        std::fs::read(rel.join("version.txt")).expect("v"),
+        "/amd64-usr/current/version.txt.sig".into(),
+        gpg.sign(&head),
     );
+    t.insert("/amd64-usr/current/version.txt".into(), head);
     let wasm = std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w");
     t.insert(
         "/extensions/SHA256SUMS".into(),

@@ -82,7 +82,7 @@ fn typos_are_answered_with_the_closest_name() {
                 "--output-dir",
                 s(d.path()),
                 "--vendor",
-                "qemu",
+                "qemu_uef",
             ],
             "(did you mean 'qemu_uefi'?)",
         ),

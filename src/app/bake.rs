@@ -119,13 +119,20 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
                 .filter(|r| r.split('.').count() == 3)
                 .map(str::to_owned)
         });
+        // `generic` is the plain image, not a vendor of the registry
+        let named: Vec<String> = args
+            .vendor
+            .iter()
+            .filter(|v| *v != GENERIC)
+            .cloned()
+            .collect();
         let ps = match arch {
-            Some(a) => platform::precheck(&reg, &args.vendor, a, version.as_deref()),
+            Some(a) => platform::precheck(&reg, &named, a, version.as_deref()),
             None => {
                 // the architecture comes from the image later; names are checked now
                 let mut ps = platform::precheck(
                     &reg,
-                    &args.vendor,
+                    &named,
                     crate::arch::Arch::X86_64,
                     version.as_deref(),
                 );
