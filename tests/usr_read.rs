@@ -150,7 +150,7 @@ fn compressed_data_matches_btrfs_restore() {
             "compression 3"
         };
         assert!(
-            dump.contains(&format!("inline extent data size")) && dump.contains(code),
+            dump.contains("inline extent data size") && dump.contains(code),
             "{alg}: {dump}"
         );
         for rel in ["lib/os-release", "lib/big"] {
