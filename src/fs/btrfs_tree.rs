@@ -502,7 +502,16 @@ impl Fs<'_, '_> {
                     if comp == 0 {
                         raw.to_vec()
                     } else {
-                        decompress(comp, raw, ram)?
+                        // an inline extent's ram_bytes is its exact length (a regular
+                        // one's is rounded to the sector; its range is checked below)
+                        let out = decompress(comp, raw, ram)?;
+                        if out.len() as u64 != ram {
+                            return bad(format!(
+                                "inline data decodes to {} bytes, not the {ram} its item claims",
+                                out.len()
+                            ));
+                        }
+                        out
                     }
                 }
                 Some(1) | Some(2) => {
@@ -1083,5 +1092,31 @@ mod tests {
         // from `btrfs inspect-internal dump-tree`: (256 XATTR_ITEM 550297449) btrfs.compression
         assert_eq!(name_hash(b"btrfs.compression"), 550297449);
         assert_eq!(name_hash(b"user.foo"), 3980819260);
+    }
+
+    #[test]
+    fn decompress_zlib_zstd_and_refuse_the_rest() {
+        use std::io::Write;
+        let data: Vec<u8> = b"ID=flatcar\n".iter().copied().cycle().take(9000).collect();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&data).unwrap();
+        let z = z.finish().unwrap();
+        assert_eq!(decompress(1, &z, data.len() as u64).unwrap(), data);
+        let mut zs = zstd::stream::encode_all(&data[..], 3).unwrap();
+        zs.extend_from_slice(&[0; 100]); // sector padding after the frame
+        assert_eq!(decompress(3, &zs, data.len() as u64).unwrap(), data);
+        // never more than the extent claims, and never a claim past 128 KiB
+        assert_eq!(decompress(3, &zs, 10).unwrap(), &data[..10]);
+        assert!(decompress(1, &z, MAX_EXTENT + 1).is_err());
+        assert!(matches!(
+            decompress(2, &z, 10),
+            Err(TreeError::Unsupported(_))
+        ));
+        assert!(matches!(decompress(4, &z, 10), Err(TreeError::Bad(_))));
+        assert!(matches!(
+            decompress(1, &[1, 2, 3], 10),
+            Err(TreeError::Bad(_))
+        ));
+        assert!(matches!(decompress(3, &z, 10), Err(TreeError::Bad(_))));
     }
 }
