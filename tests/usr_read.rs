@@ -42,7 +42,9 @@ fn restored(img: &Path, rel: &str) -> Vec<u8> {
 }
 
 fn read(img: &Path, path: &str) -> Result<Vec<u8>, TreeError> {
-    read_file(&File::open(img).unwrap(), 0, "/usr", path, 1 << 20)
+    let f = File::open(img).unwrap();
+    let len = f.metadata().unwrap().len();
+    read_file(&f, 0, len, "/usr", path, 1 << 20)
 }
 
 #[test]
@@ -105,9 +107,16 @@ fn plain_files_symlinks_and_errors_match_btrfs_restore() {
     assert!(err("/usr/lib/os-release/x").contains("not a directory"));
     assert!(err("/etc/os-release").contains("outside the filesystem"));
     // the cap is enforced before anything is read
-    let e = read_file(&File::open(&img).unwrap(), 0, "/usr", "/usr/lib/big", 65536)
-        .unwrap_err()
-        .to_string();
+    let e = read_file(
+        &File::open(&img).unwrap(),
+        0,
+        256 << 20,
+        "/usr",
+        "/usr/lib/big",
+        65536,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("more than the 65536"), "{e}");
 }
 
@@ -211,6 +220,18 @@ fn corrupted_images_are_errors() {
         }
     }
     assert!(errors >= 4, "only {errors} corruptions were noticed");
+    // a partition shorter than the filesystem claims: nothing past it is read
+    let e = read_file(
+        &File::open(&img).unwrap(),
+        0,
+        0x20000,
+        "/usr",
+        "/usr/lib/big",
+        1 << 20,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("past the end of the partition"), "{e}");
     // truncated: the trees point past the end of the file
     std::fs::write(&bad, &good[..0x11000]).unwrap();
     assert!(read(&bad, "/usr/lib/os-release").is_err());

@@ -125,6 +125,8 @@ pub struct Image<'a> {
     nodesize: usize,
     root_tree: u64,
     chunks: Vec<Chunk>,
+    /// Bytes of `file` from `base` the filesystem may occupy (its partition).
+    limit: u64,
 }
 
 fn parse_chunk(b: &[u8], o: usize, logical: u64) -> Result<(Chunk, usize), TreeError> {
@@ -175,6 +177,7 @@ impl<'a> Image<'a> {
             nodesize,
             root_tree: le64(&sb, 0x50)?,
             chunks: Vec::new(),
+            limit: u64::MAX,
         };
         let sys_len = (le32(&sb, 0xA0)? as usize).min(2048);
         let arr = &sb[0x32B..0x32B + sys_len];
@@ -211,6 +214,7 @@ impl<'a> Image<'a> {
 
     fn read_node(&self, logical: u64) -> Result<Vec<u8>, TreeError> {
         let phys = self.physical(logical)?[0];
+        self.inside(phys, self.nodesize as u64)?;
         let mut b = vec![0u8; self.nodesize];
         self.file.read_exact_at(&mut b, self.base + phys)?;
         if le32(&b, 0)? != node_csum(&b) {
@@ -354,6 +358,16 @@ impl<'a> Image<'a> {
         Ok(())
     }
 
+    /// Refuse a read of `len` bytes at physical `phys` past the filesystem's partition.
+    fn inside(&self, phys: u64, len: u64) -> Result<(), TreeError> {
+        if phys.checked_add(len).is_none_or(|end| end > self.limit) {
+            return bad(format!(
+                "a block at {phys} lies past the end of the partition"
+            ));
+        }
+        Ok(())
+    }
+
     /// Read `buf.len()` bytes of file data at logical address `logical` (one chunk).
     fn read_data(&self, logical: u64, buf: &mut [u8]) -> Result<(), TreeError> {
         let len = buf.len() as u64;
@@ -366,6 +380,7 @@ impl<'a> Image<'a> {
             return bad(format!("data extent at {logical} runs past its chunk"));
         }
         let phys = c.stripes[0] + (logical - c.logical);
+        self.inside(phys, len)?;
         self.file.read_exact_at(buf, self.base + phys)?;
         Ok(())
     }
@@ -551,8 +566,8 @@ impl Fs<'_, '_> {
     }
 }
 
-/// The content of regular file `path` (absolute, as the host sees it) of the btrfs at
-/// `base` in `file`, which the host mounts at `mount` (e.g. `/usr`). Symlinks are
+/// The content of regular file `path` (absolute, as the host sees it) of the btrfs in
+/// the `len` bytes at `base` in `file` (its partition; nothing outside is read), which the host mounts at `mount` (e.g. `/usr`). Symlinks are
 /// followed as the host's kernel would, absolute ones from the host's root; a path
 /// that leaves `mount` is refused. Files larger than `cap` bytes are refused.
 /// [`TreeError::Unsupported`] marks data this reader cannot decode (LZO, encryption),
@@ -560,11 +575,13 @@ impl Fs<'_, '_> {
 pub fn read_file(
     file: &File,
     base: u64,
+    len: u64,
     mount: &str,
     path: &str,
     cap: u64,
 ) -> Result<Vec<u8>, TreeError> {
-    let img = Image::open(file, base)?;
+    let mut img = Image::open(file, base)?;
+    img.limit = len;
     let (root, _) = img.roots()?;
     let fs = Fs { img: &img, root };
     let split = |p: &[u8]| -> Vec<Vec<u8>> {

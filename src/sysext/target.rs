@@ -50,6 +50,7 @@ pub fn from_image(image: &Path, work: &Path, arch: Option<Arch>) -> Result<Targe
     let direct = crate::fs::btrfs_tree::read_file(
         &file,
         usr.offset(),
+        usr.size(),
         "/usr",
         "/usr/lib/os-release",
         crate::input::TEXT_CAP,
