@@ -242,3 +242,98 @@ fn corrupted_images_are_errors() {
         .to_string()
         .contains("no btrfs superblock"));
 }
+
+/// `sysext check --target` on a Flatcar-shaped image whose USR-A was rewritten through a
+/// `compress-force=ALG` mount with `lib/os-release` (a symlink when `link`): zstd is read
+/// in place, LZO through the btrfs restore fallback; both give systemd's verdicts.
+#[test]
+fn check_target_reads_compressed_usr_a() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("flatcar.bin");
+    sh(Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/make-fixture-image.sh"
+        ))
+        .arg(&image));
+    let (off, size) = part(&image, 3);
+    let ext = |level: &str| {
+        let d = dir.path().join(format!("ext-{level}"));
+        let rel = d.join("usr/lib/extension-release.d");
+        std::fs::create_dir_all(&rel).unwrap();
+        write(
+            &rel.join("extension-release.ext"),
+            format!("ID=flatcar\nSYSEXT_LEVEL={level}\n").as_bytes(),
+            0o644,
+        );
+        let raw = dir.path().join(format!("ext-{level}.raw"));
+        sh(Command::new("mksquashfs")
+            .arg(&d)
+            .arg(&raw)
+            .args(["-quiet", "-noappend", "-all-root"]));
+        raw
+    };
+    let (good, bad) = (ext("1.0"), ext("2.0"));
+    for (alg, link) in [("zstd", true), ("zlib", false), ("lzo", false)] {
+        let usr = dir.path().join(format!("usr-{alg}.btrfs"));
+        File::create(&usr).unwrap().set_len(size).unwrap();
+        sh(Command::new("mkfs.btrfs")
+            .args([
+                "-q", "--mixed", "-m", "single", "-d", "single", "-L", "USR-A",
+            ])
+            .arg(&usr));
+        let mnt = tempfile::tempdir().unwrap();
+        sh(Command::new("mount")
+            .args(["-o", &format!("loop,compress-force={alg}")])
+            .arg(&usr)
+            .arg(mnt.path()));
+        let m = mnt.path();
+        let made = std::panic::catch_unwind(|| {
+            std::fs::create_dir_all(m.join("lib")).unwrap();
+            std::fs::create_dir_all(m.join("share/flatcar")).unwrap();
+            let mut os = OS.to_vec();
+            os.extend(std::iter::repeat_n(b'#', 6000)); // past the inline limit too
+            os.push(b'\n');
+            if link {
+                std::fs::write(m.join("share/flatcar/os-release"), &os).unwrap();
+                std::os::unix::fs::symlink("../share/flatcar/os-release", m.join("lib/os-release"))
+                    .unwrap();
+            } else {
+                std::fs::write(m.join("lib/os-release"), &os).unwrap();
+            }
+        });
+        sh(Command::new("umount").arg(m));
+        made.unwrap();
+        sh(Command::new("dd")
+            .arg(format!("if={}", usr.display()))
+            .arg(format!("of={}", image.display()))
+            .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
+            .arg(format!("seek={off}"))
+            .arg("oflag=seek_bytes"));
+        let ok = flatbake(&[
+            "sysext",
+            "check",
+            "--name",
+            "ext",
+            "--target",
+            s(&image),
+            s(&good),
+        ]);
+        assert!(ok.status.success(), "{alg}: {}", stderr(&ok));
+        let no = flatbake(&[
+            "sysext",
+            "check",
+            "--name",
+            "ext",
+            "--target",
+            s(&image),
+            s(&bad),
+        ]);
+        let out = String::from_utf8_lossy(&no.stdout);
+        assert!(!no.status.success() && out.contains("2.0"), "{alg}: {out}");
+        assert!(
+            out.contains("1.0"),
+            "{alg}: the target's level is read: {out}"
+        );
+    }
+}
