@@ -483,10 +483,7 @@ fn a_fetched_release_with_bakery_and_local_extensions() {
     }
     // the channel head is signed like every release file (it names the release)
     let head = std::fs::read(rel.join("version.txt")).expect("v");
-    t.insert(
-        "/amd64-usr/current/version.txt.sig".into(),
-        gpg.sign(&head),
-    );
+    t.insert("/amd64-usr/current/version.txt.sig".into(), gpg.sign(&head));
     t.insert("/amd64-usr/current/version.txt".into(), head);
     let wasm = std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w");
     t.insert(

@@ -579,8 +579,8 @@ fn bake_accepts_what_systemd_merges() {
     assert!(sd, "{sd_out}");
 }
 
-/// Unprivileged, bake reads the target's os-release from USR-A the same way (sparse copy,
-/// btrfs restore): an extension for another level is refused, a matching one is baked.
+/// Unprivileged, bake reads the target's os-release from USR-A the same way (in place,
+/// by the bounded btrfs reader): an extension for another level is refused, a matching one is baked.
 #[test]
 fn rootless_bake_checks_against_the_target() {
     use std::os::unix::fs::PermissionsExt;

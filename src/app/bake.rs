@@ -130,12 +130,8 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
             Some(a) => platform::precheck(&reg, &named, a, version.as_deref()),
             None => {
                 // the architecture comes from the image later; names are checked now
-                let mut ps = platform::precheck(
-                    &reg,
-                    &named,
-                    crate::arch::Arch::X86_64,
-                    version.as_deref(),
-                );
+                let mut ps =
+                    platform::precheck(&reg, &named, crate::arch::Arch::X86_64, version.as_deref());
                 ps.retain(|p| !p.contains("Flatcar builds it for"));
                 ps
             }

@@ -6,7 +6,12 @@
 //! xattrs (OEM's `compression` property) into a freshly made filesystem, which
 //! `mkfs.btrfs --rootdir` 6.2 cannot do; the leaf is rewritten with a correct checksum.
 //!
-//! Every traversal is bounded: tree depth, node count, item count, path depth, entries.
+//! It also reads one small regular file by path ([`read_file`]), following symlinks as the
+//! host that mounts the filesystem would: bake and `sysext check` read the target's
+//! `/usr/lib/os-release` this way instead of copying USR-A out for `btrfs restore`.
+//!
+//! Every traversal is bounded: tree depth, node count, item count, path depth, entries,
+//! symlinks followed, bytes read and decompressed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -25,7 +30,9 @@ pub const ROOT_DIR: u64 = 256;
 const FS_TREE: u64 = 5;
 const INODE_ITEM: u8 = 1;
 const XATTR_ITEM: u8 = 24;
+const DIR_ITEM: u8 = 84;
 const DIR_INDEX: u8 = 96;
+const EXTENT_DATA: u8 = 108;
 const ROOT_ITEM: u8 = 132;
 const CHUNK_ITEM: u8 = 228;
 
@@ -35,6 +42,12 @@ pub enum TreeError {
     Io(#[from] std::io::Error),
     #[error("btrfs metadata: {0}")]
     Bad(String),
+    /// Well-formed, but a case this reader does not decode (LZO, encryption, subvolumes).
+    #[error("not readable without btrfs-progs: {0}")]
+    Unsupported(String),
+    /// The filesystem is sound but the path does not name a readable file.
+    #[error("{0}")]
+    Path(String),
 }
 
 fn bad<T>(what: impl Into<String>) -> Result<T, TreeError> {
@@ -112,6 +125,8 @@ pub struct Image<'a> {
     nodesize: usize,
     root_tree: u64,
     chunks: Vec<Chunk>,
+    /// Bytes of `file` from `base` the filesystem may occupy (its partition).
+    limit: u64,
 }
 
 fn parse_chunk(b: &[u8], o: usize, logical: u64) -> Result<(Chunk, usize), TreeError> {
@@ -149,6 +164,9 @@ impl<'a> Image<'a> {
         if le16(&sb, 0xC4)? != 0 {
             return bad("checksum type other than crc32c");
         }
+        if le32(&sb, 0)? != node_csum(&sb) {
+            return bad("superblock checksum mismatch");
+        }
         let nodesize = le32(&sb, 0x94)? as usize;
         if !(4096..=65536).contains(&nodesize) || !nodesize.is_power_of_two() {
             return bad(format!("node size {nodesize}"));
@@ -159,6 +177,7 @@ impl<'a> Image<'a> {
             nodesize,
             root_tree: le64(&sb, 0x50)?,
             chunks: Vec::new(),
+            limit: u64::MAX,
         };
         let sys_len = (le32(&sb, 0xA0)? as usize).min(2048);
         let arr = &sb[0x32B..0x32B + sys_len];
@@ -195,6 +214,7 @@ impl<'a> Image<'a> {
 
     fn read_node(&self, logical: u64) -> Result<Vec<u8>, TreeError> {
         let phys = self.physical(logical)?[0];
+        self.inside(phys, self.nodesize as u64)?;
         let mut b = vec![0u8; self.nodesize];
         self.file.read_exact_at(&mut b, self.base + phys)?;
         if le32(&b, 0)? != node_csum(&b) {
@@ -303,6 +323,359 @@ impl<'a> Image<'a> {
             fs.ok_or_else(|| TreeError::Bad("no FS_TREE root item".into()))?,
             subs,
         ))
+    }
+
+    /// Call `f` on the items of the tree rooted at `root` whose keys lie in `lo..=hi`,
+    /// in key order, reading only the nodes whose key span meets that range.
+    fn range(&self, root: u64, lo: Key, hi: Key, f: &mut ItemFn<'_>) -> Result<(), TreeError> {
+        let mut seen = HashSet::new();
+        let mut stack = vec![(root, MAX_LEVEL + 1)];
+        while let Some((at, max)) = stack.pop() {
+            if !seen.insert(at) || seen.len() > MAX_NODES {
+                return bad(format!("tree loops or is too large at node {at}"));
+            }
+            let b = self.read_node(at)?;
+            let level = b[100];
+            if level >= max {
+                return bad(format!("node {at} has level {level} under a lower node"));
+            }
+            if level == 0 {
+                for (k, d) in self.items(&b)? {
+                    if k >= lo && k <= hi {
+                        f(k, d)?;
+                    }
+                }
+                continue;
+            }
+            let ptrs = self.ptrs(&b)?;
+            for i in (0..ptrs.len()).rev() {
+                let below_next = ptrs.get(i + 1).is_none_or(|(next, _)| *next > lo);
+                if ptrs[i].0 <= hi && below_next {
+                    stack.push((ptrs[i].1, level));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuse a read of `len` bytes at physical `phys` past the filesystem's partition.
+    fn inside(&self, phys: u64, len: u64) -> Result<(), TreeError> {
+        if phys.checked_add(len).is_none_or(|end| end > self.limit) {
+            return bad(format!(
+                "a block at {phys} lies past the end of the partition"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Read `buf.len()` bytes of file data at logical address `logical` (one chunk).
+    fn read_data(&self, logical: u64, buf: &mut [u8]) -> Result<(), TreeError> {
+        let len = buf.len() as u64;
+        let c = self
+            .chunks
+            .iter()
+            .find(|c| logical >= c.logical && logical - c.logical < c.len)
+            .ok_or_else(|| TreeError::Bad(format!("no chunk maps data at {logical}")))?;
+        if len > c.len - (logical - c.logical) {
+            return bad(format!("data extent at {logical} runs past its chunk"));
+        }
+        let phys = c.stripes[0] + (logical - c.logical);
+        self.inside(phys, len)?;
+        self.file.read_exact_at(buf, self.base + phys)?;
+        Ok(())
+    }
+}
+
+/// A path's inode kind as far as [`read_file`] cares.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Dir,
+    File,
+    Link,
+    Other,
+}
+
+/// Largest decompressed btrfs extent (BTRFS_MAX_UNCOMPRESSED) and compressed one.
+const MAX_EXTENT: u64 = 128 * 1024;
+/// Symlinks followed in one resolution (as the kernel's MAXSYMLINKS).
+const MAX_LINKS: usize = 40;
+/// Path components handled in one resolution, symlink targets included.
+const MAX_COMPONENTS: usize = 4096;
+/// A symlink target longer than this is refused (PATH_MAX).
+const LINK_CAP: u64 = 4096;
+
+fn decompress(kind: u8, raw: &[u8], ram: u64) -> Result<Vec<u8>, TreeError> {
+    use std::io::Read;
+    if ram > MAX_EXTENT {
+        return bad(format!("compressed extent claims {ram} bytes"));
+    }
+    let mut out = Vec::new();
+    let r = match kind {
+        1 => flate2::read::ZlibDecoder::new(raw)
+            .take(ram)
+            .read_to_end(&mut out),
+        3 => zstd::stream::read::Decoder::with_buffer(raw)
+            .map(|d| d.single_frame())
+            .and_then(|d| d.take(ram).read_to_end(&mut out)),
+        2 => return Err(TreeError::Unsupported("LZO-compressed file data".into())),
+        n => return bad(format!("unknown compression type {n}")),
+    };
+    r.map_err(|e| TreeError::Bad(format!("compressed file data does not decode: {e}")))?;
+    Ok(out)
+}
+
+/// An open filesystem tree for path lookups.
+struct Fs<'i, 'a> {
+    img: &'i Image<'a>,
+    root: u64,
+}
+
+impl Fs<'_, '_> {
+    fn key(objectid: u64, ty: u8, offset: u64) -> Key {
+        Key {
+            objectid,
+            ty,
+            offset,
+        }
+    }
+
+    /// Kind and size of inode `ino`.
+    fn inode(&self, ino: u64) -> Result<(Kind, u64), TreeError> {
+        let k = Self::key(ino, INODE_ITEM, 0);
+        let mut found = None;
+        self.img.range(self.root, k, k, &mut |_, d| {
+            found = Some((le32(d, 52)?, le64(d, 16)?));
+            Ok(())
+        })?;
+        let (mode, size) =
+            found.ok_or_else(|| TreeError::Bad(format!("no inode item for inode {ino}")))?;
+        let kind = match mode & 0o170000 {
+            0o040000 => Kind::Dir,
+            0o100000 => Kind::File,
+            0o120000 => Kind::Link,
+            _ => Kind::Other,
+        };
+        Ok((kind, size))
+    }
+
+    /// The inode named `name` in directory `dir`, if any.
+    fn lookup(&self, dir: u64, name: &[u8]) -> Result<Option<u64>, TreeError> {
+        let k = Self::key(dir, DIR_ITEM, name_hash(name));
+        let mut found = None;
+        self.img.range(self.root, k, k, &mut |_, d| {
+            let mut o = 0;
+            while o + 30 <= d.len() {
+                let (dlen, nlen) = (usize::from(le16(d, o + 25)?), usize::from(le16(d, o + 27)?));
+                let n = d
+                    .get(o + 30..o + 30 + nlen)
+                    .ok_or_else(|| TreeError::Bad("dir item name".into()))?;
+                if n == name {
+                    let loc = key_at(d, o)?;
+                    if loc.ty == ROOT_ITEM {
+                        return Err(TreeError::Unsupported(format!(
+                            "{:?} is a subvolume",
+                            String::from_utf8_lossy(name)
+                        )));
+                    }
+                    found = Some(loc.objectid);
+                }
+                o += 30 + nlen + dlen;
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// The first `size` bytes of inode `ino` (refused above `cap`): inline and regular
+    /// extents, zlib/zstd-compressed or not; holes and preallocated ranges read as zeros.
+    fn data(&self, ino: u64, size: u64, cap: u64) -> Result<Vec<u8>, TreeError> {
+        if size > cap {
+            return Err(TreeError::Path(format!(
+                "is {size} bytes, more than the {cap} read"
+            )));
+        }
+        let mut buf = vec![0u8; size as usize];
+        let (lo, hi) = (
+            Self::key(ino, EXTENT_DATA, 0),
+            Self::key(ino, EXTENT_DATA, size.saturating_sub(1)),
+        );
+        if size == 0 {
+            return Ok(buf);
+        }
+        self.img.range(self.root, lo, hi, &mut |k, d| {
+            let start = k.offset as usize; // < size <= cap
+            let (ram, comp, ty) = (le64(d, 8)?, d.get(16).copied(), d.get(20).copied());
+            if d.get(17) != Some(&0) || le16(d, 18)? != 0 {
+                return Err(TreeError::Unsupported(
+                    "encrypted or encoded file data".into(),
+                ));
+            }
+            let comp = comp.ok_or_else(|| TreeError::Bad("short extent item".into()))?;
+            let bytes = match ty {
+                Some(0) => {
+                    let raw = &d[21..];
+                    if comp == 0 {
+                        raw.to_vec()
+                    } else {
+                        // an inline extent's ram_bytes is its exact length (a regular
+                        // one's is rounded to the sector; its range is checked below)
+                        let out = decompress(comp, raw, ram)?;
+                        if out.len() as u64 != ram {
+                            return bad(format!(
+                                "inline data decodes to {} bytes, not the {ram} its item claims",
+                                out.len()
+                            ));
+                        }
+                        out
+                    }
+                }
+                Some(1) | Some(2) => {
+                    let (bytenr, disk_len) = (le64(d, 21)?, le64(d, 29)?);
+                    let (off, num) = (le64(d, 37)?, le64(d, 45)?);
+                    let want = num.min(size - k.offset) as usize;
+                    if ty == Some(2) || bytenr == 0 || want == 0 {
+                        return Ok(()); // preallocated or a hole: zeros
+                    }
+                    if comp == 0 {
+                        let at = bytenr
+                            .checked_add(off)
+                            .ok_or_else(|| TreeError::Bad("extent offset overflows".into()))?;
+                        self.img.read_data(at, &mut buf[start..start + want])?;
+                        return Ok(());
+                    }
+                    if disk_len > MAX_EXTENT {
+                        return bad(format!("compressed extent of {disk_len} bytes"));
+                    }
+                    let mut raw = vec![0u8; disk_len as usize];
+                    self.img.read_data(bytenr, &mut raw)?;
+                    let all = decompress(comp, &raw, ram)?;
+                    let off = usize::try_from(off).unwrap_or(usize::MAX);
+                    all.get(off..off.saturating_add(want))
+                        .ok_or_else(|| {
+                            TreeError::Bad("compressed extent shorter than its file range".into())
+                        })?
+                        .to_vec()
+                }
+                _ => return bad(format!("unknown extent type {ty:?}")),
+            };
+            let n = bytes.len().min(buf.len() - start);
+            buf[start..start + n].copy_from_slice(&bytes[..n]);
+            Ok(())
+        })?;
+        Ok(buf)
+    }
+}
+
+/// The content of regular file `path` (absolute, as the host sees it) of the btrfs in
+/// the `len` bytes at `base` in `file` (its partition; nothing outside is read), which the host mounts at `mount` (e.g. `/usr`). Symlinks are
+/// followed as the host's kernel would, absolute ones from the host's root; a path
+/// that leaves `mount` is refused. Files larger than `cap` bytes are refused.
+/// [`TreeError::Unsupported`] marks data this reader cannot decode (LZO, encryption),
+/// where `btrfs restore` may still succeed.
+pub fn read_file(
+    file: &File,
+    base: u64,
+    len: u64,
+    mount: &str,
+    path: &str,
+    cap: u64,
+) -> Result<Vec<u8>, TreeError> {
+    let mut img = Image::open(file, base)?;
+    img.limit = len;
+    let (root, _) = img.roots()?;
+    let fs = Fs { img: &img, root };
+    let split = |p: &[u8]| -> Vec<Vec<u8>> {
+        p.split(|&c| c == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let mount = split(mount.as_bytes());
+    let mut todo: Vec<Vec<u8>> = split(path.as_bytes()).into_iter().rev().collect();
+    // the resolved host path so far: each component with its inode once inside `mount`
+    let mut at: Vec<(Vec<u8>, Option<u64>)> = Vec::new();
+    let (mut links, mut steps) = (0usize, 0usize);
+    let shown = |at: &[(Vec<u8>, Option<u64>)], c: &[u8]| {
+        let mut s: String = at
+            .iter()
+            .map(|(n, _)| format!("/{}", String::from_utf8_lossy(n)))
+            .collect();
+        s.push('/');
+        s.push_str(&String::from_utf8_lossy(c));
+        s
+    };
+    let mut last = None;
+    while let Some(c) = todo.pop() {
+        steps += 1;
+        if steps > MAX_COMPONENTS {
+            return Err(TreeError::Path(format!("{path}: too many path components")));
+        }
+        if c == b".." {
+            at.pop();
+            last = None;
+            continue;
+        }
+        if at.len() < mount.len() {
+            if at.iter().map(|(n, _)| n).ne(mount[..at.len()].iter()) || c != mount[at.len()] {
+                return Err(TreeError::Path(format!(
+                    "{path} leads to {}, outside the filesystem (mounted at /{})",
+                    shown(&at, &c),
+                    String::from_utf8_lossy(&mount.join(&b'/'))
+                )));
+            }
+            let ino = (at.len() + 1 == mount.len()).then_some(ROOT_DIR);
+            at.push((c, ino));
+            last = ino.map(|i| (i, Kind::Dir, 0));
+            continue;
+        }
+        let dir = match at.last() {
+            Some((_, Some(d))) => *d,
+            None if mount.is_empty() => ROOT_DIR,
+            _ => return bad("path resolution lost its directory"),
+        };
+        if fs.inode(dir)?.0 != Kind::Dir {
+            return Err(TreeError::Path(format!(
+                "{path}: {} is not a directory",
+                shown(&at[..at.len() - 1], &at[at.len() - 1].0)
+            )));
+        }
+        let ino = fs
+            .lookup(dir, &c)?
+            .ok_or_else(|| TreeError::Path(format!("{path}: {} does not exist", shown(&at, &c))))?;
+        let (kind, size) = fs.inode(ino)?;
+        if kind == Kind::Link {
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(TreeError::Path(format!(
+                    "{path}: too many levels of symlinks"
+                )));
+            }
+            let target = fs.data(ino, size, LINK_CAP)?;
+            if target.is_empty() || target.contains(&0) {
+                return bad(format!("symlink {} has an invalid target", shown(&at, &c)));
+            }
+            if target[0] == b'/' {
+                at.clear();
+            }
+            todo.extend(split(&target).into_iter().rev());
+            last = None;
+            continue;
+        }
+        at.push((c, Some(ino)));
+        last = Some((ino, kind, size));
+    }
+    match last {
+        Some((ino, Kind::File, size)) => fs.data(ino, size, cap).map_err(|e| match e {
+            TreeError::Path(m) => TreeError::Path(format!("{path} {m}")),
+            e => e,
+        }),
+        Some((_, Kind::Dir, _)) | None if at.len() >= mount.len() => {
+            Err(TreeError::Path(format!("{path} is a directory")))
+        }
+        Some(_) => Err(TreeError::Path(format!("{path} is not a regular file"))),
+        None => Err(TreeError::Path(format!(
+            "{path} resolves outside the filesystem"
+        ))),
     }
 }
 
@@ -728,248 +1101,6 @@ pub fn diff(want: &Listing, got: &Listing) -> Option<String> {
         .map(|p| format!("{} is unexpected", show(p)))
 }
 
-const DIR_ITEM: u8 = 84;
-const EXTENT_DATA: u8 = 108;
-/// Symlinks followed by [`read_file`] before it gives up.
-const MAX_LINKS: usize = 8;
-
-impl Image<'_> {
-    /// Call `f` on the items of the tree at `root` whose keys lie in `lo..=hi`, visiting
-    /// only the nodes that can hold such keys.
-    fn items_in(&self, root: u64, lo: Key, hi: Key, f: &mut ItemFn<'_>) -> Result<(), TreeError> {
-        let mut seen = HashSet::new();
-        let mut stack = vec![(root, MAX_LEVEL + 1)];
-        while let Some((at, max)) = stack.pop() {
-            if !seen.insert(at) || seen.len() > MAX_NODES {
-                return bad(format!("tree loops or is too large at node {at}"));
-            }
-            let b = self.read_node(at)?;
-            let level = b[100];
-            if level >= max {
-                return bad(format!("node {at} has level {level} under a lower node"));
-            }
-            if level == 0 {
-                for (k, d) in self.items(&b)? {
-                    if k >= lo && k <= hi {
-                        f(k, d)?;
-                    }
-                }
-                continue;
-            }
-            let ptrs = self.ptrs(&b)?;
-            for i in (0..ptrs.len()).rev() {
-                let start = ptrs[i].0;
-                let past = ptrs.get(i + 1).map(|p| p.0);
-                if start > hi || past.is_some_and(|p| p <= lo) {
-                    continue;
-                }
-                stack.push((ptrs[i].1, level));
-            }
-        }
-        Ok(())
-    }
-
-    /// The inode number `name` in directory `dir` points at, if any.
-    fn lookup(&self, fs_root: u64, dir: u64, name: &str) -> Result<Option<u64>, TreeError> {
-        let h = name_hash(name.as_bytes());
-        let k = Key {
-            objectid: dir,
-            ty: DIR_ITEM,
-            offset: h,
-        };
-        let mut found = None;
-        self.items_in(fs_root, k, k, &mut |_, d| {
-            let mut o = 0;
-            while o + 30 <= d.len() {
-                let (dlen, nlen) = (usize::from(le16(d, o + 25)?), usize::from(le16(d, o + 27)?));
-                let n = d
-                    .get(o + 30..o + 30 + nlen)
-                    .ok_or_else(|| TreeError::Bad("dir item name".into()))?;
-                let loc = key_at(d, o)?;
-                if n == name.as_bytes() && loc.ty == INODE_ITEM {
-                    found = Some(loc.objectid);
-                }
-                o += 30 + nlen + dlen;
-            }
-            Ok(())
-        })?;
-        Ok(found)
-    }
-
-    /// (mode, size) of inode `ino`.
-    fn inode(&self, fs_root: u64, ino: u64) -> Result<Option<(u32, u64)>, TreeError> {
-        let k = Key {
-            objectid: ino,
-            ty: INODE_ITEM,
-            offset: 0,
-        };
-        let mut got = None;
-        self.items_in(fs_root, k, k, &mut |_, d| {
-            got = Some((le32(d, 52)?, le64(d, 16)?));
-            Ok(())
-        })?;
-        Ok(got)
-    }
-
-    /// The first `size` bytes of inode `ino` (holes read as zeros).
-    fn contents(&self, fs_root: u64, ino: u64, size: u64) -> Result<Vec<u8>, TreeError> {
-        let len = usize::try_from(size).map_err(|_| TreeError::Bad("file too large".into()))?;
-        let mut out = vec![0u8; len];
-        let lo = Key {
-            objectid: ino,
-            ty: EXTENT_DATA,
-            offset: 0,
-        };
-        let hi = Key {
-            offset: u64::MAX,
-            ..lo
-        };
-        self.items_in(fs_root, lo, hi, &mut |k, d| {
-            let at = usize::try_from(k.offset).unwrap_or(usize::MAX);
-            if at >= len {
-                return Ok(());
-            }
-            let ram = usize::try_from(le64(d, 8)?).unwrap_or(usize::MAX);
-            let compression = *d.get(16).ok_or_else(|| TreeError::Bad("extent".into()))?;
-            let kind = *d.get(20).ok_or_else(|| TreeError::Bad("extent".into()))?;
-            let bytes = match kind {
-                0 => decompress_extent(compression, &d[21..], ram.min(len - at))?,
-                1 => {
-                    let (disk, disk_len) = (le64(d, 21)?, le64(d, 29)?);
-                    let (offset, num) = (le64(d, 37)?, le64(d, 45)?);
-                    if disk == 0 {
-                        return Ok(()); // a hole
-                    }
-                    let want = usize::try_from(num.min(size))
-                        .map_err(|_| TreeError::Bad("extent too large".into()))?
-                        .min(len - at);
-                    if compression == 0 {
-                        let mut b = vec![0u8; want];
-                        let phys = self.physical(disk.saturating_add(offset))?[0];
-                        self.file.read_exact_at(&mut b, self.base + phys)?;
-                        b
-                    } else {
-                        if disk_len > (16 << 20) {
-                            return bad("compressed extent too large");
-                        }
-                        let mut raw = vec![0u8; disk_len as usize];
-                        let phys = self.physical(disk)?[0];
-                        self.file.read_exact_at(&mut raw, self.base + phys)?;
-                        let off = usize::try_from(offset).unwrap_or(usize::MAX);
-                        let plain = decompress_extent(compression, &raw, off.saturating_add(want))?;
-                        plain.get(off..).unwrap_or_default().to_vec()
-                    }
-                }
-                _ => return Ok(()), // preallocated: zeros
-            };
-            let n = bytes.len().min(len - at);
-            out[at..at + n].copy_from_slice(&bytes[..n]);
-            Ok(())
-        })?;
-        Ok(out)
-    }
-}
-
-/// Up to `limit` bytes of an extent's data, decompressed (0 none, 1 zlib, 3 zstd).
-fn decompress_extent(compression: u8, data: &[u8], limit: usize) -> Result<Vec<u8>, TreeError> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    let cap = limit as u64;
-    match compression {
-        0 => out.extend_from_slice(&data[..data.len().min(limit)]),
-        1 => {
-            flate2::read::ZlibDecoder::new(data)
-                .take(cap)
-                .read_to_end(&mut out)
-                .map_err(|e| TreeError::Bad(format!("zlib extent: {e}")))?;
-        }
-        3 => {
-            zstd::stream::read::Decoder::new(data)
-                .map_err(|e| TreeError::Bad(format!("zstd extent: {e}")))?
-                .take(cap)
-                .read_to_end(&mut out)
-                .map_err(|e| TreeError::Bad(format!("zstd extent: {e}")))?;
-        }
-        c => {
-            return bad(format!(
-                "extent compressed with method {c} (lzo?), which flatbake cannot read"
-            ))
-        }
-    }
-    Ok(out)
-}
-
-/// The contents of the regular file at `path` (relative to the filesystem's top, `/`
-/// separated) in the btrfs at `base`, following relative symlinks inside the filesystem;
-/// `None` when there is no such file. Files over `max` bytes are refused.
-pub fn read_file(
-    file: &File,
-    base: u64,
-    path: &str,
-    max: u64,
-) -> Result<Option<Vec<u8>>, TreeError> {
-    let img = Image::open(file, base)?;
-    let (fs_root, _) = img.roots()?;
-    let mut parts: Vec<String> = path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .map(str::to_owned)
-        .collect();
-    for _ in 0..MAX_LINKS {
-        let (mut dir, mut ino) = (ROOT_DIR, ROOT_DIR);
-        let mut walked: Vec<String> = Vec::new();
-        for (i, name) in parts.iter().enumerate() {
-            if name == ".." {
-                return Ok(None);
-            }
-            let Some(next) = img.lookup(fs_root, dir, name)? else {
-                return Ok(None);
-            };
-            ino = next;
-            let Some((mode, _)) = img.inode(fs_root, ino)? else {
-                return Ok(None);
-            };
-            if mode & 0o170000 == 0o040000 {
-                dir = ino;
-                walked.push(name.clone());
-            } else if i + 1 != parts.len() {
-                return Ok(None);
-            }
-        }
-        let Some((mode, size)) = img.inode(fs_root, ino)? else {
-            return Ok(None);
-        };
-        match mode & 0o170000 {
-            0o100000 => {
-                if size > max {
-                    return bad(format!("{path}: {size} bytes, more than {max}"));
-                }
-                return img.contents(fs_root, ino, size).map(Some);
-            }
-            0o120000 if size <= 4096 => {
-                let target = img.contents(fs_root, ino, size)?;
-                let target = String::from_utf8_lossy(&target).into_owned();
-                if target.starts_with('/') {
-                    return Ok(None);
-                }
-                let mut next = walked.clone();
-                for t in target.split('/').filter(|t| !t.is_empty() && *t != ".") {
-                    if t == ".." {
-                        if next.pop().is_none() {
-                            return Ok(None);
-                        }
-                    } else {
-                        next.push(t.to_owned());
-                    }
-                }
-                parts = next;
-            }
-            _ => return Ok(None),
-        }
-    }
-    Ok(None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -981,70 +1112,28 @@ mod tests {
     }
 
     #[test]
-    fn reads_files_in_place() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("root");
-        std::fs::create_dir_all(root.join("lib/deep")).unwrap();
-        std::fs::write(
-            root.join("lib/os-release"),
-            b"ID=flatcar\nVERSION_ID=1.2.3\n",
-        )
-        .unwrap();
-        // larger than an inline extent: a regular extent, read through the chunk map
-        let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        std::fs::write(root.join("lib/deep/big"), &big).unwrap();
-        std::os::unix::fs::symlink("../os-release", root.join("lib/deep/link")).unwrap();
-        std::os::unix::fs::symlink("/lib/os-release", root.join("abs")).unwrap();
-        let img = d.path().join("fs.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(128 << 20)
-            .unwrap();
-        let out = std::process::Command::new("mkfs.btrfs")
-            .args(["-q", "--mixed", "-m", "single", "-d", "single", "--rootdir"])
-            .arg(&root)
-            .arg(&img)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // at an offset inside a bigger file, as a partition in a disk image
-        let disk = d.path().join("disk.img");
-        let mut f = std::fs::File::create(&disk).unwrap();
-        f.set_len(1 << 20).unwrap();
-        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(1 << 20)).unwrap();
-        std::io::copy(&mut std::fs::File::open(&img).unwrap(), &mut f).unwrap();
-        let f = std::fs::File::open(&disk).unwrap();
-        let base = 1 << 20;
-        assert_eq!(
-            read_file(&f, base, "lib/os-release", 1024)
-                .unwrap()
-                .unwrap(),
-            b"ID=flatcar\nVERSION_ID=1.2.3\n"
-        );
-        assert_eq!(
-            read_file(&f, base, "/lib/deep/big", 1 << 20)
-                .unwrap()
-                .unwrap(),
-            big
-        );
-        assert_eq!(
-            read_file(&f, base, "lib/deep/link", 1024).unwrap().unwrap(),
-            b"ID=flatcar\nVERSION_ID=1.2.3\n"
-        );
-        // absent, a directory, an absolute link, ".." and an oversized file
-        assert_eq!(read_file(&f, base, "lib/nothing", 1024).unwrap(), None);
-        assert_eq!(read_file(&f, base, "lib", 1024).unwrap(), None);
-        assert_eq!(read_file(&f, base, "abs", 1024).unwrap(), None);
-        assert_eq!(
-            read_file(&f, base, "lib/../lib/os-release", 1024).unwrap(),
-            None
-        );
-        assert!(read_file(&f, base, "lib/deep/big", 1000).is_err());
-        // not btrfs at all
-        assert!(read_file(&f, 0, "lib/os-release", 1024).is_err());
+    fn decompress_zlib_zstd_and_refuse_the_rest() {
+        use std::io::Write;
+        let data: Vec<u8> = b"ID=flatcar\n".iter().copied().cycle().take(9000).collect();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&data).unwrap();
+        let z = z.finish().unwrap();
+        assert_eq!(decompress(1, &z, data.len() as u64).unwrap(), data);
+        let mut zs = zstd::stream::encode_all(&data[..], 3).unwrap();
+        zs.extend_from_slice(&[0; 100]); // sector padding after the frame
+        assert_eq!(decompress(3, &zs, data.len() as u64).unwrap(), data);
+        // never more than the extent claims, and never a claim past 128 KiB
+        assert_eq!(decompress(3, &zs, 10).unwrap(), &data[..10]);
+        assert!(decompress(1, &z, MAX_EXTENT + 1).is_err());
+        assert!(matches!(
+            decompress(2, &z, 10),
+            Err(TreeError::Unsupported(_))
+        ));
+        assert!(matches!(decompress(4, &z, 10), Err(TreeError::Bad(_))));
+        assert!(matches!(
+            decompress(1, &[1, 2, 3], 10),
+            Err(TreeError::Bad(_))
+        ));
+        assert!(matches!(decompress(3, &z, 10), Err(TreeError::Bad(_))));
     }
 }

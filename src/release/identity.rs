@@ -48,9 +48,15 @@ fn os_release(file: &File, offset: u64, len: u64) -> Result<Vec<u8>, String> {
         && file.read_exact_at(&mut magic, offset + 0x10040).is_ok()
         && &magic == b"_BHRfS_M"
     {
-        return crate::fs::btrfs_tree::read_file(file, offset, "lib/os-release", max)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "missing".to_string());
+        return crate::fs::btrfs_tree::read_file(
+            file,
+            offset,
+            len,
+            "/usr",
+            "/usr/lib/os-release",
+            max,
+        )
+        .map_err(|e| e.to_string());
     }
     let mut m = [0u8; 2];
     if len > 1082 && file.read_exact_at(&mut m, offset + 1024 + 56).is_ok() && m == [0x53, 0xEF] {

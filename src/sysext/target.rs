@@ -1,7 +1,8 @@
 //! The target OS of a sysext, read from where systemd-sysext will read it: a Flatcar
-//! disk image's `/usr/lib/os-release`, which lives in USR-A's btrfs (copied out sparse
-//! and unpacked with `btrfs restore`, that file only), or an os-release file given
-//! directly. The architecture is the one given, else the image's EFI loader's.
+//! disk image's `/usr/lib/os-release`, which lives in USR-A's btrfs (read in place by
+//! the bounded btrfs reader, symlinks followed; only data it cannot decode, such as
+//! LZO, falls back to copying USR-A out sparse for `btrfs restore`), or an os-release
+//! file given directly. The architecture is the one given, else the image's EFI loader's.
 
 use super::compat::TargetOs;
 use crate::arch::Arch;
@@ -46,8 +47,39 @@ pub fn from_image(image: &Path, work: &Path, arch: Option<Arch>) -> Result<Targe
             "{what}: USR-A is not a btrfs filesystem, so the target's os-release cannot be read to check extensions against"
         ));
     }
+    let direct = crate::fs::btrfs_tree::read_file(
+        &file,
+        usr.offset(),
+        usr.size(),
+        "/usr",
+        "/usr/lib/os-release",
+        crate::input::TEXT_CAP,
+    );
+    let bytes = match direct {
+        Ok(bytes) => bytes,
+        Err(crate::fs::btrfs_tree::TreeError::Unsupported(_)) => {
+            restore(src.as_mut(), usr.offset(), usr.size(), work, &what)?
+        }
+        Err(e) => {
+            return Err(format!(
+                "{what}: {e}; the target's os-release is needed to check extensions against it"
+            ))
+        }
+    };
+    TargetOs::from_os_release(&bytes, &what, arch.map(Arch::systemd_name))
+}
+
+/// The fallback: USR-A copied out sparse below `work` and `/lib/os-release` unpacked
+/// with `btrfs restore` (which follows no symlinks).
+fn restore(
+    src: &mut dyn source::DiskSource,
+    offset: u64,
+    size: u64,
+    work: &Path,
+    what: &str,
+) -> Result<Vec<u8>, String> {
     let img = work.join("usr-a.img");
-    source::extract(src.as_mut(), usr.offset(), usr.size(), &img).map_err(|e| shown(&e))?;
+    source::extract(src, offset, size, &img).map_err(|e| format!("{what}: {e}"))?;
     let tree = work.join("usr-a");
     std::fs::create_dir_all(&tree).map_err(|e| format!("{}: {e}", tree.display()))?;
     let restored = crate::tools::run(
@@ -61,8 +93,7 @@ pub fn from_image(image: &Path, work: &Path, arch: Option<Arch>) -> Result<Targe
     let _ = std::fs::remove_file(&img);
     restored.map_err(|e| format!("{what}: {e}"))?;
     let file = tree.join("lib/os-release");
-    let bytes = crate::input::read_bytes(&file, crate::input::TEXT_CAP).map_err(|e| {
+    crate::input::read_bytes(&file, crate::input::TEXT_CAP).map_err(|e| {
         format!("{what}: {e}; the target's os-release is needed to check extensions against it")
-    })?;
-    TargetOs::from_os_release(&bytes, &what, arch.map(Arch::systemd_name))
+    })
 }
