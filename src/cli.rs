@@ -74,7 +74,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Download and verify a release (and what a bake will need) into the cache.
+    /// Download a release and what a bake needs into the cache.
     ///
     /// Only download and verify a Flatcar release into the cache (for CI caching), and
     /// with --vendor the release files those vendor images need (OEM sysexts, firmware),
@@ -93,7 +93,7 @@ pub enum Command {
         #[arg(value_name = "NAME:FILE")]
         extensions: Vec<String>,
     },
-    /// Build and check sysext images (pack, create, release, check, flix, ...).
+    /// Build and check sysext images (pack, create, check, ...).
     ///
     /// Build and check sysext images: pack, create (from a recipe), release (the bakery's
     /// way), list, check, butane, convert-torcx, flix, flatwrap.
@@ -367,7 +367,7 @@ pub struct BakeArgs {
     ///
     /// Kernel argument appended to linux_append in the OEM grub.cfg, after the vendor's own
     /// (repeatable), e.g. --kernel-arg console=ttyS0,115200n8.
-    #[arg(long = "kernel-arg", value_name = "ARG")]
+    #[arg(long = "kernel-arg", value_name = "ARG", hide_short_help = true)]
     pub kernel_args: Vec<String>,
 
     /// Mask Flatcar's built-in extensions (docker, containerd; comma-separated or
@@ -445,7 +445,7 @@ pub struct BakeArgs {
     /// (NAME.bz2, NAME.gz, NAME.zip), as its release server publishes them: a
     /// comma-separated list of bz2, gz, zip and none; without none only the compressed
     /// copies are kept (Flatcar's --image_compression_formats).
-    #[arg(long, value_name = "FORMATS")]
+    #[arg(long, value_name = "FORMATS", hide_short_help = true)]
     pub compress: Option<String>,
 
     /// Directory with the release's other files for vendor images: version.txt,
