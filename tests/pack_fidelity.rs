@@ -237,7 +237,15 @@ fn erofs_is_compressed_clean_and_keeps_xattrs() {
         text
     );
     // flatbake's own check still reads it
-    let o = flatbake(&["sysext", "check", s(&img), "--name", "app"]);
+    let o = flatbake(&[
+        "sysext",
+        "check",
+        s(&img),
+        "--name",
+        "app",
+        "--arch",
+        "x86-64",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     // xattrs, as the kernel reads them from the merged extension
     let out = sysext_merge(
@@ -369,7 +377,15 @@ fn packs_as_an_unprivileged_user() {
                 "-o",
                 s(&img),
             ]));
-        let o = flatbake(&["sysext", "check", s(&img), "--name", "app"]);
+        let o = flatbake(&[
+            "sysext",
+            "check",
+            s(&img),
+            "--name",
+            "app",
+            "--arch",
+            "x86-64",
+        ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     }
     sh(Command::new("unsquashfs")

@@ -56,10 +56,13 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
         if !hint.is_empty() {
             anyhow::bail!("unknown command '{a}'{hint}");
         }
-        anyhow::bail!(
-            "'{a}': expected NAME:FILE (a sysext to bake) or a command ({})",
-            SUBCOMMANDS.join(", ")
-        );
+        if args.image.is_none() && !args.fetch && args.release.release.is_none() {
+            anyhow::bail!(
+                "'{a}': expected NAME:FILE (a sysext to bake) or a command ({})",
+                SUBCOMMANDS.join(", ")
+            );
+        }
+        // otherwise the plan reports it together with every other problem
     }
     if args.vendor.is_empty()
         && args.extensions.is_empty()
