@@ -7,6 +7,7 @@
 //! wrote it (`vendors/oem-release.toml`).
 
 use super::registry::{self, Registry, Vendor};
+use super::version::Ver;
 use crate::fs::{Edits, Op};
 use crate::sysext::image;
 use crate::sysext::release::ReleaseFile;
@@ -92,12 +93,19 @@ pub fn release_text(
     version: &str,
     rel: &ReleaseFile,
 ) -> Result<String, String> {
-    let m = registry::major(version)
-        .ok_or_else(|| format!("Flatcar version {version:?}: not X.Y.Z"))?;
-    if m >= registry::SYSEXT_OEM_RELEASE_SINCE {
+    let ver =
+        Ver::parse(version).ok_or_else(|| format!("Flatcar version {version:?}: not X.Y.Z"))?;
+    if ver.0 >= registry::SYSEXT_OEM_RELEASE_SINCE {
         return Ok(oem_release(oem_id, rel));
     }
-    let row = reg.package_oem_release(oem_id, m).ok_or_else(|| {
+    package_release_text(reg, oem_id, version)
+}
+
+/// `oem-release` as an OEM package of Flatcar `version` (before 4722) wrote it.
+pub fn package_release_text(reg: &Registry, oem_id: &str, version: &str) -> Result<String, String> {
+    let ver =
+        Ver::parse(version).ok_or_else(|| format!("Flatcar version {version:?}: not X.Y.Z"))?;
+    let row = reg.package_oem_release(oem_id, ver).ok_or_else(|| {
         format!(
             "vendor OEM {oem_id}: flatbake does not know the oem-release Flatcar {version} writes (vendors/oem-release.toml has no row for it)"
         )
@@ -120,12 +128,13 @@ pub fn package_oem_release(oem_id: &str, row: &registry::PackageOemRelease) -> S
 }
 
 /// The OEM edits for `vendor`: files are staged in `work`. `kernel_args` are appended
-/// to linux_append in its grub.cfg.
+/// to linux_append in its grub.cfg. Without `sysext` (a release whose OEM content
+/// came from a package of plain files) only grub.cfg and `oem_release` are written.
 pub fn edits(
     vendor: &Vendor,
     version: &str,
-    sysext: &Path,
-    oem_release: &str,
+    sysext: Option<&Path>,
+    oem_release: Option<&str>,
     kernel_args: &[String],
     work: &Path,
 ) -> std::io::Result<Edits> {
@@ -147,21 +156,25 @@ pub fn edits(
         src: stage("grub.cfg", &cfg)?,
         mode: 0o644,
     });
-    e.push(Op::Write {
-        path: "/oem-release".into(),
-        src: stage("oem-release", oem_release)?,
-        mode: 0o644,
-    });
-    e.push(Op::Write {
-        path: format!("/sysext/oem-{oem_id}-{version}.raw"),
-        src: sysext.to_owned(),
-        mode: 0o644,
-    });
-    e.push(Op::Write {
-        path: format!("/sysext/active-oem-{oem_id}"),
-        src: stage("active", "")?,
-        mode: 0o644,
-    });
+    if let Some(text) = oem_release {
+        e.push(Op::Write {
+            path: "/oem-release".into(),
+            src: stage("oem-release", text)?,
+            mode: 0o644,
+        });
+    }
+    if let Some(sysext) = sysext {
+        e.push(Op::Write {
+            path: format!("/sysext/oem-{oem_id}-{version}.raw"),
+            src: sysext.to_owned(),
+            mode: 0o644,
+        });
+        e.push(Op::Write {
+            path: format!("/sysext/active-oem-{oem_id}"),
+            src: stage("active", "")?,
+            mode: 0o644,
+        });
+    }
     Ok(e)
 }
 

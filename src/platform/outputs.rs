@@ -16,6 +16,8 @@ pub enum Source {
     Conf,
     /// the bundle (`.tar.gz`, `.ova`, `.box`)
     Bundle,
+    /// the Vagrant box catalogue beside the box (`flatcar_production_vagrant.json`)
+    Catalogue,
     /// a file of the release directory, copied
     Release,
     /// a relative symlink to another output (qemu and qemu_uefi_secure images)
@@ -86,7 +88,10 @@ pub fn outputs(v: &Vendor, arch: Arch, compress: &[Compression]) -> Vec<OutFile>
     match v.bundle {
         Some(Bundle::GceTar) => add(v.file_name(".tar.gz"), Source::Bundle),
         Some(Bundle::Ova) => add(v.file_name(".ova"), Source::Bundle),
-        Some(Bundle::Box) => add(v.file_name(".box"), Source::Bundle),
+        Some(Bundle::Box) => {
+            add(v.file_name(".box"), Source::Bundle);
+            add(v.file_name(".json"), Source::Catalogue);
+        }
         None => {}
     }
     for f in &v.release_files {
