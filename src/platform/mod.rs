@@ -264,6 +264,19 @@ pub fn release_files(v: &Vendor, _arch: Arch) -> Vec<String> {
     v.release_files.clone()
 }
 
+/// The release files `v` needs from Flatcar release `version` (what `flatbake fetch
+/// --vendor` downloads): its OEM sysext, when that release installs one, and the
+/// files it ships beside the image.
+pub fn fetched_files(v: &Vendor, version: &str) -> Vec<String> {
+    let v = v.for_release(Some(version));
+    v.oem_id
+        .iter()
+        .filter(|_| v.oem_sysext)
+        .map(|id| format!("oem-{id}.raw"))
+        .chain(v.release_files.iter().cloned())
+        .collect()
+}
+
 /// The disk format a vendor's `disk_format` means.
 pub fn disk_format(v: &Vendor) -> Option<DiskFormat> {
     v.disk_format.map(|f| f.format())
@@ -649,4 +662,28 @@ fn write_gen(path: &Path, f: &conf::GenFile) -> Result<(), VendorError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, &f.content).map_err(io(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(f.mode)).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_asks_only_for_published_oem_sysexts() {
+        let r = Registry::load(None).unwrap();
+        let f = |n: &str, ver: &str| fetched_files(r.get(n).unwrap(), ver);
+        // virtualbox and ami_vmdk before 4722: no oem-*.raw in the OEM partition
+        assert!(f("virtualbox", "4593.2.5").is_empty());
+        assert_eq!(f("virtualbox", "4757.0.0"), ["oem-virtualbox.raw"]);
+        assert!(f("ami_vmdk", "4459.2.0").is_empty());
+        assert_eq!(f("ami", "4459.2.0"), ["oem-ami.raw"]);
+        assert!(f("vagrant_virtualbox", "4593.2.5").is_empty());
+        assert_eq!(
+            f("qemu_uefi", "4593.2.5")[..2],
+            [
+                "oem-qemu.raw".to_owned(),
+                "flatcar_production_qemu_uefi_efi_code.qcow2".to_owned()
+            ]
+        );
+    }
 }
