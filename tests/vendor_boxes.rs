@@ -633,7 +633,9 @@ fn pre_4487_release_without_oem_sysexts() {
     );
     let (oem, files) = oem_files(&raw);
     assert_eq!(files, ["grub.cfg", "oem-release"]);
-    assert!(read(&oem.path().join("tree/grub.cfg")).contains("set oem_id=\"ec2\"\n"));
+    assert!(read(&oem.path().join("tree/grub.cfg")).starts_with(
+        "# Flatcar GRUB settings\n\nset oem_id=\"ec2\"\n# Flatcar GRUB settings for AMI\n"
+    ));
     assert_eq!(
         read(&oem.path().join("tree/oem-release")),
         "ID=ami\nVERSION_ID=3.3.2299.0\nNAME=\"Amazon EC2\"\nHOME_URL=\"http://aws.amazon.com/ec2/\"\nBUG_REPORT_URL=\"https://issues.flatcar.org\"\n"
