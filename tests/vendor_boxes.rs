@@ -643,12 +643,52 @@ fn pre_4487_release_without_oem_sysexts() {
 }
 
 #[test]
+fn cloudsigma_before_4722_carries_its_package_files() {
+    let rel = release(OLDER);
+    let r = ok("cloudsigma", &rel, &[]);
+    let img = r.out.join("flatcar_production_cloudsigma_image.img");
+    assert_eq!(names(&r.out), ["flatcar_production_cloudsigma_image.img"]);
+    sh(Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(&img));
+    let work = tempfile::tempdir().expect("tmp");
+    let raw = work.path().join("c.raw");
+    sh(Command::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
+        .arg(&img)
+        .arg(&raw));
+    sgdisk_verify(&raw);
+    e2fsck_root(&raw);
+    // the base layout, as released
+    assert_eq!(
+        std::fs::metadata(&raw).expect("m").len(),
+        std::fs::metadata(fixtures().join("current.bin"))
+            .expect("m")
+            .len()
+    );
+    let (oem, files) = oem_files(&raw);
+    assert_eq!(files, ["cloud-config.yml", "grub.cfg"]);
+    assert_eq!(
+        read(&oem.path().join("tree/grub.cfg")),
+        "# Flatcar GRUB settings\n\nset oem_id=\"cloudsigma\"\n"
+    );
+    // oem-cloudsigma-0.0.3-r6's cloud-config.yml (no newline at its end, as Flatcar's)
+    let cc = read(&oem.path().join("tree/cloud-config.yml"));
+    assert!(cc.starts_with("#cloud-config\n\ncoreos:\n  oem:\n    id: cloudsigma\n    name: CloudSigma\n    version-id: 0.0.3-r6\n"), "{cc}");
+    assert!(
+        cc.contains("    - name: za-dhcp-no-rapid-commit.network\n"),
+        "{cc}"
+    );
+    assert!(cc.ends_with("        RapidCommit=false"), "{cc}");
+    assert!(!cc.contains("@@"), "{cc}");
+}
+
+#[test]
 fn package_era_vendors_with_programs_are_refused_in_one_line() {
     let rel = release(OLDER);
     for (vendor, disk) in [
         ("vagrant", "flatcar_production_vagrant.box"),
         ("exoscale", "flatcar_production_exoscale_image.img"),
-        ("cloudsigma", "flatcar_production_cloudsigma_image.img"),
         ("cloudstack", "flatcar_production_cloudstack_image.bin"),
     ] {
         let r = run(vendor, &rel, &[]);

@@ -86,9 +86,8 @@ pub struct VendorPlan {
     pub vendors: Vec<Vendor>,
     pub version: String,
     pub arch: Arch,
-    /// vendor name -> (its OEM sysext file, when the release installs one; the
-    /// `oem-release` text the release writes, when it writes one)
-    pub oem: BTreeMap<String, (Option<PathBuf>, Option<String>)>,
+    /// vendor name -> what its OEM partition gets besides grub.cfg
+    pub oem: BTreeMap<String, oem::OemContent>,
     pub release_dir: PathBuf,
     /// layout name -> ROOT size in sectors for this release (None: as released)
     pub layouts: BTreeMap<String, Option<u64>>,
@@ -201,20 +200,14 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
             continue;
         };
         if !v.oem_sysext {
-            // the release's OEM package wrote plain files: grub.cfg and (for most)
-            // oem-release, known as data
-            let text = if v.oem_release {
-                match oem::package_release_text(input.registry, id, ver) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        ps.push(e);
-                        continue;
-                    }
+            // the release's OEM package wrote plain files: grub.cfg, oem-release (for
+            // most) and the vendor's OEM template, known as data
+            match oem::package_content(input.registry, v, id, ver) {
+                Ok(c) => {
+                    oem.insert(v.name.clone(), c);
                 }
-            } else {
-                None
-            };
-            oem.insert(v.name.clone(), (None, text));
+                Err(e) => ps.push(e),
+            }
             continue;
         }
         let p = input.release_dir.join(format!("oem-{id}.raw"));
@@ -230,7 +223,14 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
             .and_then(|rel| oem::release_text(input.registry, id, ver, &rel))
         {
             Ok(text) => {
-                oem.insert(v.name.clone(), (Some(p), v.oem_release.then_some(text)));
+                oem.insert(
+                    v.name.clone(),
+                    oem::OemContent {
+                        sysext: Some(p),
+                        release: v.oem_release.then_some(text),
+                        files: Vec::new(),
+                    },
+                );
             }
             Err(e) => ps.push(e),
         }
@@ -428,19 +428,12 @@ fn prepare_disk(
         _ => grown,
     };
     if let Some(id) = &v.oem_id {
-        let (sysext, release) = plan
+        let content = plan
             .oem
             .get(&v.name)
             .ok_or_else(|| VendorError::Preflight(vec![format!("no OEM content for {id}")]))?;
-        let edits = oem::edits(
-            v,
-            &plan.version,
-            sysext.as_deref(),
-            release.as_deref(),
-            &plan.kernel_args,
-            vwork,
-        )
-        .map_err(io(vwork))?;
+        let edits =
+            oem::edits(v, &plan.version, content, &plan.kernel_args, vwork).map_err(io(vwork))?;
         let layout = FlatcarLayout::find(Gpt::read_from(&file, grown, &img)?, &img)?;
         let oem_work = vwork.join("oem");
         std::fs::create_dir_all(&oem_work).map_err(io(&oem_work))?;

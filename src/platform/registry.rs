@@ -118,6 +118,8 @@ pub struct Before {
     #[serde(default)]
     pub box_template: Option<String>,
     #[serde(default)]
+    pub oem_template: Option<String>,
+    #[serde(default)]
     pub oem_sysext: Option<bool>,
     #[serde(default)]
     pub oem_release: Option<bool>,
@@ -183,6 +185,12 @@ pub struct Vendor {
     /// `vendors/templates/box/NAME.json` the box catalogue.
     #[serde(default)]
     pub box_template: Option<String>,
+    /// Plain files an OEM package of the release wrote into the OEM partition besides
+    /// grub.cfg and oem-release (`vendors/templates/oem/NAME/`, `@@OEM_VERSION_ID@@`
+    /// being the package's version from `vendors/oem-release.toml`); with
+    /// `oem_sysext = false` only.
+    #[serde(default)]
+    pub oem_template: Option<String>,
     #[serde(default)]
     pub before: Vec<Before>,
 }
@@ -333,6 +341,15 @@ impl Registry {
                     return Err(bad(format!("no template vendors/templates/{t}")));
                 }
             }
+            let oems = v
+                .oem_template
+                .iter()
+                .chain(v.before.iter().filter_map(|b| b.oem_template.as_ref()));
+            for t in oems {
+                if oem_files(t).is_empty() {
+                    return Err(bad(format!("no OEM template vendors/templates/oem/{t}/")));
+                }
+            }
             let boxes = v
                 .box_template
                 .iter()
@@ -374,6 +391,16 @@ pub fn template(path: &str) -> Option<&'static str> {
         .iter()
         .find(|(p, _)| *p == path)
         .map(|(_, t)| *t)
+}
+
+/// The files of OEM template `name` (`vendors/templates/oem/NAME/`), as `(path under
+/// the OEM partition, text)`.
+pub fn oem_files(name: &str) -> Vec<(&'static str, &'static str)> {
+    let dir = format!("oem/{name}/");
+    TEMPLATE_FILES
+        .iter()
+        .filter_map(|(p, t)| p.strip_prefix(dir.as_str()).map(|n| (n, *t)))
+        .collect()
 }
 
 /// The files of box template `name` (`vendors/templates/box/NAME/`), as
@@ -453,6 +480,9 @@ impl Vendor {
             }
             if let Some(t) = &b.box_template {
                 v.box_template = Some(t.clone());
+            }
+            if let Some(t) = &b.oem_template {
+                v.oem_template = Some(t.clone());
             }
             if let Some(x) = b.oem_sysext {
                 v.oem_sysext = x;
