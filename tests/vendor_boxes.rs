@@ -45,6 +45,11 @@ struct Run {
 
 /// `flatbake --image current.bin --release-dir REL --vendor VENDORS wasmtime:...`.
 fn run(vendors: &str, rel: &Path, env: &[(&str, &str)]) -> Run {
+    run_on(&fixtures().join("current.bin"), vendors, rel, env)
+}
+
+/// [`run`] on another input image.
+fn run_on(image: &Path, vendors: &str, rel: &Path, env: &[(&str, &str)]) -> Run {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
@@ -54,7 +59,7 @@ fn run(vendors: &str, rel: &Path, env: &[(&str, &str)]) -> Run {
     );
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flatbake"));
     cmd.arg("--image")
-        .arg(fixtures().join("current.bin"))
+        .arg(image)
         .arg("--release-dir")
         .arg(rel)
         .arg("--output-dir")
@@ -714,4 +719,63 @@ fn package_era_vendors_with_programs_are_refused_in_one_line() {
         "{}",
         stderr(&r.o)
     );
+}
+
+/// current.bin with `/etc/flatcar/update.conf` on ROOT holding `text`.
+fn with_etc_update_conf(dir: &Path, text: &str) -> PathBuf {
+    let img = dir.join("in.bin");
+    sh(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(fixtures().join("current.bin"))
+        .arg(&img));
+    let conf = dir.join("update.conf");
+    std::fs::write(&conf, text).expect("write");
+    let (off, _) = part(&img, 9);
+    let cmds = dir.join("cmds");
+    std::fs::write(
+        &cmds,
+        format!(
+            "mkdir /etc\nmkdir /etc/flatcar\nwrite {} /etc/flatcar/update.conf\n",
+            conf.display()
+        ),
+    )
+    .expect("write");
+    sh(Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(format!("{}?offset={off}", img.display())));
+    e2fsck_root(&img);
+    img
+}
+
+/// The catalogue's group is the image's: /etc/flatcar/update.conf over
+/// /usr/share/flatcar/update.conf, last GROUP= line, as vm_image_util.sh reads it; an
+/// image that names none is refused in one line and nothing is written.
+#[test]
+fn box_catalogue_group_comes_from_the_image() {
+    let rel = release(NEWER);
+    let d = tempfile::tempdir().expect("tmp");
+    let beta = with_etc_update_conf(d.path(), "GROUP=alpha\nSERVER=x\nGROUP=beta\n");
+    let r = run_on(&beta, "vagrant", &rel, &[]);
+    assert!(r.o.status.success(), "{}", stderr(&r.o));
+    let cat: serde_json::Value =
+        serde_json::from_str(&read(&r.out.join("flatcar_production_vagrant.json"))).expect("json");
+    assert_eq!(cat["name"], "flatcar-beta");
+    assert_eq!(cat["description"], "Flatcar beta");
+
+    let d = tempfile::tempdir().expect("tmp");
+    let none = with_etc_update_conf(d.path(), "GROUP=\n");
+    let r = run_on(&none, "vagrant", &rel, &[]);
+    assert!(!r.o.status.success());
+    let err = stderr(&r.o);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0]
+            .contains("no GROUP= in /usr/share/flatcar/update.conf or /etc/flatcar/update.conf"),
+        "{err}"
+    );
+    assert!(names(&r.out).is_empty(), "{:?}", names(&r.out));
+    assert!(leftovers(&r.out).is_empty());
 }

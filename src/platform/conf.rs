@@ -511,4 +511,45 @@ mod tests {
         assert_eq!(&u[14..15], "4");
         assert_ne!(ids.disk_uuid, ids.machine_uuid);
     }
+
+    #[test]
+    fn catalogue_is_json_whatever_the_values() {
+        let reg = Registry::load(None).unwrap();
+        for (name, ver) in [("vagrant", "4757.0.0"), ("vagrant_virtualbox", "4593.2.5")] {
+            let v = reg.get(name).unwrap().for_release(Some(ver));
+            let text = catalogue(
+                &v,
+                Arch::X86_64,
+                &Catalogue {
+                    group: "we\"ird\\group",
+                    version: "4757.0.0+dev",
+                    url: "https://h/a \"b\"/x.box",
+                    sha256: "00",
+                },
+            )
+            .unwrap();
+            let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(j["name"], "flatcar-we\"ird\\group");
+            assert_eq!(j["versions"][0]["version"], "4757.0.0");
+            let p = &j["versions"][0]["providers"][0];
+            assert_eq!(p["url"], "https://h/a \"b\"/x.box");
+            assert_eq!(p["name"], "virtualbox");
+            // the architecture field came with 4722
+            assert_eq!(p["architecture"].is_null(), name == "vagrant_virtualbox");
+        }
+    }
+
+    #[test]
+    fn ovf_names_are_xml_escaped() {
+        let reg = Registry::load(None).unwrap();
+        let v = reg.get("virtualbox").unwrap();
+        let disk = DiskFacts {
+            file_name: "a&b<c>.vmdk",
+            file_size: 1,
+            capacity: 2,
+        };
+        let ovf = ovf_virtualbox(v, "x\"y", &disk, &VboxIds::new("t")).unwrap();
+        assert!(ovf.contains("ovf:href=\"a&amp;b&lt;c&gt;.vmdk\""), "{ovf}");
+        assert!(ovf.contains("ovf:id=\"x&quot;y\""), "{ovf}");
+    }
 }
