@@ -315,17 +315,19 @@ pub fn catalogue(vendor: &Vendor, arch: Arch, c: &Catalogue<'_>) -> Result<Strin
 }
 
 /// One qemu launcher + README: `type_name` is `qemu_uefi`, `qemu` or
-/// `qemu_uefi_secure`; the firmware (none for `qemu`) is named after it.
-fn qemu_launcher(type_name: &str, arch: Arch, version: &str, pflash: bool) -> Vec<GenFile> {
+/// `qemu_uefi_secure`; `firmware` the release's UEFI code and variables files it
+/// boots with (none: BIOS).
+fn qemu_launcher(
+    type_name: &str,
+    arch: Arch,
+    version: &str,
+    firmware: Option<(String, String)>,
+) -> Vec<GenFile> {
     let base = format!("flatcar_production_{type_name}");
     let quoted = |f: String| format!("\"${{SCRIPT_DIR}}/{f}\"");
-    let (ro, rw) = if pflash {
-        (
-            quoted(format!("{base}_efi_code.qcow2")),
-            quoted(format!("{base}_efi_vars.qcow2")),
-        )
-    } else {
-        (String::new(), String::new())
+    let (ro, rw) = match firmware {
+        Some((code, vars)) => (quoted(code), quoted(vars)),
+        None => (String::new(), String::new()),
     };
     let script = format!("{base}.sh");
     let sh = GenFile {
@@ -364,16 +366,11 @@ pub fn files(
 ) -> Result<Vec<GenFile>, String> {
     let vm = vm_name(&vendor.name, version);
     Ok(match vendor.conf {
-        Some(Conf::QemuUefi) => {
-            let mut out = qemu_launcher(&vendor.name, arch, version, true);
-            if vendor.name == "qemu_uefi" {
-                if arch == Arch::X86_64 {
-                    out.extend(qemu_launcher("qemu", arch, version, false));
-                }
-                out.extend(qemu_launcher("qemu_uefi_secure", arch, version, true));
-            }
-            out
-        }
+        Some(Conf::QemuUefi) => vendor
+            .launcher_types(arch)
+            .iter()
+            .flat_map(|t| qemu_launcher(t, arch, version, vendor.firmware(t)))
+            .collect(),
         Some(Conf::Vmx) => vec![GenFile::text(
             vendor.file_name(".vmx"),
             render(
@@ -551,5 +548,33 @@ mod tests {
         let ovf = ovf_virtualbox(v, "x\"y", &disk, &VboxIds::new("t")).unwrap();
         assert!(ovf.contains("ovf:href=\"a&amp;b&lt;c&gt;.vmdk\""), "{ovf}");
         assert!(ovf.contains("ovf:id=\"x&quot;y\""), "{ovf}");
+    }
+
+    #[test]
+    fn launchers_boot_the_release_s_firmware() {
+        let reg = Registry::load(None).unwrap();
+        let disk = DiskFacts {
+            file_name: "x.img",
+            file_size: 1,
+            capacity: 1,
+        };
+        let sh = |v: &str, ver: &str, name: &str| {
+            let vd = reg.get(v).unwrap().for_release(Some(ver));
+            let f = files(&vd, Arch::X86_64, ver, &disk, &VboxIds::new("t")).unwrap();
+            let g = f.into_iter().find(|g| g.name == name).unwrap();
+            String::from_utf8(g.content).unwrap()
+        };
+        let lts = sh(
+            "qemu_uefi",
+            "4081.3.10",
+            "flatcar_production_qemu_uefi_secure.sh",
+        );
+        assert!(lts.contains(
+            "\nVM_PFLASH_RO=\"${SCRIPT_DIR}/flatcar_production_qemu_uefi_secure_efi_code.fd\"\n"
+        ));
+        let bios = sh("qemu", "3760.2.0", "flatcar_production_qemu.sh");
+        assert!(bios.contains("\nVM_PFLASH_RO=\nVM_PFLASH_RW=\n"), "{bios}");
+        let now = sh("qemu_uefi", "4593.2.5", "flatcar_production_qemu_uefi.sh");
+        assert!(now.contains("flatcar_production_qemu_uefi_efi_vars.qcow2\"\n"));
     }
 }

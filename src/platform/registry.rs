@@ -120,6 +120,10 @@ pub struct Before {
     #[serde(default)]
     pub oem_template: Option<String>,
     #[serde(default)]
+    pub siblings: Option<Vec<String>>,
+    #[serde(default)]
+    pub release_files: Option<Vec<String>>,
+    #[serde(default)]
     pub oem_sysext: Option<bool>,
     #[serde(default)]
     pub oem_release: Option<bool>,
@@ -191,6 +195,17 @@ pub struct Vendor {
     /// `oem_sysext = false` only.
     #[serde(default)]
     pub oem_template: Option<String>,
+    /// Image types whose launcher and image link this vendor writes too (qemu_uefi:
+    /// `qemu` on amd64 and `qemu_uefi_secure`, since Flatcar stopped building them
+    /// as image types of their own).
+    #[serde(default)]
+    pub siblings: Vec<String>,
+    /// The releases that no longer define it as an image type (it is written by
+    /// `moved_to` there).
+    #[serde(default)]
+    pub removed: Option<Since>,
+    #[serde(default)]
+    pub moved_to: Option<String>,
     #[serde(default)]
     pub before: Vec<Before>,
 }
@@ -436,6 +451,17 @@ impl Vendor {
                 s.describe()
             ));
         }
+        if let Some(r) = self.removed.as_ref().filter(|r| r.has(v)) {
+            let instead = self
+                .moved_to
+                .as_ref()
+                .map(|t| format!("pass --vendor {t}, which writes its files there"))
+                .unwrap_or_else(|| "pick an older release".to_owned());
+            return Some(format!(
+                "vendor '{n}': Flatcar {version} no longer defines it as an image type (gone from releases {}); {instead}",
+                r.describe()
+            ));
+        }
         if let Some(u) = self.until.filter(|u| m > *u) {
             return Some(format!(
                 "vendor '{n}': Flatcar {version} no longer defines it (releases {}-{u} did); pick one of those releases",
@@ -484,6 +510,12 @@ impl Vendor {
             if let Some(t) = &b.oem_template {
                 v.oem_template = Some(t.clone());
             }
+            if let Some(x) = &b.siblings {
+                v.siblings = x.clone();
+            }
+            if let Some(x) = &b.release_files {
+                v.release_files = x.clone();
+            }
             if let Some(x) = b.oem_sysext {
                 v.oem_sysext = x;
             }
@@ -518,6 +550,33 @@ impl Vendor {
             self.name,
             self.disk_extension()
         )
+    }
+
+    /// The image types whose launchers this vendor writes on `arch`: its own, then its
+    /// siblings (`qemu`, BIOS, on amd64 only).
+    pub fn launcher_types(&self, arch: Arch) -> Vec<String> {
+        std::iter::once(self.name.clone())
+            .chain(
+                self.siblings
+                    .iter()
+                    .filter(|s| *s != "qemu" || arch == Arch::X86_64)
+                    .cloned(),
+            )
+            .collect()
+    }
+
+    /// The UEFI firmware (code, variables) the `type_name` launcher uses: release files
+    /// named `flatcar_production_<type>_efi_code.*` / `_efi_vars.*` (`.fd` before
+    /// 4152, `.qcow2` since).
+    pub fn firmware(&self, type_name: &str) -> Option<(String, String)> {
+        let find = |what: &str| {
+            let prefix = format!("flatcar_production_{type_name}_efi_{what}.");
+            self.release_files
+                .iter()
+                .find(|f| f.starts_with(&prefix))
+                .cloned()
+        };
+        Some((find("code")?, find("vars")?))
     }
 
     /// The file Flatcar publishes for this vendor: its bundle, else its disk image.

@@ -1,10 +1,12 @@
-//! VirtualBox and Vagrant outputs against what the release's own flatcar/scripts
-//! writes: `build_library/virtualbox_ovf.sh` (the OVF and the box's `base_mac.rb`),
+//! Vendor outputs of releases other than the default fixture's, against what the
+//! release's own flatcar/scripts writes. VirtualBox and Vagrant: `build_library/virtualbox_ovf.sh` (the OVF and the box's `base_mac.rb`),
 //! the box template (`build_library/oem/vagrant/build/box` from 4722 on, the
 //! `coreos-base/oem-vagrant-virtualbox` package's `box/` before), `_write_box_bundle`
 //! (box layout, `metadata.json`, the box catalogue JSON), for the current layout
 //! (4757) and a pre-4487 release (4459), where virtualbox, vagrant_virtualbox and
-//! ami_vmdk had no OEM sysext. Judged by qemu-img check, python3's XML parser, tar,
+//! ami_vmdk had no OEM sysext; cloudsigma's package files before 4722. QEMU: the
+//! `.fd` firmware before 4152 and qemu/qemu_uefi_secure as image types of their own
+//! before 3815.2.2/3913.1.0/3941. Judged by qemu-img check, python3's XML parser, tar,
 //! sgdisk, e2fsck and the OEM tree read back with btrfs restore.
 
 mod support;
@@ -778,4 +780,124 @@ fn box_catalogue_group_comes_from_the_image() {
     );
     assert!(names(&r.out).is_empty(), "{:?}", names(&r.out));
     assert!(leftovers(&r.out).is_empty());
+}
+
+/// LTS 4081: qemu_uefi writes the qemu and qemu_uefi_secure launchers and links, and
+/// ships the release's `.fd` firmware (qcow2 came with 4152).
+#[test]
+fn qemu_uefi_of_lts_4081_uses_fd_firmware() {
+    let rel = release("4081.3.10");
+    let r = ok("qemu_uefi", &rel, &[]);
+    let mut want = vec![
+        "flatcar_production_qemu.README",
+        "flatcar_production_qemu.sh",
+        "flatcar_production_qemu_image.img",
+        "flatcar_production_qemu_uefi.README",
+        "flatcar_production_qemu_uefi.sh",
+        "flatcar_production_qemu_uefi_efi_code.fd",
+        "flatcar_production_qemu_uefi_efi_vars.fd",
+        "flatcar_production_qemu_uefi_image.img",
+        "flatcar_production_qemu_uefi_secure.README",
+        "flatcar_production_qemu_uefi_secure.sh",
+        "flatcar_production_qemu_uefi_secure_efi_code.fd",
+        "flatcar_production_qemu_uefi_secure_efi_vars.fd",
+        "flatcar_production_qemu_uefi_secure_image.img",
+    ];
+    want.sort();
+    assert_eq!(names(&r.out), want);
+    sh(Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(r.out.join("flatcar_production_qemu_uefi_image.img")));
+    for f in want.iter().filter(|f| f.ends_with(".fd")) {
+        assert_eq!(
+            sha256_file(&r.out.join(f)),
+            sha256_file(&rel.join(f)),
+            "{f}"
+        );
+    }
+    let sh_text = read(&r.out.join("flatcar_production_qemu_uefi_secure.sh"));
+    assert!(
+        sh_text.contains(
+            "\nVM_PFLASH_RW=\"${SCRIPT_DIR}/flatcar_production_qemu_uefi_secure_efi_vars.fd\"\n"
+        ),
+        "{sh_text}"
+    );
+    assert_eq!(
+        std::fs::read_link(r.out.join("flatcar_production_qemu_image.img")).expect("link"),
+        Path::new("flatcar_production_qemu_uefi_image.img")
+    );
+}
+
+/// 3815.2.1: qemu and qemu_uefi_secure were image types of their own (qemu_uefi wrote
+/// only its files); from 3815.2.2 on --vendor qemu is refused, pointing at qemu_uefi.
+#[test]
+fn qemu_types_of_their_own_before_3815_2_2() {
+    let rel = release("3815.2.1");
+    let r = ok("qemu_uefi,qemu,qemu_uefi_secure", &rel, &[]);
+    assert_eq!(
+        names(&r.out),
+        [
+            "flatcar_production_qemu.README",
+            "flatcar_production_qemu.sh",
+            "flatcar_production_qemu_image.img",
+            "flatcar_production_qemu_uefi.README",
+            "flatcar_production_qemu_uefi.sh",
+            "flatcar_production_qemu_uefi_efi_code.fd",
+            "flatcar_production_qemu_uefi_efi_vars.fd",
+            "flatcar_production_qemu_uefi_image.img",
+            "flatcar_production_qemu_uefi_secure.README",
+            "flatcar_production_qemu_uefi_secure.sh",
+            "flatcar_production_qemu_uefi_secure_efi_code.fd",
+            "flatcar_production_qemu_uefi_secure_efi_vars.fd",
+            "flatcar_production_qemu_uefi_secure_image.img",
+        ]
+    );
+    // three images, none a link: each its own qcow2 with the qemu OEM
+    let work = tempfile::tempdir().expect("tmp");
+    for t in ["qemu", "qemu_uefi_secure"] {
+        let img = r.out.join(format!("flatcar_production_{t}_image.img"));
+        assert!(!std::fs::symlink_metadata(&img).expect("m").is_symlink());
+        sh(Command::new("qemu-img")
+            .args(["check", "-f", "qcow2"])
+            .arg(&img));
+        let raw = work.path().join(format!("{t}.raw"));
+        sh(Command::new("qemu-img")
+            .args(["convert", "-f", "qcow2", "-O", "raw"])
+            .arg(&img)
+            .arg(&raw));
+        sgdisk_verify(&raw);
+        e2fsck_root(&raw);
+        assert_eq!(part(&raw, 9).1, VM_ROOT_SECTORS * 512);
+        let (oem, files) = oem_files(&raw);
+        assert_eq!(
+            files,
+            [
+                "grub.cfg",
+                "oem-release",
+                "sysext/active-oem-qemu",
+                "sysext/oem-qemu-3815.2.1.raw"
+            ]
+        );
+        assert!(
+            read(&oem.path().join("tree/oem-release")).starts_with("ID=qemu\nVERSION_ID=0.0.2\n")
+        );
+        drop(oem);
+        std::fs::remove_file(&raw).expect("rm");
+    }
+    let bios = read(&r.out.join("flatcar_production_qemu.sh"));
+    assert!(bios.contains("\nVM_PFLASH_RO=\nVM_PFLASH_RW=\n"), "{bios}");
+    assert!(
+        bios.contains("\nVM_NAME='flatcar_production_qemu-3815-2-1'\n"),
+        "{bios}"
+    );
+
+    let r = run("qemu", &release("3815.2.2"), &[]);
+    assert!(!r.o.status.success());
+    let err = stderr(&r.o);
+    assert!(
+        err.contains("vendor 'qemu': Flatcar 3815.2.2 no longer defines it as an image type")
+            && err.contains("pass --vendor qemu_uefi"),
+        "{err}"
+    );
+    assert!(names(&r.out).is_empty());
 }
