@@ -826,6 +826,46 @@ fn qemu_uefi_of_lts_4081_uses_fd_firmware() {
         std::fs::read_link(r.out.join("flatcar_production_qemu_image.img")).expect("link"),
         Path::new("flatcar_production_qemu_uefi_image.img")
     );
+    // the launcher gives qemu the .fd firmware as raw pflash, as that release's
+    // qemu_template.sh did (qemu-system-x86_64 is a stub recording its arguments: no
+    // real qemu runs here)
+    let args = launch_stubbed(&r.out.join("flatcar_production_qemu_uefi_secure.sh"));
+    let code = format!(
+        "if=pflash,unit=0,file={}/flatcar_production_qemu_uefi_secure_efi_code.fd,format=raw,readonly=on",
+        r.out.display()
+    );
+    let vars = format!(
+        "if=pflash,unit=1,file={}/flatcar_production_qemu_uefi_secure_efi_vars.fd,format=raw",
+        r.out.display()
+    );
+    assert!(args.contains(&code) && args.contains(&vars), "{args:?}");
+}
+
+/// Run a launcher with `qemu-system-x86_64` replaced by a stub that writes its
+/// arguments, one a line; returns them.
+fn launch_stubbed(script: &Path) -> Vec<String> {
+    let d = tempfile::tempdir().expect("tmp");
+    let stub = d.path().join("qemu-system-x86_64");
+    std::fs::write(
+        &stub,
+        "#!/bin/bash\nprintf '%s\\n' \"$@\" > \"$STUB_OUT\"\n",
+    )
+    .expect("stub");
+    sh(Command::new("chmod").arg("0755").arg(&stub));
+    let out = d.path().join("args");
+    let home = d.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let o = Command::new("bash")
+        .arg(script)
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", d.path().display()))
+        .env("HOME", &home)
+        .env("STUB_OUT", &out)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run launcher");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    read(&out).lines().map(str::to_owned).collect()
 }
 
 /// 3815.2.1: qemu and qemu_uefi_secure were image types of their own (qemu_uefi wrote

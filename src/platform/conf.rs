@@ -325,6 +325,11 @@ fn qemu_launcher(
 ) -> Vec<GenFile> {
     let base = format!("flatcar_production_{type_name}");
     let quoted = |f: String| format!("\"${{SCRIPT_DIR}}/{f}\"");
+    // the release's firmware: raw edk2 .fd files before 4152, qcow2 since
+    let format = match &firmware {
+        Some((code, _)) if code.ends_with(".fd") => "raw",
+        _ => "qcow2",
+    };
     let (ro, rw) = match firmware {
         Some((code, vars)) => (quoted(code), quoted(vars)),
         None => (String::new(), String::new()),
@@ -339,6 +344,7 @@ fn qemu_launcher(
                 ("IMAGE", quoted(format!("{base}_image.img"))),
                 ("PFLASH_RO", ro),
                 ("PFLASH_RW", rw),
+                ("PFLASH_FORMAT", format.to_owned()),
                 ("MEMORY", MEMORY_MIB.to_string()),
                 ("BOARD", arch.board().to_owned()),
             ],
@@ -572,9 +578,11 @@ mod tests {
         assert!(lts.contains(
             "\nVM_PFLASH_RO=\"${SCRIPT_DIR}/flatcar_production_qemu_uefi_secure_efi_code.fd\"\n"
         ));
+        assert!(lts.contains("\nVM_PFLASH_FORMAT='raw'\n"), "{lts}");
         let bios = sh("qemu", "3760.2.0", "flatcar_production_qemu.sh");
         assert!(bios.contains("\nVM_PFLASH_RO=\nVM_PFLASH_RW=\n"), "{bios}");
         let now = sh("qemu_uefi", "4593.2.5", "flatcar_production_qemu_uefi.sh");
         assert!(now.contains("flatcar_production_qemu_uefi_efi_vars.qcow2\"\n"));
+        assert!(now.contains("\nVM_PFLASH_FORMAT='qcow2'\n"), "{now}");
     }
 }
