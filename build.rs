@@ -40,9 +40,48 @@ fn main() {
         "/// vendors/oem-release.toml\npub static OEM_RELEASE: &str = include_str!({:?});",
         oem_release.display().to_string()
     );
+    templates(&dir.join("templates"), &mut out);
     let dest = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("vendor_files.rs");
     std::fs::write(dest, out).expect("write vendor_files.rs");
     recipes();
+}
+
+/// Every file under `vendors/templates/` as `(path relative to it, text)`, so a vendor
+/// file can name the templates of its release (`ovf_template`, `box_template`).
+fn templates(dir: &Path, out: &mut String) {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut stack = vec![dir.to_path_buf()];
+    let mut found = Vec::new();
+    while let Some(d) = stack.pop() {
+        println!("cargo:rerun-if-changed={}", d.display());
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.is_file() {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    out.push_str("/// `(path under vendors/templates/, text)` of every template.\npub static TEMPLATE_FILES: &[(&str, &str)] = &[\n");
+    for p in found {
+        println!("cargo:rerun-if-changed={}", p.display());
+        let rel = p
+            .strip_prefix(dir)
+            .expect("under templates/")
+            .display()
+            .to_string();
+        let _ = writeln!(
+            out,
+            "    ({rel:?}, include_str!({:?})),",
+            p.display().to_string()
+        );
+    }
+    out.push_str("];\n");
 }
 
 /// `recipes/NAME.toml` and each recipe's static tree `recipes/NAME/files/**`.

@@ -15,7 +15,8 @@
 #     /EFI/boot/bootx64.efi (bootaa64.efi with --arch arm64);
 #   - 2 BIOS-BOOT: empty;
 #   - 3 USR-A: btrfs (mixed, single) "USR-A" whose root is what Flatcar mounts
-#     at /usr: lib/os-release (Flatcar 4593.2.5, SYSEXT_LEVEL=1.0) and bin/true;
+#     at /usr: lib/os-release (Flatcar 4593.2.5, SYSEXT_LEVEL=1.0), bin/true and
+#     share/flatcar/update.conf (GROUP=stable, as a stable release has it);
 #   - 4 USR-B: empty (holes);
 #   - 6 OEM: empty btrfs (mixed, single) "OEM" with the root property
 #     compression=zlib (set via a brief loop mount; skipped with a warning when
@@ -292,6 +293,9 @@ PRETTY_NAME="Flatcar Container Linux by Kinvolk $FLATCAR_VERSION"
 SYSEXT_LEVEL=1.0
 EOF
 cp /usr/bin/true "$usr_tree/bin/true"
+mkdir -p "$usr_tree/share/flatcar"
+printf 'SERVER=https://public.update.flatcar-linux.net/v1/update/\nGROUP=stable\n' \
+    >"$usr_tree/share/flatcar/update.conf"
 # --usr-tree DIR: more of /usr (libraries, units) for tests that look things up there
 if [[ -n $usr_extra ]]; then
     cp -a "$usr_extra/." "$usr_tree/"
@@ -307,7 +311,8 @@ if ((usr_data_mib > 0)); then
     done
 fi
 chmod 0755 "$usr_tree" "$usr_tree/lib" "$usr_tree/bin" "$usr_tree/bin/true"
-chmod 0644 "$usr_tree/lib/os-release"
+chmod 0644 "$usr_tree/lib/os-release" "$usr_tree/share/flatcar/update.conf"
+chmod 0755 "$usr_tree/share" "$usr_tree/share/flatcar"
 stamp_tree "$usr_tree"
 usr_a=$(new_part_file usr-a.img 3)
 run_quiet mkfs_btrfs --mixed -m single -d single -L USR-A -U "$FSUUID_USR_A" \

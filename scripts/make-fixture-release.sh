@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build a sample Flatcar release directory, laid out as on the release server:
 #   version.txt, oem-<id>.raw OEM sysexts (one per OEM id in vendors/),
-#   flatcar_production_qemu_uefi{,_secure}_efi_{code,vars}.qcow2 (small stand-ins),
+#   flatcar_production_qemu_uefi{,_secure}_efi_{code,vars}.{qcow2,fd} (small stand-ins),
 #   and, with --image IMG, flatcar_production_image.bin.bz2 compressed by lbzip2.
 # With --sign GNUPGHOME, every file gets a detached binary signature F.sig made by
 # the first secret key in that GnuPG home.
@@ -60,6 +60,10 @@ qemu-img create -q -f qcow2 "$out/flatcar_production_qemu_uefi_efi_code.qcow2" 4
 qemu-img create -q -f qcow2 "$out/flatcar_production_qemu_uefi_efi_vars.qcow2" 4M
 qemu-img create -q -f qcow2 "$out/flatcar_production_qemu_uefi_secure_efi_code.qcow2" 4M
 qemu-img create -q -f qcow2 "$out/flatcar_production_qemu_uefi_secure_efi_vars.qcow2" 4M
+# releases before 4152 published the edk2 firmware as .fd files
+for f in qemu_uefi_efi_code qemu_uefi_efi_vars qemu_uefi_secure_efi_code qemu_uefi_secure_efi_vars; do
+    printf 'stand-in %s\n' "$f" > "$out/flatcar_production_$f.fd"
+done
 
 if [ -n "$image" ]; then
     lbzip2 -c "$image" > "$out/flatcar_production_image.bin.bz2"

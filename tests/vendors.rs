@@ -581,6 +581,7 @@ fn azure_fixed_vhd_and_bundles() {
         vec![
             "flatcar_production_azure_image.vhd",
             "flatcar_production_vagrant.box",
+            "flatcar_production_vagrant.json",
             "flatcar_production_vmware_ova.ova",
             "flatcar_production_vmware_ova.ovf",
             "flatcar_production_vmware_ova_image.vmdk",
@@ -658,10 +659,10 @@ fn azure_fixed_vhd_and_bundles() {
     let boxf = r.out.join("flatcar_production_vagrant.box");
     let list = tar_list(&boxf, true);
     for m in [
-        "Vagrantfile",
-        "box.ovf",
-        "metadata.json",
-        "flatcar_production_vagrant_image.vmdk",
+        "./Vagrantfile",
+        "./box.ovf",
+        "./metadata.json",
+        "./flatcar_production_vagrant_image.vmdk",
     ] {
         assert!(list.contains(&m.to_owned()), "{m} not in the box: {list:?}");
     }
@@ -1330,8 +1331,12 @@ fn pre_4487_release_facts() {
 /// refusals come before anything is downloaded.
 #[test]
 fn release_and_architecture_refusals() {
-    // 4593 publishes no oem-virtualbox.raw (its OEM came from a package)
-    refused("virtualbox", &[], "4722 and later ship oem-virtualbox.raw");
+    // 4593 publishes no oem-exoscale.raw (its OEM came from a package of programs)
+    refused(
+        "exoscale",
+        &[],
+        "4722 and later ship oem-exoscale.raw: use --release 4722 or later",
+    );
     // packet is gone from 4722 on
     let newer = release(NEWER);
     refused(

@@ -84,12 +84,8 @@ pub fn vendor_files(
         let Some(v) = reg.get(v) else {
             anyhow::bail!("--vendor {v}: unknown vendor (see `flatbake vendors`)");
         };
-        let files = v
-            .oem_id
-            .iter()
-            .map(|id| format!("oem-{id}.raw"))
-            .chain(v.release_files.iter().cloned());
-        for f in files {
+        let version = r.release.version.to_string();
+        for f in crate::platform::fetched_files(v, &version) {
             if !names.contains(&f) {
                 names.push(f);
             }

@@ -90,11 +90,65 @@ pub fn ova(out: &Path, ovf: &GenFile, disk: &Path, disk_name: &str) -> io::Resul
     f.sync_all()
 }
 
-/// Vagrant `.box`: tar.gz of the Vagrant files and the disk.
+/// Vagrant `.box`: tar.gz of the Vagrant files and the disk, as Flatcar's
+/// `tar -czf BOX -C box .` lays it out: a `./` directory entry, then `./NAME` members.
 pub fn vagrant_box(out: &Path, files: &[GenFile], disk: &Path, disk_name: &str) -> io::Result<()> {
     let gz = GzEncoder::new(File::create(out)?, flate2::Compression::default());
-    let f = write_tar(gz, files, disk, disk_name)?.finish()?;
+    let mut b = tar::Builder::new(gz);
+    let mut dir = tar::Header::new_ustar();
+    dir.set_path("./")?;
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_size(0);
+    dir.set_mode(0o755);
+    dir.set_uid(0);
+    dir.set_gid(0);
+    dir.set_mtime(mtime());
+    dir.set_cksum();
+    b.append(&dir, io::empty())?;
+    for f in files {
+        b.append(
+            &dotted(header(&f.name, f.content.len() as u64, f.mode)?, &f.name)?,
+            f.content.as_slice(),
+        )?;
+    }
+    let len = std::fs::metadata(disk)?.len();
+    b.append(
+        &dotted(header(disk_name, len, 0o644)?, disk_name)?,
+        File::open(disk)?,
+    )?;
+    let f = b.into_inner()?.finish()?;
     f.sync_all()
+}
+
+/// `h` named `./NAME` (the tar crate's `set_path` drops a leading `./`).
+fn dotted(mut h: tar::Header, name: &str) -> io::Result<tar::Header> {
+    let full = format!("./{name}");
+    let field = &mut h.as_old_mut().name;
+    if full.len() > field.len() {
+        return Err(io::Error::other(format!(
+            "{full}: name too long for a tar header"
+        )));
+    }
+    field.fill(0);
+    field[..full.len()].copy_from_slice(full.as_bytes());
+    h.set_cksum();
+    Ok(h)
+}
+
+/// Hex SHA-256 of a file, streamed (the box catalogue's checksum).
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    use sha2::Digest as _;
+    let mut f = File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
 }
 
 /// Octal or (when too large) GNU base-256 numeric field.

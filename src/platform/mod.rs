@@ -7,9 +7,11 @@
 pub mod bundle;
 pub mod compress;
 pub mod conf;
+pub mod group;
 pub mod oem;
 pub mod outputs;
 pub mod registry;
+pub mod version;
 
 use crate::arch::Arch;
 use crate::disk::gpt::Gpt;
@@ -84,8 +86,8 @@ pub struct VendorPlan {
     pub vendors: Vec<Vendor>,
     pub version: String,
     pub arch: Arch,
-    /// OEM id -> (sysext file, the `oem-release` text the release writes)
-    pub oem: BTreeMap<String, (PathBuf, String)>,
+    /// vendor name -> what its OEM partition gets besides grub.cfg
+    pub oem: BTreeMap<String, oem::OemContent>,
     pub release_dir: PathBuf,
     /// layout name -> ROOT size in sectors for this release (None: as released)
     pub layouts: BTreeMap<String, Option<u64>>,
@@ -197,7 +199,15 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
         let (Some(id), Some(ver)) = (&v.oem_id, &version) else {
             continue;
         };
-        if oem.contains_key(id) {
+        if !v.oem_sysext {
+            // the release's OEM package wrote plain files: grub.cfg, oem-release (for
+            // most) and the vendor's OEM template, known as data
+            match oem::package_content(input.registry, v, id, ver) {
+                Ok(c) => {
+                    oem.insert(v.name.clone(), c);
+                }
+                Err(e) => ps.push(e),
+            }
             continue;
         }
         let p = input.release_dir.join(format!("oem-{id}.raw"));
@@ -213,7 +223,14 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
             .and_then(|rel| oem::release_text(input.registry, id, ver, &rel))
         {
             Ok(text) => {
-                oem.insert(id.clone(), (p, text));
+                oem.insert(
+                    v.name.clone(),
+                    oem::OemContent {
+                        sysext: Some(p),
+                        release: v.oem_release.then_some(text),
+                        files: Vec::new(),
+                    },
+                );
             }
             Err(e) => ps.push(e),
         }
@@ -221,7 +238,7 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
     if !ps.is_empty() {
         return Err(VendorError::Preflight(ps));
     }
-    let m = version.as_deref().and_then(registry::major);
+    let m = version.as_deref().and_then(version::Ver::parse);
     let layouts = input
         .registry
         .layouts
@@ -245,6 +262,19 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
 /// firmware of the plain and the Secure Boot variant).
 pub fn release_files(v: &Vendor, _arch: Arch) -> Vec<String> {
     v.release_files.clone()
+}
+
+/// The release files `v` needs from Flatcar release `version` (what `flatbake fetch
+/// --vendor` downloads): its OEM sysext, when that release installs one, and the
+/// files it ships beside the image.
+pub fn fetched_files(v: &Vendor, version: &str) -> Vec<String> {
+    let v = v.for_release(Some(version));
+    v.oem_id
+        .iter()
+        .filter(|_| v.oem_sysext)
+        .map(|id| format!("oem-{id}.raw"))
+        .chain(v.release_files.iter().cloned())
+        .collect()
 }
 
 /// The disk format a vendor's `disk_format` means.
@@ -273,13 +303,31 @@ pub fn emit(
     crate::cleanup::prefix_in(out_dir).map_err(io(out_dir))?;
     let mut outputs: Vec<Output> = Vec::new();
     let mut guards = Vec::new();
+    // the box catalogue names the image's update group: read before anything is written
+    let group = if plan
+        .vendors
+        .iter()
+        .any(|v| v.bundle == Some(registry::Bundle::Box))
+    {
+        Some(group::update_group(base).map_err(|e| VendorError::Preflight(vec![e]))?)
+    } else {
+        None
+    };
     let result = (|| -> Result<(), VendorError> {
         for v in &plan.vendors {
             let phase = crate::out::Phase::start(format!("vendor {}", v.name));
             for name in outputs::output_names(v, plan.arch, &plan.compress) {
                 guards.push(crate::cleanup::register(&stage(out_dir, v, &name).staged));
             }
-            outputs.extend(emit_one(plan, v, base, out_dir, work, threads)?);
+            outputs.extend(emit_one(
+                plan,
+                v,
+                base,
+                out_dir,
+                work,
+                threads,
+                group.as_deref(),
+            )?);
             phase.done();
             crate::cleanup::pause_point(&format!("vendor-{}", v.name));
         }
@@ -380,12 +428,12 @@ fn prepare_disk(
         _ => grown,
     };
     if let Some(id) = &v.oem_id {
-        let (sysext, release) = plan
+        let content = plan
             .oem
-            .get(id)
-            .ok_or_else(|| VendorError::Preflight(vec![format!("no OEM sysext for {id}")]))?;
-        let edits = oem::edits(v, &plan.version, sysext, release, &plan.kernel_args, vwork)
-            .map_err(io(vwork))?;
+            .get(&v.name)
+            .ok_or_else(|| VendorError::Preflight(vec![format!("no OEM content for {id}")]))?;
+        let edits =
+            oem::edits(v, &plan.version, content, &plan.kernel_args, vwork).map_err(io(vwork))?;
         let layout = FlatcarLayout::find(Gpt::read_from(&file, grown, &img)?, &img)?;
         let oem_work = vwork.join("oem");
         std::fs::create_dir_all(&oem_work).map_err(io(&oem_work))?;
@@ -400,6 +448,25 @@ fn prepare_disk(
     Ok((img, grown))
 }
 
+/// Where the box catalogue says the box is: `FLATBAKE_BOX_URL` (the base URL the box
+/// will be served from) followed by the box's name, else the box's `file://` URL, so
+/// `vagrant box add flatcar_production_vagrant.json` works where it was written.
+/// (Flatcar's names its bincache server, which does not serve flatbake's box.)
+pub fn box_url(box_path: &Path) -> String {
+    let name = box_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match std::env::var("FLATBAKE_BOX_URL") {
+        Ok(base) if !base.is_empty() => format!("{}/{name}", base.trim_end_matches('/')),
+        _ => {
+            let abs = std::path::absolute(box_path).unwrap_or_else(|_| box_path.to_owned());
+            format!("file://{}", abs.display())
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn emit_one(
     plan: &VendorPlan,
     v: &Vendor,
@@ -407,6 +474,7 @@ fn emit_one(
     out_dir: &Path,
     work: &Path,
     threads: usize,
+    group: Option<&str>,
 ) -> Result<Vec<Output>, VendorError> {
     let vwork = work.join(&v.name);
     std::fs::create_dir_all(&vwork).map_err(io(&vwork))?;
@@ -447,7 +515,9 @@ fn emit_one(
         file_size: facts_size,
         capacity,
     };
-    let confs = conf::files(v, plan.arch, &plan.version, &facts);
+    let ids = conf::VboxIds::new(&conf::vm_name(&v.name, &plan.version));
+    let confs = conf::files(v, plan.arch, &plan.version, &facts, &ids)
+        .map_err(|e| VendorError::Preflight(vec![e]))?;
     let conf_file = |name: &str| {
         confs.iter().find(|c| c.name == name).ok_or_else(|| {
             VendorError::Preflight(vec![format!(
@@ -501,6 +571,35 @@ fn emit_one(
                 }
                 None => {}
             },
+            outputs::Source::Catalogue => {
+                let boxed = v.file_name(".box");
+                let box_path = plain.get(&boxed).ok_or_else(|| {
+                    VendorError::Preflight(vec![format!(
+                        "vendor {}: no box for the catalogue {}",
+                        v.name, o.name
+                    )])
+                })?;
+                let sha256 = bundle::sha256_file(box_path).map_err(io(box_path))?;
+                let text = conf::catalogue(
+                    v,
+                    plan.arch,
+                    &conf::Catalogue {
+                        group: group.unwrap_or_default(),
+                        version: &plan.version,
+                        url: &box_url(&out_dir.join(&boxed)),
+                        sha256: &sha256,
+                    },
+                )
+                .map_err(|e| VendorError::Preflight(vec![e]))?;
+                write_gen(
+                    &dest,
+                    &conf::GenFile {
+                        name: o.name.clone(),
+                        content: text.into_bytes(),
+                        mode: 0o644,
+                    },
+                )?;
+            }
             outputs::Source::Compressed(..) => {}
         }
         plain.insert(o.name.clone(), dest);
@@ -556,4 +655,28 @@ fn write_gen(path: &Path, f: &conf::GenFile) -> Result<(), VendorError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, &f.content).map_err(io(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(f.mode)).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_asks_only_for_published_oem_sysexts() {
+        let r = Registry::load(None).unwrap();
+        let f = |n: &str, ver: &str| fetched_files(r.get(n).unwrap(), ver);
+        // virtualbox and ami_vmdk before 4722: no oem-*.raw in the OEM partition
+        assert!(f("virtualbox", "4593.2.5").is_empty());
+        assert_eq!(f("virtualbox", "4757.0.0"), ["oem-virtualbox.raw"]);
+        assert!(f("ami_vmdk", "4459.2.0").is_empty());
+        assert_eq!(f("ami", "4459.2.0"), ["oem-ami.raw"]);
+        assert!(f("vagrant_virtualbox", "4593.2.5").is_empty());
+        assert_eq!(
+            f("qemu_uefi", "4593.2.5")[..2],
+            [
+                "oem-qemu.raw".to_owned(),
+                "flatcar_production_qemu_uefi_efi_code.qcow2".to_owned()
+            ]
+        );
+    }
 }

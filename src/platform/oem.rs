@@ -7,6 +7,7 @@
 //! wrote it (`vendors/oem-release.toml`).
 
 use super::registry::{self, Registry, Vendor};
+use super::version::Ver;
 use crate::fs::{Edits, Op};
 use crate::sysext::image;
 use crate::sysext::release::ReleaseFile;
@@ -92,12 +93,19 @@ pub fn release_text(
     version: &str,
     rel: &ReleaseFile,
 ) -> Result<String, String> {
-    let m = registry::major(version)
-        .ok_or_else(|| format!("Flatcar version {version:?}: not X.Y.Z"))?;
-    if m >= registry::SYSEXT_OEM_RELEASE_SINCE {
+    let ver =
+        Ver::parse(version).ok_or_else(|| format!("Flatcar version {version:?}: not X.Y.Z"))?;
+    if ver.0 >= registry::SYSEXT_OEM_RELEASE_SINCE {
         return Ok(oem_release(oem_id, rel));
     }
-    let row = reg.package_oem_release(oem_id, m).ok_or_else(|| {
+    package_release_text(reg, oem_id, version)
+}
+
+/// `oem-release` as an OEM package of Flatcar `version` (before 4722) wrote it.
+pub fn package_release_text(reg: &Registry, oem_id: &str, version: &str) -> Result<String, String> {
+    let ver =
+        Ver::parse(version).ok_or_else(|| format!("Flatcar version {version:?}: not X.Y.Z"))?;
+    let row = reg.package_oem_release(oem_id, ver).ok_or_else(|| {
         format!(
             "vendor OEM {oem_id}: flatbake does not know the oem-release Flatcar {version} writes (vendors/oem-release.toml has no row for it)"
         )
@@ -119,16 +127,68 @@ pub fn package_oem_release(oem_id: &str, row: &registry::PackageOemRelease) -> S
     s
 }
 
+/// What a vendor's OEM partition gets besides grub.cfg.
+#[derive(Clone, Debug, Default)]
+pub struct OemContent {
+    /// the release's OEM sysext, when the release installs one
+    pub sysext: Option<PathBuf>,
+    /// `oem-release`, when the release writes one
+    pub release: Option<String>,
+    /// plain files an OEM package wrote: (path under the OEM partition, text)
+    pub files: Vec<(String, String)>,
+}
+
+/// The OEM content of a release whose OEM package wrote plain files (no sysext):
+/// `oem-release` when the vendor has one, and the vendor's OEM template rendered with
+/// the package's version.
+pub fn package_content(
+    reg: &Registry,
+    vendor: &Vendor,
+    oem_id: &str,
+    version: &str,
+) -> Result<OemContent, String> {
+    let release = if vendor.oem_release {
+        Some(package_release_text(reg, oem_id, version)?)
+    } else {
+        None
+    };
+    let mut files = Vec::new();
+    if let Some(t) = &vendor.oem_template {
+        let ver =
+            Ver::parse(version).ok_or_else(|| format!("Flatcar version {version:?}: not X.Y.Z"))?;
+        let row = reg.package_oem_release(oem_id, ver).ok_or_else(|| {
+            format!(
+                "vendor {}: flatbake does not know the oem-{oem_id} package version of Flatcar {version} (vendors/oem-release.toml has no row for it)",
+                vendor.name
+            )
+        })?;
+        for (name, text) in registry::oem_files(t) {
+            files.push((
+                name.to_owned(),
+                text.replace("@@OEM_VERSION_ID@@", &row.version),
+            ));
+        }
+    }
+    Ok(OemContent {
+        sysext: None,
+        release,
+        files,
+    })
+}
+
 /// The OEM edits for `vendor`: files are staged in `work`. `kernel_args` are appended
-/// to linux_append in its grub.cfg.
+/// to linux_append in its grub.cfg. Without a sysext (a release whose OEM content
+/// came from a package of plain files) grub.cfg, `oem-release` and the package's
+/// files are written.
 pub fn edits(
     vendor: &Vendor,
     version: &str,
-    sysext: &Path,
-    oem_release: &str,
+    content: &OemContent,
     kernel_args: &[String],
     work: &Path,
 ) -> std::io::Result<Edits> {
+    let sysext = content.sysext.as_deref();
+    let oem_release = content.release.as_deref();
     let mut e = Edits::default();
     let (Some(oem_id), Some(grub)) = (&vendor.oem_id, &vendor.grub_cfg) else {
         return Ok(e);
@@ -147,21 +207,32 @@ pub fn edits(
         src: stage("grub.cfg", &cfg)?,
         mode: 0o644,
     });
-    e.push(Op::Write {
-        path: "/oem-release".into(),
-        src: stage("oem-release", oem_release)?,
-        mode: 0o644,
-    });
-    e.push(Op::Write {
-        path: format!("/sysext/oem-{oem_id}-{version}.raw"),
-        src: sysext.to_owned(),
-        mode: 0o644,
-    });
-    e.push(Op::Write {
-        path: format!("/sysext/active-oem-{oem_id}"),
-        src: stage("active", "")?,
-        mode: 0o644,
-    });
+    if let Some(text) = oem_release {
+        e.push(Op::Write {
+            path: "/oem-release".into(),
+            src: stage("oem-release", text)?,
+            mode: 0o644,
+        });
+    }
+    for (i, (name, text)) in content.files.iter().enumerate() {
+        e.push(Op::Write {
+            path: format!("/{name}"),
+            src: stage(&format!("package-{i}"), text)?,
+            mode: 0o644,
+        });
+    }
+    if let Some(sysext) = sysext {
+        e.push(Op::Write {
+            path: format!("/sysext/oem-{oem_id}-{version}.raw"),
+            src: sysext.to_owned(),
+            mode: 0o644,
+        });
+        e.push(Op::Write {
+            path: format!("/sysext/active-oem-{oem_id}"),
+            src: stage("active", "")?,
+            mode: 0o644,
+        });
+    }
     Ok(e)
 }
 

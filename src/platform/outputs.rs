@@ -16,6 +16,8 @@ pub enum Source {
     Conf,
     /// the bundle (`.tar.gz`, `.ova`, `.box`)
     Bundle,
+    /// the Vagrant box catalogue beside the box (`flatcar_production_vagrant.json`)
+    Catalogue,
     /// a file of the release directory, copied
     Release,
     /// a relative symlink to another output (qemu and qemu_uefi_secure images)
@@ -53,13 +55,7 @@ pub fn outputs(v: &Vendor, arch: Arch, compress: &[Compression]) -> Vec<OutFile>
     }
     match v.conf {
         Some(Conf::QemuUefi) => {
-            let mut types = vec![v.name.clone()];
-            if v.name == "qemu_uefi" {
-                if arch == Arch::X86_64 {
-                    types.push("qemu".into());
-                }
-                types.push("qemu_uefi_secure".into());
-            }
+            let types = v.launcher_types(arch);
             for t in &types {
                 let base = format!("flatcar_production_{t}");
                 if *t != v.name {
@@ -86,7 +82,10 @@ pub fn outputs(v: &Vendor, arch: Arch, compress: &[Compression]) -> Vec<OutFile>
     match v.bundle {
         Some(Bundle::GceTar) => add(v.file_name(".tar.gz"), Source::Bundle),
         Some(Bundle::Ova) => add(v.file_name(".ova"), Source::Bundle),
-        Some(Bundle::Box) => add(v.file_name(".box"), Source::Bundle),
+        Some(Bundle::Box) => {
+            add(v.file_name(".box"), Source::Bundle);
+            add(v.file_name(".json"), Source::Catalogue);
+        }
         None => {}
     }
     for f in &v.release_files {
@@ -196,5 +195,53 @@ mod tests {
         assert!(!q
             .iter()
             .any(|o| o.name == "flatcar_production_qemu_uefi.sh.bz2"));
+    }
+
+    #[test]
+    fn qemu_files_per_release() {
+        let r = Registry::load(None).unwrap();
+        let n = |v: &str, ver: &str| {
+            output_names(&r.get(v).unwrap().for_release(Some(ver)), Arch::X86_64, &[])
+        };
+        // LTS 4081: siblings written by qemu_uefi, firmware still .fd
+        let lts = n("qemu_uefi", "4081.3.10");
+        assert!(
+            lts.contains(&"flatcar_production_qemu.sh".to_owned()),
+            "{lts:?}"
+        );
+        assert!(lts.contains(&"flatcar_production_qemu_uefi_secure_efi_vars.fd".to_owned()));
+        assert!(!lts.iter().any(|f| f.ends_with(".qcow2")), "{lts:?}");
+        // 3815.2.1: qemu and qemu_uefi_secure were image types of their own
+        assert_eq!(
+            n("qemu_uefi", "3815.2.1"),
+            [
+                "flatcar_production_qemu_uefi_image.img",
+                "flatcar_production_qemu_uefi.sh",
+                "flatcar_production_qemu_uefi.README",
+                "flatcar_production_qemu_uefi_efi_code.fd",
+                "flatcar_production_qemu_uefi_efi_vars.fd",
+            ]
+        );
+        assert_eq!(
+            n("qemu", "3815.2.1"),
+            [
+                "flatcar_production_qemu_image.img",
+                "flatcar_production_qemu.sh",
+                "flatcar_production_qemu.README",
+            ]
+        );
+        assert_eq!(
+            n("qemu_uefi_secure", "3815.2.1")[3..],
+            [
+                "flatcar_production_qemu_uefi_secure_efi_code.fd",
+                "flatcar_production_qemu_uefi_secure_efi_vars.fd",
+            ]
+        );
+        let q = r.get("qemu").unwrap();
+        assert!(q.release_problem("3815.2.1").is_none());
+        let e = q.release_problem("3815.2.2").unwrap();
+        assert!(e.contains("pass --vendor qemu_uefi"), "{e}");
+        assert!(q.release_problem("3850.0.0").is_none());
+        assert!(q.release_problem("4593.2.5").is_some());
     }
 }

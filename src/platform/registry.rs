@@ -4,6 +4,7 @@
 //! `vendors/oem-release.toml`, both keyed by Flatcar release. Disk format, config and
 //! bundle names are enums here, mapped to what they mean in one place each.
 
+use super::version::{Since, Ver};
 use crate::arch::Arch;
 use crate::format::{DiskFormat, VmdkAdapter, VmdkSubformat};
 use serde::Deserialize;
@@ -99,18 +100,37 @@ pub enum Bundle {
     Box,
 }
 
-/// A release-dependent difference: what the vendor was in releases before `release`
-/// (major version). Several apply in order, the nearest first.
+/// A release-dependent difference: what the vendor was in releases that do not have
+/// `release` yet ([`Since`]: a major, a point release, or backports and the main line).
+/// Several apply in order, the nearest first.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Before {
-    pub release: u32,
+    pub release: Since,
     #[serde(default)]
     pub layout: Option<String>,
     #[serde(default)]
     pub grub_cfg: Option<String>,
     #[serde(default)]
     pub extension: Option<String>,
+    #[serde(default)]
+    pub ovf_template: Option<String>,
+    #[serde(default)]
+    pub box_template: Option<String>,
+    #[serde(default)]
+    pub oem_template: Option<String>,
+    #[serde(default)]
+    pub siblings: Option<Vec<String>>,
+    #[serde(default)]
+    pub release_files: Option<Vec<String>>,
+    #[serde(default)]
+    pub oem_sysext: Option<bool>,
+    #[serde(default)]
+    pub oem_release: Option<bool>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One vendor image type, as its data file describes it.
@@ -143,16 +163,49 @@ pub struct Vendor {
     /// Architectures Flatcar builds this vendor for (systemd names); empty: all.
     #[serde(default)]
     pub arches: Vec<String>,
-    /// First release (major version) whose `vm_image_util.sh` defines the vendor.
+    /// First release whose `vm_image_util.sh` defines the vendor.
     #[serde(default)]
-    pub since: Option<u32>,
+    pub since: Option<Since>,
     /// Last release (major version) that defines it, when it was dropped.
     #[serde(default)]
     pub until: Option<u32>,
     /// First release that publishes `oem-<oem_id>.raw` for it (before, its OEM content
     /// came from a package that is not published).
     #[serde(default)]
-    pub oem_sysext_since: Option<u32>,
+    pub oem_sysext_since: Option<Since>,
+    /// Whether the OEM partition holds the release's `oem-<id>.raw` (false: only
+    /// `grub.cfg` and, with `oem_release`, `oem-release`, as an OEM package of the
+    /// release wrote them; no sysext is installed).
+    #[serde(default = "yes")]
+    pub oem_sysext: bool,
+    /// Whether the OEM partition has an `oem-release` (`vendors/oem-release.toml`
+    /// before 4722, else from the OEM sysext).
+    #[serde(default = "yes")]
+    pub oem_release: bool,
+    /// The OVF template (under `vendors/templates/`) of `ovf_virtualbox` and `vagrant`.
+    #[serde(default)]
+    pub ovf_template: Option<String>,
+    /// The Vagrant box template: `vendors/templates/box/NAME/` holds the box's files,
+    /// `vendors/templates/box/NAME.json` the box catalogue.
+    #[serde(default)]
+    pub box_template: Option<String>,
+    /// Plain files an OEM package of the release wrote into the OEM partition besides
+    /// grub.cfg and oem-release (`vendors/templates/oem/NAME/`, `@@OEM_VERSION_ID@@`
+    /// being the package's version from `vendors/oem-release.toml`); with
+    /// `oem_sysext = false` only.
+    #[serde(default)]
+    pub oem_template: Option<String>,
+    /// Image types whose launcher and image link this vendor writes too (qemu_uefi:
+    /// `qemu` on amd64 and `qemu_uefi_secure`, since Flatcar stopped building them
+    /// as image types of their own).
+    #[serde(default)]
+    pub siblings: Vec<String>,
+    /// The releases that no longer define it as an image type (it is written by
+    /// `moved_to` there).
+    #[serde(default)]
+    pub removed: Option<Since>,
+    #[serde(default)]
+    pub moved_to: Option<String>,
     #[serde(default)]
     pub before: Vec<Before>,
 }
@@ -171,19 +224,19 @@ pub struct Layout {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LayoutBefore {
-    pub release: u32,
+    pub release: Since,
     pub root_sectors: Option<u64>,
 }
 
 impl Layout {
-    /// ROOT size in sectors for release `major` (None: as released).
-    pub fn root_sectors_for(&self, major: Option<u32>) -> Option<u64> {
+    /// ROOT size in sectors for release `ver` (None: as released).
+    pub fn root_sectors_for(&self, ver: Option<Ver>) -> Option<u64> {
         let mut r = self.root_sectors;
-        if let Some(m) = major {
+        if let Some(v) = ver {
             let mut bs: Vec<&LayoutBefore> = self.before.iter().collect();
-            bs.sort_by_key(|b| std::cmp::Reverse(b.release));
+            bs.sort_by_key(|b| std::cmp::Reverse(b.release.main_line()));
             for b in bs {
-                if m < b.release {
+                if !b.release.has(v) {
                     r = b.root_sectors;
                 }
             }
@@ -198,7 +251,8 @@ impl Layout {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PackageOemRelease {
-    pub since: u32,
+    /// The releases that have this ebuild version; the last row that applies wins.
+    pub since: Since,
     pub version: String,
     #[serde(default)]
     pub name: Option<String>,
@@ -293,6 +347,35 @@ impl Registry {
             for a in &v.arches {
                 a.parse::<Arch>().map_err(bad)?;
             }
+            let ovfs = v
+                .ovf_template
+                .iter()
+                .chain(v.before.iter().filter_map(|b| b.ovf_template.as_ref()));
+            for t in ovfs {
+                if template(t).is_none() {
+                    return Err(bad(format!("no template vendors/templates/{t}")));
+                }
+            }
+            let oems = v
+                .oem_template
+                .iter()
+                .chain(v.before.iter().filter_map(|b| b.oem_template.as_ref()));
+            for t in oems {
+                if oem_files(t).is_empty() {
+                    return Err(bad(format!("no OEM template vendors/templates/oem/{t}/")));
+                }
+            }
+            let boxes = v
+                .box_template
+                .iter()
+                .chain(v.before.iter().filter_map(|b| b.box_template.as_ref()));
+            for t in boxes {
+                if box_files(t).is_empty() || template(&format!("box/{t}.json")).is_none() {
+                    return Err(bad(format!(
+                        "no box template vendors/templates/box/{t}/ with box/{t}.json"
+                    )));
+                }
+            }
         }
         self.vendors.insert(name.to_owned(), v);
         Ok(())
@@ -302,19 +385,49 @@ impl Registry {
         self.vendors.get(name)
     }
 
-    /// The package-era `oem-release` row for `oem_id` in release `major`.
-    pub fn package_oem_release(&self, oem_id: &str, major: u32) -> Option<&PackageOemRelease> {
+    /// The package-era `oem-release` row for `oem_id` in release `ver`: the last row
+    /// (rows are listed oldest first) whose releases include it.
+    pub fn package_oem_release(&self, oem_id: &str, ver: Ver) -> Option<&PackageOemRelease> {
         self.package_oem_release
             .get(oem_id)?
             .iter()
-            .filter(|r| r.since <= major)
-            .max_by_key(|r| r.since)
+            .rfind(|r| r.since.has(ver))
     }
 }
 
 /// The major version (`4593` of `4593.2.5`) of a Flatcar version string.
 pub fn major(version: &str) -> Option<u32> {
     version.split('.').next()?.parse().ok()
+}
+
+/// The template `path` under `vendors/templates/`.
+pub fn template(path: &str) -> Option<&'static str> {
+    TEMPLATE_FILES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, t)| *t)
+}
+
+/// The files of OEM template `name` (`vendors/templates/oem/NAME/`), as `(path under
+/// the OEM partition, text)`.
+pub fn oem_files(name: &str) -> Vec<(&'static str, &'static str)> {
+    let dir = format!("oem/{name}/");
+    TEMPLATE_FILES
+        .iter()
+        .filter_map(|(p, t)| p.strip_prefix(dir.as_str()).map(|n| (n, *t)))
+        .collect()
+}
+
+/// The files of box template `name` (`vendors/templates/box/NAME/`), as
+/// `(file name, text)`, in Flatcar's box order: Vagrantfile first.
+pub fn box_files(name: &str) -> Vec<(&'static str, &'static str)> {
+    let dir = format!("box/{name}/");
+    let mut v: Vec<(&str, &str)> = TEMPLATE_FILES
+        .iter()
+        .filter_map(|(p, t)| p.strip_prefix(dir.as_str()).map(|n| (n, *t)))
+        .collect();
+    v.sort_by_key(|(n, _)| (*n != "Vagrantfile", *n));
+    v
 }
 
 impl Vendor {
@@ -329,26 +442,49 @@ impl Vendor {
 
     /// Why this vendor cannot be made for release `version`, if it cannot.
     pub fn release_problem(&self, version: &str) -> Option<String> {
-        let m = major(version)?;
+        let v = Ver::parse(version)?;
+        let m = v.0;
         let n = &self.name;
-        if let Some(s) = self.since.filter(|s| m < *s) {
+        if let Some(s) = self.since.as_ref().filter(|s| !s.has(v)) {
             return Some(format!(
-                "vendor '{n}': Flatcar {version} does not define it (its vm_image_util.sh has it from release {s} on); pick a newer release"
+                "vendor '{n}': Flatcar {version} does not define it (its vm_image_util.sh has it from release {} on); pick a newer release",
+                s.describe()
+            ));
+        }
+        if let Some(r) = self.removed.as_ref().filter(|r| r.has(v)) {
+            let instead = self
+                .moved_to
+                .as_ref()
+                .map(|t| format!("pass --vendor {t}, which writes its files there"))
+                .unwrap_or_else(|| "pick an older release".to_owned());
+            return Some(format!(
+                "vendor '{n}': Flatcar {version} no longer defines it as an image type (gone from releases {}); {instead}",
+                r.describe()
             ));
         }
         if let Some(u) = self.until.filter(|u| m > *u) {
             return Some(format!(
                 "vendor '{n}': Flatcar {version} no longer defines it (releases {}-{u} did); pick one of those releases",
-                self.since.map(|s| s.to_string()).unwrap_or_default()
+                self.since
+                    .as_ref()
+                    .map(Since::describe)
+                    .unwrap_or_default()
             ));
         }
-        if let (Some(s), Some(id)) = (self.oem_sysext_since.filter(|s| m < *s), &self.oem_id) {
+        let then = self.for_release(Some(version));
+        if let (Some(s), Some(id), true) = (
+            self.oem_sysext_since.as_ref().filter(|s| !s.has(v)),
+            &self.oem_id,
+            then.oem_sysext,
+        ) {
             let upto = self
                 .until
-                .map(|u| format!("releases {s}-{u}"))
-                .unwrap_or_else(|| format!("releases {s} and later"));
+                .map(|u| format!("releases {}-{u}", s.describe()))
+                .unwrap_or_else(|| format!("releases {} and later", s.describe()));
+            let main = s.main_line().map(|x| x.to_string()).unwrap_or_default();
             return Some(format!(
-                "vendor '{n}': Flatcar {version} publishes no oem-{id}.raw (its OEM content came from a package that is not published); {upto} ship oem-{id}.raw"
+                "vendor '{n}': Flatcar {version} built its OEM partition from the oem-{id} package (programs and configs no release file carries), not from an oem-{id}.raw; {upto} ship oem-{id}.raw: use --release {main} or later, or Flatcar's own {} of {version}",
+                then.published_name()
             ));
         }
         None
@@ -358,13 +494,34 @@ impl Vendor {
     /// the nearest `[[before]]` entries that apply.
     pub fn for_release(&self, version: Option<&str>) -> Vendor {
         let mut v = self.clone();
-        let Some(m) = version.and_then(major) else {
+        let Some(ver) = version.and_then(Ver::parse) else {
             return v;
         };
-        let mut bs: Vec<&Before> = self.before.iter().filter(|b| m < b.release).collect();
+        let mut bs: Vec<&Before> = self.before.iter().filter(|b| !b.release.has(ver)).collect();
         // the nearest boundary last, so it wins
-        bs.sort_by_key(|b| std::cmp::Reverse(b.release));
+        bs.sort_by_key(|b| std::cmp::Reverse(b.release.main_line()));
         for b in bs {
+            if let Some(t) = &b.ovf_template {
+                v.ovf_template = Some(t.clone());
+            }
+            if let Some(t) = &b.box_template {
+                v.box_template = Some(t.clone());
+            }
+            if let Some(t) = &b.oem_template {
+                v.oem_template = Some(t.clone());
+            }
+            if let Some(x) = &b.siblings {
+                v.siblings = x.clone();
+            }
+            if let Some(x) = &b.release_files {
+                v.release_files = x.clone();
+            }
+            if let Some(x) = b.oem_sysext {
+                v.oem_sysext = x;
+            }
+            if let Some(x) = b.oem_release {
+                v.oem_release = x;
+            }
             if let Some(l) = &b.layout {
                 v.layout = Some(l.clone());
             }
@@ -393,6 +550,43 @@ impl Vendor {
             self.name,
             self.disk_extension()
         )
+    }
+
+    /// The image types whose launchers this vendor writes on `arch`: its own, then its
+    /// siblings (`qemu`, BIOS, on amd64 only).
+    pub fn launcher_types(&self, arch: Arch) -> Vec<String> {
+        std::iter::once(self.name.clone())
+            .chain(
+                self.siblings
+                    .iter()
+                    .filter(|s| *s != "qemu" || arch == Arch::X86_64)
+                    .cloned(),
+            )
+            .collect()
+    }
+
+    /// The UEFI firmware (code, variables) the `type_name` launcher uses: release files
+    /// named `flatcar_production_<type>_efi_code.*` / `_efi_vars.*` (`.fd` before
+    /// 4152, `.qcow2` since).
+    pub fn firmware(&self, type_name: &str) -> Option<(String, String)> {
+        let find = |what: &str| {
+            let prefix = format!("flatcar_production_{type_name}_efi_{what}.");
+            self.release_files
+                .iter()
+                .find(|f| f.starts_with(&prefix))
+                .cloned()
+        };
+        Some((find("code")?, find("vars")?))
+    }
+
+    /// The file Flatcar publishes for this vendor: its bundle, else its disk image.
+    pub fn published_name(&self) -> String {
+        match self.bundle {
+            Some(Bundle::Box) => self.file_name(".box"),
+            Some(Bundle::Ova) => self.file_name(".ova"),
+            Some(Bundle::GceTar) => self.file_name(".tar.gz"),
+            None => self.disk_name(),
+        }
     }
 
     /// `flatcar_production_<vendor><suffix>` for the other outputs.
@@ -449,11 +643,11 @@ mod tests {
         let r = Registry::load(None).unwrap();
         // azure kept its 30 GB disk from 4515 on by shrinking ROOT
         assert_eq!(
-            r.layouts["azure"].root_sectors_for(Some(4459)),
+            r.layouts["azure"].root_sectors_for(Some(Ver(4459, 2, 0))),
             Some(58875904)
         );
         assert_eq!(
-            r.layouts["azure"].root_sectors_for(Some(4515)),
+            r.layouts["azure"].root_sectors_for(Some(Ver(4515, 0, 0))),
             Some(50876416)
         );
         assert_eq!(r.layouts["azure"].root_sectors_for(None), Some(50876416));
@@ -469,14 +663,76 @@ mod tests {
                 Some("vm")
             );
         }
-        // vendors whose OEM came from a package before 4722
-        let vb = r.get("virtualbox").unwrap();
-        let e = vb.release_problem("4593.2.5").unwrap();
+        // azure's shrink already in alpha 4487.0.1, not 4487.0.0
+        assert_eq!(
+            r.layouts["azure"].root_sectors_for(Some(Ver(4487, 0, 0))),
+            Some(58875904)
+        );
+        assert_eq!(
+            r.layouts["azure"].root_sectors_for(Some(Ver(4487, 0, 1))),
+            Some(50876416)
+        );
+        // vendors whose OEM came from a package of programs before 4722
+        let e = r
+            .get("exoscale")
+            .unwrap()
+            .release_problem("4593.2.5")
+            .unwrap();
         assert!(
-            e.contains("oem-virtualbox.raw") && e.contains("4722 and later"),
+            e.contains("oem-exoscale.raw")
+                && e.contains("4722 and later")
+                && e.contains("--release 4722")
+                && e.contains("flatcar_production_exoscale_image.img of 4593.2.5"),
             "{e}"
         );
-        assert!(vb.release_problem("4722.0.0").is_none());
+        // virtualbox's came from plain files flatbake knows: made, without a sysext
+        let vb = r.get("virtualbox").unwrap();
+        assert!(vb.release_problem("4593.2.5").is_none());
+        assert!(!vb.for_release(Some("4593.2.5")).oem_sysext);
+        assert!(vb.for_release(Some("4722.0.0")).oem_sysext);
+        assert_eq!(
+            vb.for_release(Some("4593.2.5")).ovf_template.as_deref(),
+            Some("virtualbox-2512.ovf")
+        );
+        assert!(
+            !r.get("ami_vmdk")
+                .unwrap()
+                .for_release(Some("4459.2.0"))
+                .oem_sysext
+        );
+        // point releases: stackit backported, nutanix not in 4487
+        let st = r.get("stackit").unwrap();
+        assert!(st.release_problem("4230.2.1").is_none());
+        assert!(st.release_problem("4344.0.0").is_some());
+        assert!(r
+            .get("nutanix")
+            .unwrap()
+            .release_problem("4487.0.1")
+            .is_some());
+        assert!(r
+            .get("nutanix")
+            .unwrap()
+            .release_problem("4459.2.0")
+            .is_none());
+        assert_eq!(
+            r.get("scaleway")
+                .unwrap()
+                .for_release(Some("3941.0.0"))
+                .disk_extension(),
+            "img"
+        );
+        assert_eq!(
+            r.package_oem_release("azure", Ver(4081, 0, 0))
+                .unwrap()
+                .version,
+            "2.9.1.1-r2"
+        );
+        assert_eq!(
+            r.package_oem_release("azure", Ver(4081, 3, 5))
+                .unwrap()
+                .version,
+            "2.9.1.1-r3"
+        );
         // dropped vendors name the range that had them
         let p = r.get("packet").unwrap();
         assert!(p.release_problem("4593.2.5").is_none());
@@ -489,10 +745,12 @@ mod tests {
             .release_problem("4593.2.5")
             .is_some());
         assert_eq!(major("4593.2.5"), Some(4593));
-        let q = r.package_oem_release("qemu", 4459).unwrap();
+        let q = r.package_oem_release("qemu", Ver(4459, 2, 0)).unwrap();
         assert_eq!(q.version, "0.0.2");
         assert_eq!(
-            r.package_oem_release("vmware", 4593).unwrap().version,
+            r.package_oem_release("vmware", Ver(4593, 2, 5))
+                .unwrap()
+                .version,
             "13.0.5"
         );
         assert!(!r.get("gce").unwrap().builds_for(Arch::Arm64));

@@ -10,6 +10,7 @@ VM_MEMORY='@@MEMORY@@'
 VM_IMAGE=@@IMAGE@@
 VM_PFLASH_RO=@@PFLASH_RO@@
 VM_PFLASH_RW=@@PFLASH_RW@@
+VM_PFLASH_FORMAT='@@PFLASH_FORMAT@@'
 VM_KERNEL=
 VM_INITRD=
 VM_UUID=
@@ -102,8 +103,8 @@ if [ -n "${IGNITION_CONFIG_FILE}" ]; then
     ARGS+=(-fw_cfg "name=opt/org.flatcar-linux/config,file=${IGNITION_CONFIG_FILE}")
 fi
 if [ -n "${VM_PFLASH_RO}" ] && [ -n "${VM_PFLASH_RW}" ]; then
-    ARGS+=(-drive "if=pflash,unit=0,file=${VM_PFLASH_RO},format=qcow2,readonly=on"
-           -drive "if=pflash,unit=1,file=${VM_PFLASH_RW},format=qcow2")
+    ARGS+=(-drive "if=pflash,unit=0,file=${VM_PFLASH_RO},format=${VM_PFLASH_FORMAT},readonly=on"
+           -drive "if=pflash,unit=1,file=${VM_PFLASH_RW},format=${VM_PFLASH_FORMAT}")
 fi
 if [ -n "${VM_CDROM}" ]; then
     ARGS+=(-boot order=d -drive "file=${VM_CDROM},media=cdrom,format=raw")

@@ -1,0 +1,3 @@
+Vagrant.configure("2") do |config|
+  config.vm.base_mac = "@@MAC0@@"
+end
