@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use deku::prelude::*;
-use solana_nohash_hasher::IntMap;
-use xxhash_rust::xxh64::Xxh64;
+use sha2::{Digest, Sha256};
 
 use crate::error::BackhandError;
 use crate::v4::filesystem::writer::FilesystemCompressor;
@@ -106,6 +105,18 @@ impl<R: std::io::Read> DataWriterChunkReader<R> {
     }
 }
 
+/// Key of the duplicate cache: the file's length and the SHA-256 of its content (a
+/// collision-resistant digest, so a crafted file cannot alias another's data).
+type DupKey = (u64, [u8; 32]);
+
+/// A block as it goes into the image.
+enum Stored {
+    /// All zeros: no bytes in the image.
+    Hole,
+    Compressed(Vec<u8>),
+    Uncompressed,
+}
+
 pub(crate) struct DataWriter<'a> {
     compressor: &'a (
             dyn crate::traits::CompressionAction<
@@ -118,12 +129,16 @@ pub(crate) struct DataWriter<'a> {
         ),
     block_size: u32,
     fs_compressor: FilesystemCompressor,
-    /// If some, cache of HashMap<file_len, HashMap<hash of whole file, (file_len, Added)>>
-    #[allow(clippy::type_complexity)]
-    dup_cache: Option<IntMap<u64, IntMap<u64, (usize, Added)>>>,
+    /// If some, every file added so far (whole blocks or a fragment) by length and digest
+    dup_cache: Option<HashMap<DupKey, (usize, Added)>>,
     /// Un-written fragment_bytes
     pub(crate) fragment_bytes: Vec<u8>,
     pub(crate) fragment_table: Vec<Fragment>,
+    /// Full fragment blocks not yet compressed and written (their indices follow
+    /// `fragment_table`); compressed together, on all threads
+    pending_fragments: Vec<Vec<u8>>,
+    /// Threads compressing blocks
+    threads: usize,
 }
 
 impl<'a> DataWriter<'a> {
@@ -148,7 +163,120 @@ impl<'a> DataWriter<'a> {
             dup_cache: no_duplicate_files.then_some(HashMap::default()),
             fragment_bytes: Vec::with_capacity(block_size as usize),
             fragment_table: vec![],
+            pending_fragments: vec![],
+            threads: 1,
         }
+    }
+
+    /// Compress on `threads` threads (at least one)
+    pub(crate) fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    /// Blocks read ahead and compressed together
+    fn batch_len(&self) -> usize {
+        if self.threads == 1 { 1 } else { self.threads * 4 }
+    }
+
+    /// How each of `blocks` goes into the image, compressed on up to `self.threads`
+    /// threads; the result is in the order of `blocks`.
+    fn compress_blocks(&self, blocks: &[Vec<u8>], holes: bool) -> Result<Vec<Stored>, BackhandError> {
+        let one = |raw: &[u8]| -> Result<Stored, BackhandError> {
+            if holes && raw.iter().all(|byte| *byte == 0) {
+                // like mksquashfs, store a block of zeros as a hole
+                return Ok(Stored::Hole);
+            }
+            let cb = self.compressor.compress(raw, self.fs_compressor, self.block_size)?;
+            // compression didn't reduce size: store uncompressed
+            Ok(if cb.len() > raw.len() { Stored::Uncompressed } else { Stored::Compressed(cb) })
+        };
+        let threads = self.threads.min(blocks.len());
+        if threads <= 1 {
+            return blocks.iter().map(|b| one(b)).collect();
+        }
+        let mut out: Vec<Option<Result<Stored, BackhandError>>> = (0..blocks.len()).map(|_| None).collect();
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let one = &one;
+                    s.spawn(move || {
+                        blocks
+                            .iter()
+                            .enumerate()
+                            .skip(t)
+                            .step_by(threads)
+                            .map(|(i, b)| (i, one(b)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for w in workers {
+                match w.join() {
+                    Ok(done) => {
+                        for (i, r) in done {
+                            out[i] = Some(r);
+                        }
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        });
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(BackhandError::StdIo(std::io::Error::other("block left uncompressed")))
+                })
+            })
+            .collect()
+    }
+
+    /// Index the next fragment gets
+    fn next_fragment_index(&self) -> u32 {
+        (self.fragment_table.len() + self.pending_fragments.len()) as u32
+    }
+
+    /// Put `bytes` (shorter than a block) into the current fragment block, starting a
+    /// new one when they do not fit; full fragment blocks are written in batches
+    fn add_fragment<W: WriteSeek>(
+        &mut self,
+        bytes: &[u8],
+        mut writer: W,
+    ) -> Result<Added, BackhandError> {
+        if (bytes.len() + self.fragment_bytes.len()) > self.block_size as usize {
+            let full = std::mem::replace(
+                &mut self.fragment_bytes,
+                Vec::with_capacity(self.block_size as usize),
+            );
+            self.pending_fragments.push(full);
+            if self.pending_fragments.len() >= self.batch_len() {
+                self.write_pending_fragments(&mut writer)?;
+            }
+        }
+        let frag_index = self.next_fragment_index();
+        let block_offset = self.fragment_bytes.len() as u32;
+        self.fragment_bytes.extend_from_slice(bytes);
+        Ok(Added::Fragment { frag_index, block_offset })
+    }
+
+    /// Compress and write every full fragment block waiting, in order
+    fn write_pending_fragments<W: Write + Seek>(&mut self, mut writer: W) -> Result<(), BackhandError> {
+        let pending = std::mem::take(&mut self.pending_fragments);
+        let stored = self.compress_blocks(&pending, false)?;
+        for (raw, s) in pending.iter().zip(stored) {
+            let start = writer.stream_position()?;
+            let size = match s {
+                Stored::Compressed(cb) => {
+                    writer.write_all(&cb)?;
+                    DataSize::new_compressed(cb.len() as u32)
+                }
+                Stored::Uncompressed | Stored::Hole => {
+                    writer.write_all(raw)?;
+                    DataSize::new_uncompressed(raw.len() as u32)
+                }
+            };
+            self.fragment_table.push(Fragment::new(start, size, 0));
+        }
+        Ok(())
     }
 
     /// Add to data writer, either a pre-compressed Data or Fragment
@@ -181,17 +309,8 @@ impl<'a> DataWriter<'a> {
         // write and early return if fragment
         if first_block.fragment {
             reader.decompress(first_block, &mut read_buf, &mut decompress_buf)?;
-            // if this doesn't fit in the current fragment bytes
-            // compress the current fragment bytes and add to data_bytes
-            if (decompress_buf.len() + self.fragment_bytes.len()) > self.block_size as usize {
-                self.finalize(writer)?;
-            }
-            // add to fragment bytes
-            let frag_index = self.fragment_table.len() as u32;
-            let block_offset = self.fragment_bytes.len() as u32;
-            self.fragment_bytes.write_all(&decompress_buf)?;
-
-            return Ok((decompress_buf.len(), Added::Fragment { frag_index, block_offset }));
+            let added = self.add_fragment(&decompress_buf, &mut writer)?;
+            return Ok((decompress_buf.len(), added));
         }
 
         // The reader gives a hole as a block of zeros, but a hole has no bytes in the image
@@ -234,75 +353,86 @@ impl<'a> DataWriter<'a> {
 
     /// Add to data writer, either a Data or Fragment
     ///
-    /// If `self.dup_cache` is on, return alrady added `(usize, Added)` if duplicate
-    /// is found
+    /// If `self.dup_cache` is on, return already added `(usize, Added)` if a file of the
+    /// same length and SHA-256 was added before: whole-block files and files stored
+    /// as a fragment alike (as mksquashfs does).
     // TODO: support tail-end fragments (off by default in squashfs-tools/mksquashfs)
     pub(crate) fn add_bytes<W: WriteSeek>(
         &mut self,
         reader: impl Read,
         mut writer: W,
     ) -> Result<(usize, Added), BackhandError> {
-        let mut chunk_reader = DataWriterChunkReader {
-            chunk: vec![0u8; self.block_size as usize],
-            file_len: 0,
-            reader,
-        };
+        let block_size = self.block_size as usize;
+        let mut chunk_reader =
+            DataWriterChunkReader { chunk: vec![0u8; block_size], file_len: 0, reader };
 
-        // read entire chunk (file)
-        let mut chunk = chunk_reader.read_chunk()?;
+        // read the first block
+        let first = chunk_reader.read_chunk()?.to_vec();
 
         // an empty file must carry no fragment reference: a zero-byte
         // fragment entry makes the kernel squashfs driver reject the inode
         // with EINVAL on stat/open (Added::Data with no blocks encodes
         // frag_index 0xffffffff, matching mksquashfs)
-        if chunk.is_empty() {
+        if first.is_empty() {
             let blocks_start = writer.stream_position()?;
             return Ok((0, Added::Data { blocks_start, block_sizes: vec![], sparse: 0 }));
         }
 
-        // chunk size not exactly the size of the block
-        if chunk.len() != self.block_size as usize {
-            // if this doesn't fit in the current fragment bytes
-            // compress the current fragment bytes and add to data_bytes
-            if (chunk.len() + self.fragment_bytes.len()) > self.block_size as usize {
-                self.finalize(writer)?;
+        // chunk size not exactly the size of the block: the whole file is a fragment
+        if first.len() != block_size {
+            let key: DupKey = (first.len() as u64, Sha256::digest(&first).into());
+            if let Some(original) = self.dup_cache.as_ref().and_then(|c| c.get(&key)) {
+                trace!("duplicate fragment data found");
+                return Ok(original.clone());
             }
-
-            // add to fragment bytes
-            let frag_index = self.fragment_table.len() as u32;
-            let block_offset = self.fragment_bytes.len() as u32;
-            self.fragment_bytes.write_all(chunk)?;
-
-            return Ok((chunk_reader.file_len, Added::Fragment { frag_index, block_offset }));
+            let added = (first.len(), self.add_fragment(&first, &mut writer)?);
+            if let Some(cache) = &mut self.dup_cache {
+                cache.insert(key, added.clone());
+            }
+            return Ok(added);
         }
 
-        // Add to data bytes
+        // Add to data bytes, a batch of blocks at a time, compressed on all threads
         let blocks_start = writer.stream_position()?;
         let mut block_sizes = vec![];
-
-        let mut hasher = Xxh64::new(0);
+        let mut hasher = Sha256::new();
         let mut sparse = 0;
-        while !chunk.is_empty() {
-            if chunk.iter().all(|byte| *byte == 0) {
-                // like mksquashfs, store a block of zeros as a hole
-                block_sizes.push(DataSize::hole());
-                sparse += chunk.len() as u64;
-            } else {
-                let cb = self.compressor.compress(chunk, self.fs_compressor, self.block_size)?;
-
-                // compression didn't reduce size
-                if cb.len() > chunk.len() {
-                    // store uncompressed
-                    block_sizes.push(DataSize::new_uncompressed(chunk.len() as u32));
-                    writer.write_all(chunk)?;
-                } else {
-                    // store compressed
-                    block_sizes.push(DataSize::new_compressed(cb.len() as u32));
-                    writer.write_all(&cb)?;
+        let batch_len = self.batch_len();
+        let mut batch = vec![first];
+        let mut eof = false;
+        loop {
+            while !eof && batch.len() < batch_len {
+                let chunk = chunk_reader.read_chunk()?;
+                eof = chunk.len() < block_size;
+                if !chunk.is_empty() {
+                    batch.push(chunk.to_vec());
                 }
             }
-            hasher.update(chunk);
-            chunk = chunk_reader.read_chunk()?;
+            if batch.is_empty() {
+                break;
+            }
+            let stored = self.compress_blocks(&batch, true)?;
+            for (raw, s) in batch.iter().zip(stored) {
+                match s {
+                    Stored::Hole => {
+                        block_sizes.push(DataSize::hole());
+                        sparse += raw.len() as u64;
+                    }
+                    Stored::Uncompressed => {
+                        block_sizes.push(DataSize::new_uncompressed(raw.len() as u32));
+                        writer.write_all(raw)?;
+                    }
+                    Stored::Compressed(cb) => {
+                        block_sizes.push(DataSize::new_compressed(cb.len() as u32));
+                        writer.write_all(&cb)?;
+                    }
+                }
+                hasher.update(raw);
+            }
+            batch.clear();
+            if eof {
+                break;
+            }
         }
 
         let added = (chunk_reader.file_len, Added::Data { blocks_start, block_sizes, sparse });
@@ -312,8 +442,8 @@ impl<'a> DataWriter<'a> {
 
         // The hash is known only after the whole file is read. Thus, like mksquashfs, write the
         // data first, then seek back so that the next data writes over a duplicate.
-        let files_with_len = dup_cache.entry(chunk_reader.file_len as u64).or_default();
-        match files_with_len.entry(hasher.digest()) {
+        let key: DupKey = (chunk_reader.file_len as u64, hasher.finalize().into());
+        match dup_cache.entry(key) {
             Entry::Occupied(original) => {
                 trace!("duplicate file data found");
                 writer.seek(SeekFrom::Start(blocks_start))?;
@@ -323,26 +453,14 @@ impl<'a> DataWriter<'a> {
         }
     }
 
-    /// Compress the fragments that were under length, write to data, add to fragment table, clear
-    /// current fragment_bytes
+    /// Write the fragment blocks: the full ones waiting and the current one (even when
+    /// empty if there is no other, as before)
     pub fn finalize<W: Write + Seek>(&mut self, mut writer: W) -> Result<(), BackhandError> {
-        let start = writer.stream_position()?;
-        let cb =
-            self.compressor.compress(&self.fragment_bytes, self.fs_compressor, self.block_size)?;
-
-        // compression didn't reduce size
-        let size = if cb.len() > self.fragment_bytes.len() {
-            // store uncompressed
-            writer.write_all(&self.fragment_bytes)?;
-            DataSize::new_uncompressed(self.fragment_bytes.len() as u32)
-        } else {
-            // store compressed
-            writer.write_all(&cb)?;
-            DataSize::new_compressed(cb.len() as u32)
-        };
-        self.fragment_table.push(Fragment::new(start, size, 0));
-        self.fragment_bytes.clear();
-        Ok(())
+        if !self.fragment_bytes.is_empty() || self.next_fragment_index() == 0 {
+            let last = std::mem::take(&mut self.fragment_bytes);
+            self.pending_fragments.push(last);
+        }
+        self.write_pending_fragments(&mut writer)
     }
 }
 

@@ -82,6 +82,8 @@ pub struct FilesystemWriter<'a, 'b, 'c> {
     /// Superblock Flag to remove duplicate flags
     pub(crate) no_duplicate_files: bool,
     pub(crate) emit_compression_options: bool,
+    /// Threads compressing data blocks (0: one per available CPU)
+    pub(crate) compression_threads: usize,
 }
 
 impl Default for FilesystemWriter<'_, '_, '_> {
@@ -102,6 +104,7 @@ impl Default for FilesystemWriter<'_, '_, '_> {
             pad_len: DEFAULT_PAD_LEN,
             no_duplicate_files: true,
             emit_compression_options: true,
+            compression_threads: 0,
         }
     }
 }
@@ -205,6 +208,12 @@ impl<'a, 'b, 'c> FilesystemWriter<'a, 'b, 'c> {
         self.no_duplicate_files = value;
     }
 
+    /// Compress data blocks on `threads` threads (0, the default: one per available CPU).
+    /// The image is the same whatever the number.
+    pub fn set_compression_threads(&mut self, threads: usize) {
+        self.compression_threads = threads;
+    }
+
     /// Set if compression options are written
     pub fn set_emit_compression_options(&mut self, value: bool) {
         self.emit_compression_options = value;
@@ -247,6 +256,7 @@ impl<'a, 'b, 'c> FilesystemWriter<'a, 'b, 'c> {
             pad_len: DEFAULT_PAD_LEN,
             no_duplicate_files: reader.no_duplicate_files,
             emit_compression_options: true,
+            compression_threads: 0,
         })
     }
 
@@ -765,6 +775,10 @@ impl<'a, 'b, 'c> FilesystemWriter<'a, 'b, 'c> {
             self.block_size,
             self.no_duplicate_files,
         );
+        data_writer.set_threads(match self.compression_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        });
         let mut inode_writer = MetadataWriter::new(
             v4_compressor,
             self.fs_compressor,
