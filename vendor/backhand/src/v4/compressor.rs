@@ -13,7 +13,7 @@ use flate2::{Decompress, FlushDecompress, Status};
 #[cfg(feature = "xz")]
 use liblzma::read::XzEncoder;
 #[cfg(feature = "xz")]
-use liblzma::stream::{Check, Filters, LzmaOptions, MtStreamBuilder};
+use liblzma::stream::{Check, Filters, LzmaOptions, Stream};
 
 use crate::error::BackhandError;
 use crate::traits::CompressionAction;
@@ -336,11 +336,10 @@ impl CompressionAction for DefaultCompressor {
                 }
                 filters.lzma2(&opts);
 
-                let stream = MtStreamBuilder::new()
-                    .threads(2)
-                    .filters(filters)
-                    .check(check)
-                    .encoder()
+                // one block is one xz block: a single-threaded encoder (blocks are
+                // compressed on several threads by the data writer; a multi-threaded
+                // encoder per block only started threads that had nothing to do)
+                let stream = Stream::new_stream_encoder(&filters, check)
                     .map_err(|e| BackhandError::CompressionInit(err_text!("xz encoder: {}", e)))?;
 
                 let mut encoder = XzEncoder::new_stream(Cursor::new(bytes), stream);
@@ -383,10 +382,25 @@ impl CompressionAction for DefaultCompressor {
                     Some(CompressionOptions::Zstd(option)) => option.compression_level,
                     Some(_) => unreachable!(),
                 };
-                let mut encoder = zstd::bulk::Compressor::new(compression_level as i32)?;
+                // one compression context per thread and level, reused (as mksquashfs
+                // does): setting one up costs as much as compressing a small block
+                thread_local! {
+                    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+                        const { std::cell::RefCell::new(None) };
+                }
+                let level = compression_level as i32;
                 let buffer_len = zstd_safe::compress_bound(bytes.len());
                 let mut buf = Vec::with_capacity(buffer_len);
-                encoder.compress_to_buffer(bytes, &mut buf)?;
+                ZSTD.with(|cell| -> Result<(), BackhandError> {
+                    let mut slot = cell.borrow_mut();
+                    if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+                        *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+                    }
+                    if let Some((_, encoder)) = slot.as_mut() {
+                        encoder.compress_to_buffer(bytes, &mut buf)?;
+                    }
+                    Ok(())
+                })?;
                 Ok(buf)
             }
             #[cfg(feature = "lz4")]

@@ -173,9 +173,14 @@ impl<'a> DataWriter<'a> {
         self.threads = threads.max(1);
     }
 
-    /// Blocks read ahead and compressed together
+    /// Blocks read ahead and compressed together: 4 per thread, at most 32 MiB of them
+    /// (but one per thread)
     fn batch_len(&self) -> usize {
-        if self.threads == 1 { 1 } else { self.threads * 4 }
+        if self.threads == 1 {
+            return 1;
+        }
+        let cap = ((32 << 20) / self.block_size as usize).max(self.threads);
+        (self.threads * 4).min(cap)
     }
 
     /// How each of `blocks` goes into the image, compressed on up to `self.threads`
