@@ -22,7 +22,7 @@ if [ ! -f "$dir/flatcar_production_image.bin.bz2" ]; then
     lbzip2 -f "$dir/flatcar_production_image.bin"
     bash scripts/make-fixture-sysexts.sh "$dir/sysexts" >/dev/null
 fi
-ext="$dir/sysexts/wasmtime-24.0.0-x86-64.raw"
+ext="$dir/sysexts/wasmtime-v24.0.0-x86-64.raw"
 
 t() { # command...: wall seconds and peak RSS (KiB) into $wall/$rss
     /usr/bin/time -f '%e %M' -o "$dir/time.txt" "$@" >/dev/null 2>"$dir/cmd.err" ||
@@ -43,7 +43,7 @@ bash_way() { # decompressor
     mount "${dev}p9" "$mnt"
     mkdir -p "$mnt/opt/extensions/wasmtime" "$mnt/etc/extensions"
     cp "$ext" "$mnt/opt/extensions/wasmtime/"
-    ln -sf /opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw "$mnt/etc/extensions/wasmtime.raw"
+    ln -sf /opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw "$mnt/etc/extensions/wasmtime.raw"
     umount "$mnt"
     losetup -d "$dev"
 }

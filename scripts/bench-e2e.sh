@@ -53,7 +53,7 @@ if [ "$(cat "$dir/made" 2>/dev/null)" != "$data" ]; then
     cp "$rel/version.txt" "$srv/amd64-usr/current/version.txt"
     bash scripts/make-fixture-sysexts.sh "$dir/sysexts" >/dev/null
     mkdir -p "$srv/extensions"
-    cp "$dir/sysexts/wasmtime-24.0.0-x86-64.raw" "$srv/extensions/"
+    cp "$dir/sysexts/wasmtime-v24.0.0-x86-64.raw" "$srv/extensions/"
     (cd "$srv/extensions" && sha256sum ./*.raw | sed 's# \./# #' > SHA256SUMS)
     gpgconf --kill gpg-agent 2>/dev/null || true
     echo "$data" > "$dir/made"
@@ -95,14 +95,14 @@ b_alloc=$(du -m "$dir/b/flatcar_production_image.bin" | cut -f1)
 
 # 2. end to end: fetch + bake + qemu_uefi qcow2
 rm -rf "$dir/cache" "$dir/out"
-t "$fb" --fetch --vendor qemu_uefi "${fbargs[@]}" --output-dir "$dir/out" wasmtime:wasmtime-24.0.0-x86-64.raw
+t "$fb" --fetch --vendor qemu_uefi "${fbargs[@]}" --output-dir "$dir/out" wasmtime:wasmtime-v24.0.0-x86-64.raw
 e_wall=$wall e_rss=$rss
 fb_qcow=$(find "$dir/out" -name '*.qcow2' ! -name '*efi_*' | head -n1)
 bash_e2e() { # decompressor
     bash_fetch "$1"
     curl -fsS -O "$url/amd64-usr/$version/flatcar_production_qemu_uefi_efi_code.qcow2" \
         -O "$url/amd64-usr/$version/flatcar_production_qemu_uefi_efi_vars.qcow2" \
-        -O "$url/extensions/wasmtime-24.0.0-x86-64.raw" -O "$url/extensions/SHA256SUMS"
+        -O "$url/extensions/wasmtime-v24.0.0-x86-64.raw" -O "$url/extensions/SHA256SUMS"
     sha256sum --quiet -c --ignore-missing SHA256SUMS
     local dev
     dev=$(losetup -fP --show flatcar_production_image.bin)
@@ -110,8 +110,8 @@ bash_e2e() { # decompressor
     mkdir -p "$dir/mnt"
     mount "${dev}p9" "$dir/mnt"
     mkdir -p "$dir/mnt/opt/extensions/wasmtime" "$dir/mnt/etc/extensions"
-    cp wasmtime-24.0.0-x86-64.raw "$dir/mnt/opt/extensions/wasmtime/"
-    ln -sf /opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw "$dir/mnt/etc/extensions/wasmtime.raw"
+    cp wasmtime-v24.0.0-x86-64.raw "$dir/mnt/opt/extensions/wasmtime/"
+    ln -sf /opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw "$dir/mnt/etc/extensions/wasmtime.raw"
     umount "$dir/mnt"
     losetup -d "$dev" && rm -f "$dir/loopdev"
     qemu-img convert -c -f raw -O qcow2 flatcar_production_image.bin flatcar_production_qemu_uefi_image.img

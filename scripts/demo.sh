@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end on built-in sample data, no internet:
-#   flatbake --fetch --vendor qemu_uefi wasmtime:wasmtime-24.0.0-x86-64.raw
+#   flatbake --fetch --vendor qemu_uefi wasmtime:wasmtime-v24.0.0-x86-64.raw
 # against a sample Flatcar release and bakery served on 127.0.0.1 (signed with a
 # throwaway key, see scripts/serve-sample-release.sh), then `flatbake inspect` of the
 # result.
@@ -19,10 +19,10 @@ trap 'kill "$pid" 2>/dev/null || true' EXIT
 
 export FLATBAKE_RELEASE_URL="http://127.0.0.1:$port"
 export FLATBAKE_BAKERY_URL="http://127.0.0.1:$port"
-echo "== flatbake --fetch --vendor qemu_uefi wasmtime:wasmtime-24.0.0-x86-64.raw"
+echo "== flatbake --fetch --vendor qemu_uefi wasmtime:wasmtime-v24.0.0-x86-64.raw"
 "$FB" --fetch --vendor qemu_uefi --sysupdate \
     --signing-key "$W/server/signing-key.asc" --image-cache "$W/cache" --output-dir "$W/out" \
-    wasmtime:wasmtime-24.0.0-x86-64.raw
+    wasmtime:wasmtime-v24.0.0-x86-64.raw
 
 echo "== outputs"
 ls -la "$W/out"

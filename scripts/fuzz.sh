@@ -47,7 +47,7 @@ seed() { # TARGET: write a few valid inputs when the corpus is empty
         printf 'FLATCAR_BUILD=4593\nFLATCAR_BRANCH=2\nFLATCAR_PATCH=5\nFLATCAR_VERSION=4593.2.5\nFLATCAR_VERSION_ID=4593.2.5\nFLATCAR_BUILD_ID="2025-01-01"\nFLATCAR_SDK_VERSION=4593.0.0\n' >"$dir/a"
         ;;
     sha256sums)
-        printf '%064d  flatcar_production_image.bin.bz2\n%064x *wasmtime-24.0.0-x86-64.raw\n' 0 255 >"$dir/a"
+        printf '%064d  flatcar_production_image.bin.bz2\n%064x *wasmtime-v24.0.0-x86-64.raw\n' 0 255 >"$dir/a"
         ;;
     digests)
         printf '# MD5 HASH\nd41d8cd98f00b204e9800998ecf8427e  x.bin\n# SHA1 HASH\nda39a3ee5e6b4b0d3255bfef95601890afd80709  x.bin\n# SHA512 HASH\n%0128d  flatcar_production_image.bin.bz2\n' 0 >"$dir/a"

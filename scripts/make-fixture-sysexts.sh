@@ -9,7 +9,7 @@
 #
 # Good images (valid for an x86-64 Flatcar with SYSEXT_LEVEL=1.0, except
 # armext, which is valid for arm64 images only):
-#   wasmtime-24.0.0-x86-64.raw  ID=flatcar SYSEXT_LEVEL=1.0 ARCHITECTURE=x86-64,
+#   wasmtime-v24.0.0-x86-64.raw  ID=flatcar SYSEXT_LEVEL=1.0 ARCHITECTURE=x86-64,
 #                               usr/bin/wasmtime + 200 KiB blob; plus
 #                               wasmtime.conf, the bakery's sysupdate config
 #   docker-27.0.1-x86-64.raw    ID=_any ARCHITECTURE=x86-64, usr/bin/docker
@@ -124,7 +124,7 @@ squash() {
 # ---------------------------------------------------------------------------
 
 # wasmtime: flatcar-specific, x86-64, with the bakery sysupdate config.
-img=wasmtime-24.0.0-x86-64
+img=wasmtime-v24.0.0-x86-64
 t=$(new_tree "$img")
 release "$t" wasmtime 'ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n'
 script "$t" usr/bin/wasmtime 'echo wasmtime 24.0.0'

@@ -28,7 +28,7 @@ cp "$rel/version.txt" "$rel/version.txt.sig" "$dir/amd64-usr/current/"
 
 bash "$here/make-fixture-sysexts.sh" "$tmp/sysexts" >/dev/null
 mkdir -p "$dir/extensions"
-cp "$tmp/sysexts/wasmtime-24.0.0-x86-64.raw" "$tmp/sysexts/docker-27.0.1-x86-64.raw" "$dir/extensions/"
+cp "$tmp/sysexts/wasmtime-v24.0.0-x86-64.raw" "$tmp/sysexts/docker-27.0.1-x86-64.raw" "$dir/extensions/"
 mkdir -p "$dir/extensions/wasmtime"
 cp "$tmp/sysexts/wasmtime.conf" "$dir/extensions/wasmtime/wasmtime.conf"
 (cd "$dir/extensions" && sha256sum ./*.raw | sed 's# \./# #' > SHA256SUMS)

@@ -20,9 +20,9 @@ use std::path::PathBuf;
     after_long_help = "Examples:\n\
         \x20 # bake sysexts into a local image\n\
         \x20 flatbake --image flatcar_production_image.bin -o baked.bin \\\n\
-        \x20     wasmtime:wasmtime-24.0.0-x86-64.raw\n\
+        \x20     wasmtime:wasmtime-v24.0.0-x86-64.raw\n\
         \x20 # fetch and verify stable, bake a bakery sysext, write a QEMU image\n\
-        \x20 flatbake --fetch --vendor qemu_uefi wasmtime:wasmtime-24.0.0-x86-64.raw\n\
+        \x20 flatbake --fetch --vendor qemu_uefi wasmtime:wasmtime-v24.0.0-x86-64.raw\n\
         \x20 # the plain image and an Azure one, with a serial console\n\
         \x20 flatbake --image flatcar_production_image.bin --vendor generic,azure \\\n\
         \x20     --output-dir out --kernel-arg console=ttyS0 myext:myext-1.0-x86-64.raw\n\

@@ -724,7 +724,7 @@ mod tests {
 [input]
 release = "stable"
 [extensions.wasmtime]
-bakery = "wasmtime-24.0.0-{arch}.raw"
+bakery = "wasmtime-v24.0.0-{arch}.raw"
 [extensions.mine]
 file = "sysexts/mine-{arch}.raw"
 install_to = "oem:/sysext"
@@ -744,7 +744,7 @@ extensions = { full = ["wasmtime", "mine"], small = ["wasmtime"] }
         assert_eq!(arm.arch, Some(Arch::Arm64));
         assert_eq!(
             arm.extensions[0].source,
-            Source::Bakery("wasmtime-24.0.0-arm64.raw".into())
+            Source::Bakery("wasmtime-v24.0.0-arm64.raw".into())
         );
         assert_eq!(
             arm.extensions[1].source,

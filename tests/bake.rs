@@ -131,7 +131,7 @@ fn bakes_into_root_and_oem_mount_backend() {
 fn bakes_into_root_and_oem_with(backend: &str) -> Baked {
     let input = fixtures().join("current.bin");
     let before = sha256_file(&input);
-    let wasm = sysext("wasmtime-24.0.0-x86-64.raw");
+    let wasm = sysext("wasmtime-v24.0.0-x86-64.raw");
     let myext = sysext("myext-1.0-x86-64.raw");
     let b = bake_with(
         backend,
@@ -150,7 +150,7 @@ fn bakes_into_root_and_oem_with(backend: &str) -> Baked {
     assert_untouched_except(&input, &b.out, &[ROOT, OEM]);
 
     // ROOT: the image, its symlink, its sysupdate config; owned by root, 0644
-    let path = "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw";
+    let path = "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw";
     assert_eq!(root_file(&b.out, path), std::fs::read(&wasm).expect("read"));
     assert_eq!(
         root_link(&b.out, "/etc/extensions/wasmtime.raw").as_deref(),
@@ -203,7 +203,7 @@ fn rebake_with(backend: &str) {
         &[
             "--install-to",
             "myext=oem:/sysext",
-            &arg("wasmtime", &sysext("wasmtime-24.0.0-x86-64.raw")),
+            &arg("wasmtime", &sysext("wasmtime-v24.0.0-x86-64.raw")),
             &arg("myext", &sysext("myext-1.0-x86-64.raw")),
         ],
     );
@@ -225,8 +225,8 @@ fn rebake_with(backend: &str) {
 
     // Second run: a new wasmtime version, one more extension into OEM.
     let dir = tempfile::tempdir().expect("tmp");
-    let v25 = dir.path().join("wasmtime-25.0.0-x86-64.raw");
-    std::fs::copy(sysext("wasmtime-24.0.0-x86-64.raw"), &v25).expect("copy");
+    let v25 = dir.path().join("wasmtime-v25.0.0-x86-64.raw");
+    std::fs::copy(sysext("wasmtime-v24.0.0-x86-64.raw"), &v25).expect("copy");
     let second = bake_with(
         backend,
         &first.out,
@@ -239,7 +239,7 @@ fn rebake_with(backend: &str) {
     );
     e2fsck_root(&second.out);
     sgdisk_verify(&second.out);
-    let new = "/opt/extensions/wasmtime/wasmtime-25.0.0-x86-64.raw";
+    let new = "/opt/extensions/wasmtime/wasmtime-v25.0.0-x86-64.raw";
     assert_eq!(
         root_link(&second.out, "/etc/extensions/wasmtime.raw").as_deref(),
         Some(new)
@@ -250,7 +250,7 @@ fn rebake_with(backend: &str) {
     );
     let ls = debugfs(&second.out, "ls /opt/extensions/wasmtime");
     assert!(
-        !ls.contains("wasmtime-24.0.0"),
+        !ls.contains("wasmtime-v24.0.0"),
         "old image not removed: {ls}"
     );
     // the conf from the first run stays (the second run gave none)
@@ -286,7 +286,7 @@ fn old_lts_layout_with_hybrid_mbr() {
     let input = fixtures().join("lts.bin");
     let b = bake_ok(
         &input,
-        &[&arg("wasmtime", &sysext("wasmtime-24.0.0-x86-64.raw"))],
+        &[&arg("wasmtime", &sysext("wasmtime-v24.0.0-x86-64.raw"))],
     );
     sgdisk_verify(&b.out);
     e2fsck_root(&b.out);
@@ -298,9 +298,9 @@ fn old_lts_layout_with_hybrid_mbr() {
     assert_eq!(
         root_file(
             &b.out,
-            "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"
+            "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw"
         ),
-        std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("read")
+        std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("read")
     );
 }
 
@@ -351,7 +351,7 @@ fn systemd_sysext_merges_the_baked_extension() {
     let input = fixtures().join("current.bin");
     let b = bake_ok(
         &input,
-        &[&arg("wasmtime", &sysext("wasmtime-24.0.0-x86-64.raw"))],
+        &[&arg("wasmtime", &sysext("wasmtime-v24.0.0-x86-64.raw"))],
     );
     let root = tempfile::tempdir().expect("tmp");
     // /usr from USR-A
@@ -419,7 +419,7 @@ fn rootless_as_nobody() {
         .arg("-o")
         .arg(&out)
         .args(["--install-to", "myext=oem:/sysext"])
-        .arg(arg("wasmtime", &sysext("wasmtime-24.0.0-x86-64.raw")))
+        .arg(arg("wasmtime", &sysext("wasmtime-v24.0.0-x86-64.raw")))
         .arg(arg("myext", &sysext("myext-1.0-x86-64.raw")))
         .env("HOME", dir.path())
         .output()
@@ -433,7 +433,7 @@ fn rootless_as_nobody() {
     );
     sgdisk_verify(&out);
     e2fsck_root(&out);
-    let path = "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw";
+    let path = "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw";
     assert_eq!(root_owner_mode(&out, path), ("0644".to_owned(), 0, 0));
     assert_eq!(root_owner_mode(&out, "/opt/extensions").1, 0);
     assert_eq!(root_owner_mode(&out, "/etc/extensions/wasmtime.raw").1, 0);

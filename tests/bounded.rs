@@ -59,7 +59,7 @@ fn special_files_as_inputs_are_refused_not_read() {
     let image = fixtures().join("current.bin");
     let wasm = format!(
         "wasmtime:{}",
-        sysext("wasmtime-24.0.0-x86-64.raw").display()
+        sysext("wasmtime-v24.0.0-x86-64.raw").display()
     );
     let base = |extra: &[String]| -> Vec<String> {
         let mut v = vec![
@@ -122,15 +122,15 @@ fn special_files_as_inputs_are_refused_not_read() {
     let side = d.path().join("side");
     std::fs::create_dir(&side).expect("mkdir");
     std::fs::copy(
-        sysext("wasmtime-24.0.0-x86-64.raw"),
-        side.join("wasmtime-24.0.0-x86-64.raw"),
+        sysext("wasmtime-v24.0.0-x86-64.raw"),
+        side.join("wasmtime-v24.0.0-x86-64.raw"),
     )
     .expect("copy");
     mkfifo(&side.join("wasmtime.conf"));
     refused(
         &base(&[format!(
             "wasmtime:{}",
-            side.join("wasmtime-24.0.0-x86-64.raw").display()
+            side.join("wasmtime-v24.0.0-x86-64.raw").display()
         )]),
         &out,
         "wasmtime.conf: a FIFO",
@@ -141,7 +141,7 @@ fn special_files_as_inputs_are_refused_not_read() {
 fn what_is_baked_is_the_checked_copy() {
     let d = tempfile::tempdir().expect("tmp");
     let out = d.path().join("out.bin");
-    let src = sysext("wasmtime-24.0.0-x86-64.raw");
+    let src = sysext("wasmtime-v24.0.0-x86-64.raw");
     let o = flatbake(&[
         "--image",
         s(&fixtures().join("current.bin")),
@@ -150,7 +150,7 @@ fn what_is_baked_is_the_checked_copy() {
         &format!("wasmtime:{}", src.display()),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let baked = root_file(&out, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw");
+    let baked = root_file(&out, "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw");
     let want = sha256_file(&src);
     use sha2::Digest;
     assert_eq!(

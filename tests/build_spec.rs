@@ -235,7 +235,7 @@ release_dir = "{rel}"
 dir = "{out}"
 
 [extensions.wasmtime]
-file = "{sx}/wasmtime-24.0.0-{{arch}}.raw"
+file = "{sx}/wasmtime-v24.0.0-{{arch}}.raw"
 
 [extensions.myext]
 file = "{sx}/myext-1.0-x86-64.raw"
@@ -361,7 +361,7 @@ fn a_variant_bakes_what_the_command_line_bakes() {
     );
     assert_eq!(
         root_link(&generic, "/etc/extensions/wasmtime.raw").as_deref(),
-        Some("/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw")
+        Some("/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw")
     );
     let doc: Value = serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
     assert_eq!(doc["schema_version"], 1);
@@ -396,7 +396,7 @@ fn a_variant_bakes_what_the_command_line_bakes() {
         &format!("myext:{}", sysext("myext-1.0-x86-64.raw").display()),
         &format!(
             "wasmtime:{}",
-            sysext("wasmtime-24.0.0-x86-64.raw").display()
+            sysext("wasmtime-v24.0.0-x86-64.raw").display()
         ),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -485,13 +485,13 @@ fn a_fetched_release_with_bakery_and_local_extensions() {
     let head = std::fs::read(rel.join("version.txt")).expect("v");
     t.insert("/amd64-usr/current/version.txt.sig".into(), gpg.sign(&head));
     t.insert("/amd64-usr/current/version.txt".into(), head);
-    let wasm = std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w");
+    let wasm = std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("w");
     t.insert(
         "/extensions/SHA256SUMS".into(),
-        format!("{}  wasmtime-24.0.0-x86-64.raw\n", sha256(&wasm)).into_bytes(),
+        format!("{}  wasmtime-v24.0.0-x86-64.raw\n", sha256(&wasm)).into_bytes(),
     );
     t.insert(
-        "/extensions/wasmtime-24.0.0-x86-64.raw".into(),
+        "/extensions/wasmtime-v24.0.0-x86-64.raw".into(),
         wasm.clone(),
     );
     t.insert(
@@ -512,7 +512,7 @@ signing_key = "key.asc"
 [output]
 dir = "out"
 [extensions.wasmtime]
-bakery = "wasmtime-24.0.0-{{arch}}.raw"
+bakery = "wasmtime-v24.0.0-{{arch}}.raw"
 [extensions.myext]
 file = "{myext}"
 install_to = "oem:/sysext"
@@ -544,7 +544,7 @@ vendors = ["hetzner"]
     sgdisk_verify(&img);
     e2fsck_root(&img);
     assert_eq!(
-        root_file(&img, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
+        root_file(&img, "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw"),
         wasm
     );
     // the bakery's sysupdate config came with it

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::*;
 
-const WASM: &str = "wasmtime-24.0.0-x86-64.raw";
+const WASM: &str = "wasmtime-v24.0.0-x86-64.raw";
 
 fn ext(name: &str, file: &Path) -> String {
     format!("{name}:{}", file.display())
@@ -178,7 +178,7 @@ fn journal_needing_recovery_is_replayed_into_the_output_only() {
             root_file(&out, "/crash-note"),
             b"written before the crash\n"
         );
-        let path = "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw";
+        let path = "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw";
         assert_eq!(
             root_file(&out, path),
             std::fs::read(sysext(WASM)).expect("read")
@@ -317,7 +317,7 @@ fn install_paths_that_collide_are_refused() {
     assert!(err.contains("OEM's GRUB settings"), "{err}");
     // what the image already has there
     let crafted = copy_fixture(dir.path());
-    debugfs_w(&crafted, "mkdir /opt\nmkdir /opt/extensions\nmkdir /opt/extensions/wasmtime\nmkdir /opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw\nmkdir /etc\nwrite /etc/hostname /etc/passwd\n");
+    debugfs_w(&crafted, "mkdir /opt\nmkdir /opt/extensions\nmkdir /opt/extensions/wasmtime\nmkdir /opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw\nmkdir /etc\nwrite /etc/hostname /etc/passwd\n");
     for backend in ["rootless", "mount"] {
         let err = refused(backend, &crafted, &[&ext("wasmtime", &sysext(WASM))]);
         assert!(err.contains("is a directory in the image"), "{err}");
@@ -334,9 +334,9 @@ fn install_paths_that_collide_are_refused() {
 #[test]
 fn rebake_keeps_what_the_old_link_points_at_unless_flatbake_owns_it() {
     let v25dir = tempfile::tempdir().expect("tmp");
-    let v25 = v25dir.path().join("wasmtime-25.0.0-x86-64.raw");
+    let v25 = v25dir.path().join("wasmtime-v25.0.0-x86-64.raw");
     std::fs::copy(sysext(WASM), &v25).expect("copy");
-    let new = "/opt/extensions/wasmtime/wasmtime-25.0.0-x86-64.raw";
+    let new = "/opt/extensions/wasmtime/wasmtime-v25.0.0-x86-64.raw";
     // (target of the old link, files to create first (path in ROOT), path that must survive)
     let cases: [(&str, &[&str], &str); 6] = [
         ("/home/core/note", &[], "/home/core/note"),

@@ -34,12 +34,12 @@ fn tree(gpg: &Gpg) -> BTreeMap<String, Vec<u8>> {
     let head = std::fs::read(rel.join("version.txt")).expect("v");
     t.insert("/amd64-usr/current/version.txt.sig".into(), gpg.sign(&head));
     t.insert("/amd64-usr/current/version.txt".into(), head);
-    let wasm = std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w");
+    let wasm = std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("w");
     t.insert(
         "/extensions/SHA256SUMS".into(),
-        format!("{}  wasmtime-24.0.0-x86-64.raw\n", sha256(&wasm)).into_bytes(),
+        format!("{}  wasmtime-v24.0.0-x86-64.raw\n", sha256(&wasm)).into_bytes(),
     );
-    t.insert("/extensions/wasmtime-24.0.0-x86-64.raw".into(), wasm);
+    t.insert("/extensions/wasmtime-v24.0.0-x86-64.raw".into(), wasm);
     t.insert(
         "/extensions/wasmtime/wasmtime.conf".into(),
         std::fs::read(sysext("wasmtime.conf")).expect("c"),
@@ -71,7 +71,7 @@ fn run(
     .arg("--output-dir")
     .arg(out)
     .args(extra)
-    .arg("wasmtime:wasmtime-24.0.0-x86-64.raw");
+    .arg("wasmtime:wasmtime-v24.0.0-x86-64.raw");
     c.output().expect("run")
 }
 
@@ -91,8 +91,8 @@ fn fetch_bake_vendor_then_cache_hit() {
     sgdisk_verify(&img);
     e2fsck_root(&img);
     assert_eq!(
-        root_file(&img, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
-        std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w")
+        root_file(&img, "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw"),
+        std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("w")
     );
     assert_eq!(
         root_file(&img, "/etc/sysupdate.wasmtime.d/wasmtime.conf"),
@@ -150,7 +150,7 @@ fn bad_signature_or_checksum_stops_everything() {
     // extension that does not match the bakery's SHA256SUMS
     let mut t = tree(&gpg);
     t.insert(
-        "/extensions/wasmtime-24.0.0-x86-64.raw".into(),
+        "/extensions/wasmtime-v24.0.0-x86-64.raw".into(),
         b"tampered".to_vec(),
     );
     let server = Server::start(t);
@@ -159,7 +159,7 @@ fn bad_signature_or_checksum_stops_everything() {
     let o = run(&server, &key, &dir.path().join("c2"), &out, &[]);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("wasmtime-24.0.0-x86-64.raw"),
+        stderr(&o).contains("wasmtime-v24.0.0-x86-64.raw"),
         "{}",
         stderr(&o)
     );
@@ -436,10 +436,10 @@ fn signature_failures_are_one_line_naming_the_file() {
 #[test]
 fn bakery_conf_is_checked_against_sha256sums() {
     let st = Setup::new();
-    let wasm = std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w");
+    let wasm = std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("w");
     let conf = std::fs::read(sysext("wasmtime.conf")).expect("c");
-    let ext = ["wasmtime:wasmtime-24.0.0-x86-64.raw"];
-    let sums = |c: &str| format!("{}  wasmtime-24.0.0-x86-64.raw\n{c}", sha256(&wasm)).into_bytes();
+    let ext = ["wasmtime:wasmtime-v24.0.0-x86-64.raw"];
+    let sums = |c: &str| format!("{}  wasmtime-v24.0.0-x86-64.raw\n{c}", sha256(&wasm)).into_bytes();
 
     // listed with another hash: refused, nothing kept
     st.server.set(
@@ -499,7 +499,7 @@ fn concurrent_fetches_share_one_cache() {
             .arg(st.key())
             .arg("--image-cache")
             .arg(st.cache())
-            .arg("wasmtime:wasmtime-24.0.0-x86-64.raw")
+            .arg("wasmtime:wasmtime-v24.0.0-x86-64.raw")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -526,7 +526,7 @@ fn concurrent_fetches_share_one_cache() {
     );
     assert_eq!(
         st.server
-            .requests_for("/extensions/wasmtime-24.0.0-x86-64.raw")
+            .requests_for("/extensions/wasmtime-v24.0.0-x86-64.raw")
             .len(),
         1
     );
@@ -562,13 +562,13 @@ fn tamper(p: &Path, at: u64) {
 #[test]
 fn tampered_cache_entries_are_not_trusted() {
     let st = Setup::new();
-    let ext = ["--vendor", "hetzner", "wasmtime:wasmtime-24.0.0-x86-64.raw"];
+    let ext = ["--vendor", "hetzner", "wasmtime:wasmtime-v24.0.0-x86-64.raw"];
     let o = st.fetch(&st.cache(), &ext);
     assert!(o.status.success(), "{}", stderr(&o));
     let oem = st.rel().join("oem-hetzner.raw");
     let oem_bytes = std::fs::read(&oem).expect("oem");
     let image = st.rel().join("flatcar_production_image.bin");
-    let wasm = st.cache().join("extensions/wasmtime-24.0.0-x86-64.raw");
+    let wasm = st.cache().join("extensions/wasmtime-v24.0.0-x86-64.raw");
     let bz2 = st.rel().join(BZ2);
     let bz2_bytes = std::fs::read(&bz2).expect("bz2");
 
@@ -584,7 +584,7 @@ fn tampered_cache_entries_are_not_trusted() {
     for f in [
         format!("/amd64-usr/{V}/oem-hetzner.raw"),
         format!("/amd64-usr/{V}/{BZ2}"),
-        "/extensions/wasmtime-24.0.0-x86-64.raw".to_string(),
+        "/extensions/wasmtime-v24.0.0-x86-64.raw".to_string(),
     ] {
         assert_eq!(
             st.server.requests_for(&f).len(),
@@ -597,7 +597,7 @@ fn tampered_cache_entries_are_not_trusted() {
     assert_eq!(std::fs::read(&bz2).expect("bz2"), bz2_bytes);
     assert_eq!(
         std::fs::read(&wasm).expect("w"),
-        std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w")
+        std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("w")
     );
     sh(Command::new("cmp")
         .arg(&image)
@@ -627,7 +627,7 @@ fn fetch_prefetches_everything_a_bake_needs() {
     let st = Setup::new();
     let o = st.fetch(
         &st.cache(),
-        &["--vendor", "hetzner", "wasmtime:wasmtime-24.0.0-x86-64.raw"],
+        &["--vendor", "hetzner", "wasmtime:wasmtime-v24.0.0-x86-64.raw"],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(st.rel().join("oem-hetzner.raw").is_file());
@@ -649,7 +649,7 @@ fn fetch_prefetches_everything_a_bake_needs() {
         .arg(dir.path().join("cache"))
         .arg("--output-dir")
         .arg(&out)
-        .arg("wasmtime:wasmtime-24.0.0-x86-64.raw")
+        .arg("wasmtime:wasmtime-v24.0.0-x86-64.raw")
         .output()
         .expect("run");
     assert!(o.status.success(), "{}", stderr(&o));
@@ -657,8 +657,8 @@ fn fetch_prefetches_everything_a_bake_needs() {
     sgdisk_verify(&img);
     e2fsck_root(&img);
     assert_eq!(
-        root_file(&img, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
-        std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w")
+        root_file(&img, "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw"),
+        std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("w")
     );
     assert_eq!(
         root_file(&img, "/etc/sysupdate.wasmtime.d/wasmtime.conf"),
@@ -690,7 +690,7 @@ fn rootless_fetch_as_nobody_then_cache_hit() {
             .arg(st.key())
             .arg("--image-cache")
             .arg(&cache)
-            .arg("wasmtime:wasmtime-24.0.0-x86-64.raw")
+            .arg("wasmtime:wasmtime-v24.0.0-x86-64.raw")
             .env("HOME", st.dir.path())
             .output()
             .expect("setpriv")

@@ -26,7 +26,7 @@ fn bake(args: &[&str]) -> (tempfile::TempDir, PathBuf, std::process::Output) {
 fn wasm() -> String {
     format!(
         "wasmtime:{}",
-        sysext("wasmtime-24.0.0-x86-64.raw").display()
+        sysext("wasmtime-v24.0.0-x86-64.raw").display()
     )
 }
 

@@ -9,7 +9,7 @@ use support::*;
 fn wasm() -> String {
     format!(
         "wasmtime:{}",
-        sysext("wasmtime-24.0.0-x86-64.raw").display()
+        sysext("wasmtime-v24.0.0-x86-64.raw").display()
     )
 }
 
@@ -36,7 +36,7 @@ fn an_existing_output_is_kept_unless_forced() {
     e2fsck_root(&out);
     assert_eq!(
         root_link(&out, "/etc/extensions/wasmtime.raw").as_deref(),
-        Some("/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw")
+        Some("/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw")
     );
 }
 

@@ -158,7 +158,7 @@ fn the_butane_hint_never_overwrites_its_input() {
         s(&ign),
         &format!(
             "wasmtime:{}",
-            sysext("wasmtime-24.0.0-x86-64.raw").display()
+            sysext("wasmtime-v24.0.0-x86-64.raw").display()
         ),
     ]);
     assert!(err.contains("butane --strict"), "{err}");

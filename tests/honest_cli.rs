@@ -12,7 +12,7 @@ use support::*;
 fn wasm() -> String {
     format!(
         "wasmtime:{}",
-        sysext("wasmtime-24.0.0-x86-64.raw").display()
+        sysext("wasmtime-v24.0.0-x86-64.raw").display()
     )
 }
 
@@ -123,7 +123,7 @@ fn vendor_spellings_and_generic() {
     e2fsck_root(&plain);
     assert_eq!(
         root_link(&plain, "/etc/extensions/wasmtime.raw").as_deref(),
-        Some("/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw")
+        Some("/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw")
     );
     // the plain image keeps the input's layout (no vendor growth): same size
     assert_eq!(
@@ -179,7 +179,7 @@ fn old_script_spellings_work_and_name_the_new_one() {
     );
     assert_eq!(
         root_link(&out, "/etc/extensions/wasmtime.raw").as_deref(),
-        Some("/oem/sysext/wasmtime-24.0.0-x86-64.raw")
+        Some("/oem/sysext/wasmtime-v24.0.0-x86-64.raw")
     );
     let rep = flatbake(&["inspect", "--json", s(&out)]);
     let v: serde_json::Value = serde_json::from_slice(&rep.stdout).expect("json");

@@ -104,7 +104,7 @@ fn bake_refused_maybe(image: &Path, input: Option<&Path>, args: &[String]) -> St
 fn wasm() -> String {
     format!(
         "wasmtime:{}",
-        sysext("wasmtime-24.0.0-x86-64.raw").display()
+        sysext("wasmtime-v24.0.0-x86-64.raw").display()
     )
 }
 
@@ -346,7 +346,7 @@ fn extension_release_with_odd_contents() {
 #[test]
 fn name_file_with_path_tricks() {
     let dir = tempfile::tempdir().expect("tmp");
-    let good = sysext("wasmtime-24.0.0-x86-64.raw");
+    let good = sysext("wasmtime-v24.0.0-x86-64.raw");
     // a good sysext under names that cannot be installed
     let newline = dir.path().join("wasm\ntime.raw");
     let space = dir.path().join("wasm time.raw");

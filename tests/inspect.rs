@@ -37,7 +37,7 @@ fn inspect_reports_what_was_baked_raw_and_qcow2() {
         summary.to_str().expect("p"),
         &format!(
             "wasmtime:{}",
-            sysext("wasmtime-24.0.0-x86-64.raw").display()
+            sysext("wasmtime-v24.0.0-x86-64.raw").display()
         ),
         &format!("myext:{}", sysext("myext-1.0-x86-64.raw").display()),
     ]);
@@ -65,7 +65,7 @@ fn inspect_reports_what_was_baked_raw_and_qcow2() {
             .expect("wasmtime");
         assert_eq!(
             w["target"],
-            "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"
+            "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw"
         );
         assert_eq!(w["partition"], "ROOT");
         assert_eq!(w["format"], "squashfs");
@@ -77,7 +77,7 @@ fn inspect_reports_what_was_baked_raw_and_qcow2() {
         assert_eq!(
             w["size"].as_u64(),
             Some(
-                std::fs::metadata(sysext("wasmtime-24.0.0-x86-64.raw"))
+                std::fs::metadata(sysext("wasmtime-v24.0.0-x86-64.raw"))
                     .expect("m")
                     .len()
             )

@@ -61,7 +61,7 @@ fn bake_args(out: &Path) -> Vec<String> {
         "myext=oem:/sysext".into(),
         format!(
             "wasmtime:{}",
-            sysext("wasmtime-24.0.0-x86-64.raw").display()
+            sysext("wasmtime-v24.0.0-x86-64.raw").display()
         ),
         format!("myext:{}", sysext("myext-1.0-x86-64.raw").display()),
     ]
@@ -504,7 +504,7 @@ fn a_mount_backend_error_is_printed_once() {
         s(&out),
         &format!(
             "wasmtime:{}",
-            sysext("wasmtime-24.0.0-x86-64.raw").display()
+            sysext("wasmtime-v24.0.0-x86-64.raw").display()
         ),
     ]);
     let err = stderr(&o);

@@ -31,7 +31,7 @@ fn dry_run_writes_nothing_and_its_plan_is_what_a_bake_writes() {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("out.bin");
     let plan_json = dir.path().join("plan.json");
-    let wasm_file = sysext("wasmtime-24.0.0-x86-64.raw");
+    let wasm_file = sysext("wasmtime-v24.0.0-x86-64.raw");
     let wasm = format!("wasmtime:{}", wasm_file.display());
     let myext_file = sysext("myext-1.0-x86-64.raw");
     let myext = format!("myext:{}", myext_file.display());
@@ -51,8 +51,8 @@ fn dry_run_writes_nothing_and_its_plan_is_what_a_bake_writes() {
     );
     let text = String::from_utf8_lossy(&o.stdout);
     for line in [
-        "ROOT write   /opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw (mode 0644",
-        "ROOT symlink /etc/extensions/wasmtime.raw -> /opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw",
+        "ROOT write   /opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw (mode 0644",
+        "ROOT symlink /etc/extensions/wasmtime.raw -> /opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw",
         "ROOT symlink /etc/extensions/myext.raw -> /oem/sysext/myext-1.0-x86-64.raw",
         "OEM  write   /sysext/myext-1.0-x86-64.raw (mode 0644",
         "OEM  append  /grub.cfg",
@@ -145,7 +145,7 @@ fn dry_run_of_vendor_images_names_them_and_writes_nothing() {
     let input = fixtures().join("current.bin");
     let wasm = format!(
         "wasmtime:{}",
-        sysext("wasmtime-24.0.0-x86-64.raw").display()
+        sysext("wasmtime-v24.0.0-x86-64.raw").display()
     );
     let o = flatbake(&[
         "--dry-run",

@@ -10,7 +10,7 @@ use support::*;
 fn wasm() -> String {
     format!(
         "wasmtime:{}",
-        sysext("wasmtime-24.0.0-x86-64.raw").display()
+        sysext("wasmtime-v24.0.0-x86-64.raw").display()
     )
 }
 

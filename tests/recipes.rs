@@ -350,7 +350,8 @@ fn catalogue(m: &Mirror, rootfs: &Path) -> Vec<Case> {
         ],
     ));
 
-    // crio: the static bundle, unit rewritten to /usr/bin
+    // crio: the static bundle as cri-o's contrib/bundle/build lays it out (bin/, etc/,
+    // contrib/, cni-plugins/, man/, completions/, install script), installed the bakery's way
     let url = "https://storage.googleapis.com/cri-o/artifacts/cri-o.amd64.v1.32.0.tar.gz";
     m.with_sums(
         url,
@@ -358,33 +359,53 @@ fn catalogue(m: &Mirror, rootfs: &Path) -> Vec<Case> {
             exe("cri-o/bin/crio", "crio"),
             exe("cri-o/bin/pinns", "pinns"),
             exe("cri-o/bin/crun", "crun"),
+            exe("cri-o/bin/runc", "runc"),
             exe("cri-o/bin/conmon", "conmon"),
             exe("cri-o/bin/crictl", "crictl"),
             text(
                 "cri-o/contrib/crio.service",
-                "[Unit]\nDescription=CRI-O\n[Service]\nExecStart=/usr/local/bin/crio $CRIO_CONFIG_OPTIONS\n[Install]\nWantedBy=multi-user.target\n",
+                "[Unit]\nDescription=Container Runtime Interface for OCI (CRI-O)\n[Service]\nEnvironmentFile=-/etc/sysconfig/crio\nExecStart=/usr/local/bin/crio \\\n          $CRIO_CONFIG_OPTIONS \\\n          $CRIO_METRICS_OPTIONS\nExecReload=/bin/kill -s HUP $MAINPID\n[Install]\nWantedBy=multi-user.target\n",
             ),
-            text("cri-o/etc/crio.conf", "[crio]\n"),
-            text("cri-o/etc/policy.json", "{}\n"),
+            text("cri-o/contrib/policy.json", "{\"default\": [{\"type\": \"insecureAcceptAnything\"}]}\n"),
+            text("cri-o/contrib/11-crio-ipv4-bridge.conflist", "{\"cniVersion\": \"1.0.0\"}\n"),
+            text("cri-o/etc/crio.conf", "# [crio]\n"),
+            text("cri-o/etc/10-crun.conf", "[crio.runtime]\ndefault_runtime = \"crun\"\n"),
+            text("cri-o/etc/crictl.yaml", "runtime-endpoint: unix:///var/run/crio/crio.sock\n"),
+            text("cri-o/etc/crio-umount.conf", "/var/lib/containers/storage/*\n"),
+            text("cri-o/man/crio.8", ".TH crio\n"),
+            text("cri-o/completions/bash/crio", "complete -F _crio crio\n"),
             exe("cri-o/cni-plugins/bridge", "bridge"),
+            exe("cri-o/cni-plugins/loopback", "loopback"),
             exe("cri-o/install", "install"),
+            text("cri-o/Makefile", "install:\n"),
+            text("cri-o/README.md", "# CRI-O static build bundle\n"),
         ]),
         &format!("{url}.sha256sum"),
     );
-    cases.push(case(
+    let mut c = case(
         "crio",
         "v1.32.0",
         &[
             "usr/bin/crio",
             "usr/bin/crun",
+            "usr/bin/runc",
             "usr/bin/conmon",
+            "usr/bin/crictl",
             "usr/lib/systemd/system/crio.service",
             "usr/lib/systemd/system/crio.service.d/10-crio.conf",
             "usr/lib/systemd/system/multi-user.target.d/10-crio.conf",
-            "usr/share/crio/etc/crio.conf",
+            "usr/share/crio/etc/crio/crio.conf",
+            "usr/share/crio/etc/crio/crio.conf.d/10-crun.conf",
+            "usr/share/crio/etc/crictl.yaml",
+            "usr/share/crio/etc/containers/policy.json",
+            "usr/share/oci-umount/oci-umount.d/crio-umount.conf",
             "usr/share/crio/cni/bin/bridge",
+            "usr/share/crio/cni/etc/net.d/11-crio-ipv4-bridge.conflist",
+            "usr/share/crio/README-flatcar",
         ],
-    ));
+    );
+    c.absent = vec!["usr/bin/install", "usr/share/crio/etc/crio.conf", "usr/man"];
+    cases.push(c);
 
     // cilium: tgz + .sha256sum
     let url =
@@ -405,7 +426,7 @@ fn catalogue(m: &Mirror, rootfs: &Path) -> Vec<Case> {
             exe("tailscale_1.76.6_amd64/tailscaled", "tailscaled"),
             text(
                 "tailscale_1.76.6_amd64/systemd/tailscaled.service",
-                "[Service]\nEnvironmentFile=/etc/default/tailscaled\nExecStart=/usr/sbin/tailscaled --port=${PORT} $FLAGS\n",
+                "[Unit]\nDescription=Tailscale node agent\n[Service]\nEnvironmentFile=/etc/default/tailscaled\nExecStart=/usr/sbin/tailscaled --state=/var/lib/tailscale/tailscaled.state --socket=/run/tailscale/tailscaled.sock --port=${PORT} $FLAGS\nExecStopPost=/usr/sbin/tailscaled --cleanup\n[Install]\nWantedBy=multi-user.target\n",
             ),
             text(
                 "tailscale_1.76.6_amd64/systemd/tailscaled.defaults",
@@ -518,6 +539,14 @@ fn catalogue(m: &Mirror, rootfs: &Path) -> Vec<Case> {
             text(
                 "falco-0.39.1-x86_64/etc/falco/falco.yaml",
                 "rules_files: []\n",
+            ),
+            text(
+                "falco-0.39.1-x86_64/etc/falco/falco_rules.yaml",
+                "- rule: x\n",
+            ),
+            text(
+                "falco-0.39.1-x86_64/etc/falco/config.d/.keep",
+                "",
             ),
             text(
                 "falco-0.39.1-x86_64/etc/falcoctl/falcoctl.yaml",

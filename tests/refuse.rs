@@ -159,7 +159,7 @@ fn bad_sysupdate_conf() {
         &[
             "--sysupdate-conf".into(),
             format!("wasmtime={}", conf.display()),
-            ext("wasmtime", "wasmtime-24.0.0-x86-64.raw"),
+            ext("wasmtime", "wasmtime-v24.0.0-x86-64.raw"),
         ],
     );
     assert!(
@@ -171,7 +171,7 @@ fn bad_sysupdate_conf() {
         &[
             "--sysupdate-conf".into(),
             format!("other={}", conf.display()),
-            ext("wasmtime", "wasmtime-24.0.0-x86-64.raw"),
+            ext("wasmtime", "wasmtime-v24.0.0-x86-64.raw"),
         ],
     );
     assert!(err.contains("no extension named other"), "{err}");
@@ -180,14 +180,14 @@ fn bad_sysupdate_conf() {
 #[test]
 fn bad_images() {
     let dir = tempfile::tempdir().expect("tmp");
-    let wasm = ext("wasmtime", "wasmtime-24.0.0-x86-64.raw");
+    let wasm = ext("wasmtime", "wasmtime-v24.0.0-x86-64.raw");
     // not a disk image at all
     let err = refused(
-        &sysext("wasmtime-24.0.0-x86-64.raw"),
+        &sysext("wasmtime-v24.0.0-x86-64.raw"),
         std::slice::from_ref(&wasm),
     );
     assert!(
-        err.contains("wasmtime-24.0.0-x86-64.raw: not a disk image"),
+        err.contains("wasmtime-v24.0.0-x86-64.raw: not a disk image"),
         "{err}"
     );
     // missing
@@ -246,7 +246,7 @@ fn output_must_not_be_the_input() {
         img.to_str().expect("p"),
         "-o",
         img.to_str().expect("p"),
-        &ext("wasmtime", "wasmtime-24.0.0-x86-64.raw"),
+        &ext("wasmtime", "wasmtime-v24.0.0-x86-64.raw"),
     ]);
     assert!(!o.status.success());
     assert!(

@@ -49,7 +49,7 @@ fn symlinks_out_of_the_image_are_never_followed() {
                 out.to_str().expect("p"),
                 &format!(
                     "wasmtime:{}",
-                    sysext("wasmtime-24.0.0-x86-64.raw").display()
+                    sysext("wasmtime-v24.0.0-x86-64.raw").display()
                 ),
             ]);
             let err = stderr(&o);

@@ -275,7 +275,7 @@ fn erofs_is_reproducible_and_checked() {
 #[test]
 fn check_reports_every_problem() {
     let good = ok(
-        &["sysext", "check", s(&sysext("wasmtime-24.0.0-x86-64.raw"))],
+        &["sysext", "check", s(&sysext("wasmtime-v24.0.0-x86-64.raw"))],
         &[],
     );
     for want in [
@@ -580,7 +580,7 @@ fn recipes_build_from_the_mirror() {
     let (m, server) = mirror();
     let d = tempfile::tempdir().expect("tmp");
 
-    let w = d.path().join("wasmtime-24.0.0-x86-64.raw");
+    let w = d.path().join("wasmtime-v24.0.0-x86-64.raw");
     let l = created(&server, &w, &["wasmtime", "24.0.0"]);
     assert!(
         l.contains("-rwxr-xr-x 0/0") && l.contains("squashfs-root/usr/bin/wasmtime"),

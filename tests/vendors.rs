@@ -116,7 +116,7 @@ fn vendors(vendor: &str, extra: &[&str]) -> (Run, std::process::Output) {
     };
     let wasm = format!(
         "wasmtime:{}",
-        sysext("wasmtime-24.0.0-x86-64.raw").display()
+        sysext("wasmtime-v24.0.0-x86-64.raw").display()
     );
     let mut args = vec![
         "--image",
@@ -255,8 +255,8 @@ fn vm_layout_raw_vendor() {
     assert_eq!(disk_guid(&img), disk_guid(&input));
     // the baked sysext is there, the OEM holds the vendor's content
     assert_eq!(
-        root_file(&img, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
-        std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("read")
+        root_file(&img, "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw"),
+        std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("read")
     );
     assert_oem(&img, "hetzner", "hetzner");
     // sparse: a few MiB allocated for a 6 GiB disk
@@ -449,8 +449,8 @@ fn judge_disk_of(
     assert_eq!(part(&raw, ROOT).1, root_sectors * 512, "{}", img.display());
     assert_oem_of(&raw, oem.0, oem.1, rel);
     assert_eq!(
-        root_file(&raw, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
-        std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("read")
+        root_file(&raw, "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw"),
+        std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("read")
     );
     std::fs::remove_file(&raw).expect("rm");
 }
@@ -856,7 +856,7 @@ fn vendor_images_as_nobody() {
         .args(["--vendor", "qemu_uefi,gce"])
         .arg(format!(
             "wasmtime:{}",
-            sysext("wasmtime-24.0.0-x86-64.raw").display()
+            sysext("wasmtime-v24.0.0-x86-64.raw").display()
         ))
         .env("HOME", dir.path())
         .env("TMPDIR", dir.path())
@@ -893,7 +893,7 @@ fn vendor_images_as_nobody() {
         .expect("oem sysext");
     assert_eq!((m.uid(), m.gid()), (0, 0));
     assert_eq!(
-        root_owner_mode(&raw, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
+        root_owner_mode(&raw, "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw"),
         ("0644".to_owned(), 0, 0)
     );
     assert!(dir.path().join("flatcar_production_gce.tar.gz").is_file());

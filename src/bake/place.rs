@@ -184,7 +184,7 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
     for arg in input.extensions {
         let Some((name, file)) = arg.split_once(':') else {
             problems.push(format!(
-                "'{arg}': expected NAME:FILE (e.g. wasmtime:wasmtime-24.0.0-x86-64.raw)"
+                "'{arg}': expected NAME:FILE (e.g. wasmtime:wasmtime-v24.0.0-x86-64.raw)"
             ));
             continue;
         };

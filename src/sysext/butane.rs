@@ -8,7 +8,7 @@ use super::sysupdate::bakery_conf;
 #[derive(Clone, Debug)]
 pub struct Snippet<'a> {
     pub name: &'a str,
-    /// The image's file name, e.g. `wasmtime-24.0.0-x86-64.raw`.
+    /// The image's file name, e.g. `wasmtime-v24.0.0-x86-64.raw`.
     pub file: &'a str,
     /// Where Ignition downloads it from; `None`: `contents.local` (butane `--files-dir`).
     pub url: Option<&'a str>,
@@ -90,18 +90,18 @@ mod tests {
     fn renders_url_and_sysupdate() {
         let s = Snippet {
             name: "wasmtime",
-            file: "wasmtime-24.0.0-x86-64.raw",
-            url: Some("https://example.org/wasmtime-24.0.0-x86-64.raw"),
+            file: "wasmtime-v24.0.0-x86-64.raw",
+            url: Some("https://example.org/wasmtime-v24.0.0-x86-64.raw"),
             sha256: "ab",
             sysupdate: Some("https://extensions.flatcar.org"),
         };
         let y = render(&s);
         assert!(
-            y.contains("    - path: /opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw\n"),
+            y.contains("    - path: /opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw\n"),
             "{y}"
         );
         assert!(y.contains("          hash: sha256-ab\n"), "{y}");
-        assert!(y.contains("    - path: /etc/extensions/wasmtime.raw\n      target: /opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw\n"));
+        assert!(y.contains("    - path: /etc/extensions/wasmtime.raw\n      target: /opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw\n"));
         assert!(
             y.contains("          MatchPattern=wasmtime-@v-%a.raw\n"),
             "{y}"

@@ -320,7 +320,7 @@ mod tests {
     fn infers_names() {
         let rn = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            infer_name("wasmtime-24.0.0-x86-64.raw", &rn(&["wasmtime"])),
+            infer_name("wasmtime-v24.0.0-x86-64.raw", &rn(&["wasmtime"])),
             "wasmtime"
         );
         assert_eq!(

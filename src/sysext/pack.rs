@@ -4,10 +4,13 @@
 //!
 //! Fidelity: extended attributes (`security.capability` of a `setcap` binary) are kept.
 //! backhand cannot write squashfs xattrs, so a tree that has any is written by
-//! `mksquashfs` instead (refused with the fix named when it is missing). backhand writes
-//! a duplicate file's data and then seeks back over it, which leaves stale bytes past
-//! the filesystem when nothing overwrites them: the file is cut at `bytes_used` and padded
-//! to 4 KiB, as mksquashfs does. Every timestamp is the epoch (`SOURCE_DATE_EPOCH`,
+//! `mksquashfs` instead (refused with the fix named when it is missing). flatbake's
+//! backhand (vendor/backhand, see its FLATBAKE.md) deduplicates small files stored in
+//! fragments as well as whole-block files, by length and SHA-256, and compresses blocks
+//! on every CPU, so the image matches mksquashfs's in size and time. backhand writes a
+//! duplicate file's data and then seeks back over it, which leaves stale bytes past the
+//! filesystem when nothing overwrites them: the file is cut at `bytes_used` and padded to
+//! 4 KiB, as mksquashfs does. Every timestamp is the epoch (`SOURCE_DATE_EPOCH`,
 //! default 0, as the bakery's `--epoch 0`), so the same tree gives the same bytes.
 
 use super::image::{Format, RELEASE_DIR};
@@ -538,8 +541,20 @@ fn write_squashfs(
     out: &Path,
     opts: &PackOptions,
 ) -> Result<(), PackError> {
+    write_squashfs_threads(tree, out, opts, 0)
+}
+
+/// [`write_squashfs`] compressing on `threads` threads (0: every CPU); the bytes are the
+/// same whatever the number.
+fn write_squashfs_threads(
+    tree: &BTreeMap<String, Entry>,
+    out: &Path,
+    opts: &PackOptions,
+    threads: usize,
+) -> Result<(), PackError> {
     let sq = |e: backhand::BackhandError| PackError::Squashfs(e.to_string());
     let mut fs = FilesystemWriter::default();
+    fs.set_compression_threads(threads);
     fs.set_block_size(opts.block_size);
     fs.set_time(opts.epoch.unwrap_or_else(now));
     fs.set_only_root_id();
@@ -905,6 +920,51 @@ mod tests {
         assert!(f
             .files()
             .all(|n| n.header.uid == 0 && n.header.gid == 0 && n.header.mtime == 0));
+    }
+
+    #[test]
+    fn same_bytes_on_any_number_of_threads_and_small_duplicates_share_data() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("root");
+        std::fs::create_dir_all(src.join("usr/share/doc")).unwrap();
+        let mut x = 7u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (x >> 33) as u8
+                })
+                .collect()
+        };
+        let small = noise(20_000);
+        for i in 0..40 {
+            std::fs::write(src.join(format!("usr/share/doc/copy{i}")), &small).unwrap();
+        }
+        std::fs::write(src.join("usr/share/doc/big"), noise(3 << 20)).unwrap();
+        let (tree, _) = collect(&src, &opts()).unwrap();
+        let image = |threads: usize| {
+            let out = d.path().join(format!("t{threads}.raw"));
+            std::fs::File::create(&out).unwrap();
+            write_squashfs_threads(&tree, &out, &opts(), threads).unwrap();
+            std::fs::read(&out).unwrap()
+        };
+        let one = image(1);
+        assert!(one == image(3), "3 threads wrote other bytes than 1");
+        // 40 copies of 20 kB of noise: stored once
+        assert!(one.len() < (3 << 20) + 60_000, "{} bytes", one.len());
+        let f = backhand::FilesystemReader::from_reader(Cursor::new(one)).unwrap();
+        let mut copies = 0;
+        for n in f.files() {
+            if let backhand::InnerNode::File(file) = &n.inner {
+                if n.fullpath.to_string_lossy().contains("copy") {
+                    let mut got = Vec::new();
+                    std::io::Read::read_to_end(&mut f.file(file).reader(), &mut got).unwrap();
+                    assert!(got == small, "{}", n.fullpath.display());
+                    copies += 1;
+                }
+            }
+        }
+        assert_eq!(copies, 40);
     }
 
     #[test]
