@@ -41,7 +41,11 @@ fn candidate(args: &BakeArgs) -> Result<Option<String>, String> {
         return Ok(None);
     }
     let [vendor] = args.vendor.as_slice() else {
-        if args.vendor.iter().any(|v| published::VENDORS.contains(&v.as_str())) {
+        if args
+            .vendor
+            .iter()
+            .any(|v| published::VENDORS.contains(&v.as_str()))
+        {
             return Err("more than one vendor image shares one baked base".into());
         }
         return Ok(None);
@@ -55,7 +59,11 @@ fn candidate(args: &BakeArgs) -> Result<Option<String>, String> {
     let reg = Registry::load(args.vendors_dir.as_deref()).map_err(|e| e.to_string())?;
     match reg.get(vendor) {
         Some(v) if v.virtual_size.is_none() && v.bundle.is_none() && v.oem_id.is_some() => {}
-        _ => return Err(format!("vendor {vendor}'s definition changes the published disk")),
+        _ => {
+            return Err(format!(
+                "vendor {vendor}'s definition changes the published disk"
+            ))
+        }
     }
     Ok(Some(vendor.clone()))
 }

@@ -90,11 +90,15 @@ impl Qcow2Map {
         }
         let cluster_bits = be32(&h, 20);
         if !(9..=21).contains(&cluster_bits) {
-            return Err(err(format!("qcow2 cluster_bits {cluster_bits} out of range")));
+            return Err(err(format!(
+                "qcow2 cluster_bits {cluster_bits} out of range"
+            )));
         }
         let virtual_size = be64(&h, 24);
         if virtual_size == 0 || virtual_size > MAX_VIRTUAL || virtual_size % 512 != 0 {
-            return Err(err(format!("qcow2 virtual size {virtual_size} out of range")));
+            return Err(err(format!(
+                "qcow2 virtual size {virtual_size} out of range"
+            )));
         }
         if be32(&h, 32) != 0 {
             return Err(err("is an encrypted qcow2 image".into()));
@@ -120,8 +124,7 @@ impl Qcow2Map {
                 "qcow2 L1 table has {l1_size} entries, {needed} expected"
             )));
         }
-        if l1_off % cluster != 0 || l1_off.checked_add(l1_size * 8).is_none_or(|e| e > file_len)
-        {
+        if l1_off % cluster != 0 || l1_off.checked_add(l1_size * 8).is_none_or(|e| e > file_len) {
             return Err(err(format!(
                 "qcow2 L1 table at {l1_off:#x} lies outside the file ({file_len} bytes; truncated?)"
             )));
@@ -180,8 +183,7 @@ impl Qcow2Map {
                         // a zero cluster (v3), or "all zeros" with a preallocation
                         continue;
                     }
-                    if off % cluster != 0 || off.checked_add(cluster).is_none_or(|e| e > file_len)
-                    {
+                    if off % cluster != 0 || off.checked_add(cluster).is_none_or(|e| e > file_len) {
                         return Err(err(format!(
                             "qcow2 data cluster at {off:#x} lies outside the file ({file_len} bytes; truncated?)"
                         )));

@@ -345,16 +345,14 @@ fn write_source(
     let out = Output { file, path: output };
     let result = match format {
         DiskFormat::Raw => raw::write(src, &out, virtual_size),
-        DiskFormat::Qcow2 { compressed } => {
-            qcow2::write(
-                src,
-                &out,
-                virtual_size,
-                *compressed,
-                opts.worker_threads(),
-                reuse,
-            )
-        }
+        DiskFormat::Qcow2 { compressed } => qcow2::write(
+            src,
+            &out,
+            virtual_size,
+            *compressed,
+            opts.worker_threads(),
+            reuse,
+        ),
         DiskFormat::VhdFixed => vhd::write_fixed(src, &out, virtual_size),
         DiskFormat::VhdDynamic => vhd::write_dynamic(src, &out, virtual_size),
         DiskFormat::Vhdx => vhdx::write(src, &out, virtual_size),

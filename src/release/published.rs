@@ -168,12 +168,11 @@ pub fn fetch(opts: &FetchOptions, vendor: &str) -> Result<Availability, Error> {
             let (path, ok) = match got {
                 Ok(x) => x,
                 Err(Error::Download(DownloadError::NotFound { url, .. })) => {
-                    let what = if url.ends_with(".sig") {
-                        "no signature"
-                    } else {
-                        "not published"
+                    let why = match url.strip_suffix(".sig") {
+                        Some(img) => format!("{img}: no signature (not published, or unsigned)"),
+                        None => format!("{url}: not published"),
                     };
-                    return Ok(Availability::NotPublished(format!("{url}: {what}")));
+                    return Ok(Availability::NotPublished(why));
                 }
                 Err(e) => return Err(e),
             };
