@@ -471,7 +471,6 @@ fn emit_one(
                     st.source_clusters,
                     p.qcow2.display()
                 );
-                *REUSED.lock().unwrap_or_else(|e| e.into_inner()) = Some(st);
             }
             _ => {
                 format::write(&fmt, &img, &disk, &opts).map_err(fmt_err)?;
@@ -589,10 +588,6 @@ fn emit_one(
     let _ = std::fs::remove_dir_all(&vwork);
     Ok(outs)
 }
-
-/// What the last fast-path disk write kept of its source (for the summary).
-pub static REUSED: std::sync::Mutex<Option<format::reuse::ReuseStats>> =
-    std::sync::Mutex::new(None);
 
 fn write_gen(path: &Path, f: &conf::GenFile) -> Result<(), VendorError> {
     use std::os::unix::fs::PermissionsExt;
