@@ -406,6 +406,17 @@ fn fallback_when_not_published_or_unsigned() {
         stdout(&o)
     );
     qemu_check(&out.join(IMG));
+    // the answer is remembered: a re-run of the exact version downloads nothing
+    st.server.clear_log();
+    let o = st.bake(&st.path("cache"), &st.path("out-again"), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again: Vec<_> = st
+        .server
+        .log()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/amd64-usr/"))
+        .collect();
+    assert!(again.is_empty(), "{again:?}");
 
     // published without its signature
     let st = Setup::new(true);

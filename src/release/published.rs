@@ -157,7 +157,22 @@ pub fn fetch(opts: &FetchOptions, vendor: &str) -> Result<Availability, Error> {
         }
     };
     let mut inflated = None;
+    // "not published" is remembered per release (published files never change), so a
+    // re-run of an exact version stays offline
+    let none = super::download::with_suffix(&qcow2, ".none");
     if !fresh(&qcow2, &raw) {
+        if none.is_file() {
+            return Ok(Availability::NotPublished(format!(
+                "the release does not publish it (remembered in {})",
+                none.display()
+            )));
+        }
+        // a generic image already fetched and checked is cheaper than a download
+        if cache::valid_marker(&dir.join(super::IMAGE), false).is_some() {
+            return Ok(Availability::NotPublished(
+                "the generic image is already in the cache".into(),
+            ));
+        }
         let _lock = cache::lock(&raw).map_err(io_err(&raw))?;
         if !fresh(&qcow2, &raw) {
             cache::remove_with_marker(&raw);
@@ -172,8 +187,11 @@ pub fn fetch(opts: &FetchOptions, vendor: &str) -> Result<Availability, Error> {
                         Some(img) => format!("{img}: no signature (not published, or unsigned)"),
                         None => format!("{url}: not published"),
                     };
+                    let _ = fs::write(&none, why.as_bytes());
                     return Ok(Availability::NotPublished(why));
                 }
+                // not reachable now: the generic image may be (or be cached)
+                Err(Error::Download(e)) => return Ok(Availability::NotPublished(e.to_string())),
                 Err(e) => return Err(e),
             };
             if !ok {
