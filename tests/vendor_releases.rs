@@ -57,7 +57,7 @@ fn run_on(image: &Path, vendors: &str, rel: &Path, env: &[(&str, &str)]) -> Run 
     std::fs::create_dir(&out).expect("mkdir");
     let wasm = format!(
         "wasmtime:{}",
-        sysext("wasmtime-24.0.0-x86-64.raw").display()
+        sysext("wasmtime-v24.0.0-x86-64.raw").display()
     );
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flatbake"));
     cmd.arg("--image")
@@ -127,8 +127,8 @@ fn judge_vmdk(vmdk: &Path, virtual_size: u64, root_sectors: u64, keep: &Path) ->
     e2fsck_root(&raw);
     assert_eq!(part(&raw, 9).1, root_sectors * 512);
     assert_eq!(
-        root_file(&raw, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
-        std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("read")
+        root_file(&raw, "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw"),
+        std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("read")
     );
     raw
 }

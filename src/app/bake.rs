@@ -1,7 +1,7 @@
 //! `bake` (the default command): local or fetched input, sysexts local or from the
 //! bakery, one output image or vendor images.
 
-use super::{fetch, local, report};
+use super::{fastpath, fetch, local, report};
 use crate::bake::{self, BakeRequest};
 use crate::cli::BakeArgs;
 use crate::input::parent_dir;
@@ -143,6 +143,7 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
             return Err(platform::VendorError::Preflight(ps).into());
         }
     }
+    let mut published = None;
     let image = match (&args.image, &opts) {
         (Some(i), _) => {
             let cache = args
@@ -159,7 +160,14 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
             raw
         }
         (None, Some(o)) => {
-            let r = fetch::release(o)?;
+            let r = match fastpath::fetch(&args, o)? {
+                Some((r, p)) => {
+                    published = Some(p);
+                    r
+                }
+                None => fetch::release(o)?,
+            };
+            fastpath::set_source(fastpath::describe(published.as_ref()));
             if !args.vendor.is_empty() {
                 fetch::vendor_files(o, &r, &args.vendor, args.vendors_dir.as_deref())?;
             }
@@ -186,7 +194,7 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     if !args.vendor.is_empty() {
-        return run_vendors(args, image, compress);
+        return run_vendors(args, image, compress, published);
     }
     let output = args
         .output
@@ -341,6 +349,7 @@ fn run_vendors(
     mut args: BakeArgs,
     image: PathBuf,
     compress: Vec<platform::compress::Compression>,
+    published: Option<crate::release::published::Published>,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let reg = Registry::load(args.vendors_dir.as_deref())?;
     let generic = args.vendor.iter().any(|v| v == GENERIC);
@@ -353,7 +362,7 @@ fn run_vendors(
         Some(a) => Some(a),
         None => crate::disk::detect_arch(&image).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
-    let plan = platform::plan(&VendorInput {
+    let mut plan = platform::plan(&VendorInput {
         names: &args.vendor,
         registry: &reg,
         release_dir: &release_dir,
@@ -363,6 +372,11 @@ fn run_vendors(
         backend: args.backend,
         compress: &compress,
     })?;
+    plan.published = published.map(|p| platform::PublishedDisk {
+        vendor: p.vendor,
+        qcow2: p.qcow2,
+        raw: p.raw,
+    });
     let out_dir = args.output_dir.clone();
     if !out_dir.is_dir() {
         anyhow::bail!("{}: output directory does not exist", out_dir.display());
@@ -410,6 +424,9 @@ fn run_vendors(
         return Ok(Vec::new());
     }
     report::print_report(&report);
+    if let Some(s) = fastpath::source() {
+        outln!("source: {s}");
+    }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -123,7 +123,28 @@ pub fn run(
     exts: &[String],
 ) -> anyhow::Result<()> {
     let o = options(a)?;
-    let r = release(&o)?;
+    // what a bake of exactly these vendors starts from: a vendor image Flatcar
+    // publishes as it is (the fast path), else the generic image
+    let reg = Registry::load(vendors_dir)?;
+    let canonical: Vec<String> = vendors
+        .iter()
+        .map(|v| crate::spec::canonical_vendor(v.trim(), &reg))
+        .collect();
+    let fast = match canonical.as_slice() {
+        [v] if crate::release::published::VENDORS.contains(&v.as_str())
+            && std::env::var("FLATBAKE_FAST_PATH").map_or(true, |x| x != "0") =>
+        {
+            super::fastpath::fetch_vendor(&o, v)?
+        }
+        _ => None,
+    };
+    let r = match fast {
+        Some((r, p)) => {
+            outln!("{}", p.qcow2.display());
+            r
+        }
+        None => release(&o)?,
+    };
     vendor_files(&o, &r, vendors, vendors_dir)?;
     outln!("{}", r.image.display());
     outln!("{}", r.version_txt_path.display());

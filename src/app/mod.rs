@@ -5,6 +5,7 @@
 mod bake;
 mod build;
 mod docs;
+mod fastpath;
 mod fetch;
 mod local;
 mod report;

@@ -32,6 +32,9 @@ pub fn summarize(outputs: &[PathBuf], json: Option<&Path>) -> anyhow::Result<()>
     if let Some(path) = json {
         doc["schema_version"] = SCHEMA_VERSION.into();
         doc["command"] = "bake".into();
+        if let Some(s) = super::fastpath::source() {
+            doc["source"] = s.into();
+        }
         write_json(path, &doc)?;
     }
     Ok(())

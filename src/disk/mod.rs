@@ -4,6 +4,7 @@
 pub mod gpt;
 pub mod grow;
 pub mod layout;
+pub mod qcow2map;
 pub mod region;
 pub mod source;
 pub mod sparse;

@@ -30,6 +30,7 @@
 pub mod pipeline;
 pub mod qcow2;
 pub mod raw;
+pub mod reuse;
 pub mod source;
 pub mod vhd;
 pub mod vhdx;
@@ -269,7 +270,25 @@ pub fn write(
     opts: &WriteOptions,
 ) -> Result<WriteStats, FormatError> {
     let src = source::Source::open(input)?;
-    write_source(format, &src, output, opts)
+    write_source(format, &src, output, opts, None)
+}
+
+/// A compressed qcow2 of `input` that keeps `reuse`'s source clusters where the guest
+/// bytes did not change ([`reuse`]); same contract as [`write`].
+pub fn write_qcow2_reusing(
+    input: &Path,
+    output: &Path,
+    opts: &WriteOptions,
+    reuse: &reuse::Reuse,
+) -> Result<WriteStats, FormatError> {
+    let src = source::Source::open(input)?;
+    write_source(
+        &DiskFormat::Qcow2 { compressed: true },
+        &src,
+        output,
+        opts,
+        Some(reuse),
+    )
 }
 
 /// Like [`write`], from an already opened input; `input_name` names it in errors.
@@ -282,7 +301,7 @@ pub fn write_file(
 ) -> Result<WriteStats, FormatError> {
     let file = input.try_clone().map_err(FormatError::read(input_name))?;
     let src = source::Source::from_file(file, input_name)?;
-    write_source(format, &src, output, opts)
+    write_source(format, &src, output, opts, None)
 }
 
 fn write_source(
@@ -290,6 +309,7 @@ fn write_source(
     src: &source::Source,
     output: &Path,
     opts: &WriteOptions,
+    reuse: Option<&reuse::Reuse>,
 ) -> Result<WriteStats, FormatError> {
     let input = src.path();
     let virtual_size = match opts.virtual_size {
@@ -325,9 +345,14 @@ fn write_source(
     let out = Output { file, path: output };
     let result = match format {
         DiskFormat::Raw => raw::write(src, &out, virtual_size),
-        DiskFormat::Qcow2 { compressed } => {
-            qcow2::write(src, &out, virtual_size, *compressed, opts.worker_threads())
-        }
+        DiskFormat::Qcow2 { compressed } => qcow2::write(
+            src,
+            &out,
+            virtual_size,
+            *compressed,
+            opts.worker_threads(),
+            reuse,
+        ),
         DiskFormat::VhdFixed => vhd::write_fixed(src, &out, virtual_size),
         DiskFormat::VhdDynamic => vhd::write_dynamic(src, &out, virtual_size),
         DiskFormat::Vhdx => vhdx::write(src, &out, virtual_size),

@@ -108,10 +108,24 @@ struct Done {
     packed: Vec<u8>,
 }
 
-fn compress_job(job: Job, compress: bool, path: &std::path::Path) -> Result<Done, FormatError> {
+fn compress_job(
+    job: Job,
+    compress: bool,
+    path: &std::path::Path,
+    reuse: Option<&super::reuse::Reuse>,
+) -> Result<Done, FormatError> {
     let n = job.indices.len();
     let mut compressed = vec![None; n];
     let mut packed = Vec::new();
+    if let (true, Some(r)) = (compress, reuse) {
+        // clusters equal to the source image's: its compressed bytes, verbatim
+        for (i, slot) in compressed.iter_mut().enumerate() {
+            let input = &job.data[i * CLUSTER as usize..(i + 1) * CLUSTER as usize];
+            if let Some(len) = r.verbatim(job.indices[i], input, &mut packed)? {
+                *slot = Some((packed.len() - len, len));
+            }
+        }
+    }
     if compress {
         // qemu: deflateInit2(Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, ...) on C zlib.
         // Same stream format here, but at level 9: zlib-rs's levels 3-6 use zlib-ng's
@@ -123,6 +137,9 @@ fn compress_job(job: Job, compress: bool, path: &std::path::Path) -> Result<Done
         packed.reserve(n * CLUSTER as usize);
         let mut out = Vec::with_capacity(CLUSTER as usize);
         for (i, slot) in compressed.iter_mut().enumerate() {
+            if slot.is_some() {
+                continue;
+            }
             let input = &job.data[i * CLUSTER as usize..(i + 1) * CLUSTER as usize];
             if pipeline::deflate_whole(&mut c, input, &mut out, path)?
                 && (out.len() as u64) < CLUSTER
@@ -215,6 +232,7 @@ pub(crate) fn write(
     virtual_size: u64,
     compress: bool,
     threads: usize,
+    reuse: Option<&super::reuse::Reuse>,
 ) -> Result<u64, FormatError> {
     let l1_size = virtual_size.div_ceil(CLUSTER * L2_ENTRIES).max(1);
     let l1_size_u32 = u32::try_from(l1_size).map_err(|_| FormatError::Size {
@@ -258,7 +276,7 @@ pub(crate) fn write(
         threads,
         threads * 4,
         || clusters.next_job(JOB_CLUSTERS),
-        |job| compress_job(job, compress, path),
+        |job| compress_job(job, compress, path, reuse),
         |done| {
             for (k, &idx) in done.indices.iter().enumerate() {
                 let table = idx / L2_ENTRIES;
@@ -396,7 +414,7 @@ mod tests {
             ]
             .concat(),
         };
-        let done = compress_job(job, true, std::path::Path::new("t")).unwrap();
+        let done = compress_job(job, true, std::path::Path::new("t"), None).unwrap();
         let (s, l) = done.compressed[0].unwrap();
         let mut d = flate2::Decompress::new_with_window_bits(false, 12);
         let mut outb = Vec::with_capacity(65536);

@@ -94,6 +94,18 @@ pub struct VendorPlan {
     pub kernel_args: Vec<String>,
     pub backend: crate::fs::Backend,
     pub compress: Vec<compress::Compression>,
+    /// The fast path: the base was baked from this vendor's published image, which
+    /// already has the vendor's layout and OEM content; its disk is written from the
+    /// base keeping the published qcow2's untouched clusters ([`format::reuse`]).
+    pub published: Option<PublishedDisk>,
+}
+
+/// A vendor's published qcow2 and its inflated guest disk (the fast path's source).
+#[derive(Clone, Debug)]
+pub struct PublishedDisk {
+    pub vendor: String,
+    pub qcow2: PathBuf,
+    pub raw: PathBuf,
 }
 
 /// Read `FLATCAR_VERSION` from a `version.txt`.
@@ -255,6 +267,7 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
         kernel_args: input.kernel_args.to_vec(),
         backend: input.backend,
         compress: input.compress.to_vec(),
+        published: None,
     })
 }
 
@@ -478,7 +491,15 @@ fn emit_one(
 ) -> Result<Vec<Output>, VendorError> {
     let vwork = work.join(&v.name);
     std::fs::create_dir_all(&vwork).map_err(io(&vwork))?;
-    let (img, grown) = prepare_disk(plan, v, base, &vwork)?;
+    let published = plan.published.as_ref().filter(|p| p.vendor == v.name);
+    let (img, grown) = match published {
+        // the base is the vendor's own disk already: layout and OEM content as published
+        Some(_) => {
+            let len = std::fs::metadata(base).map_err(io(base))?.len();
+            (base.to_path_buf(), len)
+        }
+        None => prepare_disk(plan, v, base, &vwork)?,
+    };
     let fmt_err = |source| VendorError::Format {
         vendor: v.name.clone(),
         source,
@@ -506,7 +527,23 @@ fn emit_one(
             threads,
             final_name: Some(disk_name.clone()),
         };
-        format::write(&fmt, &img, &disk, &opts).map_err(fmt_err)?;
+        match published {
+            Some(p) if fmt == (DiskFormat::Qcow2 { compressed: true }) => {
+                let reuse = format::reuse::Reuse::open(&p.qcow2, &p.raw).map_err(fmt_err)?;
+                format::write_qcow2_reusing(&img, &disk, &opts, &reuse).map_err(fmt_err)?;
+                let st = reuse.stats();
+                note!(
+                    "{}: {} of {} compressed clusters copied verbatim from {}",
+                    disk_name,
+                    st.reused,
+                    st.source_clusters,
+                    p.qcow2.display()
+                );
+            }
+            _ => {
+                format::write(&fmt, &img, &disk, &opts).map_err(fmt_err)?;
+            }
+        }
     }
     let facts_size = std::fs::metadata(&disk).map(|m| m.len()).unwrap_or(0);
     let capacity = v.virtual_size.unwrap_or(grown).max(grown);

@@ -57,6 +57,7 @@ pub mod decompress;
 pub mod download;
 pub mod identity;
 pub mod progress;
+pub mod published;
 pub mod verify;
 
 use std::fs;
