@@ -8,6 +8,7 @@ mod release;
 pub use release::*;
 pub mod compat;
 pub mod http;
+pub mod refusal;
 
 use sha2::{Digest, Sha256};
 use std::fs::File;
