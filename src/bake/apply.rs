@@ -13,13 +13,26 @@ use std::path::Path;
 /// The edited image, not yet in place: removed when dropped or on a signal.
 pub struct Applied {
     pub file: tempfile::NamedTempFile,
+    /// The input's permission bits, given to the output as it is renamed into place.
+    mode: u32,
     _registered: crate::cleanup::Registered,
 }
 
 impl Applied {
     /// Rename the image to `output` (it is no longer removed on a signal after that).
     pub fn persist(self, output: &Path) -> Result<(), BakeError> {
-        let Applied { file, _registered } = self;
+        use std::os::unix::fs::PermissionsExt;
+        let Applied {
+            file,
+            mode,
+            _registered,
+        } = self;
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|source| BakeError::Io {
+                path: output.to_owned(),
+                source,
+            })?;
         file.persist(output).map_err(|e| BakeError::Io {
             path: output.to_owned(),
             source: e.error,
@@ -47,8 +60,11 @@ pub fn apply(
     let (tmp, registered) = crate::cleanup::temp_file(out_dir, "", ".partial")
         .map_err(io(out_dir))?
         .split();
+    // the owner must be able to write the copy while editing it (debugfs -w, btrfs
+    // tools open it by name): an input without write permission (a 0444 release
+    // image) gets its own mode back only when renamed into place
     tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(facts.mode))
+        .set_permissions(std::fs::Permissions::from_mode(facts.mode | 0o600))
         .map_err(io(&req.output))?;
     let phase = crate::out::Phase::start(format!("copying {} (sparse)", facts.path.display()));
     sparse::clone_file(&facts.file, tmp.as_file()).map_err(io(&req.output))?;
@@ -92,6 +108,7 @@ pub fn apply(
     phase.done();
     Ok(Applied {
         file: tmp,
+        mode: facts.mode,
         _registered: registered,
     })
 }
