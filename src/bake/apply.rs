@@ -69,6 +69,17 @@ pub fn apply(
     let phase = crate::out::Phase::start(format!("copying {} (sparse)", facts.path.display()));
     sparse::clone_file(&facts.file, tmp.as_file()).map_err(io(&req.output))?;
     phase.done();
+    if facts.layout.gpt.backup_problem.is_some() {
+        // the primary is sound (only then is an image read): the output's backup is
+        // rebuilt from it, as sgdisk or parted would, so the output is a sound disk
+        let disk = tmp.as_file().metadata().map_err(io(&req.output))?.len() / 512;
+        crate::disk::grow::write_gpt(tmp.path(), tmp.as_file(), &facts.layout.gpt, disk).map_err(
+            |e| BakeError::Io {
+                path: req.output.clone(),
+                source: std::io::Error::other(format!("rebuilding the backup GPT: {e}")),
+            },
+        )?;
+    }
     crate::cleanup::pause_point("copied");
     let backend = req.backend.resolve();
     if plan.replay_journal {
