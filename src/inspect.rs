@@ -3,7 +3,7 @@
 //! extensions (file, symlink, extension-release, sysupdate config), the OEM partition
 //! (id, files, grub.cfg, Ignition config) — as text or as stable JSON for pipelines.
 //!
-//! Readers: GPT our own, ext4 with ext4-view, FAT with fatfs, squashfs with backhand
+//! Readers: GPT our own, ext4 with ext4-view, FAT with fs::fat, squashfs with backhand
 //! (EROFS with ours), btrfs with `btrfs restore` on an extracted sparse copy (there is
 //! no rootless in-process btrfs reader).
 
@@ -229,27 +229,15 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
             len: layout.esp.size(),
             pos: 0,
         };
-        if let Ok(fs) = fatfs::FileSystem::new(region, fatfs::FsOptions::new()) {
-            let root = fs.root_dir();
-            if let Ok(dir) = root.open_dir("EFI/boot") {
-                for e in dir.iter().flatten() {
-                    match e.file_name().to_ascii_lowercase().as_str() {
-                        "bootx64.efi" => report.arch = Some("x86-64".into()),
-                        "bootaa64.efi" => report.arch = Some("arm64".into()),
-                        _ => {}
-                    }
-                }
-            }
-            report.first_boot = Some(
-                root.open_dir("flatcar")
-                    .map(|d| {
-                        d.iter()
-                            .flatten()
-                            .any(|e| e.file_name().eq_ignore_ascii_case("first_boot"))
-                    })
-                    .unwrap_or(false),
-            );
-        }
+        // the same bounded reader as the bake (a looping cluster chain ends)
+        report.arch = crate::fs::fat::arch_of(region).map(|a| a.as_str().to_owned());
+        let region = SourceRegion {
+            src: src.as_mut(),
+            offset: layout.esp.offset(),
+            len: layout.esp.size(),
+            pos: 0,
+        };
+        report.first_boot = crate::fs::fat::first_boot_in(region);
     }
 
     // Flatcar version: USR-A's os-release, else version.txt beside the image

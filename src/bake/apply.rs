@@ -13,13 +13,26 @@ use std::path::Path;
 /// The edited image, not yet in place: removed when dropped or on a signal.
 pub struct Applied {
     pub file: tempfile::NamedTempFile,
+    /// The input's permission bits, given to the output as it is renamed into place.
+    mode: u32,
     _registered: crate::cleanup::Registered,
 }
 
 impl Applied {
     /// Rename the image to `output` (it is no longer removed on a signal after that).
     pub fn persist(self, output: &Path) -> Result<(), BakeError> {
-        let Applied { file, _registered } = self;
+        use std::os::unix::fs::PermissionsExt;
+        let Applied {
+            file,
+            mode,
+            _registered,
+        } = self;
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|source| BakeError::Io {
+                path: output.to_owned(),
+                source,
+            })?;
         file.persist(output).map_err(|e| BakeError::Io {
             path: output.to_owned(),
             source: e.error,
@@ -47,12 +60,26 @@ pub fn apply(
     let (tmp, registered) = crate::cleanup::temp_file(out_dir, "", ".partial")
         .map_err(io(out_dir))?
         .split();
+    // the owner must be able to write the copy while editing it (debugfs -w, btrfs
+    // tools open it by name): an input without write permission (a 0444 release
+    // image) gets its own mode back only when renamed into place
     tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(facts.mode))
+        .set_permissions(std::fs::Permissions::from_mode(facts.mode | 0o600))
         .map_err(io(&req.output))?;
     let phase = crate::out::Phase::start(format!("copying {} (sparse)", facts.path.display()));
     sparse::clone_file(&facts.file, tmp.as_file()).map_err(io(&req.output))?;
     phase.done();
+    if facts.layout.gpt.backup_problem.is_some() {
+        // the primary is sound (only then is an image read): the output's backup is
+        // rebuilt from it, as sgdisk or parted would, so the output is a sound disk
+        let disk = tmp.as_file().metadata().map_err(io(&req.output))?.len() / 512;
+        crate::disk::grow::write_gpt(tmp.path(), tmp.as_file(), &facts.layout.gpt, disk).map_err(
+            |e| BakeError::Io {
+                path: req.output.clone(),
+                source: std::io::Error::other(format!("rebuilding the backup GPT: {e}")),
+            },
+        )?;
+    }
     crate::cleanup::pause_point("copied");
     let backend = req.backend.resolve();
     if plan.replay_journal {
@@ -92,6 +119,7 @@ pub fn apply(
     phase.done();
     Ok(Applied {
         file: tmp,
+        mode: facts.mode,
         _registered: registered,
     })
 }

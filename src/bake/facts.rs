@@ -66,7 +66,7 @@ impl ImageFacts {
         let gpt = Gpt::read_from(&file, meta.len(), path)?;
         if let Some(p) = &gpt.backup_problem {
             super::log(&format!(
-                "warning: {}: {p}; the output keeps it (repair the input with `sgdisk -e`)",
+                "warning: {}: {p}; the output's backup GPT is rebuilt from the primary (repair the input with `sgdisk -e`)",
                 path.display()
             ));
         }

@@ -9,6 +9,8 @@ pub mod autoupdate;
 pub mod builtin;
 pub mod collide;
 pub mod facts;
+#[cfg(debug_assertions)]
+pub mod fault;
 pub mod place;
 pub mod plan;
 pub mod verify;
@@ -141,6 +143,8 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     // from here on the inputs may change: only their checked copies are read
     crate::cleanup::pause_point("checked");
     let applied = apply::apply(req, &facts, &plan, &out_dir, work.path())?;
+    #[cfg(debug_assertions)]
+    fault::after_apply(applied.file.path(), &facts.layout, work.path())?;
     let phase = crate::out::Phase::start("verifying the output against the plan");
     let verified = verify::verify(applied.file.path(), &facts.layout, &plan, work.path())?;
     phase.done();

@@ -1,5 +1,5 @@
 //! A byte range of a disk image (one partition) seen as a file of its own, for the
-//! in-process readers (ext4-view, fatfs, backhand) that want `Read + Seek`.
+//! in-process readers (ext4-view, fs::fat, backhand) that want `Read + Seek`.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};

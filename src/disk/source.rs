@@ -324,7 +324,7 @@ pub fn extract(src: &mut dyn DiskSource, off: u64, len: u64, dst: &Path) -> io::
     Ok(())
 }
 
-/// A window of a [`DiskSource`] as `Read + Seek` (+ a failing `Write`), for fatfs.
+/// A window of a [`DiskSource`] as `Read + Seek` (+ a failing `Write`), for in-process readers.
 pub struct SourceRegion<'a> {
     pub src: &'a mut dyn DiskSource,
     pub offset: u64,

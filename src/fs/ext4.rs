@@ -208,7 +208,12 @@ pub(super) fn addressed(image: &Path, part: &Partition) -> Result<(PathBuf, Stri
     Ok((dir, format!("{name}?offset={}", part.offset())))
 }
 
-fn run_debugfs(image: &Path, part: &Partition, script: &str, work: &Path) -> Result<(), FsError> {
+pub(crate) fn run_debugfs(
+    image: &Path,
+    part: &Partition,
+    script: &str,
+    work: &Path,
+) -> Result<(), FsError> {
     let cmds = work.join("debugfs.cmds");
     std::fs::write(&cmds, script).map_err(FsError::io(&cmds))?;
     let (dir, target) = addressed(image, part)?;

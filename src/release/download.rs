@@ -31,6 +31,28 @@ pub enum DownloadError {
     Io { path: PathBuf, err: io::Error },
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
+    #[error("{url}: more than {limit} bytes, too large for this document (a wrong URL or a misbehaving server)")]
+    TooLarge { url: String, limit: u64 },
+    #[error("{url}: {what} (check the URL)")]
+    Redirect { url: String, what: String },
+}
+
+/// Largest document [`Downloader::get_bytes`] holds in memory (version.txt, signatures,
+/// SHA256SUMS, releases.json, sysupdate configs are far smaller); a body without a
+/// Content-Length that never ends stops here.
+pub const MAX_DOCUMENT: u64 = 64 << 20;
+
+/// The attempt's verdict on a failed request: a redirect loop (or one past reqwest's
+/// limit of 10) is not transient, anything else may be.
+fn send_failed(url: &str, e: &reqwest::Error) -> Attempt {
+    if e.is_redirect() {
+        Attempt::Fatal(DownloadError::Redirect {
+            url: url.to_string(),
+            what: describe(e),
+        })
+    } else {
+        Attempt::Retry(describe(e), None)
+    }
 }
 
 /// When and how often to retry.
@@ -211,12 +233,25 @@ impl Downloader {
                     .client
                     .get(url)
                     .send()
-                    .map_err(|e| Attempt::Retry(describe(&e), None))?;
+                    .map_err(|e| send_failed(url, &e))?;
                 Self::judge(url, &resp)?;
                 let expected = resp.content_length();
-                let body = resp.bytes().map_err(|e| {
-                    Attempt::Retry(format!("transfer failed: {}", describe(&e)), None)
-                })?;
+                let too_large = || {
+                    Attempt::Fatal(DownloadError::TooLarge {
+                        url: url.to_string(),
+                        limit: MAX_DOCUMENT,
+                    })
+                };
+                if expected.is_some_and(|n| n > MAX_DOCUMENT) {
+                    return Err(too_large());
+                }
+                let mut body = Vec::new();
+                resp.take(MAX_DOCUMENT + 1)
+                    .read_to_end(&mut body)
+                    .map_err(|e| Attempt::Retry(format!("transfer failed: {e}"), None))?;
+                if body.len() as u64 > MAX_DOCUMENT {
+                    return Err(too_large());
+                }
                 if let Some(n) = expected {
                     if body.len() as u64 != n {
                         return Err(Attempt::Retry(
@@ -225,7 +260,7 @@ impl Downloader {
                         ));
                     }
                 }
-                Ok(body.to_vec())
+                Ok(body)
             },
             || {},
         )
@@ -276,7 +311,7 @@ impl Downloader {
                 req = req.header(IF_RANGE, v.as_str());
             }
         }
-        let resp = req.send().map_err(|e| Attempt::Retry(describe(&e), None))?;
+        let resp = req.send().map_err(|e| send_failed(url, &e))?;
         if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
             let total = resp
                 .headers()

@@ -65,6 +65,9 @@ impl Inode {
     pub fn is_file(&self) -> bool {
         self.mode & 0o170000 == 0o100000
     }
+    pub fn is_symlink(&self) -> bool {
+        self.mode & 0o170000 == 0o120000
+    }
 }
 
 /// One directory entry.

@@ -148,13 +148,33 @@ fn read_squashfs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>
         what,
     })?;
     let fs = tables.into_filesystem_reader().map_err(sq)?;
-    let want = format!("{RELEASE_DIR}/extension-release.{name}");
+    // the release directory as systemd finds it: symlinks followed inside the image
+    let by_path: std::collections::HashMap<String, &backhand::InnerNode<_>> = fs
+        .files()
+        .map(|n| (n.fullpath.to_string_lossy().into_owned(), &n.inner))
+        .collect();
+    let look = |p: &str| {
+        Ok(match by_path.get(p) {
+            None => Found::Missing,
+            Some(backhand::InnerNode::Dir(_)) => Found::Dir,
+            Some(backhand::InnerNode::Symlink(l)) => {
+                Found::Symlink(l.link.to_string_lossy().into_owned())
+            }
+            Some(_) => Found::Other,
+        })
+    };
+    let resolved = chase(RELEASE_DIR, look).map_err(|what| bad_release(path, name, what))?;
+    let Some(dir) = resolved else {
+        return Ok((Vec::new(), None));
+    };
+    let want = chase(&format!("{RELEASE_DIR}/extension-release.{name}"), look)
+        .map_err(|what| bad_release(path, name, what))?;
     let mut names = Vec::new();
     let mut content = None;
     for node in fs.files() {
         let full = node.fullpath.to_string_lossy();
         let Some(rest) = full
-            .strip_prefix(RELEASE_DIR)
+            .strip_prefix(dir.as_str())
             .and_then(|r| r.strip_prefix("/extension-release."))
         else {
             continue;
@@ -163,7 +183,9 @@ fn read_squashfs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>
             continue;
         }
         names.push(rest.to_owned());
-        if full == want {
+    }
+    for node in fs.files() {
+        if want.as_deref() == Some(&*node.fullpath.to_string_lossy()) {
             match &node.inner {
                 backhand::InnerNode::File(f) => {
                     if f.file_len() > MAX_RELEASE_BYTES {
@@ -200,16 +222,32 @@ fn read_erofs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>>),
         source,
     })?);
     let mut fs = Erofs::open(file).map_err(er)?;
-    let Some(dir) = fs.lookup(RELEASE_DIR).map_err(er)? else {
+    // the release directory as systemd finds it: symlinks followed inside the image
+    let mut failed = None;
+    let resolved = chase(RELEASE_DIR, |p| Ok(erofs_found(&mut fs, p, &mut failed)));
+    if let Some(e) = failed {
+        return Err(er(e));
+    }
+    let Some(dir_path) = resolved.map_err(|what| bad_release(path, name, what))? else {
+        return Ok((Vec::new(), None));
+    };
+    let Some(dir) = fs.lookup(&dir_path).map_err(er)? else {
         return Ok((Vec::new(), None));
     };
     let names: Vec<String> = fs
-        .read_dir(&dir, RELEASE_DIR)
+        .read_dir(&dir, &dir_path)
         .map_err(er)?
         .into_iter()
         .filter_map(|d| d.name.strip_prefix("extension-release.").map(str::to_owned))
         .collect();
-    let want = format!("{RELEASE_DIR}/extension-release.{name}");
+    let file = format!("{RELEASE_DIR}/extension-release.{name}");
+    let resolved = chase(&file, |p| Ok(erofs_found(&mut fs, p, &mut failed)));
+    if let Some(e) = failed {
+        return Err(er(e));
+    }
+    let Some(want) = resolved.map_err(|what| bad_release(path, name, what))? else {
+        return Ok((names, None));
+    };
     let content = match fs.lookup(&want).map_err(er)? {
         Some(ino) if ino.is_file() => {
             Some(fs.read(&ino, &want, MAX_RELEASE_BYTES as u64).map_err(er)?)
@@ -224,4 +262,108 @@ fn read_erofs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>>),
         None => None,
     };
     Ok((names, content))
+}
+
+/// What `p` is in an EROFS image; a read error is kept in `failed` (and `p` reported
+/// missing, which ends the chase).
+fn erofs_found<R: Read + Seek>(
+    fs: &mut Erofs<R>,
+    p: &str,
+    failed: &mut Option<ErofsError>,
+) -> Found {
+    match fs.lookup(p) {
+        Ok(None) => Found::Missing,
+        Ok(Some(ino)) if ino.is_dir() => Found::Dir,
+        Ok(Some(ino)) if ino.is_symlink() => match fs.read(&ino, p, 4096) {
+            Ok(t) => Found::Symlink(String::from_utf8_lossy(&t).into_owned()),
+            Err(e) => {
+                *failed = Some(e);
+                Found::Missing
+            }
+        },
+        Ok(Some(_)) => Found::Other,
+        Err(e) => {
+            *failed = Some(e);
+            Found::Missing
+        }
+    }
+}
+
+fn bad_release(path: &Path, name: &str, what: String) -> ImageError {
+    ImageError::BadRelease {
+        path: path.to_owned(),
+        name: name.to_owned(),
+        what,
+    }
+}
+
+/// What a path names inside an image (a final symlink not followed).
+enum Found {
+    Dir,
+    Symlink(String),
+    Other,
+    Missing,
+}
+
+/// Symlinks [`chase`] follows at most (the kernel's limit).
+const MAX_LINKS: usize = 40;
+
+/// Resolve the absolute `path` inside an image as systemd-sysext does (chase with the
+/// image as root): every symlink followed, the last one too, an absolute target from
+/// the image's root, `..` never above it, at most [`MAX_LINKS`] links. `look` says what
+/// an absolute path without symlinks is. Returns the resolved path (`/a/b`), `None`
+/// when a component is missing or one before the last is not a directory, or an error
+/// for a symlink loop.
+fn chase(
+    path: &str,
+    mut look: impl FnMut(&str) -> Result<Found, ImageError>,
+) -> Result<Option<String>, String> {
+    let mut todo: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(str::to_owned)
+        .collect();
+    let mut at: Vec<String> = Vec::new();
+    let mut links = 0usize;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                at.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let here = if at.is_empty() {
+            format!("/{c}")
+        } else {
+            format!("/{}/{c}", at.join("/"))
+        };
+        match look(&here).map_err(|e| e.to_string())? {
+            Found::Dir => at.push(c),
+            // the final component may be anything but a symlink
+            Found::Other if todo.is_empty() => at.push(c),
+            Found::Missing | Found::Other => return Ok(None),
+            Found::Symlink(target) => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(format!(
+                        "{path}: more than {MAX_LINKS} symbolic links (a symlink loop)"
+                    ));
+                }
+                if target.starts_with('/') {
+                    at.clear();
+                }
+                todo.extend(
+                    target
+                        .split('/')
+                        .filter(|c| !c.is_empty())
+                        .rev()
+                        .map(str::to_owned),
+                );
+            }
+        }
+    }
+    Ok(Some(format!("/{}", at.join("/"))))
 }

@@ -9,6 +9,7 @@ pub use release::*;
 pub mod compat;
 pub mod http;
 pub mod published;
+pub mod refusal;
 
 use sha2::{Digest, Sha256};
 use std::fs::File;
