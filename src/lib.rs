@@ -14,6 +14,7 @@ pub mod bake;
 pub mod cleanup;
 pub mod cli;
 pub mod disk;
+pub mod facts;
 pub mod format;
 pub mod fs;
 pub mod ignition;

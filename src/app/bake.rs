@@ -304,7 +304,7 @@ fn check_arch(args: &BakeArgs, image: &std::path::Path) -> anyhow::Result<()> {
     let Some(want) = args.release.arch else {
         return Ok(());
     };
-    if let Some(found) = crate::disk::detect_arch(image).map_err(|e| anyhow::anyhow!("{e}"))? {
+    if let Some(found) = image_arch(image)? {
         if found != want {
             anyhow::bail!(
                 "{}: is a {found} image, not {want}; drop --arch {want} (it names the image's architecture, it cannot change it)",
@@ -313,6 +313,14 @@ fn check_arch(args: &BakeArgs, image: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The architecture of the Flatcar image at `image`, from its ESP's UEFI boot loader;
+/// `None` when the ESP does not tell.
+fn image_arch(image: &std::path::Path) -> anyhow::Result<Option<crate::arch::Arch>> {
+    let facts = crate::facts::Facts::read(image)?;
+    facts.layout.as_ref().map_err(Clone::clone)?;
+    Ok(facts.arch)
 }
 
 /// What to do with Flatcar's built-in and optional extensions. The image's version
@@ -351,7 +359,7 @@ fn run_vendors(
         .unwrap_or_else(|| parent_dir(&image));
     let arch = match args.release.arch {
         Some(a) => Some(a),
-        None => crate::disk::detect_arch(&image).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => image_arch(&image)?,
     };
     let plan = platform::plan(&VendorInput {
         names: &args.vendor,

@@ -50,7 +50,7 @@ pub fn apply(
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(facts.mode))
         .map_err(io(&req.output))?;
-    let phase = crate::out::Phase::start(format!("copying {} (sparse)", facts.path.display()));
+    let phase = crate::out::Phase::start(format!("copying {} (sparse)", facts.path().display()));
     sparse::clone_file(&facts.file, tmp.as_file()).map_err(io(&req.output))?;
     phase.done();
     crate::cleanup::pause_point("copied");

@@ -41,7 +41,7 @@ pub fn plan(
     stage: Option<&Path>,
     mut problems: Vec<String>,
 ) -> Result<Plan, Vec<String>> {
-    let arch = req.arch.or(facts.arch);
+    let arch = req.arch.or(facts.image.arch);
     let target = target_os(req, facts, arch, stage, &mut problems);
     let exts = place::check_extensions(&PlanInput {
         extensions: &req.extensions,
@@ -120,7 +120,8 @@ pub fn plan(
 }
 
 /// The OS every extension must match, as systemd-sysext will check it: the image's own
-/// os-release (in USR-A), read into a scratch directory beside `stage`.
+/// os-release (in USR-A; a scratch directory beside `stage` for `btrfs restore`, should
+/// the in-place reader not decode it).
 fn target_os(
     req: &BakeRequest,
     facts: &ImageFacts,
@@ -135,7 +136,7 @@ fn target_os(
     let dir = dir.with_file_name("target");
     let t = std::fs::create_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))
-        .and_then(|()| crate::sysext::target::from_image(&facts.path, &dir, arch));
+        .and_then(|()| crate::sysext::target::from_facts(&facts.image, &dir, arch));
     let _ = std::fs::remove_dir_all(&dir);
     t.unwrap_or_else(|p| {
         problems.push(p);
@@ -199,15 +200,15 @@ fn ignition(
         }
         (Ok(_), None) => ign.clone(),
     };
-    match facts.first_boot {
+    match facts.image.first_boot {
         Some(true) => {}
         Some(false) => problems.push(format!(
             "{}: the ESP has no /flatcar/first_boot flag, so Ignition would not run on first boot (was this image booted already?)",
-            facts.path.display()
+            facts.path().display()
         )),
         None => problems.push(format!(
             "{}: cannot read the ESP to check for /flatcar/first_boot",
-            facts.path.display()
+            facts.path().display()
         )),
     }
     Some(Op::Write {
@@ -227,7 +228,7 @@ fn space(facts: &ImageFacts, root: &RootFacts, root_edits: &Edits, oem: &Edits) 
     if blocks * sb.block_size > sb.available() || inodes > sb.free_inodes {
         ps.push(format!(
             "{}: ROOT has {} and {} inodes free but the extensions need {} and {} inodes, counting directories and metadata",
-            facts.path.display(),
+            facts.path().display(),
             human(sb.available()),
             sb.free_inodes,
             human(blocks * sb.block_size),
@@ -251,7 +252,7 @@ fn space(facts: &ImageFacts, root: &RootFacts, root_edits: &Edits, oem: &Edits) 
         Ok(sup) if added + sup.bytes_used + btrfs::OVERHEAD > facts.layout.oem.size() => {
             ps.push(format!(
                 "{}: OEM is {} with {} used, too small for {} more",
-                facts.path.display(),
+                facts.path().display(),
                 human(facts.layout.oem.size()),
                 human(sup.bytes_used),
                 human(added)

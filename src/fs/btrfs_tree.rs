@@ -13,9 +13,8 @@
 //! Every traversal is bounded: tree depth, node count, item count, path depth, entries,
 //! symlinks followed, bytes read and decompressed.
 
+use crate::disk::image::Dev;
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 const SB_OFFSET: u64 = 64 * 1024;
 const HEADER: usize = 101;
@@ -120,7 +119,7 @@ struct Chunk {
 
 /// An open btrfs image: superblock facts and the chunk map.
 pub struct Image<'a> {
-    file: &'a File,
+    file: &'a dyn Dev,
     base: u64,
     nodesize: usize,
     root_tree: u64,
@@ -155,9 +154,9 @@ fn parse_chunk(b: &[u8], o: usize, logical: u64) -> Result<(Chunk, usize), TreeE
 
 impl<'a> Image<'a> {
     /// Open the btrfs whose superblock is `base` bytes into `file`.
-    pub fn open(file: &'a File, base: u64) -> Result<Image<'a>, TreeError> {
+    pub fn open(file: &'a dyn Dev, base: u64) -> Result<Image<'a>, TreeError> {
         let mut sb = vec![0u8; 4096];
-        file.read_exact_at(&mut sb, base + SB_OFFSET)?;
+        file.pread(&mut sb, base + SB_OFFSET)?;
         if &sb[0x40..0x48] != b"_BHRfS_M" {
             return bad("no btrfs superblock");
         }
@@ -216,7 +215,7 @@ impl<'a> Image<'a> {
         let phys = self.physical(logical)?[0];
         self.inside(phys, self.nodesize as u64)?;
         let mut b = vec![0u8; self.nodesize];
-        self.file.read_exact_at(&mut b, self.base + phys)?;
+        self.file.pread(&mut b, self.base + phys)?;
         if le32(&b, 0)? != node_csum(&b) {
             return bad(format!("checksum mismatch in node {logical}"));
         }
@@ -231,7 +230,7 @@ impl<'a> Image<'a> {
         node[..32].fill(0);
         node[..4].copy_from_slice(&c.to_le_bytes());
         for phys in self.physical(logical)? {
-            self.file.write_all_at(node, self.base + phys)?;
+            self.file.pwrite(node, self.base + phys)?;
         }
         Ok(())
     }
@@ -381,7 +380,7 @@ impl<'a> Image<'a> {
         }
         let phys = c.stripes[0] + (logical - c.logical);
         self.inside(phys, len)?;
-        self.file.read_exact_at(buf, self.base + phys)?;
+        self.file.pread(buf, self.base + phys)?;
         Ok(())
     }
 }
@@ -573,7 +572,7 @@ impl Fs<'_, '_> {
 /// [`TreeError::Unsupported`] marks data this reader cannot decode (LZO, encryption),
 /// where `btrfs restore` may still succeed.
 pub fn read_file(
-    file: &File,
+    file: &dyn Dev,
     base: u64,
     len: u64,
     mount: &str,
@@ -723,7 +722,7 @@ fn xattrs_of(data: &[u8], into: &mut BTreeMap<String, Vec<u8>>) -> Result<(), Tr
 }
 
 /// Read the listing of the btrfs at `base` in `file`.
-pub fn list(file: &File, base: u64) -> Result<Listing, TreeError> {
+pub fn list(file: &dyn Dev, base: u64) -> Result<Listing, TreeError> {
     let img = Image::open(file, base)?;
     let (fs_root, subs) = img.roots()?;
     let mut inodes: BTreeMap<u64, Inode> = BTreeMap::new();
@@ -812,7 +811,7 @@ pub fn list(file: &File, base: u64) -> Result<Listing, TreeError> {
 /// Set the root directory's mode, owner and xattrs in the btrfs at `base` (a fresh
 /// `mkfs.btrfs` result whose root has no xattrs), rewriting the leaf that holds them
 /// (and, when that leaf is full, moving its last items into its right sibling).
-pub fn set_root(file: &File, base: u64, want: &Inode) -> Result<(), TreeError> {
+pub fn set_root(file: &dyn Dev, base: u64, want: &Inode) -> Result<(), TreeError> {
     let img = Image::open(file, base)?;
     let (fs_root, _) = img.roots()?;
     // descend to the leaf holding (256, INODE_ITEM), remembering the last parent
@@ -847,7 +846,7 @@ pub fn set_root(file: &File, base: u64, want: &Inode) -> Result<(), TreeError> {
 
 /// Set the inode flags of the btrfs at `base`: `flags` maps inode numbers to flags;
 /// every leaf holding an inode whose flags change is rewritten with a new checksum.
-pub fn set_flags(file: &File, base: u64, flags: &BTreeMap<u64, u64>) -> Result<(), TreeError> {
+pub fn set_flags(file: &dyn Dev, base: u64, flags: &BTreeMap<u64, u64>) -> Result<(), TreeError> {
     let img = Image::open(file, base)?;
     let (fs_root, _) = img.roots()?;
     let mut changed = Vec::new();

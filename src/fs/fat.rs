@@ -6,9 +6,6 @@
 //! lookup reports "cannot tell". A real ESP lookup needs a few KiB.
 
 use crate::arch::Arch;
-use crate::disk::gpt::Partition;
-use crate::disk::region::Region;
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// Bytes one lookup may read from the ESP (directories of a real ESP are a few KiB).
@@ -96,15 +93,4 @@ pub fn first_boot_in<R: Read + Write + Seek>(r: R) -> Option<bool> {
         }
     }
     Some(false)
-}
-
-/// The architecture whose default UEFI loader (`/EFI/boot/boot<arch>.efi`) the ESP holds.
-pub fn detect_arch(file: &File, esp: &Partition) -> Option<Arch> {
-    arch_of(Region::new(file, esp.offset(), esp.size()))
-}
-
-/// Whether the ESP holds `/flatcar/first_boot`, the flag that makes Ignition run on the
-/// next boot. `None` when the ESP cannot be read.
-pub fn has_first_boot(file: &File, esp: &Partition) -> Option<bool> {
-    first_boot_in(Region::new(file, esp.offset(), esp.size()))
 }
