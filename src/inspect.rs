@@ -157,7 +157,7 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
     if report.flatcar_version.is_none() {
         if let Some(dir) = path.parent() {
             report.flatcar_version =
-                crate::platform::version_from_file(&dir.join("version.txt")).ok();
+                crate::release::VersionTxt::flatcar_version_in(&dir.join("version.txt")).ok();
         }
     }
 

@@ -151,7 +151,6 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
                 .clone()
                 .unwrap_or_else(fetch::default_cache);
             let raw = local::raw_image(i, &cache)?;
-            check_arch(&args, &raw)?;
             if raw != *i {
                 // version.txt, OEM sysexts and firmware stay beside the compressed file
                 args.release_dir.get_or_insert_with(|| parent_dir(i));
@@ -298,23 +297,6 @@ fn normalize_vendors(args: &mut BakeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--arch` for a local image must be the image's own architecture: it names what the
-/// image is, it cannot change it.
-fn check_arch(args: &BakeArgs, image: &std::path::Path) -> anyhow::Result<()> {
-    let Some(want) = args.release.arch else {
-        return Ok(());
-    };
-    if let Some(found) = image_arch(image)? {
-        if found != want {
-            anyhow::bail!(
-                "{}: is a {found} image, not {want}; drop --arch {want} (it names the image's architecture, it cannot change it)",
-                image.display()
-            );
-        }
-    }
-    Ok(())
-}
-
 /// The architecture of the Flatcar image at `image`, from its ESP's UEFI boot loader;
 /// `None` when the ESP does not tell.
 fn image_arch(image: &std::path::Path) -> anyhow::Result<Option<crate::arch::Arch>> {
@@ -334,7 +316,7 @@ fn builtins(args: &BakeArgs, image: &std::path::Path) -> bake::builtin::BuiltinR
     let version = args
         .flatcar_version
         .clone()
-        .or_else(|| crate::platform::version_from_file(&dir.join("version.txt")).ok());
+        .or_else(|| crate::release::VersionTxt::flatcar_version_in(&dir.join("version.txt")).ok());
     bake::builtin::BuiltinRequest {
         replace: args.replace_builtin.clone(),
         keep: args.keep_builtin,

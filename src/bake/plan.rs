@@ -41,7 +41,17 @@ pub fn plan(
     stage: Option<&Path>,
     mut problems: Vec<String>,
 ) -> Result<Plan, Vec<String>> {
-    let arch = req.arch.or(facts.image.arch);
+    let arch = match (req.arch, facts.image.arch) {
+        (Some(want), Some(found)) if want != found => {
+            problems.push(format!(
+                "{}: is a {found} image, not {want}; drop --arch {want} (it names the image's architecture, it cannot change it)",
+                facts.path().display()
+            ));
+            // the rest is judged against what the image is, not against the mistake
+            Some(found)
+        }
+        (want, found) => want.or(found),
+    };
     let target = target_os(req, facts, arch, stage, &mut problems);
     let exts = place::check_extensions(&PlanInput {
         extensions: &req.extensions,
