@@ -41,17 +41,7 @@ pub fn plan(
     stage: Option<&Path>,
     mut problems: Vec<String>,
 ) -> Result<Plan, Vec<String>> {
-    let arch = match (req.arch, facts.image.arch) {
-        (Some(want), Some(found)) if want != found => {
-            problems.push(format!(
-                "{}: is a {found} image, not {want}; drop --arch {want} (it names the image's architecture, it cannot change it)",
-                facts.path().display()
-            ));
-            // the rest is judged against what the image is, not against the mistake
-            Some(found)
-        }
-        (want, found) => want.or(found),
-    };
+    let arch = arch(req, facts, &mut problems);
     let target = target_os(req, facts, arch, stage, &mut problems);
     let exts = place::check_extensions(&PlanInput {
         extensions: &req.extensions,
@@ -91,28 +81,14 @@ pub fn plan(
     if req.sysupdate && updated.is_empty() {
         problems.push("--sysupdate: no extension being baked has a sysupdate config (NAME.conf beside FILE or --sysupdate-conf)".into());
     }
-    if let Some(op) = ignition(req, facts, stage, &mut problems) {
-        oem_edits.push(op);
-    }
-    problems.extend(crate::platform::oem::kernel_arg_problems(&req.kernel_args));
-    if !req.kernel_args.is_empty() {
-        oem_edits.push(Op::Append {
-            path: "/grub.cfg".into(),
-            header: crate::platform::oem::GRUB_HEADER.into(),
-            text: crate::platform::oem::kernel_args_line(&req.kernel_args),
-        });
-    }
+    oem_edits
+        .ops
+        .extend(boot_edits(req, facts, stage, &mut problems));
     // Generated ROOT files are staged now, so the plan holds every edit.
-    let later = match stage {
-        Some(dir) if problems.is_empty() => match generated(req, &updated, &builtins, root, dir) {
-            Ok(ops) => ops,
-            Err(p) => {
-                problems.push(p);
-                Vec::new()
-            }
-        },
-        _ => collide::later_root_ops(req.sysupdate, &updated, &builtins),
-    };
+    let later = generated_in(req, &updated, &builtins, root, stage).unwrap_or_else(|p| {
+        problems.push(p);
+        Vec::new()
+    });
     problems.extend(collide::collisions(&exts, &later, &root_state));
     root_edits.ops.extend(later);
     problems.extend(space(facts, root, &root_edits, &oem_edits));
@@ -127,6 +103,60 @@ pub fn plan(
         notes: builtins.notes.into_iter().chain(kept).collect(),
         replay_journal: root.sb.needs_recovery,
     })
+}
+
+/// `--arch`, judged against the image's own architecture (it names what the image is,
+/// it cannot change it); the architecture the rest is judged against.
+fn arch(req: &BakeRequest, facts: &ImageFacts, problems: &mut Vec<String>) -> Option<Arch> {
+    match (req.arch, facts.image.arch) {
+        (Some(want), Some(found)) if want != found => {
+            problems.push(format!(
+                "{}: is a {found} image, not {want}; drop --arch {want} (it names the image's architecture, it cannot change it)",
+                facts.path().display()
+            ));
+            // the rest is judged against what the image is, not against the mistake
+            Some(found)
+        }
+        (want, found) => want.or(found),
+    }
+}
+
+/// OEM edits for the next boot: the Ignition config and `--kernel-arg`s.
+fn boot_edits(
+    req: &BakeRequest,
+    facts: &ImageFacts,
+    stage: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> Vec<Op> {
+    let mut ops: Vec<Op> = ignition(req, facts, stage, problems).into_iter().collect();
+    problems.extend(crate::platform::oem::kernel_arg_problems(&req.kernel_args));
+    if !req.kernel_args.is_empty() {
+        ops.push(Op::Append {
+            path: "/grub.cfg".into(),
+            header: crate::platform::oem::GRUB_HEADER.into(),
+            text: crate::platform::oem::kernel_args_line(&req.kernel_args),
+        });
+    }
+    ops
+}
+
+/// [`generated`] in `stage`; without one (the output or its work directory is unusable,
+/// so the bake is refused) in a scratch directory, only so that their collisions and
+/// space are reported with the rest.
+fn generated_in(
+    req: &BakeRequest,
+    updated: &[&str],
+    builtins: &builtin::BuiltinPlan,
+    root: &RootFacts,
+    stage: Option<&Path>,
+) -> Result<Vec<Op>, String> {
+    if let Some(dir) = stage {
+        return generated(req, updated, builtins, root, dir);
+    }
+    let tmp = std::env::temp_dir();
+    let scratch =
+        crate::cleanup::temp_dir(&tmp, "plan-").map_err(|e| format!("{}: {e}", tmp.display()))?;
+    generated(req, updated, builtins, root, scratch.path())
 }
 
 /// The OS every extension must match, as systemd-sysext will check it: the image's own
