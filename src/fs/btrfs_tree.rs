@@ -275,6 +275,18 @@ impl<'a> Image<'a> {
         root: u64,
         f: &mut dyn FnMut(u64, Vec<u8>) -> Result<(), TreeError>,
     ) -> Result<(), TreeError> {
+        self.descend(root, &|_, _| true, f)
+    }
+
+    /// Depth-first, in key order, over the tree rooted at `root`: of an internal node's
+    /// pointers, those `want(pointers, i)` keeps are followed; `leaf` gets every leaf
+    /// reached. Loops, oversized trees and levels that do not descend are refused.
+    fn descend(
+        &self,
+        root: u64,
+        want: &PtrFilter<'_>,
+        leaf: &mut dyn FnMut(u64, Vec<u8>) -> Result<(), TreeError>,
+    ) -> Result<(), TreeError> {
         let mut seen = HashSet::new();
         let mut stack = vec![(root, MAX_LEVEL + 1)];
         while let Some((at, max)) = stack.pop() {
@@ -287,10 +299,13 @@ impl<'a> Image<'a> {
                 return bad(format!("node {at} has level {level} under a lower node"));
             }
             if level == 0 {
-                f(at, b)?;
-            } else {
-                for (_, p) in self.ptrs(&b)?.into_iter().rev() {
-                    stack.push((p, level));
+                leaf(at, b)?;
+                continue;
+            }
+            let ptrs = self.ptrs(&b)?;
+            for i in (0..ptrs.len()).rev() {
+                if want(&ptrs, i) {
+                    stack.push((ptrs[i].1, level));
                 }
             }
         }
@@ -327,34 +342,18 @@ impl<'a> Image<'a> {
     /// Call `f` on the items of the tree rooted at `root` whose keys lie in `lo..=hi`,
     /// in key order, reading only the nodes whose key span meets that range.
     fn range(&self, root: u64, lo: Key, hi: Key, f: &mut ItemFn<'_>) -> Result<(), TreeError> {
-        let mut seen = HashSet::new();
-        let mut stack = vec![(root, MAX_LEVEL + 1)];
-        while let Some((at, max)) = stack.pop() {
-            if !seen.insert(at) || seen.len() > MAX_NODES {
-                return bad(format!("tree loops or is too large at node {at}"));
-            }
-            let b = self.read_node(at)?;
-            let level = b[100];
-            if level >= max {
-                return bad(format!("node {at} has level {level} under a lower node"));
-            }
-            if level == 0 {
-                for (k, d) in self.items(&b)? {
-                    if k >= lo && k <= hi {
-                        f(k, d)?;
-                    }
-                }
-                continue;
-            }
-            let ptrs = self.ptrs(&b)?;
-            for i in (0..ptrs.len()).rev() {
-                let below_next = ptrs.get(i + 1).is_none_or(|(next, _)| *next > lo);
-                if ptrs[i].0 <= hi && below_next {
-                    stack.push((ptrs[i].1, level));
+        let want = |ptrs: &[(Key, u64)], i: usize| {
+            let below_next = ptrs.get(i + 1).is_none_or(|(next, _)| *next > lo);
+            ptrs[i].0 <= hi && below_next
+        };
+        self.descend(root, &want, &mut |_, b| {
+            for (k, d) in self.items(&b)? {
+                if k >= lo && k <= hi {
+                    f(k, d)?;
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Refuse a read of `len` bytes at physical `phys` past the filesystem's partition.
@@ -883,6 +882,8 @@ type Items = Vec<(Key, Vec<u8>)>;
 
 /// A visitor of one tree item (key, item data).
 type ItemFn<'f> = dyn FnMut(Key, &[u8]) -> Result<(), TreeError> + 'f;
+/// Which pointer (by index) of an internal node's pointers to follow.
+type PtrFilter<'f> = dyn Fn(&[(Key, u64)], usize) -> bool + 'f;
 
 fn fits(node: &[u8], items: &[(Key, Vec<u8>)]) -> bool {
     HEADER + items.iter().map(|(_, d)| ITEM + d.len()).sum::<usize>() <= node.len()
