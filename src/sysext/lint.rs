@@ -256,9 +256,9 @@ pub enum BaseKind {
 }
 
 impl Base {
-    /// The `/usr` of the Flatcar disk image at `image` (USR-A, btrfs or ext4).
-    pub fn from_image(image: &Path) -> Result<Base, LintError> {
-        let facts = crate::facts::Facts::read(image).map_err(|e| rerr(image, e))?;
+    /// The `/usr` of a Flatcar disk image (USR-A, btrfs or ext4), read through its facts.
+    pub fn from_facts(facts: &crate::facts::Facts) -> Result<Base, LintError> {
+        let image = facts.path.as_path();
         let layout = facts.layout.as_ref().map_err(|e| rerr(image, e))?;
         let part = &layout.usr_a;
         let mut base = Base {
