@@ -87,17 +87,7 @@ fn bakes_into_root_and_oem_mount_backend() {
     let (off, size) = part(&b.out, OEM);
     let dir = tempfile::tempdir().expect("tmp");
     let raw = dir.path().join("oem.img");
-    sh(Command::new("dd")
-        .arg(format!("if={}", b.out.display()))
-        .arg(format!("of={}", raw.display()))
-        .args([
-            "bs=1M",
-            "iflag=skip_bytes,count_bytes",
-            "conv=sparse",
-            "status=none",
-        ])
-        .arg(format!("skip={off}"))
-        .arg(format!("count={size}")));
+    copy_partition(&b.out, off, size, &raw);
     let dump = sh(Command::new("btrfs")
         .args(["inspect-internal", "dump-tree", "-t", "fs"])
         .arg(&raw));
@@ -357,17 +347,7 @@ fn systemd_sysext_merges_the_baked_extension() {
     // /usr from USR-A
     let (off, size) = part(&b.out, USR_A);
     let usr_img = root.path().join("usr.img");
-    sh(Command::new("dd")
-        .arg(format!("if={}", b.out.display()))
-        .arg(format!("of={}", usr_img.display()))
-        .args([
-            "bs=1M",
-            "iflag=skip_bytes,count_bytes",
-            "conv=sparse",
-            "status=none",
-        ])
-        .arg(format!("skip={off}"))
-        .arg(format!("count={size}")));
+    copy_partition(&b.out, off, size, &usr_img);
     let sysroot = root.path().join("sysroot");
     std::fs::create_dir_all(sysroot.join("usr")).expect("mkdir");
     sh(Command::new("btrfs")

@@ -103,17 +103,7 @@ fn crashed(dir: &Path) -> PathBuf {
     let img = copy_fixture(dir);
     let (off, size) = part(&img, ROOT);
     let a = dir.join("after.img");
-    sh(Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", a.display()))
-        .args([
-            "bs=1M",
-            "iflag=skip_bytes,count_bytes",
-            "conv=sparse",
-            "status=none",
-        ])
-        .arg(format!("skip={off}"))
-        .arg(format!("count={size}")));
+    copy_partition(&img, off, size, &a);
     let note = dir.join("note");
     std::fs::write(&note, b"written before the crash\n").expect("w");
     sh(Command::new("debugfs")

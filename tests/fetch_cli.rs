@@ -47,6 +47,26 @@ fn tree(gpg: &Gpg) -> BTreeMap<String, Vec<u8>> {
     t
 }
 
+/// `img` is a sound hetzner image of release V with the fixture wasmtime sysext and
+/// its sysupdate config baked in, and the release's OEM sysext on OEM.
+fn assert_hetzner_with_wasmtime(img: &Path) {
+    sgdisk_verify(img);
+    e2fsck_root(img);
+    assert_eq!(
+        root_file(img, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
+        std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w")
+    );
+    assert_eq!(
+        root_file(img, "/etc/sysupdate.wasmtime.d/wasmtime.conf"),
+        std::fs::read(sysext("wasmtime.conf")).expect("c")
+    );
+    let oem = oem_tree(img);
+    assert!(oem
+        .path()
+        .join(format!("tree/sysext/oem-hetzner-{V}.raw"))
+        .is_file());
+}
+
 fn run(
     server: &Server,
     key: &Path,
@@ -88,21 +108,7 @@ fn fetch_bake_vendor_then_cache_hit() {
     let o = run(&server, &key, &cache, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let img = out.join("flatcar_production_hetzner_image.bin");
-    sgdisk_verify(&img);
-    e2fsck_root(&img);
-    assert_eq!(
-        root_file(&img, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
-        std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w")
-    );
-    assert_eq!(
-        root_file(&img, "/etc/sysupdate.wasmtime.d/wasmtime.conf"),
-        std::fs::read(sysext("wasmtime.conf")).expect("c")
-    );
-    let oem = oem_tree(&img);
-    assert!(oem
-        .path()
-        .join(format!("tree/sysext/oem-hetzner-{V}.raw"))
-        .is_file());
+    assert_hetzner_with_wasmtime(&img);
 
     // second run, exact version: nothing of the release is downloaded again
     server.clear_log();
@@ -654,21 +660,7 @@ fn fetch_prefetches_everything_a_bake_needs() {
         .expect("run");
     assert!(o.status.success(), "{}", stderr(&o));
     let img = out.join("flatcar_production_hetzner_image.bin");
-    sgdisk_verify(&img);
-    e2fsck_root(&img);
-    assert_eq!(
-        root_file(&img, "/opt/extensions/wasmtime/wasmtime-24.0.0-x86-64.raw"),
-        std::fs::read(sysext("wasmtime-24.0.0-x86-64.raw")).expect("w")
-    );
-    assert_eq!(
-        root_file(&img, "/etc/sysupdate.wasmtime.d/wasmtime.conf"),
-        std::fs::read(sysext("wasmtime.conf")).expect("c")
-    );
-    let oem = oem_tree(&img);
-    assert!(oem
-        .path()
-        .join(format!("tree/sysext/oem-hetzner-{V}.raw"))
-        .is_file());
+    assert_hetzner_with_wasmtime(&img);
     drop(gpg);
 }
 

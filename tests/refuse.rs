@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use support::*;
@@ -13,19 +12,6 @@ use support::*;
 fn refused(image: &Path, args: &[String]) -> String {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("out.bin");
-    // Any write would change the size, mtime or ctime; hashing the image for every
-    // case would read all of its holes.
-    let stamp = |p: &Path| {
-        std::fs::metadata(p).ok().map(|m| {
-            (
-                m.len(),
-                m.mtime(),
-                m.mtime_nsec(),
-                m.ctime(),
-                m.ctime_nsec(),
-            )
-        })
-    };
     let before = stamp(image);
     let mut all: Vec<String> = vec![
         "--image".into(),
@@ -52,10 +38,6 @@ fn refused(image: &Path, args: &[String]) -> String {
 
 fn ext(name: &str, file: &str) -> String {
     format!("{name}:{}", sysext(file).display())
-}
-
-fn current() -> std::path::PathBuf {
-    fixtures().join("current.bin")
 }
 
 #[test]
