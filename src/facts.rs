@@ -76,9 +76,22 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// Open and read the image at `path`.
+    /// Open and read the image at `path`, raw or qcow2.
     pub fn read(path: &Path) -> Result<Facts, FactsError> {
-        let disk = Disk::open(path).map_err(|source| FactsError::Io {
+        Facts::read_with(path, Disk::open)
+    }
+
+    /// Open and read the image at `path` as a raw image (a qcow2 file is refused, with
+    /// a pointer to `qemu-img convert`): for bake, which copies and edits its input.
+    pub fn read_raw(path: &Path) -> Result<Facts, FactsError> {
+        Facts::read_with(path, Disk::open_raw)
+    }
+
+    fn read_with(
+        path: &Path,
+        open: fn(&Path) -> std::io::Result<Disk>,
+    ) -> Result<Facts, FactsError> {
+        let disk = open(path).map_err(|source| FactsError::Io {
             path: path.to_owned(),
             source,
         })?;

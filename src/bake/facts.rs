@@ -3,7 +3,7 @@
 //! what editing needs on top — whether ROOT's ext4 may be edited (superblock, journal,
 //! features, free space), ROOT's existing extension links and the paths the plan may
 //! collide with, `enabled-sysext.conf`, and OEM's btrfs superblock. The input is opened
-//! once, read-only, and never modified; it must be a raw image (bake copies and edits it).
+//! once, read-only, as a raw image (bake copies and edits it), and never modified.
 
 use super::builtin;
 use super::BakeError;
@@ -51,19 +51,15 @@ impl ImageFacts {
             path: path.to_owned(),
             source,
         };
-        let image = match Facts::read(path) {
+        let image = match Facts::read_raw(path) {
             Ok(f) => f,
             Err(FactsError::Io { source, .. }) => return Err(io(source)),
             Err(FactsError::Gpt(e)) => return Err(e.into()),
         };
-        let Some(raw) = image.disk.raw_file() else {
-            return Err(BakeError::Preflight(vec![format!(
-                "{}: is a {} image; bake reads and edits raw disk images: convert it first (qemu-img convert -O raw {} IMAGE.bin)",
-                path.display(),
-                image.disk.format(),
-                path.display()
-            )]));
-        };
+        let raw = image
+            .disk
+            .raw_file()
+            .ok_or_else(|| io(std::io::Error::other("not opened as a raw image")))?;
         let file = raw.try_clone().map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if let Some(p) = &image.gpt.backup_problem {

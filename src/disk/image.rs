@@ -257,6 +257,17 @@ impl Disk {
         Disk::from_file(crate::input::open_regular(path)?)
     }
 
+    /// The file at `path` as a raw image, whatever it holds (a qcow2 file is then refused
+    /// by the GPT reader, saying so: for readers that edit raw images).
+    pub fn open_raw(path: &Path) -> io::Result<Disk> {
+        let file = crate::input::open_regular(path)?;
+        let len = file.metadata()?.len();
+        Ok(Disk {
+            container: Container::Raw(file),
+            len,
+        })
+    }
+
     /// The image in an already open file.
     pub fn from_file(file: File) -> io::Result<Disk> {
         let len = file.metadata()?.len();
