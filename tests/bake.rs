@@ -19,27 +19,9 @@ fn bake_ok(input: &Path, args: &[&str]) -> Baked {
 
 fn bake_with(backend: &str, input: &Path, args: &[&str]) -> Baked {
     let dir = tempfile::tempdir().expect("tmp");
-    let out = dir.path().join("out.bin");
-    let mut all = vec![
-        "--backend",
-        backend,
-        "--image",
-        input.to_str().expect("utf8"),
-        "--output",
-        out.to_str().expect("utf8"),
-    ];
+    let mut all = vec!["--backend", backend];
     all.extend_from_slice(args);
-    let o = flatbake(&all);
-    assert!(
-        o.status.success(),
-        "flatbake {all:?} failed: {}",
-        stderr(&o)
-    );
-    assert!(
-        leftovers(dir.path()).is_empty(),
-        "temporary files left: {:?}",
-        leftovers(dir.path())
-    );
+    let (out, _) = bake_into(dir.path(), input, &all);
     Baked { _dir: dir, out }
 }
 

@@ -67,6 +67,17 @@ fn assert_hetzner_with_wasmtime(img: &Path) {
         .is_file());
 }
 
+/// A fetch from a server with `tree` is refused, naming `want`, and writes nothing
+/// into the fresh output directory `out`.
+fn refused_by(tree: BTreeMap<String, Vec<u8>>, key: &Path, cache: &Path, out: &Path, want: &str) {
+    let server = Server::start(tree);
+    std::fs::create_dir(out).expect("mkdir");
+    let o = run(&server, key, cache, out, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(out).expect("ls").count(), 0);
+}
+
 fn run(
     server: &Server,
     key: &Path,
@@ -140,18 +151,13 @@ fn bad_signature_or_checksum_stops_everything() {
         format!("/amd64-usr/{V}/flatcar_production_image.bin.bz2.sig"),
         other.sign(&bz2),
     );
-    let server = Server::start(t);
-    let out = dir.path().join("out1");
-    std::fs::create_dir(&out).expect("mkdir");
-    let o = run(&server, &key, &dir.path().join("c1"), &out, &[]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("flatcar_production_image.bin.bz2"),
-        "{}",
-        stderr(&o)
+    refused_by(
+        t,
+        &key,
+        &dir.path().join("c1"),
+        &dir.path().join("out1"),
+        "flatcar_production_image.bin.bz2",
     );
-    assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 0);
-    drop(server);
 
     // extension that does not match the bakery's SHA256SUMS
     let mut t = tree(&gpg);
@@ -159,17 +165,13 @@ fn bad_signature_or_checksum_stops_everything() {
         "/extensions/wasmtime-24.0.0-x86-64.raw".into(),
         b"tampered".to_vec(),
     );
-    let server = Server::start(t);
-    let out = dir.path().join("out2");
-    std::fs::create_dir(&out).expect("mkdir");
-    let o = run(&server, &key, &dir.path().join("c2"), &out, &[]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("wasmtime-24.0.0-x86-64.raw"),
-        "{}",
-        stderr(&o)
+    refused_by(
+        t,
+        &key,
+        &dir.path().join("c2"),
+        &dir.path().join("out2"),
+        "wasmtime-24.0.0-x86-64.raw",
     );
-    assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 0);
 }
 
 // ---------------------------------------------------------------------------------------

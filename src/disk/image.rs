@@ -317,15 +317,12 @@ impl Disk {
 
     /// Fill `buf` from virtual offset `off` (reading past the end is an error).
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        if off
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > self.len)
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "read past the end of the virtual disk",
-            ));
-        }
+        within(
+            off,
+            buf.len(),
+            self.len,
+            "read past the end of the virtual disk",
+        )?;
         match &self.container {
             Container::Raw(f) => f.read_exact_at(buf, off),
             Container::Qcow2(q) => lock(q).read_at(off, buf),
@@ -361,6 +358,17 @@ impl Disk {
         }
         Ok(())
     }
+}
+
+/// `len` bytes at `off` lie inside `limit` bytes; else an EOF error saying `what`.
+fn within(off: u64, len: usize, limit: u64, what: &str) -> io::Result<()> {
+    if off.checked_add(len as u64).is_none_or(|e| e > limit) {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            what.to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 fn lock(q: &Mutex<Qcow2>) -> std::sync::MutexGuard<'_, Qcow2> {
@@ -437,15 +445,12 @@ impl Window {
 
     /// Fill `buf` from `off` into the partition (past its end is an error).
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        if off
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > self.len)
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "read past the end of the partition",
-            ));
-        }
+        within(
+            off,
+            buf.len(),
+            self.len,
+            "read past the end of the partition",
+        )?;
         self.disk.read_at(self.offset + off, buf)
     }
 }

@@ -84,6 +84,49 @@ pub fn stamp(p: &Path) -> Option<(u64, i64, i64, i64, i64)> {
     })
 }
 
+/// Bake `image` into `dir/out.bin` with `args` besides `--image IMAGE -o OUT`, and
+/// assert it succeeded and left no temporary in `dir`. Returns the output and the run.
+pub fn bake_into(dir: &Path, image: &Path, args: &[&str]) -> (PathBuf, Output) {
+    let out = dir.join("out.bin");
+    let mut all = vec!["--image", s(image), "-o", s(&out)];
+    all.extend_from_slice(args);
+    let o = flatbake(&all);
+    assert!(
+        o.status.success(),
+        "flatbake {all:?} failed: {}",
+        stderr(&o)
+    );
+    assert!(
+        leftovers(dir).is_empty(),
+        "temporary files left: {:?}",
+        leftovers(dir)
+    );
+    (out, o)
+}
+
+/// Bake `image` into a fresh output with `args` besides `--image IMAGE -o OUT`, and
+/// assert a clean refusal: exit status 1, an `error:` line, no output, no temporary
+/// left, the input untouched (size, mtime, ctime). Returns stderr.
+pub fn refused_bake(image: &Path, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("out.bin");
+    let before = stamp(image);
+    let mut all = vec!["--image", s(image), "-o", s(&out)];
+    all.extend_from_slice(args);
+    let o = flatbake(&all);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "flatbake {all:?}: {err}");
+    assert!(err.contains("error: "), "{err}");
+    assert!(!out.exists(), "output written despite the error");
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "temporary files left: {:?}",
+        leftovers(dir.path())
+    );
+    assert_eq!(stamp(image), before, "input modified");
+    err
+}
+
 /// A refusal is one line starting `error: `.
 pub fn one_line(err: &str) {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
