@@ -6,6 +6,8 @@ use crate::bake::place::InstallRule;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+pub mod sysext;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "flatbake",
@@ -99,7 +101,7 @@ pub enum Command {
     /// way), list, check, butane, convert-torcx, flix, flatwrap.
     Sysext {
         #[command(subcommand)]
-        cmd: crate::app::sysext::SysextCommand,
+        cmd: sysext::SysextCommand,
     },
     /// Internal: the mount backend's worker, run in a private mount namespace.
     #[command(name = "__mount-apply", hide = true)]

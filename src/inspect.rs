@@ -3,21 +3,18 @@
 //! extensions (file, symlink, extension-release, sysupdate config), the OEM partition
 //! (id, files, grub.cfg, Ignition config) — as text or as stable JSON for pipelines.
 //!
-//! Readers: GPT our own, ext4 with ext4-view, FAT with fs::fat, squashfs with backhand
-//! (EROFS with ours), btrfs with `btrfs restore` on an extracted sparse copy (there is
-//! no rootless in-process btrfs reader).
+//! The image is read through [`crate::facts`] (GPT, layout, architecture, first-boot
+//! flag, USR-A's os-release, ROOT's ext4); extensions with the sysext readers (squashfs
+//! with backhand, EROFS with ours); OEM's files with `btrfs restore` on an extracted
+//! sparse copy, so the listing shows what a mount would.
 
-use crate::disk::gpt::{Gpt, Partition, SECTOR};
-use crate::disk::layout::FlatcarLayout;
-use crate::disk::source::{self, DiskSource, SourceRegion};
+use crate::disk::gpt::SECTOR;
+use crate::facts::{Facts, FactsError, FsKind};
 use crate::sysext::{image, release::ReleaseFile};
 use serde::Serialize;
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::rc::Rc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -86,74 +83,6 @@ pub struct OemInfo {
     pub ignition: bool,
 }
 
-fn fs_kind(src: &mut dyn DiskSource, p: &Partition) -> Option<String> {
-    let mut b = [0u8; 4096];
-    let n = p.size().min(4096) as usize;
-    src.read_at(p.offset(), &mut b[..n]).ok()?;
-    if n >= 1082 && u16::from_le_bytes([b[1080], b[1081]]) == 0xEF53 {
-        return Some("ext4".into());
-    }
-    if n >= 512
-        && b[510] == 0x55
-        && b[511] == 0xAA
-        && (&b[54..57] == b"FAT" || &b[82..85] == b"FAT")
-    {
-        return Some("vfat".into());
-    }
-    let mut m = [0u8; 8];
-    if p.size() > 0x10048 && src.read_at(p.offset() + 0x10040, &mut m).is_ok() && &m == b"_BHRfS_M"
-    {
-        return Some("btrfs".into());
-    }
-    None
-}
-
-/// `Ext4Read` over a shared disk source.
-struct SharedRegion {
-    src: Rc<RefCell<Box<dyn DiskSource>>>,
-    offset: u64,
-    len: u64,
-}
-
-impl ext4_view::Ext4Read for SharedRegion {
-    fn read(
-        &mut self,
-        start: u64,
-        dst: &mut [u8],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        if start + dst.len() as u64 > self.len {
-            return Err("read past the end of the partition".into());
-        }
-        self.src.borrow_mut().read_at(self.offset + start, dst)?;
-        Ok(())
-    }
-}
-
-/// Unpack the btrfs in `p` into `dir/tree` (files only as far as `regex` selects).
-fn btrfs_tree(
-    src: &mut dyn DiskSource,
-    p: &Partition,
-    dir: &Path,
-    regex: Option<&str>,
-) -> Result<PathBuf, String> {
-    let img = dir.join(format!("part{}.img", p.number));
-    source::extract(src, p.offset(), p.size(), &img).map_err(|e| e.to_string())?;
-    let tree = dir.join(format!("part{}", p.number));
-    std::fs::create_dir_all(&tree).map_err(|e| e.to_string())?;
-    let mut c = Command::new("btrfs");
-    c.arg("restore").arg("-S");
-    if let Some(r) = regex {
-        c.arg(format!("--path-regex={r}"));
-    }
-    crate::tools::run(
-        c.arg(&img).arg(&tree),
-        "reading a btrfs filesystem (btrfs restore)",
-    )
-    .map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(&img);
-    Ok(tree)
-}
-
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -180,14 +109,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
 
 /// Inspect the image at `path`. `work` is scratch space for extracted filesystems.
 pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
-    let io = |source| InspectError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut src = source::open(path).map_err(io)?;
-    let len = src.len();
-    let gpt = Gpt::parse(&mut |off, buf| src.read_at(off, buf), len, path)?;
-    let partitions: Vec<PartitionInfo> = gpt
+    let facts = Facts::read(path).map_err(|e| match e {
+        FactsError::Io { path, source } => InspectError::Io { path, source },
+        FactsError::Gpt(e) => InspectError::Gpt(e),
+    })?;
+    let partitions: Vec<PartitionInfo> = facts
+        .gpt
         .partitions
         .iter()
         .map(|p| PartitionInfo {
@@ -198,101 +125,77 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
             start_lba: p.first_lba,
             sectors: p.size() / SECTOR,
             size: p.size(),
-            filesystem: fs_kind(src.as_mut(), p),
+            filesystem: facts.fs_kind(p).map(|k| k.name().to_owned()),
         })
         .collect();
     let mut report = Report {
         image: path.display().to_string(),
-        format: src.format().to_owned(),
-        virtual_size: len,
-        disk_guid: gpt.disk_guid.to_string(),
-        gpt_backup_problem: gpt.backup_problem.clone(),
+        format: facts.disk.format().to_owned(),
+        virtual_size: facts.disk.len(),
+        disk_guid: facts.gpt.disk_guid.to_string(),
+        gpt_backup_problem: facts.gpt.backup_problem.clone(),
         partitions,
         flatcar: false,
         flatcar_version: None,
-        arch: None,
-        first_boot: None,
+        arch: facts.arch.map(|a| a.to_string()),
+        first_boot: facts.first_boot,
         extensions: Vec::new(),
         sysupdate_timer: false,
         oem: None,
     };
-    let Ok(layout) = FlatcarLayout::find(gpt, path) else {
+    let Ok(layout) = &facts.layout else {
         return Ok(report);
     };
     report.flatcar = true;
 
-    // ESP: architecture and first-boot flag
-    {
-        let region = SourceRegion {
-            src: src.as_mut(),
-            offset: layout.esp.offset(),
-            len: layout.esp.size(),
-            pos: 0,
-        };
-        // the same bounded reader as the bake (a looping cluster chain ends)
-        report.arch = crate::fs::fat::arch_of(region).map(|a| a.as_str().to_owned());
-        let region = SourceRegion {
-            src: src.as_mut(),
-            offset: layout.esp.offset(),
-            len: layout.esp.size(),
-            pos: 0,
-        };
-        report.first_boot = crate::fs::fat::first_boot_in(region);
-    }
-
     // Flatcar version: USR-A's os-release, else version.txt beside the image
-    if fs_kind(src.as_mut(), &layout.usr_a).as_deref() == Some("btrfs") {
-        if let Ok(tree) = btrfs_tree(
-            src.as_mut(),
-            &layout.usr_a,
-            work,
-            Some("^/(|lib(|/os-release))$"),
-        ) {
-            if let Ok(text) = std::fs::read_to_string(tree.join("lib/os-release")) {
-                report.flatcar_version = ReleaseFile::parse(&text)
-                    .ok()
-                    .and_then(|r| r.get("VERSION_ID").map(str::to_owned));
-            }
-        }
-    }
+    report.flatcar_version = facts
+        .usr_os_release(crate::input::TEXT_CAP, Some(work))
+        .ok()
+        .and_then(|b| ReleaseFile::parse_bytes(&b).ok())
+        .and_then(|r| r.get("VERSION_ID").map(str::to_owned));
     if report.flatcar_version.is_none() {
         if let Some(dir) = path.parent() {
             report.flatcar_version =
-                crate::platform::version_from_file(&dir.join("version.txt")).ok();
+                crate::release::VersionTxt::flatcar_version_in(&dir.join("version.txt")).ok();
         }
     }
 
     // OEM
-    let oem_tree = if fs_kind(src.as_mut(), &layout.oem).as_deref() == Some("btrfs") {
-        btrfs_tree(src.as_mut(), &layout.oem, work, None).ok()
+    let oem_tree = if facts.fs_kind(&layout.oem) == Some(FsKind::Btrfs) {
+        facts
+            .btrfs_restore(
+                &layout.oem,
+                work,
+                None,
+                true,
+                "reading a btrfs filesystem (btrfs restore)",
+            )
+            .ok()
     } else {
         None
     };
     if let Some(tree) = &oem_tree {
         let mut files = Vec::new();
         walk(tree, tree, &mut files);
-        let id = std::fs::read_to_string(tree.join("oem-release"))
-            .ok()
+        let id = oem_file(tree, "oem-release")
+            .and_then(|p| std::fs::read_to_string(p).ok())
             .and_then(|t| ReleaseFile::parse(&t).ok())
             .and_then(|r| r.get("ID").map(str::to_owned));
         report.oem = Some(OemInfo {
             id,
-            ignition: tree.join("config.ign").is_file(),
-            grub_cfg: std::fs::read_to_string(tree.join("grub.cfg")).ok(),
+            ignition: oem_file(tree, "config.ign").is_some(),
+            grub_cfg: oem_file(tree, "grub.cfg").and_then(|p| std::fs::read_to_string(p).ok()),
             files,
         });
     }
 
     // ROOT: extensions
-    let shared = Rc::new(RefCell::new(src));
-    let root = ext4_view::Ext4::load(Box::new(SharedRegion {
-        src: shared.clone(),
-        offset: layout.root.offset(),
-        len: layout.root.size(),
-    }))
-    .map_err(|e| InspectError::Invalid {
-        path: path.to_owned(),
-        what: format!("ROOT: {e}"),
+    let root = ext4_view::Ext4::load(Box::new(facts.window(&layout.root))).map_err(|e| {
+        InspectError::Invalid {
+            path: path.to_owned(),
+            what: format!("ROOT: {e}"),
+        }
     })?;
     report.sysupdate_timer = root
         .symlink_metadata("/etc/systemd/system/timers.target.wants/systemd-sysupdate.timer")
@@ -333,11 +236,13 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
             Some("/dev/null") => Err("masked (symlink to /dev/null)".into()),
             Some(t) if t.starts_with("/oem/") => match &oem_tree {
                 Some(tree) => {
-                    let p = tree.join(t.trim_start_matches("/oem/"));
                     info.partition = Some("OEM".into());
-                    std::fs::copy(&p, &staged)
-                        .map(|_| ())
-                        .map_err(|e| format!("{t}: {e}"))
+                    match oem_file(tree, t.trim_start_matches("/oem/")) {
+                        Some(p) => std::fs::copy(&p, &staged)
+                            .map(|_| ())
+                            .map_err(|e| format!("{t}: {e}")),
+                        None => Err(format!("{t}: not a regular file on OEM")),
+                    }
                 }
                 None => Err(format!("{t}: OEM is not readable")),
             },
@@ -366,6 +271,30 @@ pub fn inspect(path: &Path, work: &Path) -> Result<Report, InspectError> {
         report.extensions.push(info);
     }
     Ok(report)
+}
+
+/// `rel` inside the unpacked OEM `tree`, when it is a regular file there: no `..`, no
+/// symlink (restored symlinks point into the host's filesystem, not the image's).
+fn oem_file(tree: &Path, rel: &str) -> Option<PathBuf> {
+    let rel = Path::new(rel);
+    if !rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return None;
+    }
+    let mut p = tree.to_path_buf();
+    for c in rel.components() {
+        p.push(c);
+        let m = std::fs::symlink_metadata(&p).ok()?;
+        if m.file_type().is_symlink() {
+            return None;
+        }
+    }
+    std::fs::symlink_metadata(&p)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|_| p)
 }
 
 fn copy_out(fs: &ext4_view::Ext4, path: &str, dst: &Path) -> Result<(), String> {

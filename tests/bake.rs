@@ -19,27 +19,9 @@ fn bake_ok(input: &Path, args: &[&str]) -> Baked {
 
 fn bake_with(backend: &str, input: &Path, args: &[&str]) -> Baked {
     let dir = tempfile::tempdir().expect("tmp");
-    let out = dir.path().join("out.bin");
-    let mut all = vec![
-        "--backend",
-        backend,
-        "--image",
-        input.to_str().expect("utf8"),
-        "--output",
-        out.to_str().expect("utf8"),
-    ];
+    let mut all = vec!["--backend", backend];
     all.extend_from_slice(args);
-    let o = flatbake(&all);
-    assert!(
-        o.status.success(),
-        "flatbake {all:?} failed: {}",
-        stderr(&o)
-    );
-    assert!(
-        leftovers(dir.path()).is_empty(),
-        "temporary files left: {:?}",
-        leftovers(dir.path())
-    );
+    let (out, _) = bake_into(dir.path(), input, &all);
     Baked { _dir: dir, out }
 }
 
@@ -87,17 +69,7 @@ fn bakes_into_root_and_oem_mount_backend() {
     let (off, size) = part(&b.out, OEM);
     let dir = tempfile::tempdir().expect("tmp");
     let raw = dir.path().join("oem.img");
-    sh(Command::new("dd")
-        .arg(format!("if={}", b.out.display()))
-        .arg(format!("of={}", raw.display()))
-        .args([
-            "bs=1M",
-            "iflag=skip_bytes,count_bytes",
-            "conv=sparse",
-            "status=none",
-        ])
-        .arg(format!("skip={off}"))
-        .arg(format!("count={size}")));
+    copy_partition(&b.out, off, size, &raw);
     let dump = sh(Command::new("btrfs")
         .args(["inspect-internal", "dump-tree", "-t", "fs"])
         .arg(&raw));
@@ -357,17 +329,7 @@ fn systemd_sysext_merges_the_baked_extension() {
     // /usr from USR-A
     let (off, size) = part(&b.out, USR_A);
     let usr_img = root.path().join("usr.img");
-    sh(Command::new("dd")
-        .arg(format!("if={}", b.out.display()))
-        .arg(format!("of={}", usr_img.display()))
-        .args([
-            "bs=1M",
-            "iflag=skip_bytes,count_bytes",
-            "conv=sparse",
-            "status=none",
-        ])
-        .arg(format!("skip={off}"))
-        .arg(format!("count={size}")));
+    copy_partition(&b.out, off, size, &usr_img);
     let sysroot = root.path().join("sysroot");
     std::fs::create_dir_all(sysroot.join("usr")).expect("mkdir");
     sh(Command::new("btrfs")

@@ -54,21 +54,10 @@ fn dumpe2fs(img: &Path) -> String {
 
 /// Run a bake expected to be refused; check exit, output, leftovers, input hash.
 fn refused(backend: &str, img: &Path, args: &[&str]) -> String {
-    let dir = tempfile::tempdir().expect("tmp");
-    let out = dir.path().join("out.bin");
     let before = sha256_file(img);
-    let mut all = vec!["--backend", backend, "--image", s(img), "-o", s(&out)];
+    let mut all = vec!["--backend", backend];
     all.extend_from_slice(args);
-    let o = flatbake(&all);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "flatbake {all:?}: {err}");
-    assert!(err.contains("error: "), "{err}");
-    assert!(!out.exists(), "output written despite the error");
-    assert!(
-        leftovers(dir.path()).is_empty(),
-        "temporary files left: {:?}",
-        leftovers(dir.path())
-    );
+    let err = refused_bake(img, &all);
     assert_eq!(sha256_file(img), before, "input modified");
     err
 }
@@ -76,21 +65,10 @@ fn refused(backend: &str, img: &Path, args: &[&str]) -> String {
 /// Run a bake expected to succeed; returns (dir, output, stderr).
 fn baked(backend: &str, img: &Path, args: &[&str]) -> (tempfile::TempDir, PathBuf, String) {
     let dir = tempfile::tempdir().expect("tmp");
-    let out = dir.path().join("out.bin");
     let before = sha256_file(img);
-    let mut all = vec!["--backend", backend, "--image", s(img), "-o", s(&out)];
+    let mut all = vec!["--backend", backend];
     all.extend_from_slice(args);
-    let o = flatbake(&all);
-    assert!(
-        o.status.success(),
-        "flatbake {all:?} failed: {}",
-        stderr(&o)
-    );
-    assert!(
-        leftovers(dir.path()).is_empty(),
-        "temporary files left: {:?}",
-        leftovers(dir.path())
-    );
+    let (out, o) = bake_into(dir.path(), img, &all);
     assert_eq!(sha256_file(img), before, "input modified");
     e2fsck_root(&out);
     (dir, out, stderr(&o))
@@ -103,17 +81,7 @@ fn crashed(dir: &Path) -> PathBuf {
     let img = copy_fixture(dir);
     let (off, size) = part(&img, ROOT);
     let a = dir.join("after.img");
-    sh(Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", a.display()))
-        .args([
-            "bs=1M",
-            "iflag=skip_bytes,count_bytes",
-            "conv=sparse",
-            "status=none",
-        ])
-        .arg(format!("skip={off}"))
-        .arg(format!("count={size}")));
+    copy_partition(&img, off, size, &a);
     let note = dir.join("note");
     std::fs::write(&note, b"written before the crash\n").expect("w");
     sh(Command::new("debugfs")

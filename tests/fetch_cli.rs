@@ -47,6 +47,37 @@ fn tree(gpg: &Gpg) -> BTreeMap<String, Vec<u8>> {
     t
 }
 
+/// `img` is a sound hetzner image of release V with the fixture wasmtime sysext and
+/// its sysupdate config baked in, and the release's OEM sysext on OEM.
+fn assert_hetzner_with_wasmtime(img: &Path) {
+    sgdisk_verify(img);
+    e2fsck_root(img);
+    assert_eq!(
+        root_file(img, "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw"),
+        std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("w")
+    );
+    assert_eq!(
+        root_file(img, "/etc/sysupdate.wasmtime.d/wasmtime.conf"),
+        std::fs::read(sysext("wasmtime.conf")).expect("c")
+    );
+    let oem = oem_tree(img);
+    assert!(oem
+        .path()
+        .join(format!("tree/sysext/oem-hetzner-{V}.raw"))
+        .is_file());
+}
+
+/// A fetch from a server with `tree` is refused, naming `want`, and writes nothing
+/// into the fresh output directory `out`.
+fn refused_by(tree: BTreeMap<String, Vec<u8>>, key: &Path, cache: &Path, out: &Path, want: &str) {
+    let server = Server::start(tree);
+    std::fs::create_dir(out).expect("mkdir");
+    let o = run(&server, key, cache, out, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(out).expect("ls").count(), 0);
+}
+
 fn run(
     server: &Server,
     key: &Path,
@@ -88,21 +119,7 @@ fn fetch_bake_vendor_then_cache_hit() {
     let o = run(&server, &key, &cache, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let img = out.join("flatcar_production_hetzner_image.bin");
-    sgdisk_verify(&img);
-    e2fsck_root(&img);
-    assert_eq!(
-        root_file(&img, "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw"),
-        std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("w")
-    );
-    assert_eq!(
-        root_file(&img, "/etc/sysupdate.wasmtime.d/wasmtime.conf"),
-        std::fs::read(sysext("wasmtime.conf")).expect("c")
-    );
-    let oem = oem_tree(&img);
-    assert!(oem
-        .path()
-        .join(format!("tree/sysext/oem-hetzner-{V}.raw"))
-        .is_file());
+    assert_hetzner_with_wasmtime(&img);
 
     // second run, exact version: nothing of the release is downloaded again
     server.clear_log();
@@ -134,18 +151,13 @@ fn bad_signature_or_checksum_stops_everything() {
         format!("/amd64-usr/{V}/flatcar_production_image.bin.bz2.sig"),
         other.sign(&bz2),
     );
-    let server = Server::start(t);
-    let out = dir.path().join("out1");
-    std::fs::create_dir(&out).expect("mkdir");
-    let o = run(&server, &key, &dir.path().join("c1"), &out, &[]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("flatcar_production_image.bin.bz2"),
-        "{}",
-        stderr(&o)
+    refused_by(
+        t,
+        &key,
+        &dir.path().join("c1"),
+        &dir.path().join("out1"),
+        "flatcar_production_image.bin.bz2",
     );
-    assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 0);
-    drop(server);
 
     // extension that does not match the bakery's SHA256SUMS
     let mut t = tree(&gpg);
@@ -153,17 +165,13 @@ fn bad_signature_or_checksum_stops_everything() {
         "/extensions/wasmtime-v24.0.0-x86-64.raw".into(),
         b"tampered".to_vec(),
     );
-    let server = Server::start(t);
-    let out = dir.path().join("out2");
-    std::fs::create_dir(&out).expect("mkdir");
-    let o = run(&server, &key, &dir.path().join("c2"), &out, &[]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("wasmtime-v24.0.0-x86-64.raw"),
-        "{}",
-        stderr(&o)
+    refused_by(
+        t,
+        &key,
+        &dir.path().join("c2"),
+        &dir.path().join("out2"),
+        "wasmtime-v24.0.0-x86-64.raw",
     );
-    assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -439,7 +447,8 @@ fn bakery_conf_is_checked_against_sha256sums() {
     let wasm = std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("w");
     let conf = std::fs::read(sysext("wasmtime.conf")).expect("c");
     let ext = ["wasmtime:wasmtime-v24.0.0-x86-64.raw"];
-    let sums = |c: &str| format!("{}  wasmtime-v24.0.0-x86-64.raw\n{c}", sha256(&wasm)).into_bytes();
+    let sums =
+        |c: &str| format!("{}  wasmtime-v24.0.0-x86-64.raw\n{c}", sha256(&wasm)).into_bytes();
 
     // listed with another hash: refused, nothing kept
     st.server.set(
@@ -562,7 +571,11 @@ fn tamper(p: &Path, at: u64) {
 #[test]
 fn tampered_cache_entries_are_not_trusted() {
     let st = Setup::new();
-    let ext = ["--vendor", "hetzner", "wasmtime:wasmtime-v24.0.0-x86-64.raw"];
+    let ext = [
+        "--vendor",
+        "hetzner",
+        "wasmtime:wasmtime-v24.0.0-x86-64.raw",
+    ];
     let o = st.fetch(&st.cache(), &ext);
     assert!(o.status.success(), "{}", stderr(&o));
     let oem = st.rel().join("oem-hetzner.raw");
@@ -627,7 +640,11 @@ fn fetch_prefetches_everything_a_bake_needs() {
     let st = Setup::new();
     let o = st.fetch(
         &st.cache(),
-        &["--vendor", "hetzner", "wasmtime:wasmtime-v24.0.0-x86-64.raw"],
+        &[
+            "--vendor",
+            "hetzner",
+            "wasmtime:wasmtime-v24.0.0-x86-64.raw",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(st.rel().join("oem-hetzner.raw").is_file());
@@ -654,21 +671,7 @@ fn fetch_prefetches_everything_a_bake_needs() {
         .expect("run");
     assert!(o.status.success(), "{}", stderr(&o));
     let img = out.join("flatcar_production_hetzner_image.bin");
-    sgdisk_verify(&img);
-    e2fsck_root(&img);
-    assert_eq!(
-        root_file(&img, "/opt/extensions/wasmtime/wasmtime-v24.0.0-x86-64.raw"),
-        std::fs::read(sysext("wasmtime-v24.0.0-x86-64.raw")).expect("w")
-    );
-    assert_eq!(
-        root_file(&img, "/etc/sysupdate.wasmtime.d/wasmtime.conf"),
-        std::fs::read(sysext("wasmtime.conf")).expect("c")
-    );
-    let oem = oem_tree(&img);
-    assert!(oem
-        .path()
-        .join(format!("tree/sysext/oem-hetzner-{V}.raw"))
-        .is_file());
+    assert_hetzner_with_wasmtime(&img);
     drop(gpg);
 }
 

@@ -23,13 +23,6 @@ fn bake(args: &[&str]) -> (tempfile::TempDir, PathBuf, std::process::Output) {
     (dir, out, o)
 }
 
-fn wasm() -> String {
-    format!(
-        "wasmtime:{}",
-        sysext("wasmtime-v24.0.0-x86-64.raw").display()
-    )
-}
-
 fn ign(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("config.ign");
     std::fs::write(&p, text).expect("write");

@@ -6,13 +6,6 @@ mod support;
 use std::path::Path;
 use support::*;
 
-fn wasm() -> String {
-    format!(
-        "wasmtime:{}",
-        sysext("wasmtime-v24.0.0-x86-64.raw").display()
-    )
-}
-
 #[test]
 fn an_existing_output_is_kept_unless_forced() {
     let img = fixtures().join("current.bin");

@@ -9,18 +9,6 @@ use std::path::Path;
 use std::process::Command;
 use support::*;
 
-fn wasm() -> String {
-    format!(
-        "wasmtime:{}",
-        sysext("wasmtime-v24.0.0-x86-64.raw").display()
-    )
-}
-
-fn one_line(err: &str) {
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: "), "{err}");
-}
-
 #[test]
 fn arch_that_contradicts_the_image_is_refused() {
     let img = fixtures().join("current.bin");

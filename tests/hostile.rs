@@ -9,7 +9,7 @@
 mod support;
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::*;
@@ -18,24 +18,6 @@ fn hostile(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/hostile")
         .join(name)
-}
-
-fn current() -> PathBuf {
-    fixtures().join("current.bin")
-}
-
-/// Size, mtime and ctime: any write changes one of them (hashing the sparse disk
-/// images for every case would read all of their holes).
-fn stamp(p: &Path) -> Option<(u64, i64, i64, i64, i64)> {
-    std::fs::metadata(p).ok().map(|m| {
-        (
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-        )
-    })
 }
 
 /// Check the shape of a failed run's stderr: one `error:` line, or a pre-flight list
@@ -99,13 +81,6 @@ fn bake_refused_maybe(image: &Path, input: Option<&Path>, args: &[String]) -> St
     assert_eq!(stamp(image), img_before, "image modified");
     assert_eq!(input.map(sha256_file), in_before, "input modified");
     err
-}
-
-fn wasm() -> String {
-    format!(
-        "wasmtime:{}",
-        sysext("wasmtime-v24.0.0-x86-64.raw").display()
-    )
 }
 
 /// A bake of a damaged disk image: the image is the input.

@@ -10,19 +10,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::*;
 
-/// Deterministic pseudo-random (incompressible) bytes.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+/// `flatbake sysext check` accepts `img` as the extension `app` for x86-64.
+fn check_ok(img: &Path) {
+    let o = flatbake(&[
+        "sysext",
+        "check",
+        s(img),
+        "--name",
+        "app",
+        "--arch",
+        "x86-64",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 }
 
 /// A tree shaped like a sysext: a few binaries, text, and duplicate large files.
@@ -237,16 +236,7 @@ fn erofs_is_compressed_clean_and_keeps_xattrs() {
         text
     );
     // flatbake's own check still reads it
-    let o = flatbake(&[
-        "sysext",
-        "check",
-        s(&img),
-        "--name",
-        "app",
-        "--arch",
-        "x86-64",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    check_ok(&img);
     // xattrs, as the kernel reads them from the merged extension
     let out = sysext_merge(
         &[("app", &img)],
@@ -377,16 +367,7 @@ fn packs_as_an_unprivileged_user() {
                 "-o",
                 s(&img),
             ]));
-        let o = flatbake(&[
-            "sysext",
-            "check",
-            s(&img),
-            "--name",
-            "app",
-            "--arch",
-            "x86-64",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        check_ok(&img);
     }
     sh(Command::new("unsquashfs")
         .arg("-s")

@@ -139,6 +139,34 @@ fn dry_run_refuses_what_a_bake_refuses() {
     assert!(leftovers(dir.path()).is_empty());
 }
 
+/// `--arch` names what the image is: the plan judges it against the ESP's boot loader
+/// (the image's facts), with every other problem.
+#[test]
+fn an_arch_the_image_is_not_is_refused_with_the_rest() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("out.bin");
+    let bad = dir.path().join("bad.raw");
+    std::fs::write(&bad, b"not a squashfs").expect("write");
+    let bad_arg = format!("bad:{}", bad.display());
+    let input = fixtures().join("current.bin");
+    let err = flatbake_refused(&[
+        "--image",
+        s(&input),
+        "--output",
+        s(&out),
+        "--arch",
+        "arm64",
+        &bad_arg,
+    ]);
+    assert!(
+        err.contains("is a x86-64 image, not arm64; drop --arch arm64"),
+        "{err}"
+    );
+    assert!(err.contains("bad.raw"), "{err}");
+    assert!(!out.exists());
+    assert!(leftovers(dir.path()).is_empty());
+}
+
 #[test]
 fn dry_run_of_vendor_images_names_them_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -7,13 +7,6 @@ mod support;
 use std::process::Command;
 use support::*;
 
-fn wasm() -> String {
-    format!(
-        "wasmtime:{}",
-        sysext("wasmtime-v24.0.0-x86-64.raw").display()
-    )
-}
-
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }

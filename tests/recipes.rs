@@ -22,11 +22,6 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
     c.output().expect("run flatbake")
 }
 
-fn sha(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{:x}", Sha256::digest(data))
-}
-
 type Entry = (String, Vec<u8>, u32);
 
 /// A fake executable that says what it is.
@@ -110,7 +105,7 @@ impl Mirror {
 
     fn put(&self, url: &str, data: &[u8]) -> String {
         write(&self.path(url), data, 0o644);
-        sha(data)
+        sha256(data)
     }
 
     /// `url` with a `sha256sum` line for it at `sums` (appended to what is there).
@@ -544,10 +539,7 @@ fn catalogue(m: &Mirror, rootfs: &Path) -> Vec<Case> {
                 "falco-0.39.1-x86_64/etc/falco/falco_rules.yaml",
                 "- rule: x\n",
             ),
-            text(
-                "falco-0.39.1-x86_64/etc/falco/config.d/.keep",
-                "",
-            ),
+            text("falco-0.39.1-x86_64/etc/falco/config.d/.keep", ""),
             text(
                 "falco-0.39.1-x86_64/etc/falcoctl/falcoctl.yaml",
                 "artifact: {}\n",
@@ -1330,7 +1322,7 @@ fn release_lays_out_a_bakery_that_flatbake_lists_and_bakes_from() {
             std::fs::read(ext.join(name).join(f)).expect("per-extension copy"),
             data
         );
-        let line = format!("{}  {f}", sha(&data));
+        let line = format!("{}  {f}", sha256(&data));
         assert!(global.lines().any(|l| l == line), "{line} not in {global}");
         let own = std::fs::read_to_string(ext.join(name).join("SHA256SUMS")).expect("sums");
         assert!(own.lines().any(|l| l == line), "{line} not in {own}");

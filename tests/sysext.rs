@@ -10,26 +10,11 @@ use support::http::Server;
 use support::*;
 
 fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("FLATBAKE_RECIPE_MIRROR")
-        .env_remove("FLATBAKE_RECIPES");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.output().expect("run flatbake")
+    run_sysext(args, envs)
 }
 
 fn ok(args: &[&str], envs: &[(&str, &str)]) -> String {
-    let o = run(args, envs);
-    assert!(
-        o.status.success(),
-        "flatbake {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    stdout(&ok_sysext(args, envs))
 }
 
 /// A source tree: usr/bin/hello, usr/share/demo/{blob,dup}, opt/demo/conf, a symlink,
@@ -475,11 +460,6 @@ fn put(root: &Path, url: &str, data: &[u8]) {
     write(&root.join(rest), data, 0o644);
 }
 
-fn sha(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{:x}", Sha256::digest(data))
-}
-
 /// A mirror holding upstream-shaped fixtures for every recipe at one version each.
 fn mirror() -> (tempfile::TempDir, Server) {
     let d = tempfile::tempdir().expect("tmp");
@@ -505,7 +485,7 @@ fn mirror() -> (tempfile::TempDir, Server) {
     put(
         m,
         "https://api.github.com/repos/bytecodealliance/wasmtime/releases/tags/v24.0.0",
-        format!(r#"{{"tag_name":"v24.0.0","assets":[{{"name":"wasmtime-v24.0.0-x86_64-linux.tar.xz","digest":"sha256:{}"}}]}}"#, sha(&w)).as_bytes(),
+        format!(r#"{{"tag_name":"v24.0.0","assets":[{{"name":"wasmtime-v24.0.0-x86_64-linux.tar.xz","digest":"sha256:{}"}}]}}"#, sha256(&w)).as_bytes(),
     );
     put(
         m,
@@ -525,7 +505,7 @@ fn mirror() -> (tempfile::TempDir, Server) {
         format!(
             "{}  k3s-airgap-images-amd64.tar\n{}  k3s\n",
             "0".repeat(64),
-            sha(k3s)
+            sha256(k3s)
         )
         .as_bytes(),
     );
@@ -551,7 +531,7 @@ fn mirror() -> (tempfile::TempDir, Server) {
         "https://download.docker.com/linux/static/stable/x86_64/index.html",
         br#"<a href="docker-26.1.4.tgz">docker-26.1.4.tgz</a><a href="docker-27.3.1.tgz">docker-27.3.1.tgz</a><a href="docker-rootless-extras-27.3.1.tgz">x</a><a href="docker-28.0.0-rc.1.tgz">x</a>"#,
     );
-    write(&m.join("docker.sha256"), sha(&docker).as_bytes(), 0o644);
+    write(&m.join("docker.sha256"), sha256(&docker).as_bytes(), 0o644);
     let server = Server::serve(m);
     (d, server)
 }

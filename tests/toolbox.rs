@@ -10,28 +10,11 @@ use std::process::{Command, Output};
 use support::*;
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("FLATBAKE_RECIPE_MIRROR")
-        .env_remove("FLATBAKE_RECIPES")
-        .output()
-        .expect("run flatbake")
+    run_sysext(args, &[])
 }
 
 fn ok(args: &[&str]) -> Output {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "flatbake {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
-    o
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    ok_sysext(args, &[])
 }
 
 /// A minimal sysext named `name` for x86-64, packed by flatbake.
@@ -273,11 +256,6 @@ fn tar_gz(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
     e.finish().expect("gz")
 }
 
-fn sha(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{:x}", Sha256::digest(data))
-}
-
 fn unsquashfs_list(img: &Path) -> String {
     stdout(&sh(Command::new("unsquashfs").arg("-lln").arg(img)))
 }
@@ -321,7 +299,7 @@ fn docker_recipe_builds_only_docker_and_only_containerd() {
                 "--arch",
                 "x86-64",
                 "--sha256",
-                &sha(&tgz),
+                &sha256(&tgz),
                 "-o",
                 s(out),
             ])
@@ -624,7 +602,7 @@ fn oci_layout_with(dir: &Path, more_bins: &[&str], more_files: &[(&str, &[u8])])
     let l1 = tar_layer(&l1);
     let layout = dir.join("oci");
     let put = |data: &[u8]| -> String {
-        let h = sha(data);
+        let h = sha256(data);
         write(&layout.join(format!("blobs/sha256/{h}")), data, 0o644);
         format!("sha256:{h}")
     };

@@ -152,7 +152,6 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
                 .clone()
                 .unwrap_or_else(fetch::default_cache);
             let raw = local::raw_image(i, &cache)?;
-            check_arch(&args, &raw)?;
             if raw != *i {
                 // version.txt, OEM sysexts and firmware stay beside the compressed file
                 args.release_dir.get_or_insert_with(|| parent_dir(i));
@@ -306,21 +305,12 @@ fn normalize_vendors(args: &mut BakeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--arch` for a local image must be the image's own architecture: it names what the
-/// image is, it cannot change it.
-fn check_arch(args: &BakeArgs, image: &std::path::Path) -> anyhow::Result<()> {
-    let Some(want) = args.release.arch else {
-        return Ok(());
-    };
-    if let Some(found) = crate::disk::detect_arch(image).map_err(|e| anyhow::anyhow!("{e}"))? {
-        if found != want {
-            anyhow::bail!(
-                "{}: is a {found} image, not {want}; drop --arch {want} (it names the image's architecture, it cannot change it)",
-                image.display()
-            );
-        }
-    }
-    Ok(())
+/// The architecture of the Flatcar image at `image`, from its ESP's UEFI boot loader;
+/// `None` when the ESP does not tell.
+fn image_arch(image: &std::path::Path) -> anyhow::Result<Option<crate::arch::Arch>> {
+    let facts = crate::facts::Facts::read(image)?;
+    facts.layout.as_ref().map_err(Clone::clone)?;
+    Ok(facts.arch)
 }
 
 /// What to do with Flatcar's built-in and optional extensions. The image's version
@@ -334,7 +324,7 @@ fn builtins(args: &BakeArgs, image: &std::path::Path) -> bake::builtin::BuiltinR
     let version = args
         .flatcar_version
         .clone()
-        .or_else(|| crate::platform::version_from_file(&dir.join("version.txt")).ok());
+        .or_else(|| crate::release::VersionTxt::flatcar_version_in(&dir.join("version.txt")).ok());
     bake::builtin::BuiltinRequest {
         replace: args.replace_builtin.clone(),
         keep: args.keep_builtin,
@@ -360,7 +350,7 @@ fn run_vendors(
         .unwrap_or_else(|| parent_dir(&image));
     let arch = match args.release.arch {
         Some(a) => Some(a),
-        None => crate::disk::detect_arch(&image).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => image_arch(&image)?,
     };
     let mut plan = platform::plan(&VendorInput {
         names: &args.vendor,

@@ -66,7 +66,7 @@ pub fn apply(
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(facts.mode | 0o600))
         .map_err(io(&req.output))?;
-    let phase = crate::out::Phase::start(format!("copying {} (sparse)", facts.path.display()));
+    let phase = crate::out::Phase::start(format!("copying {} (sparse)", facts.path().display()));
     sparse::clone_file(&facts.file, tmp.as_file()).map_err(io(&req.output))?;
     phase.done();
     if facts.layout.gpt.backup_problem.is_some() {

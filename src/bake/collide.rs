@@ -6,9 +6,7 @@
 //! own, or with what the image holds ([`collisions`]).
 
 use super::place::{Extension, Target, OEM_MOUNT};
-use super::{autoupdate, builtin};
 use crate::fs::{check_path, Op};
-use std::path::PathBuf;
 
 /// A path in ROOT as the image has it, the last component not followed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -281,39 +279,4 @@ pub fn extension_links(fs: &ext4_view::Ext4) -> Vec<(String, String)> {
             }
         })
         .collect()
-}
-
-/// The small ROOT files that --sysupdate and the built-in handling add after the copy,
-/// with their paths, for the space pre-flight (each takes at most a block).
-pub fn later_root_ops(
-    sysupdate: bool,
-    updated: &[&str],
-    builtins: &builtin::BuiltinPlan,
-) -> Vec<Op> {
-    let file = |p: String| Op::Write {
-        path: p,
-        src: PathBuf::new(),
-        mode: 0o644,
-    };
-    let mut ops = vec![];
-    if sysupdate {
-        ops.push(file("/etc/sysupdate.d/noop.conf".into()));
-        ops.push(Op::Symlink {
-            path: autoupdate::TIMER_LINK.into(),
-            target: autoupdate::TIMER_UNIT.into(),
-        });
-        ops.extend(
-            updated
-                .iter()
-                .chain(&["sysext"])
-                .map(|n| file(format!("{}/{n}.conf", autoupdate::DROPIN_DIR))),
-        );
-    }
-    ops.extend(builtins.mask.iter().map(|m| Op::Symlink {
-        path: format!("/etc/extensions/{m}.raw"),
-        target: "/dev/null".into(),
-    }));
-    ops.push(file(builtin::TORCX_GENERATOR.into()));
-    ops.push(file(builtin::ENABLED_CONF.into()));
-    ops
 }

@@ -1,19 +1,18 @@
-//! Stage 1 of a bake, read once: everything the plan needs to know about the input
-//! image, gathered before anything is planned or written — the GPT and Flatcar layout,
-//! the architecture (from the ESP), whether ROOT's ext4 may be edited (superblock,
-//! journal, features, free space), ROOT's existing extension links and the paths the
-//! plan may collide with, `enabled-sysext.conf`, the first-boot flag and OEM's btrfs
-//! superblock. The input is opened once, read-only, and never modified.
+//! Stage 1 of a bake, read once: the image's facts ([`crate::facts::Facts`]: GPT,
+//! Flatcar layout, architecture, first-boot flag, USR-A's os-release on demand) and
+//! what editing needs on top — whether ROOT's ext4 may be edited (superblock, journal,
+//! features, free space), ROOT's existing extension links and the paths the plan may
+//! collide with, `enabled-sysext.conf`, and OEM's btrfs superblock. The input is opened
+//! once, read-only, as a raw image (bake copies and edits it), and never modified.
 
 use super::builtin;
 use super::BakeError;
-use crate::arch::Arch;
-use crate::disk::gpt::Gpt;
 use crate::disk::layout::FlatcarLayout;
+use crate::facts::{Facts, FactsError};
 use crate::fs::ext4_super::Super;
-use crate::fs::{btrfs, ext4, Backend};
+use crate::fs::{btrfs, Backend};
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// `enabled-sysext.conf` larger than this is not read (it lists a few names).
 const ENABLED_CONF_CAP: u64 = 1 << 20;
@@ -33,18 +32,15 @@ pub struct RootFacts {
 
 /// What the input image is, read once.
 pub struct ImageFacts {
-    pub path: PathBuf,
+    /// What the image is (path, GPT, arch, first-boot flag, ...).
+    pub image: Facts,
     /// The input, opened read-only; the copy is made from this handle.
     pub file: File,
     /// The input's permission bits, given to the output.
     pub mode: u32,
     pub layout: FlatcarLayout,
-    /// The architecture the ESP's bootloader is built for, when it can be told.
-    pub arch: Option<Arch>,
     /// ROOT's ext4, or the one-line reason it must not be edited.
     pub root: Result<RootFacts, String>,
-    /// Whether the ESP holds `/flatcar/first_boot` (`None`: the ESP cannot be read).
-    pub first_boot: Option<bool>,
 }
 
 impl ImageFacts {
@@ -55,53 +51,64 @@ impl ImageFacts {
             path: path.to_owned(),
             source,
         };
-        let file = crate::input::open_regular(path).map_err(io)?;
+        let image = match Facts::read_raw(path) {
+            Ok(f) => f,
+            Err(FactsError::Io { source, .. }) => return Err(io(source)),
+            Err(FactsError::Gpt(e)) => return Err(e.into()),
+        };
+        let raw = image
+            .disk
+            .raw_file()
+            .ok_or_else(|| io(std::io::Error::other("not opened as a raw image")))?;
+        let file = raw.try_clone().map_err(io)?;
         let meta = file.metadata().map_err(io)?;
-        if !meta.is_file() {
-            return Err(BakeError::Preflight(vec![format!(
-                "{}: not a regular file",
-                path.display()
-            )]));
-        }
-        let gpt = Gpt::read_from(&file, meta.len(), path)?;
-        if let Some(p) = &gpt.backup_problem {
+        if let Some(p) = &image.gpt.backup_problem {
             super::log(&format!(
                 "warning: {}: {p}; the output's backup GPT is rebuilt from the primary (repair the input with `sgdisk -e`)",
                 path.display()
             ));
         }
-        let layout = FlatcarLayout::find(gpt, path)?;
-        let arch = crate::fs::fat::detect_arch(&file, &layout.esp);
-        let first_boot = crate::fs::fat::has_first_boot(&file, &layout.esp);
-        let root = read_root(&file, path, &layout, backend)?;
+        let layout = match &image.layout {
+            Ok(l) => l.clone(),
+            Err(e) => return Err(e.clone().into()),
+        };
+        let root = read_root(&image, &file, &layout, backend)?;
         Ok(ImageFacts {
-            path: path.to_owned(),
             mode: meta.permissions().mode() & 0o777,
+            image,
             file,
             layout,
-            arch,
             root,
-            first_boot,
         })
+    }
+
+    /// The input's path.
+    pub fn path(&self) -> &Path {
+        &self.image.path
     }
 
     /// OEM's btrfs superblock (read only when the plan edits OEM).
     pub fn oem_super(&self) -> Result<btrfs::Super, BakeError> {
-        Ok(btrfs::read_super(&self.file, &self.path, &self.layout.oem)?)
+        Ok(btrfs::read_super(
+            &self.file,
+            &self.image.path,
+            &self.layout.oem,
+        )?)
     }
 }
 
 fn read_root(
+    image: &Facts,
     file: &File,
-    path: &Path,
     layout: &FlatcarLayout,
     backend: Backend,
 ) -> Result<Result<RootFacts, String>, BakeError> {
+    let path = &image.path;
     let sb = match crate::fs::ext4_super::check(file, path, &layout.root, backend.resolve()) {
         Ok(sb) => sb,
         Err(p) => return Ok(Err(p)),
     };
-    let fs = ext4::open(path, &layout.root)?;
+    let fs = image.ext4(&layout.root)?;
     let links = super::collide::extension_links(&fs);
     let enabled_conf = enabled_conf(&fs, path);
     Ok(Ok(RootFacts {

@@ -41,7 +41,7 @@ pub fn plan(
     stage: Option<&Path>,
     mut problems: Vec<String>,
 ) -> Result<Plan, Vec<String>> {
-    let arch = req.arch.or(facts.arch);
+    let arch = arch(req, facts, &mut problems);
     let target = target_os(req, facts, arch, stage, &mut problems);
     let exts = place::check_extensions(&PlanInput {
         extensions: &req.extensions,
@@ -81,28 +81,14 @@ pub fn plan(
     if req.sysupdate && updated.is_empty() {
         problems.push("--sysupdate: no extension being baked has a sysupdate config (NAME.conf beside FILE or --sysupdate-conf)".into());
     }
-    if let Some(op) = ignition(req, facts, stage, &mut problems) {
-        oem_edits.push(op);
-    }
-    problems.extend(crate::platform::oem::kernel_arg_problems(&req.kernel_args));
-    if !req.kernel_args.is_empty() {
-        oem_edits.push(Op::Append {
-            path: "/grub.cfg".into(),
-            header: crate::platform::oem::GRUB_HEADER.into(),
-            text: crate::platform::oem::kernel_args_line(&req.kernel_args),
-        });
-    }
+    oem_edits
+        .ops
+        .extend(boot_edits(req, facts, stage, &mut problems));
     // Generated ROOT files are staged now, so the plan holds every edit.
-    let later = match stage {
-        Some(dir) if problems.is_empty() => match generated(req, &updated, &builtins, root, dir) {
-            Ok(ops) => ops,
-            Err(p) => {
-                problems.push(p);
-                Vec::new()
-            }
-        },
-        _ => collide::later_root_ops(req.sysupdate, &updated, &builtins),
-    };
+    let later = generated_in(req, &updated, &builtins, root, stage).unwrap_or_else(|p| {
+        problems.push(p);
+        Vec::new()
+    });
     problems.extend(collide::collisions(&exts, &later, &root_state));
     root_edits.ops.extend(later);
     problems.extend(space(facts, root, &root_edits, &oem_edits));
@@ -119,8 +105,63 @@ pub fn plan(
     })
 }
 
+/// `--arch`, judged against the image's own architecture (it names what the image is,
+/// it cannot change it); the architecture the rest is judged against.
+fn arch(req: &BakeRequest, facts: &ImageFacts, problems: &mut Vec<String>) -> Option<Arch> {
+    match (req.arch, facts.image.arch) {
+        (Some(want), Some(found)) if want != found => {
+            problems.push(format!(
+                "{}: is a {found} image, not {want}; drop --arch {want} (it names the image's architecture, it cannot change it)",
+                facts.path().display()
+            ));
+            // the rest is judged against what the image is, not against the mistake
+            Some(found)
+        }
+        (want, found) => want.or(found),
+    }
+}
+
+/// OEM edits for the next boot: the Ignition config and `--kernel-arg`s.
+fn boot_edits(
+    req: &BakeRequest,
+    facts: &ImageFacts,
+    stage: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> Vec<Op> {
+    let mut ops: Vec<Op> = ignition(req, facts, stage, problems).into_iter().collect();
+    problems.extend(crate::platform::oem::kernel_arg_problems(&req.kernel_args));
+    if !req.kernel_args.is_empty() {
+        ops.push(Op::Append {
+            path: "/grub.cfg".into(),
+            header: crate::platform::oem::GRUB_HEADER.into(),
+            text: crate::platform::oem::kernel_args_line(&req.kernel_args),
+        });
+    }
+    ops
+}
+
+/// [`generated`] in `stage`; without one (the output or its work directory is unusable,
+/// so the bake is refused) in a scratch directory, only so that their collisions and
+/// space are reported with the rest.
+fn generated_in(
+    req: &BakeRequest,
+    updated: &[&str],
+    builtins: &builtin::BuiltinPlan,
+    root: &RootFacts,
+    stage: Option<&Path>,
+) -> Result<Vec<Op>, String> {
+    if let Some(dir) = stage {
+        return generated(req, updated, builtins, root, dir);
+    }
+    let tmp = std::env::temp_dir();
+    let scratch =
+        crate::cleanup::temp_dir(&tmp, "plan-").map_err(|e| format!("{}: {e}", tmp.display()))?;
+    generated(req, updated, builtins, root, scratch.path())
+}
+
 /// The OS every extension must match, as systemd-sysext will check it: the image's own
-/// os-release (in USR-A), read into a scratch directory beside `stage`.
+/// os-release (in USR-A; a scratch directory beside `stage` for `btrfs restore`, should
+/// the in-place reader not decode it).
 fn target_os(
     req: &BakeRequest,
     facts: &ImageFacts,
@@ -135,7 +176,7 @@ fn target_os(
     let dir = dir.with_file_name("target");
     let t = std::fs::create_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))
-        .and_then(|()| crate::sysext::target::from_image(&facts.path, &dir, arch));
+        .and_then(|()| crate::sysext::target::from_facts(&facts.image, &dir, arch));
     let _ = std::fs::remove_dir_all(&dir);
     t.unwrap_or_else(|p| {
         problems.push(p);
@@ -199,15 +240,15 @@ fn ignition(
         }
         (Ok(_), None) => ign.clone(),
     };
-    match facts.first_boot {
+    match facts.image.first_boot {
         Some(true) => {}
         Some(false) => problems.push(format!(
             "{}: the ESP has no /flatcar/first_boot flag, so Ignition would not run on first boot (was this image booted already?)",
-            facts.path.display()
+            facts.path().display()
         )),
         None => problems.push(format!(
             "{}: cannot read the ESP to check for /flatcar/first_boot",
-            facts.path.display()
+            facts.path().display()
         )),
     }
     Some(Op::Write {
@@ -227,7 +268,7 @@ fn space(facts: &ImageFacts, root: &RootFacts, root_edits: &Edits, oem: &Edits) 
     if blocks * sb.block_size > sb.available() || inodes > sb.free_inodes {
         ps.push(format!(
             "{}: ROOT has {} and {} inodes free but the extensions need {} and {} inodes, counting directories and metadata",
-            facts.path.display(),
+            facts.path().display(),
             human(sb.available()),
             sb.free_inodes,
             human(blocks * sb.block_size),
@@ -251,7 +292,7 @@ fn space(facts: &ImageFacts, root: &RootFacts, root_edits: &Edits, oem: &Edits) 
         Ok(sup) if added + sup.bytes_used + btrfs::OVERHEAD > facts.layout.oem.size() => {
             ps.push(format!(
                 "{}: OEM is {} with {} used, too small for {} more",
-                facts.path.display(),
+                facts.path().display(),
                 human(facts.layout.oem.size()),
                 human(sup.bytes_used),
                 human(added)

@@ -2,20 +2,20 @@
 //! before it is renamed into place. The plan's edits are folded into the state each
 //! touched path must end in (a file with the staged bytes and mode, a symlink with its
 //! target, a directory, absent, or a file holding appended text); ROOT is read with
-//! ext4-view, OEM through its btrfs metadata (modes) and `btrfs restore` (contents).
+//! ext4-view, OEM through its btrfs metadata (modes) and `btrfs restore` (contents),
+//! both through the same reader as the input (`facts::Facts`).
 //! The summary reports what was read back, not what was intended.
 
 use super::plan::Plan;
 use super::BakeError;
 use crate::disk::gpt::Partition;
-use crate::disk::sparse;
+use crate::facts::Facts;
 use crate::fs::{Edits, Op};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The end state the plan promises for one path.
 #[derive(Debug)]
@@ -192,27 +192,12 @@ struct Oem {
 }
 
 impl Oem {
-    fn read(image: &Path, part: &Partition, work: &Path) -> Result<Oem, String> {
-        let file = File::open(image).map_err(|e| format!("{}: {e}", image.display()))?;
-        let listing = crate::fs::btrfs_tree::list(&file, part.offset())
-            .map_err(|e| format!("reading OEM back from {}: {e}", image.display()))?;
-        let copy = work.join("verify-oem.img");
-        let scratch = File::create(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
-        scratch
-            .set_len(part.size())
-            .and_then(|_| sparse::copy_range(&file, part.offset(), &scratch, 0, part.size()))
-            .map_err(|e| format!("{}: {e}", copy.display()))?;
-        let tree = work.join("verify-oem");
-        std::fs::create_dir(&tree).map_err(|e| format!("{}: {e}", tree.display()))?;
-        crate::tools::run(
-            Command::new("btrfs")
-                .args(["restore", "-S"])
-                .arg(&copy)
-                .arg(&tree),
-            "reading OEM back (btrfs restore)",
-        )
-        .map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_file(&copy);
+    fn read(image: &Facts, part: &Partition, work: &Path) -> Result<Oem, String> {
+        let listing = image
+            .btrfs_list(part)
+            .map_err(|e| format!("reading OEM back from {}: {e}", image.path.display()))?;
+        let tree =
+            image.btrfs_restore(part, work, None, true, "reading OEM back (btrfs restore)")?;
         Ok(Oem { listing, tree })
     }
 
@@ -261,7 +246,8 @@ pub fn verify(
 ) -> Result<Verified, BakeError> {
     let mut tally = Verified::default();
     let mut problems = Vec::new();
-    let fs = crate::fs::ext4::open(image, &layout.root)?;
+    let facts = Facts::read_raw(image).map_err(|e| BakeError::Verify(vec![e.to_string()]))?;
+    let fs = facts.ext4(&layout.root)?;
     for (path, want) in expected(&plan.root) {
         let found = root_found(&fs, &path);
         let mut holds = |p: &str| fs.read_to_string(p).map_err(|e| format!("ROOT {p}: {e}"));
@@ -270,7 +256,7 @@ pub fn verify(
         }
     }
     if !plan.oem.is_empty() {
-        match Oem::read(image, &layout.oem, work) {
+        match Oem::read(&facts, &layout.oem, work) {
             Ok(oem) => {
                 for (path, want) in expected(&plan.oem) {
                     let mut holds = |p: &str| oem.text(p);

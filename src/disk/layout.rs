@@ -52,7 +52,7 @@ pub struct FlatcarLayout {
     pub root: Partition,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{path}: not a Flatcar image: {what}")]
 pub struct LayoutError {
     pub path: PathBuf,

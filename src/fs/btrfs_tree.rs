@@ -13,9 +13,8 @@
 //! Every traversal is bounded: tree depth, node count, item count, path depth, entries,
 //! symlinks followed, bytes read and decompressed.
 
+use crate::disk::image::Dev;
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 const SB_OFFSET: u64 = 64 * 1024;
 const HEADER: usize = 101;
@@ -123,7 +122,7 @@ struct Chunk {
 
 /// An open btrfs image: superblock facts and the chunk map.
 pub struct Image<'a> {
-    file: &'a File,
+    file: &'a dyn Dev,
     base: u64,
     nodesize: usize,
     root_tree: u64,
@@ -158,9 +157,9 @@ fn parse_chunk(b: &[u8], o: usize, logical: u64) -> Result<(Chunk, usize), TreeE
 
 impl<'a> Image<'a> {
     /// Open the btrfs whose superblock is `base` bytes into `file`.
-    pub fn open(file: &'a File, base: u64) -> Result<Image<'a>, TreeError> {
+    pub fn open(file: &'a dyn Dev, base: u64) -> Result<Image<'a>, TreeError> {
         let mut sb = vec![0u8; 4096];
-        file.read_exact_at(&mut sb, base + SB_OFFSET)?;
+        file.pread(&mut sb, base + SB_OFFSET)?;
         if &sb[0x40..0x48] != b"_BHRfS_M" {
             return bad("no btrfs superblock");
         }
@@ -219,7 +218,7 @@ impl<'a> Image<'a> {
         let phys = self.physical(logical)?[0];
         self.inside(phys, self.nodesize as u64)?;
         let mut b = vec![0u8; self.nodesize];
-        self.file.read_exact_at(&mut b, self.base + phys)?;
+        self.file.pread(&mut b, self.base + phys)?;
         if le32(&b, 0)? != node_csum(&b) {
             return bad(format!("checksum mismatch in node {logical}"));
         }
@@ -234,7 +233,7 @@ impl<'a> Image<'a> {
         node[..32].fill(0);
         node[..4].copy_from_slice(&c.to_le_bytes());
         for phys in self.physical(logical)? {
-            self.file.write_all_at(node, self.base + phys)?;
+            self.file.pwrite(node, self.base + phys)?;
         }
         Ok(())
     }
@@ -279,6 +278,18 @@ impl<'a> Image<'a> {
         root: u64,
         f: &mut dyn FnMut(u64, Vec<u8>) -> Result<(), TreeError>,
     ) -> Result<(), TreeError> {
+        self.descend(root, &|_, _| true, f)
+    }
+
+    /// Depth-first, in key order, over the tree rooted at `root`: of an internal node's
+    /// pointers, those `want(pointers, i)` keeps are followed; `leaf` gets every leaf
+    /// reached. Loops, oversized trees and levels that do not descend are refused.
+    fn descend(
+        &self,
+        root: u64,
+        want: &PtrFilter<'_>,
+        leaf: &mut dyn FnMut(u64, Vec<u8>) -> Result<(), TreeError>,
+    ) -> Result<(), TreeError> {
         let mut seen = HashSet::new();
         let mut stack = vec![(root, MAX_LEVEL + 1)];
         while let Some((at, max)) = stack.pop() {
@@ -291,10 +302,13 @@ impl<'a> Image<'a> {
                 return bad(format!("node {at} has level {level} under a lower node"));
             }
             if level == 0 {
-                f(at, b)?;
-            } else {
-                for (_, p) in self.ptrs(&b)?.into_iter().rev() {
-                    stack.push((p, level));
+                leaf(at, b)?;
+                continue;
+            }
+            let ptrs = self.ptrs(&b)?;
+            for i in (0..ptrs.len()).rev() {
+                if want(&ptrs, i) {
+                    stack.push((ptrs[i].1, level));
                 }
             }
         }
@@ -331,34 +345,18 @@ impl<'a> Image<'a> {
     /// Call `f` on the items of the tree rooted at `root` whose keys lie in `lo..=hi`,
     /// in key order, reading only the nodes whose key span meets that range.
     fn range(&self, root: u64, lo: Key, hi: Key, f: &mut ItemFn<'_>) -> Result<(), TreeError> {
-        let mut seen = HashSet::new();
-        let mut stack = vec![(root, MAX_LEVEL + 1)];
-        while let Some((at, max)) = stack.pop() {
-            if !seen.insert(at) || seen.len() > MAX_NODES {
-                return bad(format!("tree loops or is too large at node {at}"));
-            }
-            let b = self.read_node(at)?;
-            let level = b[100];
-            if level >= max {
-                return bad(format!("node {at} has level {level} under a lower node"));
-            }
-            if level == 0 {
-                for (k, d) in self.items(&b)? {
-                    if k >= lo && k <= hi {
-                        f(k, d)?;
-                    }
-                }
-                continue;
-            }
-            let ptrs = self.ptrs(&b)?;
-            for i in (0..ptrs.len()).rev() {
-                let below_next = ptrs.get(i + 1).is_none_or(|(next, _)| *next > lo);
-                if ptrs[i].0 <= hi && below_next {
-                    stack.push((ptrs[i].1, level));
+        let want = |ptrs: &[(Key, u64)], i: usize| {
+            let below_next = ptrs.get(i + 1).is_none_or(|(next, _)| *next > lo);
+            ptrs[i].0 <= hi && below_next
+        };
+        self.descend(root, &want, &mut |_, b| {
+            for (k, d) in self.items(&b)? {
+                if k >= lo && k <= hi {
+                    f(k, d)?;
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Refuse a read of `len` bytes at physical `phys` past the filesystem's partition.
@@ -384,7 +382,7 @@ impl<'a> Image<'a> {
         }
         let phys = c.stripes[0] + (logical - c.logical);
         self.inside(phys, len)?;
-        self.file.read_exact_at(buf, self.base + phys)?;
+        self.file.pread(buf, self.base + phys)?;
         Ok(())
     }
 }
@@ -576,7 +574,7 @@ impl Fs<'_, '_> {
 /// [`TreeError::Unsupported`] marks data this reader cannot decode (LZO, encryption),
 /// where `btrfs restore` may still succeed.
 pub fn read_file(
-    file: &File,
+    file: &dyn Dev,
     base: u64,
     len: u64,
     mount: &str,
@@ -726,7 +724,7 @@ fn xattrs_of(data: &[u8], into: &mut BTreeMap<String, Vec<u8>>) -> Result<(), Tr
 }
 
 /// Read the listing of the btrfs at `base` in `file`.
-pub fn list(file: &File, base: u64) -> Result<Listing, TreeError> {
+pub fn list(file: &dyn Dev, base: u64) -> Result<Listing, TreeError> {
     let img = Image::open(file, base)?;
     let (fs_root, subs) = img.roots()?;
     let mut inodes: BTreeMap<u64, Inode> = BTreeMap::new();
@@ -815,7 +813,7 @@ pub fn list(file: &File, base: u64) -> Result<Listing, TreeError> {
 /// Set the root directory's mode, owner and xattrs in the btrfs at `base` (a fresh
 /// `mkfs.btrfs` result whose root has no xattrs), rewriting the leaf that holds them
 /// (and, when that leaf is full, moving its last items into its right sibling).
-pub fn set_root(file: &File, base: u64, want: &Inode) -> Result<(), TreeError> {
+pub fn set_root(file: &dyn Dev, base: u64, want: &Inode) -> Result<(), TreeError> {
     let img = Image::open(file, base)?;
     let (fs_root, _) = img.roots()?;
     // descend to the leaf holding (256, INODE_ITEM), remembering the last parent
@@ -850,7 +848,7 @@ pub fn set_root(file: &File, base: u64, want: &Inode) -> Result<(), TreeError> {
 
 /// Set the inode flags of the btrfs at `base`: `flags` maps inode numbers to flags;
 /// every leaf holding an inode whose flags change is rewritten with a new checksum.
-pub fn set_flags(file: &File, base: u64, flags: &BTreeMap<u64, u64>) -> Result<(), TreeError> {
+pub fn set_flags(file: &dyn Dev, base: u64, flags: &BTreeMap<u64, u64>) -> Result<(), TreeError> {
     let img = Image::open(file, base)?;
     let (fs_root, _) = img.roots()?;
     let mut changed = Vec::new();
@@ -887,6 +885,8 @@ type Items = Vec<(Key, Vec<u8>)>;
 
 /// A visitor of one tree item (key, item data).
 type ItemFn<'f> = dyn FnMut(Key, &[u8]) -> Result<(), TreeError> + 'f;
+/// Which pointer (by index) of an internal node's pointers to follow.
+type PtrFilter<'f> = dyn Fn(&[(Key, u64)], usize) -> bool + 'f;
 
 fn fits(node: &[u8], items: &[(Key, Vec<u8>)]) -> bool {
     HEADER + items.iter().map(|(_, d)| ITEM + d.len()).sum::<usize>() <= node.len()

@@ -9,10 +9,9 @@
 
 use super::{check_path, parents, Edits, FsError, Op};
 use crate::disk::gpt::Partition;
-use crate::disk::region::OwnedRegion;
+use crate::disk::image::{Disk, Window};
 use crate::tools;
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,13 +19,13 @@ const PART: &str = "ROOT";
 
 /// Open the ext4 filesystem of `part` inside `image` for reading.
 pub fn open(image: &Path, part: &Partition) -> Result<ext4_view::Ext4, FsError> {
-    let file = File::open(image).map_err(FsError::io(image))?;
-    let region = OwnedRegion {
-        file,
-        offset: part.offset(),
-        len: part.size(),
-    };
-    ext4_view::Ext4::load(Box::new(region)).map_err(|e| FsError::Invalid {
+    let disk = Disk::open(image).map_err(FsError::io(image))?;
+    load(Window::of(&std::sync::Arc::new(disk), part), image, part)
+}
+
+/// The ext4 filesystem in `window` (partition `part` of `image`, named in errors).
+pub fn load(window: Window, image: &Path, part: &Partition) -> Result<ext4_view::Ext4, FsError> {
+    ext4_view::Ext4::load(Box::new(window)).map_err(|e| FsError::Invalid {
         part: PART,
         what: format!(
             "{}: no readable ext4 filesystem in partition {}: {e}",

@@ -13,9 +13,6 @@
 //! cluster numbers below 2, which fuzzing found.)
 
 use crate::arch::Arch;
-use crate::disk::gpt::Partition;
-use crate::disk::region::Region;
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
 /// Bytes one lookup may read from the ESP (directories of a real ESP are a few KiB).
@@ -387,17 +384,6 @@ pub fn first_boot_in<R: Read + Seek>(r: R) -> Option<bool> {
     let mut fs = Fat::open(r)?;
     let dir = fs.open_dir(&["flatcar"]).ok()?;
     Some(dir.is_some_and(|d| d.iter().any(|e| e.name.eq_ignore_ascii_case("first_boot"))))
-}
-
-/// The architecture whose default UEFI loader (`/EFI/boot/boot<arch>.efi`) the ESP holds.
-pub fn detect_arch(file: &File, esp: &Partition) -> Option<Arch> {
-    arch_of(Region::new(file, esp.offset(), esp.size()))
-}
-
-/// Whether the ESP holds `/flatcar/first_boot`, the flag that makes Ignition run on the
-/// next boot. `None` when the ESP cannot be read.
-pub fn has_first_boot(file: &File, esp: &Partition) -> Option<bool> {
-    first_boot_in(Region::new(file, esp.offset(), esp.size()))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::disk::gpt::Gpt;
 use crate::disk::layout::FlatcarLayout;
 use crate::disk::{grow, sparse};
 use crate::format::{self, DiskFormat, WriteOptions};
-use crate::sysext::release::ReleaseFile;
+use crate::release::VersionTxt;
 use registry::{Registry, Vendor};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -108,16 +108,6 @@ pub struct PublishedDisk {
     pub raw: PathBuf,
 }
 
-/// Read `FLATCAR_VERSION` from a `version.txt`.
-pub fn version_from_file(path: &Path) -> Result<String, String> {
-    let text = crate::input::read_text(path, crate::input::TEXT_CAP)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let rel = ReleaseFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    rel.get("FLATCAR_VERSION")
-        .map(str::to_owned)
-        .ok_or_else(|| format!("{}: no FLATCAR_VERSION=", path.display()))
-}
-
 /// Problems with the vendor names alone, for architecture `arch` and (when known)
 /// release `version`: unknown, unsupported, given twice, not built for the
 /// architecture, not defined (or without a published OEM sysext) in the release.
@@ -168,7 +158,7 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
     let arch = input.arch.unwrap_or(Arch::X86_64);
     let version = match &input.version {
         Some(v) => Some(v.clone()),
-        None => match version_from_file(&input.release_dir.join("version.txt")) {
+        None => match VersionTxt::flatcar_version_in(&input.release_dir.join("version.txt")) {
             Ok(v) => Some(v),
             Err(e) => {
                 let wants_oem = input

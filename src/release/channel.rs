@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
 /// Env var overriding the release server URL template (`{channel}` is replaced).
@@ -234,6 +235,23 @@ pub struct VersionTxt {
 impl VersionTxt {
     /// Parses `text`; `source_name` (a path or URL) is used in errors.
     pub fn parse(text: &str, source_name: &str) -> Result<VersionTxt, ChannelError> {
+        let vars = Self::vars(text, source_name)?;
+        let v = vars
+            .get("FLATCAR_VERSION")
+            .ok_or_else(|| ChannelError::VersionTxtMissing {
+                source_name: source_name.to_string(),
+            })?;
+        let version = v
+            .parse::<Version>()
+            .map_err(|e| ChannelError::VersionTxtBadVersion {
+                source_name: source_name.to_string(),
+                err: Box::new(e),
+            })?;
+        Ok(VersionTxt { vars, version })
+    }
+
+    /// The variables of `text` (the syntax alone: `KEY=value` lines, `export`, quotes).
+    fn vars(text: &str, source_name: &str) -> Result<BTreeMap<String, String>, ChannelError> {
         let mut vars = BTreeMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
@@ -252,18 +270,19 @@ impl VersionTxt {
             }
             vars.insert(k.to_string(), unquote(v.trim()));
         }
-        let v = vars
-            .get("FLATCAR_VERSION")
-            .ok_or_else(|| ChannelError::VersionTxtMissing {
-                source_name: source_name.to_string(),
-            })?;
-        let version = v
-            .parse::<Version>()
-            .map_err(|e| ChannelError::VersionTxtBadVersion {
-                source_name: source_name.to_string(),
-                err: Box::new(e),
-            })?;
-        Ok(VersionTxt { vars, version })
+        Ok(vars)
+    }
+
+    /// `FLATCAR_VERSION` of the `version.txt` at `path` beside a local image, as written
+    /// (developer builds name versions such as `3975.0.0+nightly-...`, which a fetch
+    /// would refuse); the error is one line naming the file.
+    pub fn flatcar_version_in(path: &Path) -> Result<String, String> {
+        let shown = path.display().to_string();
+        let text = crate::input::read_text(path, crate::input::TEXT_CAP)
+            .map_err(|e| format!("{shown}: {e}"))?;
+        let mut vars = Self::vars(&text, &shown).map_err(|e| e.to_string())?;
+        vars.remove("FLATCAR_VERSION")
+            .ok_or_else(|| format!("{shown}: no FLATCAR_VERSION="))
     }
 
     /// A variable's value.
@@ -476,6 +495,25 @@ mod tests {
         let e = VersionTxt::parse("garbage line\n", "v").unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
         assert!(VersionTxt::parse("FLATCAR_VERSION=abc\n", "v").is_err());
+    }
+
+    #[test]
+    fn local_version_txt_keeps_developer_versions() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("version.txt");
+        std::fs::write(&p, "export FLATCAR_VERSION='3975.0.0+nightly-1'\n").unwrap();
+        assert_eq!(
+            VersionTxt::flatcar_version_in(&p).unwrap(),
+            "3975.0.0+nightly-1"
+        );
+        std::fs::write(&p, "FLATCAR_BUILD=1\n").unwrap();
+        let e = VersionTxt::flatcar_version_in(&p).unwrap_err();
+        assert!(e.ends_with("version.txt: no FLATCAR_VERSION="), "{e}");
+        std::fs::write(&p, "garbage\n").unwrap();
+        let e = VersionTxt::flatcar_version_in(&p).unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+        let e = VersionTxt::flatcar_version_in(&d.path().join("none")).unwrap_err();
+        assert!(e.contains("none"), "{e}");
     }
 
     #[test]

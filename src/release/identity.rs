@@ -4,13 +4,10 @@
 //! boot loader (and os-release's `FLATCAR_BOARD` when present). A validly signed image
 //! of another release or architecture served at the requested URL is refused with this.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
-
 use crate::arch::Arch;
-use crate::disk::{gpt::Gpt, layout::FlatcarLayout, region::OwnedRegion};
+use crate::facts::{Facts, FactsError, OsReleaseError};
 use crate::sysext::release::{ReleaseFile, MAX_RELEASE_BYTES};
+use std::path::Path;
 
 /// What the image itself says.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -25,54 +22,26 @@ pub struct Identity {
 
 /// Reads the identity of the Flatcar image at `image`.
 pub fn read(image: &Path) -> Result<Identity, String> {
-    let file = crate::input::open_regular(image).map_err(|e| e.to_string())?;
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
-    let gpt = Gpt::read_from(&file, len, image).map_err(|e| e.to_string())?;
-    let layout = FlatcarLayout::find(gpt, image).map_err(|e| e.what)?;
-    let esp_arch = crate::fs::fat::detect_arch(&file, &layout.esp);
-    let usr = &layout.usr_a;
-    let text = os_release(&file, usr.offset(), usr.size())
+    let facts = Facts::read(image).map_err(|e| match e {
+        FactsError::Io { source, .. } => source.to_string(),
+        e => e.to_string(),
+    })?;
+    if let Err(e) = &facts.layout {
+        return Err(e.what.clone());
+    }
+    let text = facts
+        .usr_os_release(MAX_RELEASE_BYTES as u64, None)
+        .map_err(|e| match e {
+            OsReleaseError::NoFilesystem => "USR-A holds neither btrfs nor ext2/4".to_owned(),
+            OsReleaseError::Read(e) => e,
+        })
         .map_err(|e| format!("USR-A /lib/os-release: {e}"))?;
     let rel = ReleaseFile::parse_bytes(&text).map_err(|e| format!("USR-A /lib/os-release: {e}"))?;
     Ok(Identity {
         version: rel.get("VERSION_ID").map(str::to_owned),
-        esp_arch,
+        esp_arch: facts.arch,
         board: rel.get("FLATCAR_BOARD").map(str::to_owned),
     })
-}
-
-fn os_release(file: &File, offset: u64, len: u64) -> Result<Vec<u8>, String> {
-    let max = MAX_RELEASE_BYTES as u64;
-    let mut magic = [0u8; 8];
-    if len > 0x10048
-        && file.read_exact_at(&mut magic, offset + 0x10040).is_ok()
-        && &magic == b"_BHRfS_M"
-    {
-        return crate::fs::btrfs_tree::read_file(
-            file,
-            offset,
-            len,
-            "/usr",
-            "/usr/lib/os-release",
-            max,
-        )
-        .map_err(|e| e.to_string());
-    }
-    let mut m = [0u8; 2];
-    if len > 1082 && file.read_exact_at(&mut m, offset + 1024 + 56).is_ok() && m == [0x53, 0xEF] {
-        let region = OwnedRegion {
-            file: file.try_clone().map_err(|e| e.to_string())?,
-            offset,
-            len,
-        };
-        let fs = ext4_view::Ext4::load(Box::new(region)).map_err(|e| e.to_string())?;
-        let meta = fs.metadata("/lib/os-release").map_err(|e| e.to_string())?;
-        if meta.len() > max {
-            return Err(format!("{} bytes, more than {max}", meta.len()));
-        }
-        return fs.read("/lib/os-release").map_err(|e| e.to_string());
-    }
-    Err("USR-A holds neither btrfs nor ext2/4".into())
 }
 
 /// Checks that the image at `image` is Flatcar `version` for `arch`; the error is one

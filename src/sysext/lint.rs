@@ -256,20 +256,17 @@ pub enum BaseKind {
 }
 
 impl Base {
-    /// The `/usr` of the Flatcar disk image at `image` (USR-A, btrfs or ext4).
-    pub fn from_image(image: &Path) -> Result<Base, LintError> {
-        use crate::disk::gpt::Gpt;
-        use crate::disk::layout::{FlatcarLayout, Role};
-        let gpt = Gpt::read(image).map_err(|e| rerr(image, e))?;
-        let layout = FlatcarLayout::find(gpt, image).map_err(|e| rerr(image, e))?;
-        let part = layout.get(Role::UsrA).clone();
-        let file = crate::input::open_regular(image).map_err(|e| rerr(image, e))?;
+    /// The `/usr` of a Flatcar disk image (USR-A, btrfs or ext4), read through its facts.
+    pub fn from_facts(facts: &crate::facts::Facts) -> Result<Base, LintError> {
+        let image = facts.path.as_path();
+        let layout = facts.layout.as_ref().map_err(|e| rerr(image, e))?;
+        let part = &layout.usr_a;
         let mut base = Base {
             label: format!("{} (USR-A)", image.display()),
             ..Default::default()
         };
         base.paths.insert("/usr".into(), BaseKind::Dir);
-        match crate::fs::btrfs_tree::list(&file, part.offset()) {
+        match facts.btrfs_list(part) {
             Ok(l) => {
                 for (p, ino) in &l.paths {
                     if p.is_empty() {
@@ -280,7 +277,7 @@ impl Base {
                 }
             }
             Err(btrfs_err) => {
-                let fs = crate::fs::ext4::open(image, &part).map_err(|e| {
+                let fs = facts.ext4(part).map_err(|e| {
                     rerr(
                         image,
                         format!("USR-A is neither readable btrfs ({btrfs_err}) nor ext4 ({e})"),

@@ -58,6 +58,109 @@ pub fn sysext(name: &str) -> PathBuf {
     fixtures().join("sysexts").join(name)
 }
 
+/// The fixture Flatcar image (current layout, x86-64).
+pub fn current() -> PathBuf {
+    fixtures().join("current.bin")
+}
+
+/// The `NAME:FILE` argument of the fixture wasmtime sysext.
+pub fn wasm() -> String {
+    format!(
+        "wasmtime:{}",
+        sysext("wasmtime-v24.0.0-x86-64.raw").display()
+    )
+}
+
+/// Size, mtime and ctime: any write changes one of them (hashing the sparse disk
+/// images for every case would read all of their holes).
+pub fn stamp(p: &Path) -> Option<(u64, i64, i64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| {
+        (
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    })
+}
+
+/// Bake `image` into `dir/out.bin` with `args` besides `--image IMAGE -o OUT`, and
+/// assert it succeeded and left no temporary in `dir`. Returns the output and the run.
+pub fn bake_into(dir: &Path, image: &Path, args: &[&str]) -> (PathBuf, Output) {
+    let out = dir.join("out.bin");
+    let mut all = vec!["--image", s(image), "-o", s(&out)];
+    all.extend_from_slice(args);
+    let o = flatbake(&all);
+    assert!(
+        o.status.success(),
+        "flatbake {all:?} failed: {}",
+        stderr(&o)
+    );
+    assert!(
+        leftovers(dir).is_empty(),
+        "temporary files left: {:?}",
+        leftovers(dir)
+    );
+    (out, o)
+}
+
+/// Bake `image` into a fresh output with `args` besides `--image IMAGE -o OUT`, and
+/// assert a clean refusal: exit status 1, an `error:` line, no output, no temporary
+/// left, the input untouched (size, mtime, ctime). Returns stderr.
+pub fn refused_bake(image: &Path, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("out.bin");
+    let before = stamp(image);
+    let mut all = vec!["--image", s(image), "-o", s(&out)];
+    all.extend_from_slice(args);
+    let o = flatbake(&all);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "flatbake {all:?}: {err}");
+    assert!(err.contains("error: "), "{err}");
+    assert!(!out.exists(), "output written despite the error");
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "temporary files left: {:?}",
+        leftovers(dir.path())
+    );
+    assert_eq!(stamp(image), before, "input modified");
+    err
+}
+
+/// A refusal is one line starting `error: `.
+pub fn one_line(err: &str) {
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+}
+
+/// Run flatbake for the `sysext` commands: with `envs`, and without the variables that
+/// would change what it builds (`SOURCE_DATE_EPOCH`, the recipe mirror and directory).
+pub fn run_sysext(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("FLATBAKE_RECIPE_MIRROR")
+        .env_remove("FLATBAKE_RECIPES");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().expect("run flatbake")
+}
+
+/// [`run_sysext`], asserting success.
+pub fn ok_sysext(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let o = run_sysext(args, envs);
+    assert!(
+        o.status.success(),
+        "flatbake {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    o
+}
+
 /// Run a command, panic with its output unless it succeeds.
 pub fn sh(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -81,6 +184,10 @@ pub fn flatbake_refused(args: &[&str]) -> String {
     let err = stderr(&o);
     assert!(!o.status.success(), "{args:?} succeeded: {err}");
     err
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -200,13 +307,11 @@ pub fn oem_tree(img: &Path) -> tempfile::TempDir {
     partition_tree(img, off, size)
 }
 
-/// Extract the btrfs at `off`, `btrfs check` it, unpack it into `TEMPDIR/tree`.
-pub fn partition_tree(img: &Path, off: u64, size: u64) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tmp");
-    let raw = dir.path().join("oem.img");
+/// Copy the `size` bytes at `off` of `img` (a partition) into a sparse file `dst`.
+pub fn copy_partition(img: &Path, off: u64, size: u64, dst: &Path) {
     sh(Command::new("dd")
         .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", raw.display()))
+        .arg(format!("of={}", dst.display()))
         .args([
             "bs=1M",
             "iflag=skip_bytes,count_bytes",
@@ -215,6 +320,13 @@ pub fn partition_tree(img: &Path, off: u64, size: u64) -> tempfile::TempDir {
         ])
         .arg(format!("skip={off}"))
         .arg(format!("count={size}")));
+}
+
+/// Extract the btrfs at `off`, `btrfs check` it, unpack it into `TEMPDIR/tree`.
+pub fn partition_tree(img: &Path, off: u64, size: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tmp");
+    let raw = dir.path().join("oem.img");
+    copy_partition(img, off, size, &raw);
     sh(Command::new("btrfs")
         .arg("check")
         .arg("--readonly")

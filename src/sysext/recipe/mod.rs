@@ -453,50 +453,17 @@ impl Recipe {
         };
         let mut r = self.clone();
         let mut downloads = Vec::new();
-        for mut d in r.downloads {
-            if !holds(&d.when)? {
-                continue;
-            }
-            let mut keep = Vec::new();
-            for i in d.install {
-                if holds(&i.when)? {
-                    keep.push(i);
-                }
-            }
-            d.install = keep;
+        for mut d in keep_when(r.downloads, &holds)? {
+            d.install = keep_when(d.install, &holds)?;
             if !d.install.is_empty() {
                 downloads.push(d);
             }
         }
         r.downloads = downloads;
-        let mut files = Vec::new();
-        for f in r.files {
-            if holds(&f.when)? {
-                files.push(f);
-            }
-        }
-        r.files = files;
-        let mut links = Vec::new();
-        for f in r.symlinks {
-            if holds(&f.when)? {
-                links.push(f);
-            }
-        }
-        r.symlinks = links;
-        let mut up = Vec::new();
-        for f in r.upholds {
-            if holds(&f.when)? {
-                up.push(f);
-            }
-        }
-        r.upholds = up;
-        let mut subs = Vec::new();
-        for f in r.substitutes {
-            if holds(&f.when)? {
-                subs.push(f);
-            }
-        }
-        r.substitutes = subs;
+        r.files = keep_when(r.files, &holds)?;
+        r.symlinks = keep_when(r.symlinks, &holds)?;
+        r.upholds = keep_when(r.upholds, &holds)?;
+        r.substitutes = keep_when(r.substitutes, &holds)?;
         Ok(r)
     }
 
@@ -1398,6 +1365,36 @@ fn copy_tree(src: &Path, dst: &Path, mode: Option<u32>) -> Result<(), RecipeErro
         }
     }
     Ok(())
+}
+
+/// A recipe item that applies only when its `when` condition holds.
+trait Conditional {
+    fn when(&self) -> &Option<String>;
+}
+
+macro_rules! conditional {
+    ($($t:ty),*) => {$(
+        impl Conditional for $t {
+            fn when(&self) -> &Option<String> {
+                &self.when
+            }
+        }
+    )*};
+}
+conditional!(Download, Install, InlineFile, Symlink, Upholds, Substitute);
+
+/// The `items` whose `when` holds, in order.
+fn keep_when<T: Conditional>(
+    items: Vec<T>,
+    holds: &dyn Fn(&Option<String>) -> Result<bool, RecipeError>,
+) -> Result<Vec<T>, RecipeError> {
+    let mut kept = Vec::new();
+    for i in items {
+        if holds(i.when())? {
+            kept.push(i);
+        }
+    }
+    Ok(kept)
 }
 
 #[cfg(test)]

@@ -1,50 +1,16 @@
-//! Where a disk image's bytes come from when flatbake only reads it: a raw file, or a
-//! qcow2 file (v2/v3, zlib-compressed clusters included, no backing files) decoded
-//! on the fly. Used by `inspect`, so vendor outputs can be inspected as they are.
+//! The one reader of disk images: a raw file, or a qcow2 file (v2/v3, zlib-compressed
+//! clusters included, no backing files) decoded on the fly ([`Disk`]), and one
+//! partition of it seen as a file of its own ([`Window`]) for the in-process readers
+//! (ext4-view, fs::fat, the btrfs reader). Everything that reads an image (bake's facts,
+//! `inspect`, a fetched image's identity, `sysext check --target`) reads through here;
+//! flatbake never writes through it.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-
-/// Random-access reads of a virtual disk.
-pub trait DiskSource: Send {
-    /// Virtual size in bytes.
-    fn len(&self) -> u64;
-    /// Whether the virtual disk has no bytes at all.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Fill `buf` from virtual offset `off` (zeros past the end are an error).
-    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()>;
-    /// Name of the container format (`raw`, `qcow2`).
-    fn format(&self) -> &'static str;
-    /// Whether `off..off+len` may hold data (false: certainly zeros).
-    fn may_have_data(&mut self, _off: u64, _len: u64) -> io::Result<bool> {
-        Ok(true)
-    }
-}
-
-pub struct Raw {
-    file: File,
-    len: u64,
-}
-
-impl DiskSource for Raw {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.file.read_exact_at(buf, off)
-    }
-    fn format(&self) -> &'static str {
-        "raw"
-    }
-    fn may_have_data(&mut self, off: u64, len: u64) -> io::Result<bool> {
-        Ok(!super::sparse::data_extents(&self.file, off, off + len)?.is_empty())
-    }
-}
+use std::sync::{Arc, Mutex};
 
 fn bad(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
@@ -246,20 +212,8 @@ impl Qcow2 {
     }
 }
 
-impl DiskSource for Qcow2 {
-    fn len(&self) -> u64 {
-        self.size
-    }
+impl Qcow2 {
     fn read_at(&mut self, mut off: u64, mut buf: &mut [u8]) -> io::Result<()> {
-        if off
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > self.size)
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "read past the end of the virtual disk",
-            ));
-        }
         let cl = 1u64 << self.cluster_bits;
         while !buf.is_empty() {
             let n = ((cl - (off & (cl - 1))) as usize).min(buf.len());
@@ -270,9 +224,7 @@ impl DiskSource for Qcow2 {
         }
         Ok(())
     }
-    fn format(&self) -> &'static str {
-        "qcow2"
-    }
+
     fn may_have_data(&mut self, off: u64, len: u64) -> io::Result<bool> {
         let cl = 1u64 << self.cluster_bits;
         let mut c = off & !(cl - 1);
@@ -287,69 +239,240 @@ impl DiskSource for Qcow2 {
     }
 }
 
-/// Open a disk image, raw or qcow2 (by its magic).
-pub fn open(path: &Path) -> io::Result<Box<dyn DiskSource>> {
-    let file = crate::input::open_regular(path)?;
-    let len = file.metadata()?.len();
-    let mut magic = [0u8; 4];
-    if len >= 4 {
-        file.read_exact_at(&mut magic, 0)?;
+enum Container {
+    Raw(File),
+    /// The decoder keeps table and cluster caches, so reads through `&Disk` lock it.
+    Qcow2(Mutex<Qcow2>),
+}
+
+/// A disk image opened read-only, raw or qcow2 (told by its magic).
+pub struct Disk {
+    container: Container,
+    len: u64,
+}
+
+impl Disk {
+    /// Open the image at `path` (a regular file; see [`crate::input::open_regular`]).
+    pub fn open(path: &Path) -> io::Result<Disk> {
+        Disk::from_file(crate::input::open_regular(path)?)
     }
-    if &magic == b"QFI\xfb" {
-        Ok(Box::new(Qcow2::open(file)?))
-    } else {
-        Ok(Box::new(Raw { file, len }))
+
+    /// The file at `path` as a raw image, whatever it holds (a qcow2 file is then refused
+    /// by the GPT reader, saying so: for readers that edit raw images).
+    pub fn open_raw(path: &Path) -> io::Result<Disk> {
+        let file = crate::input::open_regular(path)?;
+        let len = file.metadata()?.len();
+        Ok(Disk {
+            container: Container::Raw(file),
+            len,
+        })
+    }
+
+    /// The image in an already open file.
+    pub fn from_file(file: File) -> io::Result<Disk> {
+        let len = file.metadata()?.len();
+        let mut magic = [0u8; 4];
+        if len >= 4 {
+            file.read_exact_at(&mut magic, 0)?;
+        }
+        if &magic == b"QFI\xfb" {
+            let q = Qcow2::open(file)?;
+            let len = q.size;
+            return Ok(Disk {
+                container: Container::Qcow2(Mutex::new(q)),
+                len,
+            });
+        }
+        Ok(Disk {
+            container: Container::Raw(file),
+            len,
+        })
+    }
+
+    /// Virtual size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the virtual disk has no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Name of the container format (`raw`, `qcow2`).
+    pub fn format(&self) -> &'static str {
+        match self.container {
+            Container::Raw(_) => "raw",
+            Container::Qcow2(_) => "qcow2",
+        }
+    }
+
+    /// The file of a raw image (the one flatbake can copy and edit); `None` for qcow2.
+    pub fn raw_file(&self) -> Option<&File> {
+        match &self.container {
+            Container::Raw(f) => Some(f),
+            Container::Qcow2(_) => None,
+        }
+    }
+
+    /// Fill `buf` from virtual offset `off` (reading past the end is an error).
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        within(
+            off,
+            buf.len(),
+            self.len,
+            "read past the end of the virtual disk",
+        )?;
+        match &self.container {
+            Container::Raw(f) => f.read_exact_at(buf, off),
+            Container::Qcow2(q) => lock(q).read_at(off, buf),
+        }
+    }
+
+    /// Whether `off..off+len` may hold data (false: certainly zeros).
+    pub fn may_have_data(&self, off: u64, len: u64) -> io::Result<bool> {
+        match &self.container {
+            Container::Raw(f) => Ok(!super::sparse::data_extents(f, off, off + len)?.is_empty()),
+            Container::Qcow2(q) => lock(q).may_have_data(off, len),
+        }
+    }
+
+    /// Copy `len` bytes at `off` into a new sparse file at `dst`, skipping zeros.
+    pub fn extract(&self, off: u64, len: u64, dst: &Path) -> io::Result<()> {
+        let out = File::create(dst)?;
+        out.set_len(len)?;
+        let chunk = 1u64 << 20;
+        let mut buf = vec![0u8; chunk as usize];
+        let mut pos = 0;
+        while pos < len {
+            let n = (len - pos).min(chunk);
+            if self.may_have_data(off + pos, n)? {
+                self.read_at(off + pos, &mut buf[..n as usize])?;
+                for (i, block) in buf[..n as usize].chunks(4096).enumerate() {
+                    if block.iter().any(|&b| b != 0) {
+                        out.write_all_at(block, pos + (i * 4096) as u64)?;
+                    }
+                }
+            }
+            pos += n;
+        }
+        Ok(())
     }
 }
 
-/// Copy `len` bytes at `off` of `src` into a new sparse file at `dst`, skipping zeros.
-pub fn extract(src: &mut dyn DiskSource, off: u64, len: u64, dst: &Path) -> io::Result<()> {
-    let out = File::create(dst)?;
-    out.set_len(len)?;
-    let chunk = 1u64 << 20;
-    let mut buf = vec![0u8; chunk as usize];
-    let mut pos = 0;
-    while pos < len {
-        let n = (len - pos).min(chunk);
-        if src.may_have_data(off + pos, n)? {
-            src.read_at(off + pos, &mut buf[..n as usize])?;
-            for (i, block) in buf[..n as usize].chunks(4096).enumerate() {
-                if block.iter().any(|&b| b != 0) {
-                    out.write_all_at(block, pos + (i * 4096) as u64)?;
-                }
-            }
-        }
-        pos += n;
+/// `len` bytes at `off` lie inside `limit` bytes; else an EOF error saying `what`.
+fn within(off: u64, len: usize, limit: u64, what: &str) -> io::Result<()> {
+    if off.checked_add(len as u64).is_none_or(|e| e > limit) {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            what.to_owned(),
+        ));
     }
     Ok(())
 }
 
-/// A window of a [`DiskSource`] as `Read + Seek` (+ a failing `Write`), for in-process readers.
-pub struct SourceRegion<'a> {
-    pub src: &'a mut dyn DiskSource,
-    pub offset: u64,
-    pub len: u64,
-    pub pos: u64,
+fn lock(q: &Mutex<Qcow2>) -> std::sync::MutexGuard<'_, Qcow2> {
+    q.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl Read for SourceRegion<'_> {
+/// Positioned reads (and, for files, writes) of a device: a [`Disk`] or a plain file.
+/// The btrfs reader works over this, so it reads qcow2 images and edits raw files alike.
+pub trait Dev {
+    fn pread(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
+    fn pwrite(&self, buf: &[u8], off: u64) -> io::Result<()>;
+}
+
+impl Dev for File {
+    fn pread(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.read_exact_at(buf, off)
+    }
+    fn pwrite(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.write_all_at(buf, off)
+    }
+}
+
+impl Dev for Disk {
+    fn pread(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.read_at(off, buf)
+    }
+    fn pwrite(&self, _: &[u8], _: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "partition opened read-only",
+    )
+}
+
+/// `len` bytes of a [`Disk`] from `offset` (one partition) as a file of its own: `Read +
+/// Seek` (+ a failing `Write`) for fs::fat, `Ext4Read` for ext4-view. Reads past its end
+/// are EOF, so no reader strays into a neighbouring partition.
+#[derive(Clone)]
+pub struct Window {
+    disk: Arc<Disk>,
+    offset: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Window {
+    pub fn new(disk: Arc<Disk>, offset: u64, len: u64) -> Window {
+        Window {
+            disk,
+            offset,
+            len,
+            pos: 0,
+        }
+    }
+
+    /// Partition `p` of `disk`.
+    pub fn of(disk: &Arc<Disk>, p: &super::gpt::Partition) -> Window {
+        Window::new(disk.clone(), p.offset(), p.size())
+    }
+
+    /// The partition's size.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the partition is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Fill `buf` from `off` into the partition (past its end is an error).
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        within(
+            off,
+            buf.len(),
+            self.len,
+            "read past the end of the partition",
+        )?;
+        self.disk.read_at(self.offset + off, buf)
+    }
+}
+
+impl Read for Window {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.len {
             return Ok(0);
         }
         let n = (buf.len() as u64).min(self.len - self.pos) as usize;
-        self.src.read_at(self.offset + self.pos, &mut buf[..n])?;
+        self.disk.read_at(self.offset + self.pos, &mut buf[..n])?;
         self.pos += n as u64;
         Ok(n)
     }
 }
 
-impl io::Seek for SourceRegion<'_> {
-    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+impl Seek for Window {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         let new = match pos {
-            io::SeekFrom::Start(p) => Some(p),
-            io::SeekFrom::End(d) => self.len.checked_add_signed(d),
-            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
         self.pos =
             new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
@@ -357,12 +480,22 @@ impl io::Seek for SourceRegion<'_> {
     }
 }
 
-impl io::Write for SourceRegion<'_> {
+impl Write for Window {
     fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"))
+        Err(read_only())
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl ext4_view::Ext4Read for Window {
+    fn read(
+        &mut self,
+        start: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        Ok(self.read_at(start, dst)?)
     }
 }
 
@@ -392,7 +525,7 @@ mod tests {
                     c.arg("-c");
                 }
                 assert!(c.arg(&raw).arg(&q).status().unwrap().success());
-                let mut src = open(&q).unwrap();
+                let src = Disk::open(&q).unwrap();
                 assert_eq!(src.format(), "qcow2");
                 assert_eq!(src.len(), 8 << 20);
                 let mut got = vec![0u8; want.len()];
@@ -422,7 +555,7 @@ mod tests {
         h[23] = 16;
         h[24..32].copy_from_slice(&(1u64 << 40).to_be_bytes());
         std::fs::write(&q, &h).unwrap();
-        let e = open(&q).err().unwrap().to_string();
+        let e = Disk::open(&q).err().unwrap().to_string();
         assert!(e.contains("L1 table out of range"), "{e}");
         // truncated: the last data cluster is missing
         let raw = d.path().join("a.raw");
@@ -442,7 +575,7 @@ mod tests {
             .unwrap()
             .set_len(len - 4096)
             .unwrap();
-        let e = open(&q).err().unwrap().to_string();
+        let e = Disk::open(&q).err().unwrap().to_string();
         assert!(
             e.contains("qcow2 data cluster at byte") && e.contains("lies past the end of the file"),
             "{e}"
