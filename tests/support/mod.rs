@@ -384,6 +384,12 @@ pub fn sysext_merge_as(images: &[(&str, &Path)], extra: &str, token: &str) -> St
     );
     std::fs::create_dir_all(r.join("etc/extensions")).expect("mkdir");
     std::fs::create_dir_all(r.join("opt")).expect("mkdir");
+    // programs of Flatcar's own /usr that extensions' units run (crio's drop-in seeds
+    // /etc with mkdir and rsync), so systemd-analyze verify finds them in the base
+    std::fs::create_dir_all(r.join("usr/bin")).expect("mkdir");
+    for b in ["mkdir", "rsync"] {
+        std::fs::copy("/bin/true", r.join("usr/bin").join(b)).expect("copy");
+    }
     for (name, img) in images {
         std::fs::copy(img, r.join(format!("etc/extensions/{name}.raw"))).expect("copy");
     }
