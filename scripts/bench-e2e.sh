@@ -90,7 +90,7 @@ t() { # command...: wall seconds and peak RSS (KiB) into $wall/$rss
         { cat "$dir/cmd.err" >&2; exit 1; }
     read -r wall rss < "$dir/time.txt"
 }
-fbargs=(--release "$version" --release-url "$url" --bakery-url "$url/extensions"
+fbargs=(--release "$version" --release-url "$url" --bakery-url "$url"
     --signing-key "$dir/signing-key.asc" --image-cache "$dir/cache")
 
 # 1. fetch: download + verify + decompress the generic image

@@ -28,11 +28,51 @@ pub fn run(args: BakeArgs) -> anyhow::Result<()> {
 }
 
 /// Bake what `args` asks for and return the files written (the request model both the
-/// command line and `flatbake build` specs produce).
+/// command line and `flatbake build` specs produce). Top-down: the command line is
+/// normalised and checked, the input resolved (a local image, or a fetched release and
+/// what it says), then one bake or a base bake fanned out to vendors. `bake::bake`
+/// plans, applies and verifies.
 pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
-    normalize_vendors(&mut args)?;
+    normalize(&mut args)?;
+    check(&args)?;
+    let opts = if args.image.is_none() || args.fetch {
+        Some(fetch::options(&args.release)?)
+    } else {
+        None
+    };
+    let compress = match &args.compress {
+        Some(c) if args.vendor.is_empty() => anyhow::bail!(
+            "--compress {c}: compressed copies are written of vendor images; add --vendor"
+        ),
+        Some(c) => platform::compress::Compression::parse_list(c).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    if !args.vendor.is_empty() {
+        precheck_vendors(&args, opts.as_ref())?;
+    }
+    let input = resolve(&args, opts.as_ref())?;
+    if !args.vendor.is_empty() {
+        return run_vendors(&args, input, compress);
+    }
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT));
+    let report = bake::bake(&request(&args, &input, output))?;
+    if let Some(plan) = &report.plan {
+        report::print_plan(&report, plan, &[], args.json.as_deref())?;
+        return Ok(Vec::new());
+    }
+    report::print_report(&report);
+    outln!("wrote {}", report.output.display());
+    Ok(vec![report.output])
+}
+
+/// Vendor names as the registry spells them, and `--vendor generic` alone as the
+/// ordinary bake it is (into `--output-dir`).
+fn normalize(args: &mut BakeArgs) -> anyhow::Result<()> {
+    normalize_vendors(args)?;
     if args.vendor.iter().any(|v| v == GENERIC) && args.vendor.len() == 1 {
-        // the plain image alone: an ordinary bake into --output-dir
         if let Some(o) = &args.output {
             anyhow::bail!(
                 "--output {}: --vendor generic writes {GENERIC_IMAGE} into --output-dir; drop --output (or --vendor)",
@@ -42,6 +82,11 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
         args.output = Some(args.output_dir.join(GENERIC_IMAGE));
         args.vendor.clear();
     }
+    Ok(())
+}
+
+/// Usage errors and missing tools, before anything is downloaded or read.
+fn check(args: &BakeArgs) -> anyhow::Result<()> {
     if let Some(j) = args.json.as_deref().and_then(|j| j.to_str()) {
         if let Some((_, file)) = j.split_once(':') {
             if std::path::Path::new(file).is_file() {
@@ -90,141 +135,152 @@ pub fn execute(mut args: BakeArgs) -> anyhow::Result<Vec<PathBuf>> {
     if args.image.is_none() && !args.fetch && args.release.release.is_none() {
         anyhow::bail!("no input image: pass --image FILE, or --release/--fetch to download one");
     }
-    let problems = crate::tools::missing(&needed_tools(&args));
+    let problems = crate::tools::missing(&needed_tools(args));
     if !problems.is_empty() {
         anyhow::bail!("{}", problems.join("; "));
     }
-    let opts = if args.image.is_none() || args.fetch {
-        Some(fetch::options(&args.release)?)
-    } else {
-        None
-    };
-    let compress = match &args.compress {
-        Some(c) if args.vendor.is_empty() => anyhow::bail!(
-            "--compress {c}: compressed copies are written of vendor images; add --vendor"
-        ),
-        Some(c) => platform::compress::Compression::parse_list(c).map_err(anyhow::Error::msg)?,
-        None => Vec::new(),
-    };
-    if !args.vendor.is_empty() {
-        // names, architecture and (when already known) the release: before anything
-        // is downloaded, decompressed or copied
-        let reg = Registry::load(args.vendors_dir.as_deref())?;
-        let arch = match (&opts, args.release.arch) {
-            (_, Some(a)) => Some(a),
-            (Some(o), None) => Some(o.arch),
-            (None, None) => None,
-        };
-        let version = args.flatcar_version.clone().or_else(|| {
-            args.release
-                .release
-                .as_deref()
-                .filter(|r| r.split('.').count() == 3)
-                .map(str::to_owned)
-        });
-        // `generic` is the plain image, not a vendor of the registry
-        let named: Vec<String> = args
-            .vendor
-            .iter()
-            .filter(|v| *v != GENERIC)
-            .cloned()
-            .collect();
-        let ps = match arch {
-            Some(a) => platform::precheck(&reg, &named, a, version.as_deref()),
-            None => {
-                // the architecture comes from the image later; names are checked now
-                let mut ps =
-                    platform::precheck(&reg, &named, crate::arch::Arch::X86_64, version.as_deref());
-                ps.retain(|p| !p.contains("Flatcar builds it for"));
-                ps
-            }
-        };
-        if !ps.is_empty() {
-            return Err(platform::VendorError::Preflight(ps).into());
+    Ok(())
+}
+
+/// Vendor names, architecture and (when already known) the release, checked before
+/// anything is downloaded, decompressed or copied.
+fn precheck_vendors(
+    args: &BakeArgs,
+    opts: Option<&crate::release::FetchOptions>,
+) -> anyhow::Result<()> {
+    let reg = Registry::load(args.vendors_dir.as_deref())?;
+    let arch = args.release.arch.or(opts.map(|o| o.arch));
+    let version = args.flatcar_version.clone().or_else(|| {
+        args.release
+            .release
+            .as_deref()
+            .filter(|r| r.split('.').count() == 3)
+            .map(str::to_owned)
+    });
+    // `generic` is the plain image, not a vendor of the registry
+    let named: Vec<String> = args
+        .vendor
+        .iter()
+        .filter(|v| *v != GENERIC)
+        .cloned()
+        .collect();
+    let ps = match arch {
+        Some(a) => platform::precheck(&reg, &named, a, version.as_deref()),
+        None => {
+            // the architecture comes from the image later; names are checked now
+            let mut ps =
+                platform::precheck(&reg, &named, crate::arch::Arch::X86_64, version.as_deref());
+            ps.retain(|p| !p.contains("Flatcar builds it for"));
+            ps
         }
+    };
+    if !ps.is_empty() {
+        return Err(platform::VendorError::Preflight(ps).into());
     }
-    let mut published = None;
-    let image = match (&args.image, &opts) {
+    Ok(())
+}
+
+/// The input a bake starts from, resolved: the raw image to read, and what the command
+/// line and (for a fetch) the release say about it. The command line itself is left as
+/// it was given; everything a fetch learnt is here.
+struct Input {
+    /// The sparse raw image (a local one decompressed when needed, or the fetched one).
+    image: PathBuf,
+    /// Where version.txt, OEM sysexts and firmware are: `--release-dir`, else the fetched
+    /// release's cache directory, else beside the image the user named.
+    release_dir: PathBuf,
+    flatcar_version: Option<String>,
+    arch: Option<crate::arch::Arch>,
+    /// NAME:FILE, bakery names resolved to downloaded files.
+    extensions: Vec<String>,
+    /// NAME=FILE, with the bakery's NAME.conf for fetched extensions the user did not
+    /// give a conf for.
+    sysupdate_confs: Vec<String>,
+    /// The published vendor image a fetch took instead of the generic one (fast path).
+    published: Option<crate::release::published::Published>,
+}
+
+/// Resolve the input: decompress a local image when needed, or fetch the release (the
+/// published vendor image when the fast path applies), its vendor files and the bakery
+/// extensions.
+fn resolve(args: &BakeArgs, opts: Option<&crate::release::FetchOptions>) -> anyhow::Result<Input> {
+    let mut input = Input {
+        image: PathBuf::new(),
+        release_dir: PathBuf::new(),
+        flatcar_version: args.flatcar_version.clone(),
+        arch: args.release.arch,
+        extensions: args.extensions.clone(),
+        sysupdate_confs: args.sysupdate_conf.clone(),
+        published: None,
+    };
+    match (&args.image, opts) {
         (Some(i), _) => {
             let cache = args
                 .release
                 .image_cache
                 .clone()
                 .unwrap_or_else(fetch::default_cache);
-            let raw = local::raw_image(i, &cache)?;
-            if raw != *i {
-                // version.txt, OEM sysexts and firmware stay beside the compressed file
-                args.release_dir.get_or_insert_with(|| parent_dir(i));
-            }
-            raw
+            input.image = local::raw_image(i, &cache)?;
+            // version.txt, OEM sysexts and firmware stay beside the file the user named
+            input.release_dir = args.release_dir.clone().unwrap_or_else(|| parent_dir(i));
         }
         (None, Some(o)) => {
-            let r = match fastpath::fetch(&args, o)? {
+            let r = match fastpath::fetch(args, o)? {
                 Some((r, p)) => {
-                    published = Some(p);
+                    input.published = Some(p);
                     r
                 }
                 None => fetch::release(o)?,
             };
-            fastpath::set_source(fastpath::describe(published.as_ref()));
+            fastpath::set_source(fastpath::describe(input.published.as_ref()));
             if !args.vendor.is_empty() {
                 fetch::vendor_files(o, &r, &args.vendor, args.vendors_dir.as_deref())?;
             }
-            args.flatcar_version
+            input
+                .flatcar_version
                 .get_or_insert(r.version_txt.version.to_string());
-            args.release_dir.get_or_insert(r.dir.clone());
-            args.release.arch.get_or_insert(r.release.arch);
-            r.image
+            input.release_dir = args.release_dir.clone().unwrap_or(r.dir);
+            input.arch.get_or_insert(r.release.arch);
+            input.image = r.image;
         }
         (None, None) => anyhow::bail!("no input image"),
-    };
-    if let (true, Some(o)) = (args.fetch, &opts) {
+    }
+    if let (true, Some(o)) = (args.fetch, opts) {
         let (exts, confs) = fetch::extensions(o, &args.extensions)?;
-        args.extensions = exts;
+        input.extensions = exts;
         for c in confs {
             let name = c.split('=').next().unwrap_or_default().to_owned();
-            if !args
-                .sysupdate_conf
+            if !input
+                .sysupdate_confs
                 .iter()
                 .any(|x| x.starts_with(&format!("{name}=")))
             {
-                args.sysupdate_conf.push(c);
+                input.sysupdate_confs.push(c);
             }
         }
     }
-    if !args.vendor.is_empty() {
-        return run_vendors(args, image, compress, published);
-    }
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT));
-    let builtins = builtins(&args, &image);
-    let req = BakeRequest {
-        image,
+    Ok(input)
+}
+
+/// The one bake request of a command line and its resolved input, writing `output`.
+fn request(args: &BakeArgs, input: &Input, output: PathBuf) -> BakeRequest {
+    BakeRequest {
+        image: input.image.clone(),
         output,
         force: args.force,
-        extensions: args.extensions,
-        install_to: args.install_to,
-        sysupdate_confs: args.sysupdate_conf,
-        arch: args.release.arch,
-        work_dir: args.work_dir,
+        extensions: input.extensions.clone(),
+        install_to: args.install_to.clone(),
+        sysupdate_confs: input.sysupdate_confs.clone(),
+        arch: input.arch,
+        work_dir: args.work_dir.clone(),
         sysupdate: args.sysupdate,
         sysupdate_action: args.sysupdate_action,
-        ignition: args.ignition,
-        kernel_args: args.kernel_args,
+        ignition: args.ignition.clone(),
+        kernel_args: args.kernel_args.clone(),
         backend: args.backend,
-        builtins,
+        builtins: builtins(args, input),
         dry_run: args.dry_run,
-    };
-    let report = bake::bake(&req)?;
-    if let Some(plan) = &report.plan {
-        report::print_plan(&report, plan, &[], args.json.as_deref())?;
-        return Ok(Vec::new());
     }
-    report::print_report(&report);
-    outln!("wrote {}", report.output.display());
-    Ok(vec![report.output])
 }
 
 /// The commands, for "did you mean" when one is mistyped (it would be read as a
@@ -314,17 +370,12 @@ fn image_arch(image: &std::path::Path) -> anyhow::Result<Option<crate::arch::Arc
 }
 
 /// What to do with Flatcar's built-in and optional extensions. The image's version
-/// (for Torcx) is --flatcar-version, else version.txt in the release directory or beside
-/// the image.
-fn builtins(args: &BakeArgs, image: &std::path::Path) -> bake::builtin::BuiltinRequest {
-    let dir = args
-        .release_dir
-        .clone()
-        .unwrap_or_else(|| parent_dir(image));
-    let version = args
-        .flatcar_version
-        .clone()
-        .or_else(|| crate::release::VersionTxt::flatcar_version_in(&dir.join("version.txt")).ok());
+/// (for Torcx) is --flatcar-version or the fetched release's, else version.txt in the
+/// release directory.
+fn builtins(args: &BakeArgs, input: &Input) -> bake::builtin::BuiltinRequest {
+    let version = input.flatcar_version.clone().or_else(|| {
+        crate::release::VersionTxt::flatcar_version_in(&input.release_dir.join("version.txt")).ok()
+    });
     bake::builtin::BuiltinRequest {
         replace: args.replace_builtin.clone(),
         keep: args.keep_builtin,
@@ -336,36 +387,36 @@ fn builtins(args: &BakeArgs, image: &std::path::Path) -> bake::builtin::BuiltinR
 
 /// Bake once into a scratch base image, then emit every vendor from it.
 fn run_vendors(
-    mut args: BakeArgs,
-    image: PathBuf,
+    args: &BakeArgs,
+    input: Input,
     compress: Vec<platform::compress::Compression>,
-    published: Option<crate::release::published::Published>,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let reg = Registry::load(args.vendors_dir.as_deref())?;
     let generic = args.vendor.iter().any(|v| v == GENERIC);
-    args.vendor.retain(|v| v != GENERIC);
-    let release_dir = args
-        .release_dir
-        .clone()
-        .unwrap_or_else(|| parent_dir(&image));
-    let arch = match args.release.arch {
+    let names: Vec<String> = args
+        .vendor
+        .iter()
+        .filter(|v| *v != GENERIC)
+        .cloned()
+        .collect();
+    let arch = match input.arch {
         Some(a) => Some(a),
-        None => image_arch(&image)?,
+        None => image_arch(&input.image)?,
     };
     let mut plan = platform::plan(&VendorInput {
-        names: &args.vendor,
+        names: &names,
         registry: &reg,
-        release_dir: &release_dir,
-        version: args.flatcar_version.clone(),
+        release_dir: &input.release_dir,
+        version: input.flatcar_version.clone(),
         arch,
         kernel_args: &args.kernel_args,
         backend: args.backend,
         compress: &compress,
     })?;
-    plan.published = published.map(|p| platform::PublishedDisk {
-        vendor: p.vendor,
-        qcow2: p.qcow2,
-        raw: p.raw,
+    plan.published = input.published.as_ref().map(|p| platform::PublishedDisk {
+        vendor: p.vendor.clone(),
+        qcow2: p.qcow2.clone(),
+        raw: p.raw.clone(),
     });
     let out_dir = args.output_dir.clone();
     if !out_dir.is_dir() {
@@ -385,24 +436,13 @@ fn run_vendors(
     let work = crate::cleanup::temp_dir(args.work_dir.as_deref().unwrap_or(&out_dir), "work-")
         .with_context(|| format!("{}: cannot create a work directory", out_dir.display()))?;
     let base = work.path().join("base.bin");
-    let builtins = builtins(&args, &image);
     let req = BakeRequest {
-        image,
-        output: base.clone(),
         force: false,
-        extensions: args.extensions,
-        install_to: args.install_to,
-        sysupdate_confs: args.sysupdate_conf,
         arch: Some(plan.arch),
         work_dir: Some(work.path().to_owned()),
-        sysupdate: args.sysupdate,
-        sysupdate_action: args.sysupdate_action,
-        ignition: args.ignition,
         // vendor grub.cfgs are written per vendor, with the kernel arguments in them
         kernel_args: Vec::new(),
-        backend: args.backend,
-        builtins,
-        dry_run: args.dry_run,
+        ..request(args, &input, base.clone())
     };
     let report = bake::bake(&req)?;
     if let Some(base_plan) = &report.plan {
@@ -417,6 +457,22 @@ fn run_vendors(
     if let Some(s) = fastpath::source() {
         outln!("source: {s}");
     }
+    let outputs = write_vendors(args, &plan, &base, generic, work.path())?;
+    drop(work);
+    Ok(outputs)
+}
+
+/// Every vendor's outputs (and the plain image, for `generic`) from the baked base,
+/// renamed into `--output-dir` together.
+fn write_vendors(
+    args: &BakeArgs,
+    plan: &platform::VendorPlan,
+    base: &std::path::Path,
+    generic: bool,
+    work: &std::path::Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let out_dir = &args.output_dir;
+    let generic_out = out_dir.join(GENERIC_IMAGE);
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -429,13 +485,13 @@ fn run_vendors(
     ));
     let _generic_guard = crate::cleanup::register(&staged_generic);
     if generic {
-        let src = std::fs::File::open(&base).with_context(|| base.display().to_string())?;
+        let src = std::fs::File::open(base).with_context(|| base.display().to_string())?;
         let dst = std::fs::File::create(&staged_generic)
             .with_context(|| staged_generic.display().to_string())?;
         crate::disk::sparse::clone_file(&src, &dst)
             .with_context(|| staged_generic.display().to_string())?;
     }
-    let mut outputs = platform::emit(&plan, &base, &out_dir, work.path(), threads)?;
+    let mut outputs = platform::emit(plan, base, out_dir, work, threads)?;
     if generic {
         std::fs::rename(&staged_generic, &generic_out)
             .with_context(|| generic_out.display().to_string())?;
@@ -444,6 +500,5 @@ fn run_vendors(
     for path in &outputs {
         outln!("wrote {}", path.display());
     }
-    drop(work);
     Ok(outputs)
 }

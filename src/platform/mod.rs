@@ -512,28 +512,7 @@ fn emit_one(
         vwork.join(&disk_name)
     };
     if v.bundle != Some(registry::Bundle::GceTar) {
-        let opts = WriteOptions {
-            virtual_size: v.virtual_size,
-            threads,
-            final_name: Some(disk_name.clone()),
-        };
-        match published {
-            Some(p) if fmt == (DiskFormat::Qcow2 { compressed: true }) => {
-                let reuse = format::reuse::Reuse::open(&p.qcow2, &p.raw).map_err(fmt_err)?;
-                format::write_qcow2_reusing(&img, &disk, &opts, &reuse).map_err(fmt_err)?;
-                let st = reuse.stats();
-                note!(
-                    "{}: {} of {} compressed clusters copied verbatim from {}",
-                    disk_name,
-                    st.reused,
-                    st.source_clusters,
-                    p.qcow2.display()
-                );
-            }
-            _ => {
-                format::write(&fmt, &img, &disk, &opts).map_err(fmt_err)?;
-            }
-        }
+        write_disk(v, fmt, &img, &disk, threads, published)?;
     }
     let facts_size = std::fs::metadata(&disk).map(|m| m.len()).unwrap_or(0);
     let capacity = v.virtual_size.unwrap_or(grown).max(grown);
@@ -599,33 +578,8 @@ fn emit_one(
                 None => {}
             },
             outputs::Source::Catalogue => {
-                let boxed = v.file_name(".box");
-                let box_path = plain.get(&boxed).ok_or_else(|| {
-                    VendorError::Preflight(vec![format!(
-                        "vendor {}: no box for the catalogue {}",
-                        v.name, o.name
-                    )])
-                })?;
-                let sha256 = bundle::sha256_file(box_path).map_err(io(box_path))?;
-                let text = conf::catalogue(
-                    v,
-                    plan.arch,
-                    &conf::Catalogue {
-                        group: group.unwrap_or_default(),
-                        version: &plan.version,
-                        url: &box_url(&out_dir.join(&boxed)),
-                        sha256: &sha256,
-                    },
-                )
-                .map_err(|e| VendorError::Preflight(vec![e]))?;
-                write_gen(
-                    &dest,
-                    &conf::GenFile {
-                        name: o.name.clone(),
-                        content: text.into_bytes(),
-                        mode: 0o644,
-                    },
-                )?;
+                let text = catalogue(plan, v, &plain, out_dir, group, &o.name)?;
+                write_gen(&dest, &text)?;
             }
             outputs::Source::Compressed(..) => {}
         }
@@ -657,7 +611,53 @@ fn emit_one(
             _ => {}
         }
     }
-    // the writer made exactly what output_names promises
+    check_made(plan, v, &outs)?;
+    let _ = std::fs::remove_dir_all(&vwork);
+    Ok(outs)
+}
+
+/// The vendor's disk in its format: from the published image's clusters where the bake
+/// started from it (untouched compressed clusters copied verbatim), else written anew.
+fn write_disk(
+    v: &Vendor,
+    fmt: DiskFormat,
+    img: &Path,
+    disk: &Path,
+    threads: usize,
+    published: Option<&PublishedDisk>,
+) -> Result<(), VendorError> {
+    let fmt_err = |source| VendorError::Format {
+        vendor: v.name.clone(),
+        source,
+    };
+    let disk_name = v.disk_name();
+    let opts = WriteOptions {
+        virtual_size: v.virtual_size,
+        threads,
+        final_name: Some(disk_name.clone()),
+    };
+    match published {
+        Some(p) if fmt == (DiskFormat::Qcow2 { compressed: true }) => {
+            let reuse = format::reuse::Reuse::open(&p.qcow2, &p.raw).map_err(fmt_err)?;
+            format::write_qcow2_reusing(img, disk, &opts, &reuse).map_err(fmt_err)?;
+            let st = reuse.stats();
+            note!(
+                "{}: {} of {} compressed clusters copied verbatim from {}",
+                disk_name,
+                st.reused,
+                st.source_clusters,
+                p.qcow2.display()
+            );
+        }
+        _ => {
+            format::write(&fmt, img, disk, &opts).map_err(fmt_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// The writer made exactly what `output_names` promises (else its staged files go).
+fn check_made(plan: &VendorPlan, v: &Vendor, outs: &[Output]) -> Result<(), VendorError> {
     let mut made: Vec<String> = outs
         .iter()
         .filter_map(|o| o.path.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -666,7 +666,7 @@ fn emit_one(
     made.sort();
     promised.sort();
     if made != promised {
-        for o in &outs {
+        for o in outs {
             let _ = std::fs::remove_file(&o.staged);
         }
         return Err(VendorError::Preflight(vec![format!(
@@ -674,8 +674,42 @@ fn emit_one(
             v.name
         )]));
     }
-    let _ = std::fs::remove_dir_all(&vwork);
-    Ok(outs)
+    Ok(())
+}
+
+/// The box catalogue `name`: the box's URL and sha256, the release's update group.
+fn catalogue(
+    plan: &VendorPlan,
+    v: &Vendor,
+    plain: &BTreeMap<String, PathBuf>,
+    out_dir: &Path,
+    group: Option<&str>,
+    name: &str,
+) -> Result<conf::GenFile, VendorError> {
+    let boxed = v.file_name(".box");
+    let box_path = plain.get(&boxed).ok_or_else(|| {
+        VendorError::Preflight(vec![format!(
+            "vendor {}: no box for the catalogue {name}",
+            v.name
+        )])
+    })?;
+    let sha256 = bundle::sha256_file(box_path).map_err(io(box_path))?;
+    let text = conf::catalogue(
+        v,
+        plan.arch,
+        &conf::Catalogue {
+            group: group.unwrap_or_default(),
+            version: &plan.version,
+            url: &box_url(&out_dir.join(&boxed)),
+            sha256: &sha256,
+        },
+    )
+    .map_err(|e| VendorError::Preflight(vec![e]))?;
+    Ok(conf::GenFile {
+        name: name.to_owned(),
+        content: text.into_bytes(),
+        mode: 0o644,
+    })
 }
 
 fn write_gen(path: &Path, f: &conf::GenFile) -> Result<(), VendorError> {
