@@ -103,14 +103,9 @@ pub fn plan(req: &BuiltinRequest, baked: &[&str]) -> Result<BuiltinPlan, Vec<Str
     if req.keep && !req.replace.is_empty() {
         problems.push("--keep-builtin and --replace-builtin exclude each other".to_owned());
     }
-    let add = |full: &str, out: &mut BuiltinPlan| {
-        if !out.mask.iter().any(|m| m == full) {
-            out.mask.push(full.to_owned());
-        }
-    };
     for r in &req.replace {
         match BUILTINS.iter().find(|(s, f)| s == r || f == r) {
-            Some((_, full)) => add(full, &mut out),
+            Some((_, full)) => add_mask(full, &mut out),
             None => problems.push(format!(
                 "--replace-builtin {r}: not a Flatcar built-in extension (known: {})",
                 known()
@@ -118,33 +113,7 @@ pub fn plan(req: &BuiltinRequest, baked: &[&str]) -> Result<BuiltinPlan, Vec<Str
         }
     }
     if !req.keep {
-        let implied: &[&str] = if baked.contains(&"docker") {
-            &["docker-flatcar", "containerd-flatcar"]
-        } else if baked.contains(&"containerd") {
-            &["containerd-flatcar"]
-        } else {
-            &[]
-        };
-        let new: Vec<&str> = implied
-            .iter()
-            .copied()
-            .filter(|f| !out.mask.iter().any(|m| m == f))
-            .collect();
-        if !new.is_empty() {
-            let why = if baked.contains(&"docker") {
-                "docker"
-            } else {
-                "containerd"
-            };
-            out.notes.push(format!(
-                "baking {why}: masking Flatcar's built-in {} (/etc/extensions/NAME.raw -> /dev/null); --keep-builtin keeps {}",
-                new.join(" and "),
-                if new.len() == 1 { "it" } else { "them" }
-            ));
-            for f in new {
-                add(f, &mut out);
-            }
-        }
+        mask_implied(baked, &mut out);
     }
     for m in &out.mask {
         if baked.contains(&m.as_str()) {
@@ -161,6 +130,51 @@ pub fn plan(req: &BuiltinRequest, baked: &[&str]) -> Result<BuiltinPlan, Vec<Str
             req.flatcar_version.as_deref().unwrap_or_default()
         ));
     }
+    enable_official(req, &mut out, &mut problems);
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Mask `full` (once).
+fn add_mask(full: &str, out: &mut BuiltinPlan) {
+    if !out.mask.iter().any(|m| m == full) {
+        out.mask.push(full.to_owned());
+    }
+}
+
+/// Baking docker masks Flatcar's docker-flatcar and containerd-flatcar, baking
+/// containerd masks containerd-flatcar (unless --keep-builtin), saying so.
+fn mask_implied(baked: &[&str], out: &mut BuiltinPlan) {
+    let (why, implied): (&str, &[&str]) = if baked.contains(&"docker") {
+        ("docker", &["docker-flatcar", "containerd-flatcar"])
+    } else if baked.contains(&"containerd") {
+        ("containerd", &["containerd-flatcar"])
+    } else {
+        return;
+    };
+    let new: Vec<&str> = implied
+        .iter()
+        .copied()
+        .filter(|f| !out.mask.iter().any(|m| m == f))
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    out.notes.push(format!(
+        "baking {why}: masking Flatcar's built-in {} (/etc/extensions/NAME.raw -> /dev/null); --keep-builtin keeps {}",
+        new.join(" and "),
+        if new.len() == 1 { "it" } else { "them" }
+    ));
+    for f in new {
+        add_mask(f, out);
+    }
+}
+
+/// `--enable-official NAME`: one of Flatcar's optional extensions, once.
+fn enable_official(req: &BuiltinRequest, out: &mut BuiltinPlan, problems: &mut Vec<String>) {
     for n in &req.enable_official {
         if let Some(p) = name_problem(n) {
             problems.push(format!("--enable-official {n}: {p}"));
@@ -176,11 +190,6 @@ pub fn plan(req: &BuiltinRequest, baked: &[&str]) -> Result<BuiltinPlan, Vec<Str
         } else if !out.enable.contains(n) {
             out.enable.push(n.clone());
         }
-    }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
     }
 }
 

@@ -172,8 +172,39 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
     let mut problems = Vec::new();
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    let mut confs: Vec<(String, PathBuf)> = Vec::new();
-    for c in input.sysupdate_confs {
+    let confs = parse_confs(input.sysupdate_confs, &mut problems);
+    for arg in input.extensions {
+        let (name, file) = match parse_extension_arg(arg) {
+            Ok(nf) => nf,
+            Err(p) => {
+                problems.push(p);
+                continue;
+            }
+        };
+        if !seen.insert(name.to_owned()) {
+            problems.push(format!("'{arg}': extension {name} is given more than once"));
+            continue;
+        }
+        match extension(name, PathBuf::from(file), input, &confs) {
+            Ok((ext, ps)) => {
+                problems.extend(ps);
+                out.push(ext);
+            }
+            Err(p) => problems.push(p),
+        }
+    }
+    unused_rules(input, &confs, &seen, &mut problems);
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// `--sysupdate-conf NAME=PATH` arguments; malformed ones are problems.
+fn parse_confs(args: &[String], problems: &mut Vec<String>) -> Vec<(String, PathBuf)> {
+    let mut confs = Vec::new();
+    for c in args {
         match c.split_once('=') {
             Some((n, p)) if !n.is_empty() && !p.is_empty() => {
                 confs.push((n.to_owned(), PathBuf::from(p)))
@@ -181,85 +212,95 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
             _ => problems.push(format!("--sysupdate-conf '{c}': expected NAME=PATH")),
         }
     }
-    for arg in input.extensions {
-        let Some((name, file)) = arg.split_once(':') else {
-            problems.push(format!(
-                "'{arg}': expected NAME:FILE (e.g. wasmtime:wasmtime-v24.0.0-x86-64.raw)"
-            ));
-            continue;
-        };
-        if let Some(p) = name_problem(name) {
-            problems.push(format!("'{arg}': {p}"));
-            continue;
-        }
-        if file.is_empty() {
-            problems.push(format!("'{arg}': no FILE after NAME:"));
-            continue;
-        }
-        // printed as is, such a name would break the one-line-per-problem report
-        if file.chars().any(char::is_control) {
-            problems.push(format!(
-                "{file:?}: contains a control character; rename the file"
-            ));
-            continue;
-        }
-        if !seen.insert(name.to_owned()) {
-            problems.push(format!("'{arg}': extension {name} is given more than once"));
-            continue;
-        }
-        let src = PathBuf::from(file);
-        match check_one(name, &src, input) {
-            Ok((image, staged, mut ps)) => {
-                let file_name = src
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let install = install_for(input.install_to, name);
-                let path = install.path_for(name, &file_name);
-                if let Err(e) = check_path("install", &path) {
-                    ps.push(format!(
-                        "{}: cannot be installed under that name: {e}",
-                        src.display()
-                    ));
-                }
-                let link_target = match install.target {
-                    Target::Root => path.clone(),
-                    Target::Oem => format!("{OEM_MOUNT}{path}"),
-                };
-                let conf = match confs.iter().find(|(n, _)| n == name) {
-                    Some((_, p)) => Some(p.clone()),
-                    None => {
-                        let beside = src.with_file_name(format!("{name}.conf"));
-                        std::fs::metadata(&beside).is_ok().then_some(beside)
-                    }
-                };
-                let conf = match conf {
-                    Some(c) => {
-                        match check_conf(&c, input.stage.map(|d| d.join(format!("{name}.conf")))) {
-                            Ok(staged) => Some(staged),
-                            Err(p) => {
-                                ps.extend(p);
-                                None
-                            }
-                        }
-                    }
-                    None => None,
-                };
-                problems.extend(ps);
-                out.push(Extension {
-                    name: name.to_owned(),
-                    src,
-                    image,
-                    target: install.target,
-                    path,
-                    link_target,
-                    conf,
-                    staged,
-                });
-            }
-            Err(p) => problems.push(p),
-        }
+    confs
+}
+
+/// One `NAME:FILE` argument, split and checked (a valid name, a file, no control
+/// characters).
+fn parse_extension_arg(arg: &str) -> Result<(&str, &str), String> {
+    let Some((name, file)) = arg.split_once(':') else {
+        return Err(format!(
+            "'{arg}': expected NAME:FILE (e.g. wasmtime:wasmtime-v24.0.0-x86-64.raw)"
+        ));
+    };
+    if let Some(p) = name_problem(name) {
+        return Err(format!("'{arg}': {p}"));
     }
+    if file.is_empty() {
+        return Err(format!("'{arg}': no FILE after NAME:"));
+    }
+    // printed as is, such a name would break the one-line-per-problem report
+    if file.chars().any(char::is_control) {
+        return Err(format!(
+            "{file:?}: contains a control character; rename the file"
+        ));
+    }
+    Ok((name, file))
+}
+
+/// Extension `name` from `src`: the sysext checked, where it is installed and linked
+/// from, and its sysupdate config (named with --sysupdate-conf, or `NAME.conf` beside
+/// the file). Err stops further checks of it; the problems beside Ok are reported with
+/// every other.
+fn extension(
+    name: &str,
+    src: PathBuf,
+    input: &PlanInput<'_>,
+    confs: &[(String, PathBuf)],
+) -> Result<(Extension, Vec<String>), String> {
+    let (image, staged, mut ps) = check_one(name, &src, input)?;
+    let file_name = src
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let install = install_for(input.install_to, name);
+    let path = install.path_for(name, &file_name);
+    if let Err(e) = check_path("install", &path) {
+        ps.push(format!(
+            "{}: cannot be installed under that name: {e}",
+            src.display()
+        ));
+    }
+    let link_target = match install.target {
+        Target::Root => path.clone(),
+        Target::Oem => format!("{OEM_MOUNT}{path}"),
+    };
+    let conf = match confs.iter().find(|(n, _)| n == name) {
+        Some((_, p)) => Some(p.clone()),
+        None => {
+            let beside = src.with_file_name(format!("{name}.conf"));
+            std::fs::metadata(&beside).is_ok().then_some(beside)
+        }
+    };
+    let conf = conf.and_then(|c| {
+        match check_conf(&c, input.stage.map(|d| d.join(format!("{name}.conf")))) {
+            Ok(staged) => Some(staged),
+            Err(p) => {
+                ps.extend(p);
+                None
+            }
+        }
+    });
+    let ext = Extension {
+        name: name.to_owned(),
+        src,
+        image,
+        target: install.target,
+        path,
+        link_target,
+        conf,
+        staged,
+    };
+    Ok((ext, ps))
+}
+
+/// `--install-to NAME=...` and `--sysupdate-conf NAME=...` naming no extension baked.
+fn unused_rules(
+    input: &PlanInput<'_>,
+    confs: &[(String, PathBuf)],
+    seen: &HashSet<String>,
+    problems: &mut Vec<String>,
+) {
     for r in input.install_to {
         if let Some(n) = &r.name {
             if !seen.contains(n) {
@@ -269,18 +310,13 @@ pub fn check_extensions(input: &PlanInput<'_>) -> Result<Vec<Extension>, Vec<Str
             }
         }
     }
-    for (n, p) in &confs {
+    for (n, p) in confs {
         if !seen.contains(n) {
             problems.push(format!(
                 "--sysupdate-conf {n}={}: no extension named {n} is being baked",
                 p.display()
             ));
         }
-    }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
     }
 }
 

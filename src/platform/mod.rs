@@ -156,23 +156,7 @@ pub fn precheck(
 pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
     let mut ps = oem::kernel_arg_problems(input.kernel_args);
     let arch = input.arch.unwrap_or(Arch::X86_64);
-    let version = match &input.version {
-        Some(v) => Some(v.clone()),
-        None => match VersionTxt::flatcar_version_in(&input.release_dir.join("version.txt")) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let wants_oem = input
-                    .names
-                    .iter()
-                    .filter_map(|n| input.registry.get(n))
-                    .any(|v| v.oem_id.is_some() && v.unsupported.is_none());
-                if wants_oem {
-                    ps.push(format!("cannot tell the Flatcar version for the OEM sysext ({e}); pass --flatcar-version or put version.txt beside the image"));
-                }
-                None
-            }
-        },
-    };
+    let version = plan_version(input, &mut ps);
     let names_ps = precheck(input.registry, input.names, arch, version.as_deref());
     let bad_names = !names_ps.is_empty();
     ps.extend(names_ps);
@@ -201,38 +185,9 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
         let (Some(id), Some(ver)) = (&v.oem_id, &version) else {
             continue;
         };
-        if !v.oem_sysext {
-            // the release's OEM package wrote plain files: grub.cfg, oem-release (for
-            // most) and the vendor's OEM template, known as data
-            match oem::package_content(input.registry, v, id, ver) {
-                Ok(c) => {
-                    oem.insert(v.name.clone(), c);
-                }
-                Err(e) => ps.push(e),
-            }
-            continue;
-        }
-        let p = input.release_dir.join(format!("oem-{id}.raw"));
-        if !p.is_file() {
-            ps.push(format!(
-                "{}: missing: vendor {} needs the OEM sysext oem-{id}.raw of Flatcar {ver}",
-                p.display(),
-                v.name
-            ));
-            continue;
-        }
-        match oem::check_sysext(id, &p, ver, Some(arch.systemd_name()))
-            .and_then(|rel| oem::release_text(input.registry, id, ver, &rel))
-        {
-            Ok(text) => {
-                oem.insert(
-                    v.name.clone(),
-                    oem::OemContent {
-                        sysext: Some(p),
-                        release: v.oem_release.then_some(text),
-                        files: Vec::new(),
-                    },
-                );
+        match oem_content(input, v, id, ver, arch) {
+            Ok(c) => {
+                oem.insert(v.name.clone(), c);
             }
             Err(e) => ps.push(e),
         }
@@ -258,6 +213,60 @@ pub fn plan(input: &VendorInput<'_>) -> Result<VendorPlan, VendorError> {
         backend: input.backend,
         compress: input.compress.to_vec(),
         published: None,
+    })
+}
+
+/// The Flatcar version the vendors are made for: given, else the release's version.txt
+/// (a problem only when a vendor needs its OEM sysext of that version).
+fn plan_version(input: &VendorInput<'_>, ps: &mut Vec<String>) -> Option<String> {
+    if let Some(v) = &input.version {
+        return Some(v.clone());
+    }
+    match VersionTxt::flatcar_version_in(&input.release_dir.join("version.txt")) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let wants_oem = input
+                .names
+                .iter()
+                .filter_map(|n| input.registry.get(n))
+                .any(|v| v.oem_id.is_some() && v.unsupported.is_none());
+            if wants_oem {
+                ps.push(format!("cannot tell the Flatcar version for the OEM sysext ({e}); pass --flatcar-version or put version.txt beside the image"));
+            }
+            None
+        }
+    }
+}
+
+/// What vendor `v` puts on OEM in Flatcar `ver`: the release's OEM sysext `oem-ID.raw`
+/// (checked against the release and architecture) and its oem-release, or, for
+/// releases whose OEM package wrote plain files, those files as data.
+fn oem_content(
+    input: &VendorInput<'_>,
+    v: &Vendor,
+    id: &str,
+    ver: &str,
+    arch: Arch,
+) -> Result<oem::OemContent, String> {
+    if !v.oem_sysext {
+        // the release's OEM package wrote plain files: grub.cfg, oem-release (for
+        // most) and the vendor's OEM template, known as data
+        return oem::package_content(input.registry, v, id, ver);
+    }
+    let p = input.release_dir.join(format!("oem-{id}.raw"));
+    if !p.is_file() {
+        return Err(format!(
+            "{}: missing: vendor {} needs the OEM sysext oem-{id}.raw of Flatcar {ver}",
+            p.display(),
+            v.name
+        ));
+    }
+    let rel = oem::check_sysext(id, &p, ver, Some(arch.systemd_name()))?;
+    let text = oem::release_text(input.registry, id, ver, &rel)?;
+    Ok(oem::OemContent {
+        sysext: Some(p),
+        release: v.oem_release.then_some(text),
+        files: Vec::new(),
     })
 }
 
@@ -490,15 +499,10 @@ fn emit_one(
         }
         None => prepare_disk(plan, v, base, &vwork)?,
     };
-    let fmt_err = |source| VendorError::Format {
-        vendor: v.name.clone(),
-        source,
-    };
     let fmt = disk_format(v).ok_or_else(|| {
         VendorError::Preflight(vec![format!("vendor {}: no disk format", v.name)])
     })?;
     let disk_name = v.disk_name();
-    let planned = outputs::outputs(v, plan.arch, &plan.compress);
     let keep = plan.compress.is_empty() || plan.compress.contains(&compress::Compression::None);
     let plain_outputs = outputs::outputs(v, plan.arch, &[]);
     // the disk in its format: straight to its staging name when it is an output kept
@@ -514,24 +518,7 @@ fn emit_one(
     if v.bundle != Some(registry::Bundle::GceTar) {
         write_disk(v, fmt, &img, &disk, threads, published)?;
     }
-    let facts_size = std::fs::metadata(&disk).map(|m| m.len()).unwrap_or(0);
-    let capacity = v.virtual_size.unwrap_or(grown).max(grown);
-    let facts = conf::DiskFacts {
-        file_name: &disk_name,
-        file_size: facts_size,
-        capacity,
-    };
-    let ids = conf::VboxIds::new(&conf::vm_name(&v.name, &plan.version));
-    let confs = conf::files(v, plan.arch, &plan.version, &facts, &ids)
-        .map_err(|e| VendorError::Preflight(vec![e]))?;
-    let conf_file = |name: &str| {
-        confs.iter().find(|c| c.name == name).ok_or_else(|| {
-            VendorError::Preflight(vec![format!(
-                "vendor {}: no configuration file {name} (vendor definition and outputs disagree)",
-                v.name
-            )])
-        })
-    };
+    let confs = vendor_confs(plan, v, &disk, grown)?;
     // plain files first, then compressed copies of them (which read the plain ones)
     let mut plain: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut outs = Vec::new();
@@ -554,7 +541,7 @@ fn emit_one(
         };
         match &o.source {
             outputs::Source::Disk => {}
-            outputs::Source::Conf => write_gen(&dest, conf_file(&o.name)?)?,
+            outputs::Source::Conf => write_gen(&dest, conf_file(&confs, v, &o.name)?)?,
             outputs::Source::Release => {
                 let src = plan.release_dir.join(&o.name);
                 std::fs::copy(&src, &dest).map_err(io(&src))?;
@@ -563,20 +550,7 @@ fn emit_one(
                 let _ = std::fs::remove_file(&dest);
                 std::os::unix::fs::symlink(target, &dest).map_err(io(&dest))?;
             }
-            outputs::Source::Bundle => match v.bundle {
-                Some(registry::Bundle::GceTar) => {
-                    bundle::gce_tar(&dest, &img).map_err(io(&dest))?
-                }
-                Some(registry::Bundle::Ova) => {
-                    let ovf_name = v.file_name(".ovf");
-                    bundle::ova(&dest, conf_file(&ovf_name)?, &disk, &disk_name)
-                        .map_err(io(&dest))?
-                }
-                Some(registry::Bundle::Box) => {
-                    bundle::vagrant_box(&dest, &confs, &disk, &disk_name).map_err(io(&dest))?
-                }
-                None => {}
-            },
+            outputs::Source::Bundle => write_bundle(v, &dest, &img, &disk, &confs)?,
             outputs::Source::Catalogue => {
                 let text = catalogue(plan, v, &plain, out_dir, group, &o.name)?;
                 write_gen(&dest, &text)?;
@@ -585,7 +559,78 @@ fn emit_one(
         }
         plain.insert(o.name.clone(), dest);
     }
-    for o in &planned {
+    derived_outputs(plan, v, out_dir, threads, &plain, &mut outs)?;
+    check_made(plan, v, &outs)?;
+    let _ = std::fs::remove_dir_all(&vwork);
+    Ok(outs)
+}
+
+/// The vendor's configuration files (OVF, vmx, launcher, ...) for its disk `disk` of
+/// `grown` bytes.
+fn vendor_confs(
+    plan: &VendorPlan,
+    v: &Vendor,
+    disk: &Path,
+    grown: u64,
+) -> Result<Vec<conf::GenFile>, VendorError> {
+    let disk_name = v.disk_name();
+    let facts = conf::DiskFacts {
+        file_name: &disk_name,
+        file_size: std::fs::metadata(disk).map(|m| m.len()).unwrap_or(0),
+        capacity: v.virtual_size.unwrap_or(grown).max(grown),
+    };
+    let ids = conf::VboxIds::new(&conf::vm_name(&v.name, &plan.version));
+    conf::files(v, plan.arch, &plan.version, &facts, &ids)
+        .map_err(|e| VendorError::Preflight(vec![e]))
+}
+
+/// The configuration file `name` among `confs`.
+fn conf_file<'c>(
+    confs: &'c [conf::GenFile],
+    v: &Vendor,
+    name: &str,
+) -> Result<&'c conf::GenFile, VendorError> {
+    confs.iter().find(|c| c.name == name).ok_or_else(|| {
+        VendorError::Preflight(vec![format!(
+            "vendor {}: no configuration file {name} (vendor definition and outputs disagree)",
+            v.name
+        )])
+    })
+}
+
+/// The vendor's bundle at `dest`: GCE's tar of the raw disk `img`, an OVA, or a box.
+fn write_bundle(
+    v: &Vendor,
+    dest: &Path,
+    img: &Path,
+    disk: &Path,
+    confs: &[conf::GenFile],
+) -> Result<(), VendorError> {
+    let disk_name = v.disk_name();
+    match v.bundle {
+        Some(registry::Bundle::GceTar) => bundle::gce_tar(dest, img).map_err(io(dest)),
+        Some(registry::Bundle::Ova) => {
+            let ovf = conf_file(confs, v, &v.file_name(".ovf"))?;
+            bundle::ova(dest, ovf, disk, &disk_name).map_err(io(dest))
+        }
+        Some(registry::Bundle::Box) => {
+            bundle::vagrant_box(dest, confs, disk, &disk_name).map_err(io(dest))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Outputs made from the plain ones: compressed copies (`--compress`) and links not
+/// already written.
+fn derived_outputs(
+    plan: &VendorPlan,
+    v: &Vendor,
+    out_dir: &Path,
+    threads: usize,
+    plain: &BTreeMap<String, PathBuf>,
+    outs: &mut Vec<Output>,
+) -> Result<(), VendorError> {
+    for o in &outputs::outputs(v, plan.arch, &plan.compress) {
         match &o.source {
             outputs::Source::Compressed(of, c) => {
                 let src = plain.get(of).ok_or_else(|| {
@@ -595,7 +640,12 @@ fn emit_one(
                     )])
                 })?;
                 let s = stage(out_dir, v, &o.name);
-                compress::compress_file(*c, src, &s.staged, of, threads).map_err(fmt_err)?;
+                compress::compress_file(*c, src, &s.staged, of, threads).map_err(|source| {
+                    VendorError::Format {
+                        vendor: v.name.clone(),
+                        source,
+                    }
+                })?;
                 outs.push(s);
             }
             outputs::Source::Link(target)
@@ -611,9 +661,7 @@ fn emit_one(
             _ => {}
         }
     }
-    check_made(plan, v, &outs)?;
-    let _ = std::fs::remove_dir_all(&vwork);
-    Ok(outs)
+    Ok(())
 }
 
 /// The vendor's disk in its format: from the published image's clusters where the bake
