@@ -261,7 +261,7 @@ fn oem_content(
             v.name
         ));
     }
-    let rel = oem::check_sysext(id, &p, ver, Some(arch.systemd_name()))?;
+    let rel = crate::sysext::oem::check_sysext(id, &p, ver, Some(arch.systemd_name()))?;
     let text = oem::release_text(input.registry, id, ver, &rel)?;
     Ok(oem::OemContent {
         sysext: Some(p),

@@ -9,7 +9,6 @@
 use super::registry::{self, Registry, Vendor};
 use super::version::Ver;
 use crate::fs::{Edits, Op};
-use crate::sysext::image;
 use crate::sysext::release::ReleaseFile;
 use std::path::{Path, PathBuf};
 
@@ -31,41 +30,6 @@ pub fn kernel_arg_problems(args: &[String]) -> Vec<String> {
         })
         .map(|a| format!("--kernel-arg {a:?}: one argument without blanks, quotes, $, \\, ; or `"))
         .collect()
-}
-
-/// Problems with an OEM sysext for `vendor` and Flatcar `version`; empty when usable.
-pub fn check_sysext(
-    oem_id: &str,
-    sysext: &Path,
-    version: &str,
-    arch: Option<&str>,
-) -> Result<ReleaseFile, String> {
-    let name = format!("oem-{oem_id}");
-    let img = image::open(sysext, &name).map_err(|e| e.to_string())?;
-    let rel = img.release.ok_or_else(|| {
-        format!(
-            "{}: no usr/lib/extension-release.d/extension-release.{name}",
-            sysext.display()
-        )
-    })?;
-    // Flatcar's OEM sysexts pin VERSION_ID: one of another release is refused at boot.
-    if let Some(v) = rel.get("VERSION_ID") {
-        if v != version {
-            return Err(format!(
-                "{}: OEM sysext is for Flatcar {v} but the image is {version}; use the OEM sysext of the same release",
-                sysext.display()
-            ));
-        }
-    }
-    if let (Some(want), Some(have)) = (arch, rel.get("ARCHITECTURE")) {
-        if want != have {
-            return Err(format!(
-                "{}: OEM sysext is for {have}, the image is {want}",
-                sysext.display()
-            ));
-        }
-    }
-    Ok(rel)
 }
 
 /// `oem-release` text from the OEM sysext's extension-release.

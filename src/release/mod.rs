@@ -601,7 +601,7 @@ fn check_release_file(
         .and_then(|n| n.strip_suffix(".raw"))
     {
         let version = release.version.to_string();
-        crate::platform::oem::check_sysext(id, file, &version, Some(release.arch.systemd_name()))
+        crate::sysext::oem::check_sysext(id, file, &version, Some(release.arch.systemd_name()))
             .map_err(|e| Error::Rejected(fix(e)))?;
     } else if name.ends_with(".qcow2") {
         let mut magic = Vec::new();

@@ -15,6 +15,7 @@ pub mod flix;
 pub mod image;
 pub mod lint;
 pub mod oci;
+pub mod oem;
 pub mod pack;
 pub mod recipe;
 pub mod release;
