@@ -9,12 +9,16 @@ use std::path::Path;
 
 /// Digest and length of a file, streamed in 1 MiB reads (never the whole file in memory).
 pub fn digest_file<D: Digest>(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
-    let mut f = File::open(path)?;
+    digest_reader::<D>(File::open(path)?)
+}
+
+/// Digest and length of everything `r` reads, streamed in 1 MiB reads.
+pub fn digest_reader<D: Digest>(mut r: impl Read) -> std::io::Result<(Vec<u8>, u64)> {
     let mut h = D::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
-        let k = f.read(&mut buf)?;
+        let k = r.read(&mut buf)?;
         if k == 0 {
             break;
         }
@@ -28,6 +32,11 @@ pub fn digest_file<D: Digest>(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
 pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
     let (d, len) = digest_file::<Sha256>(path)?;
     Ok((hex(&d), len))
+}
+
+/// Lower-case hex sha256 of everything `r` reads, streamed.
+pub fn sha256_reader(r: impl Read) -> std::io::Result<String> {
+    Ok(hex(&digest_reader::<Sha256>(r)?.0))
 }
 
 /// Lower-case hex sha256 of bytes in memory.

@@ -11,10 +11,8 @@ use super::BakeError;
 use crate::disk::gpt::Partition;
 use crate::facts::Facts;
 use crate::fs::{Edits, Op};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The end state the plan promises for one path.
@@ -90,18 +88,6 @@ fn expected(edits: &Edits) -> BTreeMap<String, Want> {
     m
 }
 
-fn sha256_of(mut r: impl Read) -> std::io::Result<String> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let k = r.read(&mut buf)?;
-        if k == 0 {
-            return Ok(format!("{:x}", h.finalize()));
-        }
-        h.update(&buf[..k]);
-    }
-}
-
 /// Compare one path's planned end state with what `find` and `holds` report.
 fn judge(
     part: &str,
@@ -115,7 +101,7 @@ fn judge(
     match (want, found) {
         (Want::File { src, mode }, Found::File { mode: m, sha256 }) => {
             let planned = File::open(src)
-                .and_then(sha256_of)
+                .and_then(crate::util::sha256_reader)
                 .map_err(|e| format!("{}: {e}", src.display()))?;
             if planned != sha256 {
                 return bad(format!(
@@ -177,7 +163,7 @@ fn root_found(fs: &ext4_view::Ext4, path: &str) -> Result<Found, String> {
         let f = fs.open(path).map_err(shown)?;
         Found::File {
             mode: u32::from(m.mode()),
-            sha256: sha256_of(f).map_err(|e| format!("ROOT {path}: {e}"))?,
+            sha256: crate::util::sha256_reader(f).map_err(|e| format!("ROOT {path}: {e}"))?,
         }
     } else {
         Found::Other
@@ -223,7 +209,9 @@ impl Oem {
             0o040000 => Found::Dir,
             0o100000 => Found::File {
                 mode: inode.mode,
-                sha256: File::open(&local).and_then(sha256_of).map_err(shown)?,
+                sha256: File::open(&local)
+                    .and_then(crate::util::sha256_reader)
+                    .map_err(shown)?,
             },
             _ => Found::Other,
         })

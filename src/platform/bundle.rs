@@ -135,22 +135,6 @@ fn dotted(mut h: tar::Header, name: &str) -> io::Result<tar::Header> {
     Ok(h)
 }
 
-/// Hex SHA-256 of a file, streamed (the box catalogue's checksum).
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    use sha2::Digest as _;
-    let mut f = File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
-}
-
 /// Octal or (when too large) GNU base-256 numeric field.
 fn num_field(dst: &mut [u8], v: u64) {
     let digits = dst.len() - 1;

@@ -741,7 +741,7 @@ fn catalogue(
             v.name
         )])
     })?;
-    let sha256 = bundle::sha256_file(box_path).map_err(io(box_path))?;
+    let (sha256, _) = crate::util::sha256_file(box_path).map_err(io(box_path))?;
     let text = conf::catalogue(
         v,
         plan.arch,
