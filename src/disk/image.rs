@@ -1,220 +1,78 @@
 //! The one reader of disk images: a raw file, or a qcow2 file (v2/v3, zlib-compressed
-//! clusters included, no backing files) decoded on the fly ([`Disk`]), and one
+//! clusters included, no backing files) decoded on the fly through its cluster map
+//! (`disk::qcow2map`, the one qcow2 parser, which the fast path uses too) ([`Disk`]), and one
 //! partition of it seen as a file of its own ([`Window`]) for the in-process readers
 //! (ext4-view, fs::fat, the btrfs reader). Everything that reads an image (bake's facts,
 //! `inspect`, a fetched image's identity, `sysext check --target`) reads through here;
 //! flatbake never writes through it.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-fn bad(what: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.into())
-}
+use super::qcow2map::{Host, MapError, Qcow2Map};
 
-fn past_end(what: &str, at: u64, file_len: u64) -> io::Error {
-    bad(format!(
-        "qcow2 {what} at byte {at:#x} lies past the end of the file ({file_len} bytes; truncated?)"
-    ))
-}
-
-fn be64(b: &[u8], o: usize) -> u64 {
-    u64::from_be_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]))
-}
-fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]))
-}
-
-/// A qcow2 image read through its L1/L2 tables.
+/// A qcow2 image read through its cluster map ([`Qcow2Map`], flatbake's one qcow2
+/// parser): the map is read and bound-checked when opened, so a truncated or hostile
+/// file is refused then, not halfway through reading it.
 pub struct Qcow2 {
     file: File,
-    file_len: u64,
-    size: u64,
-    cluster_bits: u32,
-    l1: Vec<u64>,
-    l2_cache: HashMap<u64, Vec<u64>>,
+    map: Qcow2Map,
+    /// The last compressed cluster inflated (guest index, its bytes), so sequential
+    /// small reads inflate each cluster once.
     cluster_cache: Option<(u64, Vec<u8>)>,
+    scratch: Vec<u8>,
 }
 
-const L2_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+/// The map's problem as an I/O error (the caller names the file).
+fn map_err(e: MapError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.problem)
+}
 
 impl Qcow2 {
     pub fn open(file: File) -> io::Result<Qcow2> {
-        let file_len = file.metadata()?.len();
-        let mut h = [0u8; 112];
-        let n = file.read_at(&mut h, 0)?;
-        if n < 72 || &h[..4] != b"QFI\xfb" {
-            return Err(bad("not a qcow2 image"));
-        }
-        let version = be32(&h, 4);
-        if !(2..=3).contains(&version) {
-            return Err(bad(format!("qcow2 version {version} is not supported")));
-        }
-        if be64(&h, 8) != 0 {
-            return Err(bad("qcow2 images with a backing file are not supported"));
-        }
-        let cluster_bits = be32(&h, 20);
-        if !(9..=21).contains(&cluster_bits) {
-            return Err(bad(format!(
-                "qcow2 cluster_bits {cluster_bits} out of range"
-            )));
-        }
-        let size = be64(&h, 24);
-        if be32(&h, 32) != 0 {
-            return Err(bad("encrypted qcow2 images are not supported"));
-        }
-        if version == 3 {
-            let incompat = be64(&h, 72);
-            // bit 0 dirty, bit 1 corrupt, bit 2 external data, bit 3 compression type, bit 4 extended L2
-            if incompat & !0b1 != 0 {
-                return Err(bad(format!(
-                    "qcow2 incompatible features {incompat:#x} are not supported"
-                )));
-            }
-        }
-        let l1_size = be32(&h, 36) as u64;
-        let l1_off = be64(&h, 40);
-        let cluster = 1u64 << cluster_bits;
-        let needed = size.div_ceil(cluster).div_ceil(cluster / 8);
-        if l1_size < needed || l1_size > 1 << 26 {
-            return Err(bad("qcow2 L1 table out of range"));
-        }
-        if l1_off.checked_add(l1_size * 8).is_none_or(|e| e > file_len) {
-            return Err(past_end("L1 table", l1_off, file_len));
-        }
-        let mut raw = vec![0u8; (l1_size * 8) as usize];
-        file.read_exact_at(&mut raw, l1_off)?;
-        let l1 = raw.chunks_exact(8).map(|c| be64(c, 0)).collect();
-        let q = Qcow2 {
+        let map = Qcow2Map::read(&file, Path::new("")).map_err(map_err)?;
+        Ok(Qcow2 {
             file,
-            file_len,
-            size,
-            cluster_bits,
-            l1,
-            l2_cache: HashMap::new(),
+            map,
             cluster_cache: None,
-        };
-        q.check_tables()?;
-        Ok(q)
+            scratch: Vec::new(),
+        })
     }
 
-    /// Every L2 table and every cluster they map must lie inside the file: a truncated
-    /// qcow2 is refused when opened, not halfway through reading it.
-    fn check_tables(&self) -> io::Result<()> {
-        let cl = 1u64 << self.cluster_bits;
-        let mut raw = vec![0u8; cl as usize];
-        for &e in &self.l1 {
-            let l2_off = e & L2_OFFSET_MASK;
-            if l2_off == 0 {
-                continue;
-            }
-            if l2_off.checked_add(cl).is_none_or(|end| end > self.file_len) {
-                return Err(past_end("L2 table", l2_off, self.file_len));
-            }
-            self.file.read_exact_at(&mut raw, l2_off)?;
-            for c in raw.chunks_exact(8) {
-                let entry = be64(c, 0);
-                if entry & (1 << 62) != 0 {
-                    let x = 62 - (self.cluster_bits - 8);
-                    let host = entry & ((1u64 << x) - 1);
-                    if host >= self.file_len {
-                        return Err(past_end("compressed cluster", host, self.file_len));
-                    }
-                    continue;
+    /// Fill `buf` from virtual offset `off`, all inside one cluster.
+    fn read_cluster_part(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        let bits = self.map.cluster_bits;
+        let guest = off >> bits;
+        let within = (off & ((1u64 << bits) - 1)) as usize;
+        match self.map.host_of(guest) {
+            None => buf.fill(0),
+            Some(Host::Plain(host)) => self.file.read_exact_at(buf, host + within as u64)?,
+            Some(host @ Host::Compressed { .. }) => {
+                if !matches!(&self.cluster_cache, Some((g, _)) if *g == guest) {
+                    let mut out = self.cluster_cache.take().map(|c| c.1).unwrap_or_default();
+                    self.map
+                        .read_cluster(&self.file, guest, host, &mut self.scratch, &mut out)
+                        .map_err(map_err)?;
+                    self.cluster_cache = Some((guest, out));
                 }
-                let host = entry & L2_OFFSET_MASK;
-                if host != 0
-                    && entry & 1 == 0
-                    && host.checked_add(cl).is_none_or(|end| end > self.file_len)
-                {
-                    return Err(past_end("data cluster", host, self.file_len));
-                }
+                let data = self.cluster_cache.as_ref().map_or(&[][..], |c| &c.1[..]);
+                let part = data.get(within..within + buf.len()).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "read past the end of the virtual disk",
+                    )
+                })?;
+                buf.copy_from_slice(part);
             }
         }
         Ok(())
     }
 
-    /// The L2 entry for the cluster holding virtual offset `off` (0: unallocated).
-    fn l2_entry(&mut self, off: u64) -> io::Result<u64> {
-        let l2_bits = self.cluster_bits - 3;
-        let l1_index = (off >> (self.cluster_bits + l2_bits)) as usize;
-        let l2_off = self.l1.get(l1_index).copied().unwrap_or(0) & L2_OFFSET_MASK;
-        if l2_off == 0 {
-            return Ok(0);
-        }
-        if !self.l2_cache.contains_key(&l2_off) {
-            if self.l2_cache.len() > 256 {
-                self.l2_cache.clear();
-            }
-            let cl = 1usize << self.cluster_bits;
-            if l2_off + cl as u64 > self.file_len {
-                return Err(bad("qcow2 L2 table past the end of the file"));
-            }
-            let mut raw = vec![0u8; cl];
-            self.file.read_exact_at(&mut raw, l2_off)?;
-            self.l2_cache
-                .insert(l2_off, raw.chunks_exact(8).map(|c| be64(c, 0)).collect());
-        }
-        let idx = ((off >> self.cluster_bits) & ((1 << l2_bits) - 1)) as usize;
-        Ok(self
-            .l2_cache
-            .get(&l2_off)
-            .and_then(|t| t.get(idx).copied())
-            .unwrap_or(0))
-    }
-
-    fn read_cluster_part(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        let cl = 1u64 << self.cluster_bits;
-        let within = off & (cl - 1);
-        let entry = self.l2_entry(off)?;
-        if entry & (1 << 62) != 0 {
-            let x = 62 - (self.cluster_bits - 8);
-            let host = entry & ((1u64 << x) - 1);
-            let sectors = ((entry >> x) & ((1u64 << (self.cluster_bits - 8)) - 1)) + 1;
-            let cluster_index = off >> self.cluster_bits;
-            let hit = matches!(&self.cluster_cache, Some((i, _)) if *i == cluster_index);
-            if !hit {
-                let clen = (sectors * 512 - (host & 511)).min(self.file_len.saturating_sub(host));
-                let mut comp = vec![0u8; clen as usize];
-                self.file.read_exact_at(&mut comp, host)?;
-                let mut out = vec![0u8; cl as usize];
-                let mut dec = flate2::read::DeflateDecoder::new(&comp[..]);
-                let mut got = 0;
-                while got < out.len() {
-                    let n = dec.read(&mut out[got..])?;
-                    if n == 0 {
-                        break;
-                    }
-                    got += n;
-                }
-                if got != out.len() {
-                    return Err(bad(format!(
-                        "qcow2 compressed cluster at {host:#x} decodes to {got} bytes"
-                    )));
-                }
-                self.cluster_cache = Some((cluster_index, out));
-            }
-            if let Some((_, data)) = &self.cluster_cache {
-                buf.copy_from_slice(&data[within as usize..within as usize + buf.len()]);
-            }
-            return Ok(());
-        }
-        let host = entry & L2_OFFSET_MASK;
-        if host == 0 || entry & 1 != 0 {
-            buf.fill(0);
-            return Ok(());
-        }
-        self.file.read_exact_at(buf, host + within)
-    }
-}
-
-impl Qcow2 {
     fn read_at(&mut self, mut off: u64, mut buf: &mut [u8]) -> io::Result<()> {
-        let cl = 1u64 << self.cluster_bits;
+        let cl = self.map.cluster_size();
         while !buf.is_empty() {
             let n = ((cl - (off & (cl - 1))) as usize).min(buf.len());
             let (head, rest) = buf.split_at_mut(n);
@@ -225,23 +83,16 @@ impl Qcow2 {
         Ok(())
     }
 
-    fn may_have_data(&mut self, off: u64, len: u64) -> io::Result<bool> {
-        let cl = 1u64 << self.cluster_bits;
-        let mut c = off & !(cl - 1);
-        while c < off + len {
-            let e = self.l2_entry(c)?;
-            if e & (1 << 62) != 0 || (e & L2_OFFSET_MASK != 0 && e & 1 == 0) {
-                return Ok(true);
-            }
-            c += cl;
-        }
-        Ok(false)
+    fn may_have_data(&self, off: u64, len: u64) -> bool {
+        let bits = self.map.cluster_bits;
+        let end = off.saturating_add(len).div_ceil(1 << bits);
+        self.map.any_mapped(off >> bits, end)
     }
 }
 
 enum Container {
     Raw(File),
-    /// The decoder keeps table and cluster caches, so reads through `&Disk` lock it.
+    /// The decoder keeps a cluster cache, so reads through `&Disk` lock it.
     Qcow2(Mutex<Qcow2>),
 }
 
@@ -277,7 +128,7 @@ impl Disk {
         }
         if &magic == b"QFI\xfb" {
             let q = Qcow2::open(file)?;
-            let len = q.size;
+            let len = q.map.virtual_size;
             return Ok(Disk {
                 container: Container::Qcow2(Mutex::new(q)),
                 len,
@@ -333,7 +184,7 @@ impl Disk {
     pub fn may_have_data(&self, off: u64, len: u64) -> io::Result<bool> {
         match &self.container {
             Container::Raw(f) => Ok(!super::sparse::data_extents(f, off, off + len)?.is_empty()),
-            Container::Qcow2(q) => lock(q).may_have_data(off, len),
+            Container::Qcow2(q) => Ok(lock(q).may_have_data(off, len)),
         }
     }
 
@@ -580,5 +431,77 @@ mod tests {
             e.contains("qcow2 data cluster at byte") && e.contains("lies past the end of the file"),
             "{e}"
         );
+    }
+
+    /// What qemu-img makes of the qcow2 at `q`, as raw bytes.
+    fn qemu_raw(q: &Path) -> Vec<u8> {
+        let raw = q.with_extension("raw");
+        assert!(Command::new("qemu-img")
+            .args(["convert", "-f", "qcow2", "-O", "raw"])
+            .arg(q)
+            .arg(&raw)
+            .status()
+            .unwrap()
+            .success());
+        std::fs::read(&raw).unwrap()
+    }
+
+    fn read_all(q: &Path) -> Vec<u8> {
+        let src = Disk::open(q).unwrap();
+        let mut got = vec![0u8; src.len() as usize];
+        src.read_at(0, &mut got).unwrap();
+        got
+    }
+
+    #[test]
+    fn reads_dirty_and_shrunk_qcow2_like_qemu() {
+        let d = tempfile::tempdir().unwrap();
+        let q = d.path().join("s.qcow2");
+        let run = |args: &[&str]| {
+            assert!(Command::new(args[0])
+                .args(&args[1..])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success())
+        };
+        let qs = q.to_str().unwrap();
+        // 512-byte clusters: one L2 table maps 32 KiB, so 8 MiB needs 256 L1 entries
+        run(&[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=512",
+            qs,
+            "8M",
+        ]);
+        run(&["qemu-io", "-c", "write -P 7 0 8M", qs]);
+        let unshrunk = std::fs::read(&q).unwrap();
+        // shrinking keeps the L1 table's size (256 entries for the 32 needed)
+        run(&["qemu-img", "resize", "-q", "--shrink", qs, "1M"]);
+        let h = std::fs::read(&q).unwrap();
+        assert_eq!(u32::from_be_bytes(h[36..40].try_into().unwrap()), 256);
+        let want = qemu_raw(&q);
+        assert_eq!(want.len(), 1 << 20);
+        assert!(read_all(&q) == want, "shrunk qcow2 differs from qemu-img's");
+        // the dirty bit (incompatible feature bit 0) changes nothing for reading
+        let mut dirty = h.clone();
+        dirty[79] |= 1;
+        std::fs::write(&q, &dirty).unwrap();
+        assert!(read_all(&q) == want, "dirty qcow2 differs");
+        // the corrupt bit (1) is refused
+        dirty[79] |= 2;
+        std::fs::write(&q, &dirty).unwrap();
+        let e = Disk::open(&q).err().unwrap().to_string();
+        assert!(e.contains("incompatible features 0x2"), "{e}");
+        // the unshrunk tables under a 1 MiB header: entries past the virtual size map data
+        let mut big = unshrunk;
+        big[24..32].copy_from_slice(&(1u64 << 20).to_be_bytes());
+        std::fs::write(&q, &big).unwrap();
+        let e = Disk::open(&q).err().unwrap().to_string();
+        assert!(e.contains("beyond the virtual size"), "{e}");
     }
 }

@@ -1,15 +1,23 @@
-//! The cluster map of a qcow2 file (v2/v3, no backing file, no encryption): for every
-//! allocated guest cluster, where its bytes are in the file (a standard cluster, or a
-//! compressed descriptor's byte range), read once with every bound checked; and
+//! flatbake's one qcow2 parser: the cluster map of a qcow2 file (v2/v3, no backing
+//! file, no encryption): for every allocated guest cluster, where its bytes are in the
+//! file (a standard cluster, or a compressed descriptor's byte range), read once with
+//! every bound checked; [`Qcow2Map::read_cluster`], one cluster's guest bytes; and
 //! [`inflate`], which turns the file into a sparse raw image on all cores (zero
-//! clusters and all-zero data stay holes). Used by the published-image fast path
-//! (`release::published`) to decompress a vendor's qcow2, and by the qcow2 writer to
-//! copy untouched compressed clusters verbatim.
+//! clusters and all-zero data stay holes). Used by the image reader
+//! (`disk::image::Disk`, every command that reads a qcow2), by the published-image fast
+//! path (`release::published`) to decompress a vendor's qcow2, and by the qcow2 writer
+//! (`format::reuse`) to copy untouched compressed clusters verbatim.
+//!
+//! Reading ignores refcounts, so a v3 image left dirty (incompatible feature bit 0) is
+//! read like a clean one; every other incompatible feature is refused. An L1 table
+//! larger than the virtual size needs (`qemu-img resize` grows it) is accepted up to
+//! qemu's own limit, but an entry beyond the virtual size must map nothing.
 //!
 //! Bounds: the header's sizes are checked against the file (L1 table, each L2 table,
-//! each cluster inside the file), the virtual size is at most 16 TiB, each L2 table is
-//! read once, and a guest cluster mapped twice is refused; so a hostile or truncated
-//! file is refused in one line, reading at most its own size.
+//! each cluster inside the file), the virtual size is at most 16 TiB, the L1 table at
+//! most 32 MiB, each L2 table is read once, and a guest cluster mapped twice is
+//! refused; so a hostile or truncated file is refused in one line, reading at most its
+//! own size, and the map holds at most one entry per 8 bytes of L2 tables in the file.
 
 use std::fs::File;
 use std::io;
@@ -18,6 +26,11 @@ use std::path::{Path, PathBuf};
 
 /// Largest virtual size accepted (16 TiB: Flatcar's disks are 8-30 GiB).
 const MAX_VIRTUAL: u64 = 16 << 40;
+/// Most L1 entries accepted (qemu's `QCOW_MAX_L1_SIZE`, 32 MiB of table).
+const MAX_L1_ENTRIES: u64 = (32 << 20) / 8;
+/// Incompatible feature bit 0: the image was not closed cleanly (refcounts may be
+/// stale; the tables reading uses are not).
+const INCOMPAT_DIRTY: u64 = 1;
 const L2_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const OFLAG_COMPRESSED: u64 = 1 << 62;
 const OFLAG_ZERO: u64 = 1;
@@ -50,6 +63,13 @@ pub struct Qcow2Map {
 pub struct MapError {
     pub path: PathBuf,
     pub problem: String,
+}
+
+/// The one wording for a structure of the file that lies (partly) past its end.
+fn past_end(what: &str, at: u64, file_len: u64) -> String {
+    format!(
+        "qcow2 {what} at byte {at:#x} lies past the end of the file ({file_len} bytes; truncated?)"
+    )
 }
 
 fn be64(b: &[u8], o: usize) -> u64 {
@@ -107,10 +127,10 @@ impl Qcow2Map {
             if n < 104 {
                 return Err(err("qcow2 v3 header is truncated".into()));
             }
-            let incompat = be64(&h, 72);
+            let incompat = be64(&h, 72) & !INCOMPAT_DIRTY;
             if incompat != 0 {
                 return Err(err(format!(
-                    "qcow2 incompatible features {incompat:#x} (dirty, corrupt, external data, zstd or extended L2) are not supported"
+                    "qcow2 incompatible features {incompat:#x} (corrupt, external data, zstd or extended L2) are not supported"
                 )));
             }
         }
@@ -119,14 +139,17 @@ impl Qcow2Map {
         let l1_size = u64::from(be32(&h, 36));
         let l1_off = be64(&h, 40);
         let needed = virtual_size.div_ceil(cluster).div_ceil(l2_entries);
-        if l1_size < needed || l1_size > needed + 1 {
+        if l1_size < needed || l1_size > MAX_L1_ENTRIES {
             return Err(err(format!(
-                "qcow2 L1 table has {l1_size} entries, {needed} expected"
+                "qcow2 L1 table out of range ({l1_size} entries, {needed} needed)"
             )));
         }
-        if l1_off % cluster != 0 || l1_off.checked_add(l1_size * 8).is_none_or(|e| e > file_len) {
+        if l1_off.checked_add(l1_size * 8).is_none_or(|e| e > file_len) {
+            return Err(err(past_end("L1 table", l1_off, file_len)));
+        }
+        if l1_off % cluster != 0 {
             return Err(err(format!(
-                "qcow2 L1 table at {l1_off:#x} lies outside the file ({file_len} bytes; truncated?)"
+                "qcow2 L1 table at byte {l1_off:#x} is not cluster-aligned"
             )));
         }
         let mut l1 = vec![0u8; (l1_size * 8) as usize];
@@ -143,13 +166,18 @@ impl Qcow2Map {
             if l2_off == 0 {
                 continue;
             }
-            if l2_off % cluster != 0 || l2_off.checked_add(cluster).is_none_or(|e| e > file_len) {
+            if l2_off.checked_add(cluster).is_none_or(|e| e > file_len) {
+                return Err(err(past_end("L2 table", l2_off, file_len)));
+            }
+            if l2_off % cluster != 0 {
                 return Err(err(format!(
-                    "qcow2 L2 table at {l2_off:#x} lies outside the file ({file_len} bytes; truncated?)"
+                    "qcow2 L2 table at byte {l2_off:#x} is not cluster-aligned"
                 )));
             }
             if !seen_l2.insert(l2_off) {
-                return Err(err(format!("qcow2 L2 table at {l2_off:#x} is used twice")));
+                return Err(err(format!(
+                    "qcow2 L2 table at byte {l2_off:#x} is used twice"
+                )));
             }
             file.read_exact_at(&mut table, l2_off).map_err(ioe)?;
             for (j, c) in table.chunks_exact(8).enumerate() {
@@ -167,9 +195,12 @@ impl Qcow2Map {
                     let offset = entry & offset_mask;
                     let sectors = ((entry >> csize_shift) & csize_mask) + 1;
                     let len = sectors * 512 - (offset & 511);
-                    if offset < cluster || offset >= file_len {
+                    if offset >= file_len {
+                        return Err(err(past_end("compressed cluster", offset, file_len)));
+                    }
+                    if offset < cluster {
                         return Err(err(format!(
-                            "qcow2 compressed cluster at {offset:#x} lies outside the file ({file_len} bytes; truncated?)"
+                            "qcow2 compressed cluster at byte {offset:#x} lies in the header"
                         )));
                     }
                     // the last descriptor's sector range may run past a file's end
@@ -183,9 +214,12 @@ impl Qcow2Map {
                         // a zero cluster (v3), or "all zeros" with a preallocation
                         continue;
                     }
-                    if off % cluster != 0 || off.checked_add(cluster).is_none_or(|e| e > file_len) {
+                    if off.checked_add(cluster).is_none_or(|e| e > file_len) {
+                        return Err(err(past_end("data cluster", off, file_len)));
+                    }
+                    if off % cluster != 0 {
                         return Err(err(format!(
-                            "qcow2 data cluster at {off:#x} lies outside the file ({file_len} bytes; truncated?)"
+                            "qcow2 data cluster at byte {off:#x} is not cluster-aligned"
                         )));
                     }
                     Host::Plain(off)
@@ -224,6 +258,21 @@ impl Qcow2Map {
             file_len,
             clusters,
         })
+    }
+
+    /// Where guest cluster `guest` is (`None`: unallocated or zero), by binary search.
+    pub fn host_of(&self, guest: u64) -> Option<Host> {
+        self.clusters
+            .binary_search_by_key(&guest, |c| c.0)
+            .ok()
+            .and_then(|k| self.clusters.get(k))
+            .map(|c| c.1)
+    }
+
+    /// Whether any guest cluster in `first..end` is mapped.
+    pub fn any_mapped(&self, first: u64, end: u64) -> bool {
+        let k = self.clusters.partition_point(|c| c.0 < first);
+        self.clusters.get(k).is_some_and(|c| c.0 < end)
     }
 
     /// The guest bytes of one mapped cluster (`cluster_size` bytes, or fewer for the
@@ -385,6 +434,9 @@ mod tests {
         std::fs::write(&p, &h).unwrap();
         let f = File::open(&p).unwrap();
         let e = Qcow2Map::read(&f, &p).unwrap_err().to_string();
-        assert!(e.contains("outside the file"), "{e}");
+        assert!(
+            e.contains("qcow2 L1 table at byte 0x10000 lies past the end of the file (72 bytes; truncated?)"),
+            "{e}"
+        );
     }
 }
