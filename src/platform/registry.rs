@@ -347,30 +347,25 @@ impl Registry {
             for a in &v.arches {
                 a.parse::<Arch>().map_err(bad)?;
             }
-            let ovfs = v
-                .ovf_template
-                .iter()
-                .chain(v.before.iter().filter_map(|b| b.ovf_template.as_ref()));
-            for t in ovfs {
-                if template(t).is_none() {
+            // every template the vendor or one of its release ranges names must exist
+            let named = |own: &Option<String>, per: fn(&Before) -> Option<&String>| {
+                own.iter()
+                    .chain(v.before.iter().filter_map(per))
+                    .cloned()
+                    .collect::<Vec<String>>()
+            };
+            for t in named(&v.ovf_template, |b| b.ovf_template.as_ref()) {
+                if template(&t).is_none() {
                     return Err(bad(format!("no template vendors/templates/{t}")));
                 }
             }
-            let oems = v
-                .oem_template
-                .iter()
-                .chain(v.before.iter().filter_map(|b| b.oem_template.as_ref()));
-            for t in oems {
-                if oem_files(t).is_empty() {
+            for t in named(&v.oem_template, |b| b.oem_template.as_ref()) {
+                if oem_files(&t).is_empty() {
                     return Err(bad(format!("no OEM template vendors/templates/oem/{t}/")));
                 }
             }
-            let boxes = v
-                .box_template
-                .iter()
-                .chain(v.before.iter().filter_map(|b| b.box_template.as_ref()));
-            for t in boxes {
-                if box_files(t).is_empty() || template(&format!("box/{t}.json")).is_none() {
+            for t in named(&v.box_template, |b| b.box_template.as_ref()) {
+                if box_files(&t).is_empty() || template(&format!("box/{t}.json")).is_none() {
                     return Err(bad(format!(
                         "no box template vendors/templates/box/{t}/ with box/{t}.json"
                     )));

@@ -522,10 +522,20 @@ fn decompress_checked(
     Ok(stats)
 }
 
-/// Resolves the spec, fetches and verifies `version.txt` and the image, decompresses
-/// the image to a sparse file in the cache and checks that it is the release asked for
-/// (each step skipped when the cache has its result).
-pub fn fetch_release(opts: &FetchOptions) -> Result<FetchedRelease, Error> {
+/// What every fetch of a release starts with: the release resolved, and its version.txt
+/// fetched, verified and checked against it.
+struct Head<'a> {
+    ctx: Ctx<'a>,
+    release: ResolvedRelease,
+    /// `<cache>/<board>/<version>`.
+    dir: PathBuf,
+    version_txt_path: PathBuf,
+    /// version.txt's signature was verified (not let through by insecure_skip_verify).
+    vt_ok: bool,
+    version_txt: VersionTxt,
+}
+
+fn head(opts: &FetchOptions) -> Result<Head<'_>, Error> {
     let ctx = Ctx::new(opts)?;
     let release = resolve_with(&ctx)?;
     let dir = opts.release_dir(&release);
@@ -533,6 +543,28 @@ pub fn fetch_release(opts: &FetchOptions) -> Result<FetchedRelease, Error> {
         check_version_txt(&release, f, real).map(|_| ())
     })?;
     let version_txt = check_version_txt(&release, &version_txt_path, &version_txt_path)?;
+    Ok(Head {
+        ctx,
+        release,
+        dir,
+        version_txt_path,
+        vt_ok,
+        version_txt,
+    })
+}
+
+/// Resolves the spec, fetches and verifies `version.txt` and the image, decompresses
+/// the image to a sparse file in the cache and checks that it is the release asked for
+/// (each step skipped when the cache has its result).
+pub fn fetch_release(opts: &FetchOptions) -> Result<FetchedRelease, Error> {
+    let Head {
+        ctx,
+        release,
+        dir,
+        version_txt_path,
+        vt_ok,
+        version_txt,
+    } = head(opts)?;
     let image = dir.join(IMAGE);
     let image_bz2 = dir.join(IMAGE_BZ2);
     let cached = cache::valid_marker(&image, opts.insecure_skip_verify);

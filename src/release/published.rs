@@ -24,8 +24,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    cache, check_version_txt, fetch_verified, forget, identity, io_err, resolve_with, Ctx,
-    DownloadError, Error, FetchOptions, FetchedRelease, ResolvedRelease, IMAGE_BZ2, VERSION_TXT,
+    cache, fetch_verified, forget, head, identity, io_err, DownloadError, Error, FetchOptions,
+    FetchedRelease, Head, ResolvedRelease, IMAGE_BZ2,
 };
 use crate::disk::qcow2map::{self, InflateStats};
 
@@ -136,13 +136,14 @@ pub fn fetch(opts: &FetchOptions, vendor: &str) -> Result<Availability, Error> {
             "signature verification is off".into(),
         ));
     }
-    let ctx = Ctx::new(opts)?;
-    let release = resolve_with(&ctx)?;
-    let dir = opts.release_dir(&release);
-    let (version_txt_path, vt_ok) = fetch_verified(&ctx, &release, VERSION_TXT, &mut |f, real| {
-        check_version_txt(&release, f, real).map(|_| ())
-    })?;
-    let version_txt = check_version_txt(&release, &version_txt_path, &version_txt_path)?;
+    let Head {
+        ctx,
+        release,
+        dir,
+        version_txt_path,
+        vt_ok,
+        version_txt,
+    } = head(opts)?;
     let qcow2 = dir.join(&name);
     let raw = dir.join(raw_name(vendor));
     let fresh = |qcow2: &Path, raw: &Path| -> bool {
