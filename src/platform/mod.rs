@@ -304,6 +304,9 @@ pub struct Output {
 
 /// Emit every planned vendor from the baked `base` image into `out_dir`. Outputs are
 /// staged as hidden temporary files in `out_dir` and renamed into place at the end.
+/// `base` is a scratch file emit takes over: each vendor but the last edits a copy of
+/// it (a reflink where the filesystem has them, else a sparse copy of its data), the
+/// last edits it in place, so one vendor costs no copy at all.
 pub fn emit(
     plan: &VendorPlan,
     base: &Path,
@@ -326,8 +329,10 @@ pub fn emit(
         None
     };
     let result = (|| -> Result<(), VendorError> {
-        for v in &plan.vendors {
+        for (i, v) in plan.vendors.iter().enumerate() {
             let phase = crate::out::Phase::start(format!("vendor {}", v.name));
+            // the last vendor takes the scratch base over instead of copying it
+            let take = i + 1 == plan.vendors.len();
             for name in outputs::output_names(v, plan.arch, &plan.compress) {
                 guards.push(crate::cleanup::register(&stage(out_dir, v, &name).staged));
             }
@@ -335,6 +340,7 @@ pub fn emit(
                 plan,
                 v,
                 base,
+                take,
                 out_dir,
                 work,
                 threads,
@@ -386,10 +392,14 @@ fn prepare_disk(
     plan: &VendorPlan,
     v: &Vendor,
     base: &Path,
+    take: bool,
     vwork: &Path,
 ) -> Result<(PathBuf, u64), VendorError> {
     let img = vwork.join("disk.bin");
-    {
+    if take {
+        // the last vendor: the base is not read again, so it is edited in place
+        std::fs::rename(base, &img).map_err(io(&img))?;
+    } else {
         let src = File::open(base).map_err(io(base))?;
         let dst = File::create(&img).map_err(io(&img))?;
         sparse::clone_file(&src, &dst).map_err(io(&img))?;
@@ -483,6 +493,7 @@ fn emit_one(
     plan: &VendorPlan,
     v: &Vendor,
     base: &Path,
+    take: bool,
     out_dir: &Path,
     work: &Path,
     threads: usize,
@@ -497,7 +508,7 @@ fn emit_one(
             let len = std::fs::metadata(base).map_err(io(base))?.len();
             (base.to_path_buf(), len)
         }
-        None => prepare_disk(plan, v, base, &vwork)?,
+        None => prepare_disk(plan, v, base, take, &vwork)?,
     };
     let fmt = disk_format(v).ok_or_else(|| {
         VendorError::Preflight(vec![format!("vendor {}: no disk format", v.name)])
