@@ -217,3 +217,47 @@ fn output_must_not_be_the_input() {
     assert_eq!(sha256_file(&img), before);
     assert!(leftovers(dir.path()).is_empty());
 }
+
+/// `--force` replaces an output, but never one of the files the bake reads: a sysext,
+/// its sysupdate config (named or beside it), the Ignition config. Each is refused in
+/// one line naming it, and the file is left as it was.
+#[test]
+fn output_must_not_be_another_input_even_with_force() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let raw = d.join("w.raw");
+    std::fs::copy(sysext("wasmtime-v24.0.0-x86-64.raw"), &raw).expect("copy");
+    let conf = d.join("w.conf");
+    std::fs::copy(sysext("wasmtime.conf"), &conf).expect("copy");
+    let beside = d.join("wasmtime.conf");
+    std::fs::copy(sysext("wasmtime.conf"), &beside).expect("copy");
+    let ign = d.join("config.ign");
+    std::fs::write(&ign, "{\"ignition\":{\"version\":\"3.3.0\"}}\n").expect("write");
+    let w = format!("wasmtime:{}", raw.display());
+    let c = format!("wasmtime={}", conf.display());
+    let cases: Vec<(&std::path::Path, Vec<&str>, &str)> = vec![
+        (&raw, vec![&w], "the sysext of wasmtime"),
+        (
+            &conf,
+            vec![&w, "--sysupdate-conf", &c],
+            "the sysupdate config of wasmtime",
+        ),
+        (&beside, vec![&w], "the sysupdate config of wasmtime"),
+        (&ign, vec!["--ignition", s(&ign)], "the Ignition config"),
+    ];
+    let img = current();
+    for (out, args, what) in cases {
+        let before = sha256_file(out);
+        let mut all = vec!["--image", s(&img), "-o", s(out), "--force"];
+        all.extend(args);
+        let o = flatbake(&all);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{all:?}: {err}");
+        assert!(
+            err.contains(&format!("{}: the output is {what}", out.display())),
+            "{all:?}: {err}"
+        );
+        assert_eq!(sha256_file(out), before, "{} changed", out.display());
+        assert!(leftovers(d).is_empty(), "{:?}", leftovers(d));
+    }
+}

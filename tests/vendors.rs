@@ -1485,3 +1485,59 @@ fn compressed_copies_and_exact_force_check() {
     let o = again(false);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// `--force` in an output directory that holds the input: the plain image
+/// (`--vendor generic,...`) or a vendor's disk would be written over the file being
+/// baked. Refused in one line naming it; the input is left as it was.
+#[test]
+fn vendor_outputs_never_replace_an_input() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path();
+    let img = out.join("flatcar_production_image.bin");
+    sh(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(fixtures().join("current.bin"))
+        .arg(&img));
+    let ext = out.join("flatcar_production_hetzner_image.bin");
+    std::fs::copy(sysext("wasmtime-v24.0.0-x86-64.raw"), &ext).expect("copy");
+    let rel = fixtures().join("release");
+    let elsewhere = format!(
+        "wasmtime:{}",
+        sysext("wasmtime-v24.0.0-x86-64.raw").display()
+    );
+    let inside = format!("wasmtime:{}", ext.display());
+    for (vendors, wasm, victim, what) in [
+        ("generic,hetzner", &elsewhere, &img, "the input image"),
+        ("hetzner", &inside, &ext, "the sysext of wasmtime"),
+    ] {
+        let before = std::fs::read(victim).expect("read");
+        let o = flatbake(&[
+            "--image",
+            img.to_str().expect("p"),
+            "--release-dir",
+            rel.to_str().expect("p"),
+            "--output-dir",
+            out.to_str().expect("p"),
+            "--force",
+            "--vendor",
+            vendors,
+            wasm,
+        ]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{vendors}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{}: this vendor output is {what}",
+                victim.display()
+            )),
+            "{vendors}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            std::fs::read(victim).expect("read") == before,
+            "{} changed",
+            victim.display()
+        );
+        assert!(leftovers(out).is_empty(), "{:?}", leftovers(out));
+    }
+}

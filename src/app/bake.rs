@@ -444,6 +444,15 @@ fn run_vendors(
         kernel_args: Vec::new(),
         ..request(args, &input, base.clone())
     };
+    // replacing an input (--force) would lose a file the user gave
+    for p in &existing {
+        if let Some(what) = bake::input_at(&req, p) {
+            anyhow::bail!(
+                "{}: this vendor output is {what}; choose another --output-dir",
+                p.display()
+            );
+        }
+    }
     let report = bake::bake(&req)?;
     if let Some(base_plan) = &report.plan {
         let mut vendors: Vec<String> = plan.vendors.iter().map(|v| v.name.clone()).collect();

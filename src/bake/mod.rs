@@ -107,7 +107,7 @@ pub fn bake(req: &BakeRequest) -> Result<BakeReport, BakeError> {
     let facts = ImageFacts::read(&req.image, req.backend)?;
     let out_dir = crate::input::parent_dir(&req.output);
     let mut problems = Vec::new();
-    if let Err(p) = check_output(&req.image, &req.output, &out_dir, req.force || req.dry_run) {
+    if let Err(p) = check_output(req, &out_dir, req.force || req.dry_run) {
         problems.push(p);
     }
     let work = match problems.is_empty() {
@@ -192,21 +192,64 @@ fn report(exts: &[Extension]) -> Result<Vec<Baked>, BakeError> {
         .collect()
 }
 
-fn check_output(image: &Path, output: &Path, dir: &Path, force: bool) -> Result<(), String> {
+/// The files the request reads besides the image, each with what it is: sysexts,
+/// their sysupdate configs (named, or `NAME.conf` beside the sysext), the Ignition config.
+fn other_inputs(req: &BakeRequest) -> Vec<(String, PathBuf)> {
+    let mut v = Vec::new();
+    for e in &req.extensions {
+        if let Some((name, file)) = e.split_once(':') {
+            let f = PathBuf::from(file);
+            v.push((format!("the sysext of {name}"), f.clone()));
+            v.push((
+                format!("the sysupdate config of {name}"),
+                f.with_file_name(format!("{name}.conf")),
+            ));
+        }
+    }
+    for c in &req.sysupdate_confs {
+        if let Some((name, file)) = c.split_once('=') {
+            v.push((
+                format!("the sysupdate config of {name}"),
+                PathBuf::from(file),
+            ));
+        }
+    }
+    if let Some(i) = &req.ignition {
+        v.push(("the Ignition config".to_owned(), i.clone()));
+    }
+    v
+}
+
+/// What input of `req` the existing file `path` is (the same file, through any link),
+/// if any: writing there would replace something the bake reads.
+pub fn input_at(req: &BakeRequest, path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
+    let out = std::fs::metadata(path).ok()?;
+    let same =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.dev() == out.dev() && m.ino() == out.ino());
+    if same(&req.image) {
+        return Some("the input image".to_owned());
+    }
+    other_inputs(req)
+        .into_iter()
+        .find(|(_, p)| same(p))
+        .map(|(what, p)| format!("{what} ({})", p.display()))
+}
+
+fn check_output(req: &BakeRequest, dir: &Path, force: bool) -> Result<(), String> {
+    let output = &req.output;
     if !dir.is_dir() {
         return Err(format!(
             "{}: output directory does not exist",
             dir.display()
         ));
     }
-    if let (Ok(a), Ok(b)) = (std::fs::metadata(image), std::fs::metadata(output)) {
-        if a.dev() == b.dev() && a.ino() == b.ino() {
-            return Err(format!(
-                "{}: the output is the input image; choose another --output",
-                output.display()
-            ));
-        }
+    // replacing an input (--force) would lose a file the user gave
+    if let Some(what) = input_at(req, output) {
+        return Err(format!(
+            "{}: the output is {what}; choose another --output",
+            output.display()
+        ));
     }
     if output.is_dir() {
         return Err(format!(
