@@ -710,3 +710,57 @@ fn list_recipes_and_versions() {
     let names = ok(&["sysext", "list", "--recipes", s(d.path())], &[]);
     assert!(names.contains("Local wasmtime"), "{names}");
 }
+
+/// The image may not be written inside what it packs (usr/ or opt/ of the source):
+/// it would replace a file of the tree (the user's file lost) or be packed into the next
+/// image. Refused in one line; the tree is left as it was, and writing beside usr/ works.
+#[test]
+fn pack_refuses_an_output_inside_the_tree() {
+    let d = tempfile::tempdir().expect("tmp");
+    let tree = d.path().join("tree");
+    std::fs::create_dir_all(tree.join("usr/bin")).expect("mkdir");
+    std::fs::create_dir_all(tree.join("opt/x")).expect("mkdir");
+    let hi = tree.join("usr/bin/hi");
+    std::fs::write(&hi, "#!/bin/sh\necho hi\n").expect("write");
+    let base = [
+        "sysext",
+        "pack",
+        "--name",
+        "hi",
+        "--version",
+        "1",
+        "--arch",
+        "x86-64",
+    ];
+    for out in [
+        hi.clone(),
+        tree.join("usr/bin/new.raw"),
+        tree.join("opt/x/hi.raw"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(["-o", s(&out), s(&tree)]);
+        let o = run_sysext(&args, &[]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("which is packed into the image; write the image elsewhere"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&hi).expect("read"),
+            "#!/bin/sh\necho hi\n"
+        );
+    }
+    let mut names: Vec<String> = std::fs::read_dir(tree.join("usr/bin"))
+        .expect("ls")
+        .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["hi"], "the tree gained files");
+    let out = tree.join("hi-1-x86-64.raw");
+    let mut args = base.to_vec();
+    args.extend(["-o", s(&out), s(&tree)]);
+    ok_sysext(&args, &[]);
+    assert!(out.is_file());
+}

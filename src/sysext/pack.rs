@@ -448,9 +448,33 @@ fn walk(
     Ok(())
 }
 
+/// The image (and the SHA256SUMS and NAME.conf written beside it) may not land inside
+/// what is packed: it would replace a file of the tree, or be packed into the next image.
+fn output_outside(src: &Path, output: &Path) -> Result<(), PackError> {
+    let parent = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let (Ok(src), Ok(parent)) = (src.canonicalize(), parent.canonicalize()) else {
+        return Ok(()); // a missing directory is reported where it is used
+    };
+    for top in MERGED_TOPS {
+        let packed = src.join(top);
+        if parent.starts_with(&packed) {
+            return Err(PackError::Invalid(format!(
+                "{}: inside {}, which is packed into the image; write the image elsewhere",
+                output.display(),
+                packed.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Build the image at `output` (written under a temporary name, renamed at the end).
 pub fn pack(src: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport, PackError> {
     validate(opts)?;
+    output_outside(src, output)?;
     let (tree, skipped) = collect(src, opts)?;
     let files = tree
         .values()
