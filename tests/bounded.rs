@@ -159,3 +159,48 @@ fn what_is_baked_is_the_checked_copy() {
         "baked bytes differ from the checked file"
     );
 }
+
+/// The sysext subcommands that read a file the user names (`check` of an image or a
+/// target, `convert-torcx` of an archive) refuse a FIFO or a device in one line instead
+/// of blocking on it or reading without end.
+#[test]
+fn sysext_commands_refuse_special_files() {
+    let d = tempfile::tempdir().expect("tmp");
+    let fifo = d.path().join("fifo");
+    mkfifo(&fifo);
+    let f = fifo.display().to_string();
+    let w = sysext("wasmtime-v24.0.0-x86-64.raw").display().to_string();
+    for special in [f.as_str(), "/dev/zero"] {
+        for args in [
+            vec!["sysext", "check", special],
+            vec!["sysext", "check", "--target", special, w.as_str()],
+            vec![
+                "sysext",
+                "check",
+                "--target-os-release",
+                special,
+                w.as_str(),
+            ],
+            vec![
+                "sysext",
+                "convert-torcx",
+                "--arch",
+                "x86-64",
+                "--version",
+                "1",
+                special,
+                "docker",
+            ],
+        ] {
+            let o = flatbake(&args);
+            // check reports an image's problems on stdout, a refusal goes to stderr
+            let err = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+            assert!(!o.status.success(), "{args:?} succeeded: {err}");
+            assert!(
+                err.contains("not a regular file; give a regular file"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    assert!(leftovers(d.path()).is_empty(), "temp files left");
+}

@@ -9,7 +9,6 @@ use super::erofs::Erofs;
 use super::image::{self, Format, ImageError, SysextImage, RELEASE_DIR};
 use super::pack::MERGED_TOPS;
 use crate::arch::Arch;
-use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
@@ -115,7 +114,7 @@ fn squashfs_nodes(path: &Path) -> Result<Vec<Node>, ImageError> {
         path: path.to_owned(),
         source,
     };
-    let file = BufReader::new(File::open(path).map_err(io)?);
+    let file = BufReader::new(crate::input::open_regular(path).map_err(io)?);
     let fs = backhand::FilesystemReader::from_reader(file).map_err(|e| ImageError::Squashfs {
         path: path.to_owned(),
         what: e.to_string(),
@@ -137,10 +136,13 @@ fn erofs_nodes(path: &Path) -> Result<Vec<Node>, ImageError> {
         path: path.to_owned(),
         source,
     };
-    let file = BufReader::new(File::open(path).map_err(|source| ImageError::Io {
-        path: path.to_owned(),
-        source,
-    })?);
+    let file =
+        BufReader::new(
+            crate::input::open_regular(path).map_err(|source| ImageError::Io {
+                path: path.to_owned(),
+                source,
+            })?,
+        );
     let mut fs = Erofs::open(file).map_err(er)?;
     let mut out = Vec::new();
     fs.walk(|p, ino| {

@@ -189,13 +189,12 @@ pub fn unpack(archive: &Path, kind: ArchiveKind, dest: &Path) -> Result<(), Fetc
         archive: name.clone(),
         what,
     };
-    let f =
-        std::io::BufReader::new(
-            std::fs::File::open(archive).map_err(|source| FetchError::Io {
-                path: archive.to_owned(),
-                source,
-            })?,
-        );
+    let f = std::io::BufReader::new(crate::input::open_regular(archive).map_err(|source| {
+        FetchError::Io {
+            path: archive.to_owned(),
+            source,
+        }
+    })?);
     let reader: Box<dyn Read> = match kind {
         ArchiveKind::TarGz => Box::new(flate2::read::GzDecoder::new(f)),
         ArchiveKind::TarXz => Box::new(liblzma::read::XzDecoder::new(f)),

@@ -63,7 +63,7 @@ pub fn detect(path: &Path) -> Result<Format, ImageError> {
         path: path.to_owned(),
         source,
     };
-    let mut f = File::open(path).map_err(io)?;
+    let mut f = crate::input::open_regular(path).map_err(io)?;
     let mut head = vec![0u8; 1028];
     let n = read_up_to(&mut f, &mut head).map_err(io)?;
     if n >= 4 && &head[..4] == b"hsqs" {
@@ -133,7 +133,7 @@ fn read_squashfs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>
         path: path.to_owned(),
         what: e.to_string(),
     };
-    let mut file = File::open(path).map_err(io)?;
+    let mut file = crate::input::open_regular(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     let mut head = [0u8; super::squashfs::SUPERBLOCK_BYTES];
     let n = read_up_to(&mut file, &mut head).map_err(io)?;
@@ -217,10 +217,13 @@ fn read_erofs(path: &Path, name: &str) -> Result<(Vec<String>, Option<Vec<u8>>),
         path: path.to_owned(),
         source,
     };
-    let file = BufReader::new(File::open(path).map_err(|source| ImageError::Io {
-        path: path.to_owned(),
-        source,
-    })?);
+    let file =
+        BufReader::new(
+            crate::input::open_regular(path).map_err(|source| ImageError::Io {
+                path: path.to_owned(),
+                source,
+            })?,
+        );
     let mut fs = Erofs::open(file).map_err(er)?;
     // the release directory as systemd finds it: symlinks followed inside the image
     let mut failed = None;

@@ -114,7 +114,7 @@ impl Contents {
                 })
             }
             Format::Erofs => {
-                let file = File::open(path).map_err(|e| rerr(path, e))?;
+                let file = crate::input::open_regular(path).map_err(|e| rerr(path, e))?;
                 let mut fs = Erofs::open(BufReader::new(file)).map_err(|e| rerr(path, e))?;
                 let mut entries = BTreeMap::new();
                 let mut links = Vec::new();
@@ -235,7 +235,7 @@ impl Contents {
 }
 
 fn squashfs_reader(path: &Path) -> Result<backhand::FilesystemReader<'static>, LintError> {
-    let file = File::open(path).map_err(|e| rerr(path, e))?;
+    let file = crate::input::open_regular(path).map_err(|e| rerr(path, e))?;
     backhand::FilesystemReader::from_reader(BufReader::new(file)).map_err(|e| rerr(path, e))
 }
 

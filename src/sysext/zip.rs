@@ -42,7 +42,7 @@ struct Entry {
 
 /// Unpack every entry of `archive` into `dest`.
 pub fn unpack(archive: &Path, dest: &Path) -> Result<(), ZipError> {
-    let mut f = std::fs::File::open(archive)?;
+    let mut f = crate::input::open_regular(archive)?;
     let len = f.metadata()?.len();
     // the end of central directory record lies in the last 22 + 65535 bytes
     let tail_len = len.min(22 + 65535);
