@@ -1,6 +1,10 @@
 //! Ignition configs given with `--ignition`: checked before baking (valid JSON, an
-//! `ignition.version` of a spec Flatcar's Ignition reads), with a pointed error for
-//! Butane YAML, which must be converted with `butane` first.
+//! `ignition.version` of a spec Flatcar's Ignition reads, and the structural rules
+//! Ignition itself enforces when it validates a config, whose failure stops the first
+//! boot: absolute, simplified paths; one entry per path; links with a target; modes
+//! within 07777; unit names with a unit type; drop-ins named `*.conf`; users with a
+//! name), with a pointed error for Butane YAML, which must be converted with `butane`
+//! first.
 
 use std::path::Path;
 
@@ -56,7 +60,121 @@ pub fn check_bytes(bytes: &[u8], path: &Path) -> Result<String, String> {
             SUPPORTED.join(", ")
         ));
     }
+    let problems = structure_problems(&value, version.starts_with("3."));
+    if let Some(first) = problems.first() {
+        let more = match problems.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        return Err(format!(
+            "{}: {first}{more}; Ignition would refuse the config and stop the first boot",
+            path.display()
+        ));
+    }
     Ok(version.to_owned())
+}
+
+/// Unit types systemd knows (the suffix of a unit name).
+const UNIT_TYPES: &[&str] = &[
+    "service",
+    "socket",
+    "device",
+    "mount",
+    "automount",
+    "swap",
+    "target",
+    "path",
+    "timer",
+    "slice",
+    "scope",
+];
+
+/// The rules Ignition applies to a config's storage, systemd and passwd sections, each
+/// problem naming its JSON path: for every spec, absolute paths, link targets, modes,
+/// unit and drop-in names, user names; for spec 3 (`v3`) also paths in their simplest
+/// form and one entry per path. Bounded by the config's size (read with a cap): one
+/// pass over each list.
+fn structure_problems(v: &serde_json::Value, v3: bool) -> Vec<String> {
+    let mut ps = Vec::new();
+    let list = |ptr: &str| -> Vec<serde_json::Value> {
+        v.pointer(ptr)
+            .and_then(|l| l.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for kind in ["files", "directories", "links"] {
+        for (i, e) in list(&format!("/storage/{kind}")).iter().enumerate() {
+            let at = format!("storage.{kind}[{i}]");
+            let Some(p) = e.get("path").and_then(|p| p.as_str()) else {
+                ps.push(format!("{at}: no path"));
+                continue;
+            };
+            if let Some(why) = path_problem(p, v3) {
+                ps.push(format!("{at}.path {p:?}: {why}"));
+            } else if let (true, Some(first)) = (v3, seen.insert(p.to_owned(), at.clone())) {
+                ps.push(format!("{at}.path {p:?}: also given as {first}"));
+            }
+            if let Some(m) = e.get("mode").filter(|m| !m.is_null()) {
+                if m.as_u64().is_none_or(|m| m > 0o7777) {
+                    ps.push(format!("{at}.mode {m}: not a file mode (0 to 4095, 07777)"));
+                }
+            }
+            let target = e.get("target").and_then(|t| t.as_str()).unwrap_or_default();
+            if kind == "links" && target.is_empty() {
+                ps.push(format!("{at}: a link needs a target"));
+            }
+        }
+    }
+    for (i, u) in list("/systemd/units").iter().enumerate() {
+        let at = format!("systemd.units[{i}]");
+        let name = u.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        let typ = name.rsplit_once('.').map(|(_, t)| t).unwrap_or_default();
+        if !UNIT_TYPES.contains(&typ) {
+            ps.push(format!(
+                "{at}.name {name:?}: not a unit name (NAME.service, .timer, ...)"
+            ));
+        }
+        let dropins = u
+            .get("dropins")
+            .and_then(|d| d.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for (j, d) in dropins.iter().enumerate() {
+            let dn = d.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+            if !dn.ends_with(".conf") || dn.len() == ".conf".len() || dn.contains('/') {
+                ps.push(format!(
+                    "{at}.dropins[{j}].name {dn:?}: a drop-in is named NAME.conf"
+                ));
+            }
+        }
+    }
+    for (i, u) in list("/passwd/users").iter().enumerate() {
+        if u.get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .is_empty()
+        {
+            ps.push(format!("passwd.users[{i}]: no name"));
+        }
+    }
+    ps
+}
+
+/// Why Ignition refuses `p` as a path: relative, or (spec 3) not in its simplest form.
+fn path_problem(p: &str, v3: bool) -> Option<&'static str> {
+    if !p.starts_with('/') {
+        return Some("not absolute");
+    }
+    if !v3 {
+        return None;
+    }
+    let simplified = p.len() == 1
+        || (!p.ends_with('/') || p.len() == 1)
+            && p[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+    (!simplified).then_some("not in its simplest form (no //, ., .. or trailing /)")
 }
 
 /// Where the hint tells `butane` to write: beside the input with `.ign`, and never the
@@ -132,5 +250,70 @@ mod tests {
         assert!(check_text(r#"{"ignition":{"version":"9.9.9"}}"#)
             .unwrap_err()
             .contains("not supported"));
+    }
+
+    #[test]
+    fn what_ignition_would_refuse_is_refused() {
+        let ok = r#"{"ignition":{"version":"3.4.0"},
+            "storage":{"files":[{"path":"/etc/hostname","mode":420,"contents":{"source":"data:,x"}}],
+              "directories":[{"path":"/opt/x","mode":493}],
+              "links":[{"path":"/etc/localtime","target":"/usr/share/zoneinfo/UTC"}]},
+            "systemd":{"units":[{"name":"a.service","enabled":true,
+              "dropins":[{"name":"10-x.conf","contents":"[Service]"}]},{"name":"b.timer"}]},
+            "passwd":{"users":[{"name":"core","sshAuthorizedKeys":["ssh-ed25519 AAAA"]}]}}"#;
+        assert_eq!(check_text(ok).unwrap(), "3.4.0");
+        for (bad, want) in [
+            (
+                r#""storage":{"files":[{"path":"etc/x"}]}"#,
+                "storage.files[0].path \"etc/x\": not absolute",
+            ),
+            (
+                r#""storage":{"files":[{"path":"/etc//x"}]}"#,
+                "not in its simplest form",
+            ),
+            (
+                r#""storage":{"directories":[{"path":"/opt/../x"}]}"#,
+                "not in its simplest form",
+            ),
+            (
+                r#""storage":{"files":[{"path":"/etc/x"}],"links":[{"path":"/etc/x","target":"/y"}]}"#,
+                "storage.links[0].path \"/etc/x\": also given as storage.files[0]",
+            ),
+            (
+                r#""storage":{"links":[{"path":"/etc/x"}]}"#,
+                "storage.links[0]: a link needs a target",
+            ),
+            (
+                r#""storage":{"files":[{"path":"/etc/x","mode":8000}]}"#,
+                "storage.files[0].mode 8000: not a file mode",
+            ),
+            (
+                r#""storage":{"files":[{"mode":420}]}"#,
+                "storage.files[0]: no path",
+            ),
+            (
+                r#""systemd":{"units":[{"name":"docker"}]}"#,
+                "systemd.units[0].name \"docker\": not a unit name",
+            ),
+            (
+                r#""systemd":{"units":[{"name":"a.service","dropins":[{"name":"x"}]}]}"#,
+                "dropins[0].name \"x\": a drop-in is named NAME.conf",
+            ),
+            (
+                r#""passwd":{"users":[{"groups":["wheel"]}]}"#,
+                "passwd.users[0]: no name",
+            ),
+        ] {
+            let cfg = format!(r#"{{"ignition":{{"version":"3.4.0"}},{bad}}}"#);
+            let e = check_text(&cfg).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+            assert!(
+                e.ends_with("Ignition would refuse the config and stop the first boot"),
+                "{e}"
+            );
+        }
+        let two =
+            r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"a"},{"path":"b"}]}}"#;
+        assert!(check_text(two).unwrap_err().contains("(and 1 more)"));
     }
 }

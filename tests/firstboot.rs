@@ -256,3 +256,41 @@ fn bad_first_boot_settings_are_refused() {
     );
     assert!(!out.exists());
 }
+
+/// An Ignition config that Ignition itself would refuse when it validates it (a relative
+/// path, a link without a target, a unit name without a type) stops the first boot, so
+/// it is refused before baking: one line naming the file and the JSON path, no output.
+#[test]
+fn an_ignition_config_ignition_would_refuse_is_not_baked() {
+    let d = tempfile::tempdir().expect("tmp");
+    for (body, want) in [
+        (
+            r#""storage":{"files":[{"path":"etc/motd","contents":{"source":"data:,hi"}}]}"#,
+            "storage.files[0].path \"etc/motd\": not absolute",
+        ),
+        (
+            r#""storage":{"links":[{"path":"/etc/localtime"}]}"#,
+            "storage.links[0]: a link needs a target",
+        ),
+        (
+            r#""systemd":{"units":[{"name":"hello","contents":"[Service]"}]}"#,
+            "systemd.units[0].name \"hello\": not a unit name",
+        ),
+    ] {
+        let cfg = ign(
+            d.path(),
+            &format!(r#"{{"ignition":{{"version":"3.4.0"}},{body}}}"#),
+        );
+        let (dir, out, o) = bake(&["--ignition", cfg.to_str().expect("p")]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        one_line(&err);
+        assert!(err.contains(&format!("{}: {want}", cfg.display())), "{err}");
+        assert!(!out.exists(), "output written");
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
+    }
+}
