@@ -723,3 +723,46 @@ fn rootless_fetch_as_nobody_then_cache_hit() {
         cache_leftovers(&cache)
     );
 }
+
+/// `flatbake fetch --vendor` judges the vendor names, the architecture and the release
+/// range before it downloads anything (as a bake does): the release URL here refuses
+/// every connection, so any download would fail with a network error instead.
+#[test]
+fn fetch_checks_vendors_before_downloading() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = dir.path().join("cache");
+    for (arch, vendor, want) in [
+        (
+            "arm64",
+            "vmware_ova",
+            "vendor 'vmware_ova': Flatcar builds it for x86-64 only",
+        ),
+        ("x86-64", "nosuch", "unknown vendor 'nosuch'"),
+        (
+            "x86-64",
+            "parallels",
+            "vendor 'parallels' cannot be made by flatbake",
+        ),
+    ] {
+        let o = flatbake(&[
+            "fetch",
+            "--release",
+            "4593.2.5",
+            "--arch",
+            arch,
+            "--vendor",
+            vendor,
+            "--release-url",
+            "http://127.0.0.1:9",
+            "--image-cache",
+            s(&cache),
+        ]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{vendor}: {err}");
+        assert!(err.contains(want), "{vendor}: {err}");
+        assert!(
+            !err.contains("127.0.0.1:9"),
+            "{vendor}: tried to download: {err}"
+        );
+    }
+}
