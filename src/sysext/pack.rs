@@ -991,6 +991,80 @@ mod tests {
         assert_eq!(copies, 40);
     }
 
+    /// Many fragment blocks between multi-block files, duplicates of both kinds, holes
+    /// and empty files: where each block lands must not depend on how many threads
+    /// compress (fragment blocks and data blocks are written in the order they fill).
+    #[test]
+    fn same_bytes_on_any_number_of_threads_with_many_fragment_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("root");
+        let mut x = 11u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (x >> 33) as u8
+                })
+                .collect()
+        };
+        let text = |n: usize, seed: usize| -> Vec<u8> {
+            (0..n)
+                .flat_map(|i| format!("{seed} line {i} of the documentation\n").into_bytes())
+                .collect()
+        };
+        let blob = noise(300_000);
+        for dir in 0..12 {
+            let p = src.join(format!("usr/share/d{dir:02}"));
+            std::fs::create_dir_all(&p).unwrap();
+            // ~ 150 kB of distinct small files: more than one fragment block per dir
+            for i in 0..30 {
+                let mut small = noise(2_000 + 97 * i);
+                small.extend(text(40, dir * 100 + i));
+                std::fs::write(p.join(format!("s{i}")), &small).unwrap();
+            }
+            std::fs::write(p.join("big"), [&blob[..], &text(dir * 500, dir)].concat()).unwrap();
+            std::fs::write(
+                p.join("big-copy"),
+                [&blob[..], &text(dir * 500, dir)].concat(),
+            )
+            .unwrap();
+            std::fs::write(p.join("empty"), b"").unwrap();
+            std::fs::write(p.join("zeros"), vec![0u8; 128 * 1024 * 2 + 7]).unwrap();
+        }
+        let (tree, _) = collect(&src, &opts()).unwrap();
+        let image = |threads: usize| {
+            let out = d.path().join(format!("t{threads}.raw"));
+            std::fs::File::create(&out).unwrap();
+            write_squashfs_threads(&tree, &out, &opts(), threads).unwrap();
+            std::fs::read(&out).unwrap()
+        };
+        let one = image(1);
+        for threads in [2, 3, 8] {
+            assert!(
+                one == image(threads),
+                "{threads} threads wrote other bytes than 1"
+            );
+        }
+        let f = backhand::FilesystemReader::from_reader(Cursor::new(one)).unwrap();
+        let mut checked = 0;
+        for n in f.files() {
+            if let backhand::InnerNode::File(file) = &n.inner {
+                let mut got = Vec::new();
+                std::io::Read::read_to_end(&mut f.file(file).reader(), &mut got).unwrap();
+                let rel = n.fullpath.strip_prefix("/").unwrap();
+                if rel.starts_with("usr/share") {
+                    assert!(
+                        got == std::fs::read(src.join(rel)).unwrap(),
+                        "{}",
+                        rel.display()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 12 * 34, "files read back");
+    }
+
     #[test]
     fn sums_file_is_updated_in_place() {
         let d = tempfile::tempdir().unwrap();

@@ -11,9 +11,7 @@ use flate2::{Compress, Compression};
 #[cfg(feature = "gzip")]
 use flate2::{Decompress, FlushDecompress, Status};
 #[cfg(feature = "xz")]
-use liblzma::read::XzEncoder;
-#[cfg(feature = "xz")]
-use liblzma::stream::{Check, Filters, LzmaOptions, Stream};
+use liblzma::stream::{Action as XzAction, Check, Filters, LzmaOptions, Status as XzStatus, Stream};
 
 use crate::error::BackhandError;
 use crate::traits::CompressionAction;
@@ -339,13 +337,23 @@ impl CompressionAction for DefaultCompressor {
                 // one block is one xz block: a single-threaded encoder (blocks are
                 // compressed on several threads by the data writer; a multi-threaded
                 // encoder per block only started threads that had nothing to do)
-                let stream = Stream::new_stream_encoder(&filters, check)
+                let mut stream = Stream::new_stream_encoder(&filters, check)
                     .map_err(|e| BackhandError::CompressionInit(err_text!("xz encoder: {}", e)))?;
 
-                let mut encoder = XzEncoder::new_stream(Cursor::new(bytes), stream);
-                let mut buf = vec![];
-                encoder.read_to_end(&mut buf)?;
-                Ok(buf)
+                // the whole block in one go, straight into the output (no reader
+                // between: the same bytes, without copying through its buffer)
+                let mut buf = Vec::with_capacity(bytes.len() + bytes.len() / 8 + 4096);
+                loop {
+                    let done = usize::try_from(stream.total_in()).unwrap_or(usize::MAX);
+                    let rest = bytes.get(done..).unwrap_or_default();
+                    let status = stream.process_vec(rest, &mut buf, XzAction::Finish).map_err(|e| {
+                        BackhandError::CompressionInit(err_text!("xz compression: {}", e))
+                    })?;
+                    if status == XzStatus::StreamEnd {
+                        return Ok(buf);
+                    }
+                    buf.reserve(buf.capacity().max(4096));
+                }
             }
             #[cfg(feature = "gzip")]
             (Compressor::Gzip, option @ (Some(CompressionOptions::Gzip(_)) | None), _) => {

@@ -514,17 +514,25 @@ impl<'a, 'b, 'c> FilesystemWriter<'a, 'b, 'c> {
         compressor: FilesystemCompressor,
         block_size: u32,
         mut writer: W,
-        data_writer: &mut DataWriter<'b>,
+        data_writer: &mut DataWriter,
     ) -> Result<(), BackhandError>
     where
         W: WriteSeek,
     {
-        let files = self.root.nodes.iter_mut().filter_map(|node| match &mut node.inner {
-            InnerNode::File(file) => Some(file),
-            _ => None,
-        });
-        for file in files {
-            let (filesize, added) = match file {
+        let mut files: Vec<_> = self
+            .root
+            .nodes
+            .iter_mut()
+            .filter_map(|node| match &mut node.inner {
+                InnerNode::File(file) => Some(file),
+                _ => None,
+            })
+            .collect();
+        // every file's data goes in (compressed in the background); where each went is
+        // known once all is written
+        let mut ids = Vec::with_capacity(files.len());
+        for file in files.iter_mut() {
+            let id = match &mut **file {
                 SquashfsFileWriter::UserDefined(file) => {
                     let file_ptr = Arc::clone(file);
                     let mut file_lock =
@@ -553,6 +561,12 @@ impl<'a, 'b, 'c> FilesystemWriter<'a, 'b, 'c> {
                 }
                 SquashfsFileWriter::Consumed(_, _) => unreachable!(),
             };
+            ids.push(id);
+        }
+        // Compress fragments and write
+        data_writer.finalize(&mut writer)?;
+        for (file, id) in files.into_iter().zip(ids) {
+            let (filesize, added) = data_writer.added(id)?;
             *file = SquashfsFileWriter::Consumed(filesize, added);
         }
         Ok(())
@@ -795,10 +809,8 @@ impl<'a, 'b, 'c> FilesystemWriter<'a, 'b, 'c> {
         info!("Creating Inodes and Dirs");
         //trace!("TREE: {:#02x?}", &self.root);
         info!("Writing Data");
+        // (and the fragments)
         self.write_data(self.fs_compressor, self.block_size, &mut w, &mut data_writer)?;
-        info!("Writing Data Fragments");
-        // Compress fragments and write
-        data_writer.finalize(&mut w)?;
 
         info!("Writing Other stuff");
         let root = self.write_inode_dir(
