@@ -96,11 +96,10 @@ const UNIT_TYPES: &[&str] = &[
 /// pass over each list.
 fn structure_problems(v: &serde_json::Value, v3: bool) -> Vec<String> {
     let mut ps = Vec::new();
-    let list = |ptr: &str| -> Vec<serde_json::Value> {
+    let list = |ptr: &str| -> &[serde_json::Value] {
         v.pointer(ptr)
             .and_then(|l| l.as_array())
-            .cloned()
-            .unwrap_or_default()
+            .map_or(&[], Vec::as_slice)
     };
     let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for kind in ["files", "directories", "links"] {
@@ -138,8 +137,7 @@ fn structure_problems(v: &serde_json::Value, v3: bool) -> Vec<String> {
         let dropins = u
             .get("dropins")
             .and_then(|d| d.as_array())
-            .cloned()
-            .unwrap_or_default();
+            .map_or(&[][..], Vec::as_slice);
         for (j, d) in dropins.iter().enumerate() {
             let dn = d.get("name").and_then(|n| n.as_str()).unwrap_or_default();
             if !dn.ends_with(".conf") || dn.len() == ".conf".len() || dn.contains('/') {

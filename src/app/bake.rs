@@ -150,26 +150,33 @@ fn precheck_vendors(
 ) -> anyhow::Result<()> {
     let reg = Registry::load(args.vendors_dir.as_deref())?;
     let arch = args.release.arch.or(opts.map(|o| o.arch));
-    let version = args.flatcar_version.clone().or_else(|| {
-        args.release
-            .release
-            .as_deref()
-            .filter(|r| r.split('.').count() == 3)
-            .map(str::to_owned)
-    });
-    // `generic` is the plain image, not a vendor of the registry
-    let named: Vec<String> = args
-        .vendor
-        .iter()
-        .filter(|v| *v != GENERIC)
-        .cloned()
-        .collect();
+    let version = args
+        .flatcar_version
+        .as_deref()
+        .or(exact_release(args.release.release.as_deref()));
+    precheck_names(&reg, &args.vendor, arch, version)
+}
+
+/// `--release` when it names an exact version X.Y.Z (not a channel).
+pub(super) fn exact_release(release: Option<&str>) -> Option<&str> {
+    release.filter(|r| r.split('.').count() == 3)
+}
+
+/// Vendor names (`generic`, the plain image, aside), the architecture (when known; else
+/// it comes from the image later) and, when the Flatcar `version` is known, its release
+/// range, checked before anything is downloaded, decompressed or copied. Shared by a
+/// bake and `flatbake fetch --vendor`.
+pub(super) fn precheck_names(
+    reg: &Registry,
+    vendors: &[String],
+    arch: Option<crate::arch::Arch>,
+    version: Option<&str>,
+) -> anyhow::Result<()> {
+    let named: Vec<String> = vendors.iter().filter(|v| *v != GENERIC).cloned().collect();
     let ps = match arch {
-        Some(a) => platform::precheck(&reg, &named, a, version.as_deref()),
+        Some(a) => platform::precheck(reg, &named, a, version),
         None => {
-            // the architecture comes from the image later; names are checked now
-            let mut ps =
-                platform::precheck(&reg, &named, crate::arch::Arch::X86_64, version.as_deref());
+            let mut ps = platform::precheck(reg, &named, crate::arch::Arch::X86_64, version);
             ps.retain(|p| !p.contains("Flatcar builds it for"));
             ps
         }

@@ -130,18 +130,13 @@ pub fn run(
         .iter()
         .map(|v| crate::spec::canonical_vendor(v.trim(), &reg))
         .collect();
-    // names, architecture and (for an exact version) the release range: before anything
-    // is downloaded, as a bake checks them
-    let named: Vec<String> = canonical
-        .iter()
-        .filter(|v| *v != crate::spec::GENERIC)
-        .cloned()
-        .collect();
-    let version = a.release.as_deref().filter(|r| r.split('.').count() == 3);
-    let ps = crate::platform::precheck(&reg, &named, o.arch, version);
-    if !ps.is_empty() {
-        return Err(crate::platform::VendorError::Preflight(ps).into());
-    }
+    // checked as a bake checks them, before anything is downloaded
+    super::bake::precheck_names(
+        &reg,
+        &canonical,
+        Some(o.arch),
+        super::bake::exact_release(a.release.as_deref()),
+    )?;
     let fast = match canonical.as_slice() {
         [v] if crate::release::published::VENDORS.contains(&v.as_str())
             && std::env::var("FLATBAKE_FAST_PATH").map_or(true, |x| x != "0") =>
