@@ -13,7 +13,7 @@ mod support;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
-use support::compat::{host_arch, systemd_merges};
+use support::compat::{flatbake_accepts, pack_tree, systemd_merges};
 use support::refusal::{refused_cleanly, Before};
 use support::*;
 
@@ -111,41 +111,8 @@ fn build(dir: &Path, shape: Shape, erofs: bool) -> std::path::PathBuf {
     std::fs::create_dir_all(tree.join(REL_DIR)).expect("mkdir");
     shape(&tree);
     let out = dir.join(format!("{NAME}.raw"));
-    let _ = std::fs::remove_file(&out);
-    if erofs {
-        sh(Command::new("mkfs.erofs")
-            .args(["--all-root", "--quiet"])
-            .arg(&out)
-            .arg(&tree));
-    } else {
-        sh(Command::new("mksquashfs").arg(&tree).arg(&out).args([
-            "-all-root",
-            "-noappend",
-            "-quiet",
-            "-no-progress",
-        ]));
-    }
-    std::fs::remove_dir_all(&tree).expect("rm tree");
+    pack_tree(&tree, &out, erofs);
     out
-}
-
-fn flatbake_accepts(target: &Path, image: &Path) -> (bool, String) {
-    let o = flatbake(&[
-        "sysext",
-        "check",
-        "--name",
-        NAME,
-        "--arch",
-        host_arch(),
-        "--target-os-release",
-        s(target),
-        s(image),
-    ]);
-    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
-    (
-        o.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o)),
-    )
 }
 
 #[test]
@@ -167,7 +134,7 @@ fn release_file_shapes_agree_with_systemd_sysext_merge() {
             } else {
                 systemd_merges(TARGET, NAME, &image, PROBE)
             };
-            let (fb, fb_out) = flatbake_accepts(&target, &image);
+            let (fb, fb_out) = flatbake_accepts(NAME, &target, &image);
             let kind = if erofs { "erofs" } else { "squashfs" };
             if sd {
                 merged += 1;

@@ -149,30 +149,7 @@ const SHAPES: [Shape; 6] = [
 /// level and block size, everything root's, fixed times, no export or xattr table
 /// (flatbake writes neither).
 fn mksquashfs(src: &Path, out: &Path, comp: &str) {
-    let mut c = Command::new("mksquashfs");
-    c.arg(src).arg(out).args([
-        "-noappend",
-        "-quiet",
-        "-no-progress",
-        "-all-root",
-        "-no-exports",
-        "-no-xattrs",
-        "-b",
-        "131072",
-        "-mkfs-time",
-        "0",
-        "-all-time",
-        "0",
-        "-comp",
-        comp,
-    ]);
-    match comp {
-        "gzip" => c.args(["-Xcompression-level", "9"]),
-        "zstd" => c.args(["-Xcompression-level", "15"]),
-        _ => &mut c,
-    };
-    c.env_remove("SOURCE_DATE_EPOCH");
-    sh(&mut c);
+    mksquashfs_reference(src, out, comp, &["-no-exports", "-no-xattrs"]);
 }
 
 fn pack(src: &Path, out: &Path, comp: &str) {

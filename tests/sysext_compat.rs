@@ -7,8 +7,7 @@
 
 mod support;
 
-use std::path::Path;
-use support::compat::{host_arch, squashfs, systemd_merges};
+use support::compat::{flatbake_accepts, host_arch, squashfs, systemd_merges};
 use support::*;
 
 const FLATCAR: &[u8] =
@@ -332,24 +331,6 @@ fn rows() -> Vec<Row> {
     v
 }
 
-fn flatbake_accepts(target: &Path, image: &Path) -> (bool, String) {
-    let o = flatbake(&[
-        "sysext",
-        "check",
-        "--name",
-        NAME,
-        "--arch",
-        host_arch(),
-        "--target-os-release",
-        s(target),
-        s(image),
-    ]);
-    (
-        o.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o)),
-    )
-}
-
 #[test]
 fn verdicts_agree_with_systemd_sysext_merge() {
     let rows = rows();
@@ -372,7 +353,7 @@ fn verdicts_agree_with_systemd_sysext_merge() {
         let target = dir.path().join("os-release");
         write(&target, &r.target, 0o644);
         let (sd, sd_out) = systemd_merges(&r.target, NAME, &image, PROBE);
-        let (fb, fb_out) = flatbake_accepts(&target, &image);
+        let (fb, fb_out) = flatbake_accepts(NAME, &target, &image);
         if sd {
             merged += 1;
         } else {

@@ -20,25 +20,6 @@ const OLDER: &str = "4459.2.0";
 const VM_ROOT_SECTORS: u64 = 12943360;
 const VAGRANT_ROOT_SECTORS: u64 = 33845248;
 
-/// A fixture release directory of Flatcar `version`, built once per test binary.
-fn release(version: &str) -> PathBuf {
-    use std::sync::Mutex;
-    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let dir = fixtures().join(format!("release-{version}"));
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.iter().any(|v| v == version) {
-        sh(Command::new("bash")
-            .arg(format!(
-                "{}/scripts/make-fixture-release.sh",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .arg(&dir)
-            .args(["--version", version]));
-        built.push(version.to_owned());
-    }
-    dir
-}
-
 struct Run {
     _dir: tempfile::TempDir,
     out: PathBuf,

@@ -9,26 +9,6 @@ use support::*;
 
 const VM_ROOT_SECTORS: u64 = 12943360;
 
-/// A fixture release directory of Flatcar `version` (the default fixture release is
-/// 4593.2.5, the current stable), built once per test binary.
-fn release(version: &str) -> PathBuf {
-    use std::sync::Mutex;
-    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let dir = fixtures().join(format!("release-{version}"));
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.iter().any(|v| v == version) {
-        sh(Command::new("bash")
-            .arg(format!(
-                "{}/scripts/make-fixture-release.sh",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .arg(&dir)
-            .args(["--version", version]));
-        built.push(version.to_owned());
-    }
-    dir
-}
-
 /// A newer release than the default fixture: vendors whose OEM sysext is published
 /// from 4722 on (virtualbox, vagrant, exoscale, cloudsigma, cloudstack, ami_vmdk,
 /// oraclecloud) are made from it.

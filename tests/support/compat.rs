@@ -20,22 +20,57 @@ pub fn image(dir: &Path, name: &str, files: &[(&str, &[u8])], erofs: bool) -> Pa
     }
     std::fs::create_dir_all(tree.join("usr")).expect("mkdir usr");
     let out = dir.join(format!("{name}.raw"));
-    let _ = std::fs::remove_file(&out);
+    pack_tree(&tree, &out, erofs);
+    out
+}
+
+/// Pack `tree` into `out` (replaced) with mksquashfs, or mkfs.erofs when `erofs`, all
+/// files owned by root; the tree is removed afterwards.
+pub fn pack_tree(tree: &Path, out: &Path, erofs: bool) {
+    let _ = std::fs::remove_file(out);
     if erofs {
         sh(Command::new("mkfs.erofs")
             .args(["--all-root", "--quiet"])
-            .arg(&out)
-            .arg(&tree));
+            .arg(out)
+            .arg(tree));
     } else {
-        sh(Command::new("mksquashfs").arg(&tree).arg(&out).args([
+        sh(Command::new("mksquashfs").arg(tree).arg(out).args([
             "-all-root",
             "-noappend",
             "-quiet",
             "-no-progress",
         ]));
     }
-    std::fs::remove_dir_all(&tree).expect("rm tree");
-    out
+    std::fs::remove_dir_all(tree).expect("rm tree");
+}
+
+/// `flatbake sysext check` of `image` as extension `name` against the os-release file
+/// `target`: whether it accepts it, and what it printed. It never panics.
+pub fn flatbake_accepts(name: &str, target: &Path, image: &Path) -> (bool, String) {
+    let o = super::flatbake(&[
+        "sysext",
+        "check",
+        "--name",
+        name,
+        "--arch",
+        host_arch(),
+        "--target-os-release",
+        s(target),
+        s(image),
+    ]);
+    assert!(
+        !super::stderr(&o).contains("panicked"),
+        "{}",
+        super::stderr(&o)
+    );
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            super::stderr(&o)
+        ),
+    )
 }
 
 /// systemd's name for this machine's architecture (what systemd-sysext compares

@@ -411,3 +411,50 @@ pub fn sysext_merge_as(images: &[(&str, &Path)], extra: &str, token: &str) -> St
     ]));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A fixture release directory of Flatcar `version` (the default fixture release is
+/// 4593.2.5, the current stable), built once per test binary.
+pub fn release(version: &str) -> PathBuf {
+    use std::sync::Mutex;
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let dir = fixtures().join(format!("release-{version}"));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|v| v == version) {
+        sh(std::process::Command::new("bash")
+            .arg(format!(
+                "{}/scripts/make-fixture-release.sh",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .arg(&dir)
+            .args(["--version", version]));
+        built.push(version.to_owned());
+    }
+    dir
+}
+
+/// `mksquashfs SRC OUT` with the settings flatbake's squashfs writer uses (root-owned,
+/// 128 KiB blocks, every time 0, compressor `comp` at flatbake's level) plus `extra`:
+/// the reference a packed image is compared with.
+pub fn mksquashfs_reference(src: &Path, out: &Path, comp: &str, extra: &[&str]) {
+    let mut c = std::process::Command::new("mksquashfs");
+    c.arg(src)
+        .arg(out)
+        .args(["-noappend", "-quiet", "-no-progress", "-all-root"]);
+    c.args(extra).args([
+        "-b",
+        "131072",
+        "-mkfs-time",
+        "0",
+        "-all-time",
+        "0",
+        "-comp",
+        comp,
+    ]);
+    match comp {
+        "gzip" => c.args(["-Xcompression-level", "9"]),
+        "zstd" => c.args(["-Xcompression-level", "15"]),
+        _ => &mut c,
+    };
+    c.env_remove("SOURCE_DATE_EPOCH");
+    sh(&mut c);
+}
